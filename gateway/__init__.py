@@ -1,0 +1,1 @@
+"""The GasGuard site gateway (asyncio): device links, outbox, regulator MQTT stream."""

@@ -1,0 +1,163 @@
+# The regulator stream: MQTT topics and CloudEvents 1.0 structured-JSON payloads (DESIGN.md §2).
+# Every payload built here validates against the JSON Schemas in protocol/schemas/.
+
+SPECVERSION = "1.0"
+SCHEMA_EVENT = "urn:gasguard:schema:event:1"
+SCHEMA_STATE = "urn:gasguard:schema:state:1"
+SCHEMA_GATEWAY = "urn:gasguard:schema:gateway-status:1"
+
+# device event kind -> CloudEvents type
+EVENT_TYPES = {
+    "alarm.low": "gasguard.alarm.low",
+    "alarm.high": "gasguard.alarm.high",
+    "alarm.clear": "gasguard.alarm.clear",
+    "detector.fault": "gasguard.detector.fault",
+    "detector.restored": "gasguard.detector.restored",
+    "valve.closed": "gasguard.valve.closed",
+    "valve.fault": "gasguard.valve.fault",
+    "ack": "gasguard.alarm.acknowledged",
+    "reset": "gasguard.valve.reset",
+    "reset.refused": "gasguard.valve.reset_refused",
+    "selftest": "gasguard.device.selftest",
+    "tamper": "gasguard.device.tamper",
+    "boot": "gasguard.device.boot",
+}
+# events the gateway itself raises about a device or its own outbox
+GATEWAY_EVENT_TYPES = {
+    "device.online": "gasguard.device.online",
+    "device.offline": "gasguard.device.offline",
+    "outbox.dropped": "gasguard.outbox.dropped",
+}
+TYPE_STATE = "gasguard.device.state"
+TYPE_GATEWAY = "gasguard.gateway.status"
+
+
+def topic_events(site, device):
+    return "gasguard/v1/%s/%s/events" % (site, device)
+
+
+def topic_state(site, device):
+    return "gasguard/v1/%s/%s/state" % (site, device)
+
+
+def topic_gateway_status(site, gateway):
+    return "gasguard/v1/%s/gateway/%s/status" % (site, gateway)
+
+
+def event_id(device, boot, seq):
+    """Stable across retries and restarts: regulators dedupe on it."""
+    return "%s:%d:%d" % (device, boot, seq)
+
+
+def rfc3339(t):
+    """Unix time (int or float seconds, UTC) -> 'YYYY-MM-DDTHH:MM:SS[.mmm]Z'."""
+    ms = int(round(t * 1000)) if isinstance(t, float) else t * 1000
+    secs, ms = divmod(ms, 1000)
+    days, rem = divmod(secs, 86400)
+    # days since 1970-01-01 -> civil date (Howard Hinnant's algorithm)
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (1 if m <= 2 else 0)
+    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (y, m, d, rem // 3600, rem // 60 % 60, rem % 60)
+    if ms:
+        s += ".%03d" % ms
+    return s + "Z"
+
+
+def _envelope(site, subject, ce_type, ce_id, time, schema, data):
+    return {
+        "specversion": SPECVERSION,
+        "id": ce_id,
+        "source": "gasguard://%s/%s" % (site, subject),
+        "type": ce_type,
+        "time": rfc3339(time),
+        "datacontenttype": "application/json",
+        "dataschema": schema,
+        "data": data,
+    }
+
+
+def device_event(site, device, body, received):
+    """A device event body (messages.event) -> CloudEvent. received: gateway unix time."""
+    boot, seq = body["id"]
+    data = {
+        "site": site,
+        "device": device,
+        "boot": boot,
+        "seq": seq,
+        "kind": body["kind"],
+        "uptime_s": body["up"],
+        "received": rfc3339(received),
+    }
+    for src, dst in (("det", "detector"), ("valve", "valve"), ("detail", "detail")):
+        if src in body:
+            data[dst] = body[src]
+    if "lel" in body:  # a single-precision device sends 62.5 exactly but 0.4 as 0.4000000059...
+        data["lel"] = round(body["lel"], 1)
+    t = body.get("time")
+    if t is not None:
+        data["device_time"] = rfc3339(t)
+    return _envelope(
+        site,
+        device,
+        EVENT_TYPES[body["kind"]],
+        event_id(device, boot, seq),
+        received if t is None else t,
+        SCHEMA_EVENT,
+        data,
+    )
+
+
+def gateway_event(site, device, kind, ce_id, time, detail):
+    """An event the gateway raises (device online/offline, outbox drops) -> CloudEvent."""
+    data = {
+        "site": site,
+        "device": device,
+        "kind": kind,
+        "received": rfc3339(time),
+        "detail": detail,
+    }
+    return _envelope(site, device, GATEWAY_EVENT_TYPES[kind], ce_id, time, SCHEMA_EVENT, data)
+
+
+def device_state(site, device, state, time):
+    """Retained device state. state: online, session, boot, fw, cfg, valve, alarm, detectors,
+    loop, heap_free, last_seen (unix time)."""
+    data = {"site": site, "device": device}
+    data.update(state)
+    if isinstance(data.get("last_seen"), (int, float)):
+        data["last_seen"] = rfc3339(data["last_seen"])
+    return _envelope(
+        site,
+        device,
+        TYPE_STATE,
+        "%s:state:%s" % (device, rfc3339(time)),
+        time,
+        SCHEMA_STATE,
+        data,
+    )
+
+
+def gateway_status(site, gateway, online, time, version, devices_online=0):
+    data = {
+        "site": site,
+        "gateway": gateway,
+        "status": "online" if online else "offline",
+        "version": version,
+        "devices_online": devices_online,
+    }
+    return _envelope(
+        site,
+        "gateway/" + gateway,
+        TYPE_GATEWAY,
+        "%s:status:%s" % (gateway, rfc3339(time)),
+        time,
+        SCHEMA_GATEWAY,
+        data,
+    )

