@@ -4,14 +4,22 @@
 # reflected back at its sender is refused. There is deliberately no message, command or field that
 # opens, energises or resets a valve: reopening happens only by a person at the device.
 from . import cbor
-
-BIRTH = 0x01
-HEARTBEAT = 0x02
-EVENT = 0x03
-REPLY = 0x04
-ACK = 0x81
-TIME = 0x82
-COMMAND = 0x83
+from .catalogue import (  # noqa: F401 - re-exported: the catalogue's names live here too
+    ACK,
+    ALARM_LEVELS,
+    BIRTH,
+    COMMAND,
+    COMMANDS,
+    DETECTOR_STATES,
+    EVENT,
+    EVENT_KINDS,
+    HEARTBEAT,
+    MAX_ACKS,
+    REPLY,
+    TIME,
+    VALVE_KINDS,
+    VALVE_STATES,
+)
 
 TYPE_NAMES = {
     BIRTH: "birth",
@@ -24,28 +32,6 @@ TYPE_NAMES = {
 }
 FROM_DEVICE = (BIRTH, HEARTBEAT, EVENT, REPLY)
 FROM_GATEWAY = (ACK, TIME, COMMAND)
-
-EVENT_KINDS = (
-    "alarm.low",
-    "alarm.high",
-    "alarm.clear",
-    "detector.fault",
-    "detector.restored",
-    "valve.closed",
-    "valve.fault",
-    "ack",
-    "reset",
-    "reset.refused",
-    "selftest",
-    "tamper",
-    "boot",
-)
-COMMANDS = ("identify", "selftest", "config_digest")
-VALVE_STATES = ("open", "closed", "fault", "unknown")
-VALVE_KINDS = ("nc", "latching")
-DETECTOR_STATES = ("ok", "warmup", "inhibit", "calibration", "fault", "eol", "noanswer")
-ALARM_LEVELS = ("none", "low", "high")
-MAX_ACKS = 32  # event ids one ack frame may carry
 
 
 class MessageError(ValueError):

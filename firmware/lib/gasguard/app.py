@@ -1,0 +1,287 @@
+# Builds the device from its config and a HAL board, and runs the superloop: a fixed-period safety
+# cycle (bus step, decision, valve, indicators, watchdog) first, then bounded slack work (event
+# log, gateway link, backend housekeeping). The slack can never delay the next cycle's valve
+# decision by more than one bounded step, and the cycle itself allocates nothing.
+import gc
+import sys
+from time import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us
+
+from gasguard import VERSION, detectors, modbus
+from gasguard import events as ev
+from gasguard.eventlog import EventLog
+from gasguard.hmi import Button, Indicators
+from gasguard.link import Link
+from gasguard.persist import makedirs, read_int, write_int
+from gasguard.protocol import catalogue as cat
+from gasguard.protocol.profile import STATE_NAMES
+from gasguard.safety import LEVEL_NAMES, Safety, Settings
+from gasguard.valve import LATCHING, NC, Valve
+from gasguard.valve import STATE_NAMES as VALVE_NAMES
+
+BUS_STALL_MS = 3000  # no finished bus transaction for this long: stop feeding the watchdog
+
+
+class App:
+    def __init__(self, board, cfg, root):
+        self.board = board
+        self.cfg = cfg
+        self.root = root
+        makedirs(root)
+        self.boot = read_int(root + "/bootcount", 0) + 1
+        write_int(root + "/bootcount", self.boot)
+        self.reset_cause = board.reset_cause()
+        self.queue = ev.EventQueue(32)
+        fault_closes = [d[3] for d in cfg.detectors]
+        self.safety = Safety(Settings(cfg.alarm), fault_closes, self.queue)
+        self.dets = [
+            detectors.Detector(i, d[0], d[1], d[2], d[3]) for i, d in enumerate(cfg.detectors)
+        ]
+        b = cfg.bus
+        self.master = modbus.Master(board.bus(), b["baud"], b["deadline_ms"])
+        self.poller = detectors.Poller(
+            self.master, self.dets, self.safety.sample, b["fail_limit"], b["fault_retry_ms"]
+        )
+        v = cfg.valve
+        self.valve = Valve(
+            LATCHING if v["kind"] == "latching" else NC,
+            board.valve,
+            board.valve_pos,
+            v["position_open_level"],
+            v["travel_ms"],
+            v["pulse_ms"],
+            2,
+            v["knob_timeout_s"] * 1000,
+        )
+        p = cfg.pins
+        self.btn_ack = Button(board.ack, p["buttons_active_low"])
+        self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
+        self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
+        self.log = EventLog(root).open()
+        self.event_seq = 0
+        transport = board.link()
+        self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
+        # loop statistics (small integers only: the cycle must not allocate)
+        self.period = cfg.loop_ms
+        self.cycles = 0
+        self.mean_us = 0
+        self.max_us = 0
+        self.overruns = 0
+        self.up_ms = 0
+        self.up_s = 0
+        self.last_ms = ticks_ms()
+        self.identify_until = 0
+        self.checks_ok = True
+        self.stopped = False
+        detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
+        if self.log.torn:
+            detail += "; %d torn log record cut" % self.log.torn
+        self._record(ev.BOOT, 255, 0, -1, detail)
+        if not self.log.chain_ok:
+            self._record(
+                ev.TAMPER, 255, 0, -1, "event log chain broken at record %d" % self.log.chain_break
+            )
+
+    # --- the safety cycle: no allocation from here ... -------------------------------------------
+
+    def cycle(self, now_ms, now_us):
+        d = ticks_diff(now_ms, self.last_ms)
+        self.last_ms = now_ms
+        self.up_ms += d
+        while self.up_ms >= 1000:
+            self.up_ms -= 1000
+            self.up_s += 1
+        self.poller.step(now_ms, now_us)
+        ack = self.btn_ack.update(now_ms)
+        reset = self.btn_reset.update(now_ms)
+        closed = self.safety.step(now_ms, self.up_s, ack, reset, self.valve.fault)
+        if reset and not closed:
+            self.poller.request_reset()
+        self.valve.apply(closed, now_ms)
+        self.ind.show(now_ms, self.safety, self.valve)
+        # feed the watchdog only if the cycle's checks passed: the bus is moving and the valve
+        # output agrees with the decision
+        ok = ticks_diff(now_ms, self.poller.last_done) < BUS_STALL_MS or self.up_s < 3
+        if self.valve.kind == NC and self.valve.out_level != (0 if closed else 1):
+            ok = False
+        self.checks_ok = ok
+        if ok:
+            self.board.wdt.feed()
+
+    # --- ... to here -----------------------------------------------------------------------------
+
+    def _record(self, kind, det, tenths, detail_code, detail=None):
+        self.event_seq += 1
+        up = self.up_s
+        if detail is None and detail_code >= 0:
+            detail = ev.detail_text(detail_code, STATE_NAMES)
+        t = self.link.unix_time(self.up_s * 1000 + self.up_ms) if self.link else None
+        lel = None
+        if det != 255 and kind in (
+            ev.ALARM_LOW,
+            ev.ALARM_HIGH,
+            ev.ALARM_CLEAR,
+            ev.RESET_REFUSED,
+            ev.DET_RESTORED,
+        ):
+            lel = tenths / 10
+        valve = None
+        if kind in (ev.VALVE_CLOSED, ev.VALVE_FAULT, ev.RESET, ev.BOOT):
+            valve = VALVE_NAMES[self.valve.state()]
+        body = {"id": [self.boot, self.event_seq], "kind": cat.EVENT_KINDS[kind], "up": up}
+        for k, v in (
+            ("time", t),
+            ("det", None if det == 255 else det),
+            ("lel", lel),
+            ("valve", valve),
+            ("detail", detail[:96] if detail else None),
+        ):
+            if v is not None:
+                body[k] = v
+        try:
+            self.log.append(body)
+        except OSError as e:
+            print("event log write failed:", e)
+        print(
+            "EVENT",
+            self.boot,
+            self.event_seq,
+            body["kind"],
+            "det=%s" % body.get("det"),
+            "lel=%s" % body.get("lel"),
+            detail or "",
+        )
+
+    def slack(self, now_ms):
+        q = self.queue
+        i = q.pop()
+        if i >= 0:  # one event per cycle: a flash write is the longest slack step
+            self._record(q.kind[i], q.det[i], q.tenths[i], q.detail[i])
+            q.done()
+        elif q.lost:
+            n = q.lost
+            q.lost = 0
+            self._record(ev.TAMPER, 255, 0, -1, "%d events lost: queue overflow" % n)
+        elif self.valve.knob_timed_out:
+            self.valve.knob_timed_out = False
+            self._record(ev.RESET_REFUSED, 255, 0, ev.D_KNOB_TIMEOUT)
+        if self.link is not None:
+            self.link.service(now_ms, self.up_s * 1000 + self.up_ms)
+        self.board.service(now_ms)
+
+    # --- link callbacks --------------------------------------------------------------------------
+
+    def birth_body(self):
+        dets = [
+            {"addr": d.address, "gas": d.gas, "profile": self.cfg.detectors[d.index][4]}
+            for d in self.dets
+        ]
+        return {
+            "dev": self.cfg.device_id,
+            "fw": VERSION,
+            "cfg": self.cfg.digest_hex(),
+            "cause": self.reset_cause,
+            "valve": self.cfg.valve["kind"],
+            "dets": dets,
+        }
+
+    def health(self):
+        dets = []
+        for d in self.dets:
+            h = {"state": STATE_NAMES[d.state] if d.state >= 0 else "noanswer", "errors": d.errors}
+            if d.state == 0:
+                h["lel"] = d.tenths / 10
+            dets.append(h)
+        s = self.safety
+        loop = {
+            "period_ms": self.period,
+            "mean_us": self.mean_us,
+            "max_us": self.max_us,
+            "overruns": self.overruns,
+        }
+        t = self.link.unix_time(self.up_s * 1000 + self.up_ms) if self.link else None
+        hb = {
+            "up": self.up_s,
+            "valve": VALVE_NAMES[self.valve.state()],
+            "alarm": LEVEL_NAMES[s.site_level],
+            "loop": loop,
+            "heap": self.board.heap_free(),
+            "pending": self.log.pending(),
+            "dets": dets,
+        }
+        if t is not None:
+            hb["time"] = t
+        return hb
+
+    def on_command(self, cmd):
+        if cmd == "identify":
+            self.identify_until = ticks_add(ticks_ms(), 10000)
+            return True, {"dev": self.cfg.device_id, "fw": VERSION, "boot": self.boot}
+        if cmd == "config_digest":
+            return True, {"cfg": self.cfg.digest_hex()}
+        if cmd == "selftest":
+            # remote self-test: indicators only, never the valve
+            self.queue.push(ev.SELFTEST, 255, 0, ev.D_NONE, self.up_s)
+            return True, {"valve": "not exercised remotely"}
+        return False, None
+
+    # --- the superloop ---------------------------------------------------------------------------
+
+    def run(self, max_cycles=-1):
+        period = self.period
+        next_t = ticks_ms()
+        gc.collect()
+        while max_cycles != 0 and not self.stopped:
+            max_cycles -= 1
+            now_ms = ticks_ms()
+            t0 = ticks_us()
+            self.cycle(now_ms, t0)
+            took = ticks_diff(ticks_us(), t0)
+            self.cycles += 1
+            self.mean_us += (took - self.mean_us) // 16
+            if took > self.max_us:
+                self.max_us = took
+            next_t = ticks_add(next_t, period)
+            self.slack(now_ms)
+            wait = ticks_diff(next_t, ticks_ms())
+            if wait > 0:
+                sleep_ms(wait)
+            elif wait < -period:
+                self.overruns += 1
+                next_t = ticks_ms()
+
+
+def _safe_outputs(board, cfg):
+    """Valve to its safe state and the fault light on, whatever state the code was in."""
+    board.valve.value(0)  # NC: de-energised = closed
+    if cfg is not None and cfg.valve["kind"] == "latching":
+        board.valve.value(1)  # latching: pulse the close coil
+        sleep_ms(cfg.valve["pulse_ms"])
+        board.valve.value(0)
+    for pin in (board.red, board.yellow):
+        pin.value(1)
+    board.green.value(0)
+
+
+def run(board, cfg, root):
+    """Build the device and run it until a fault; every fault ends in the safe state."""
+    try:
+        app = App(board, cfg, root)
+        gc.collect()
+        print(
+            "GASGUARD RUNNING",
+            cfg.device_id,
+            "boot",
+            app.boot,
+            "cause",
+            app.reset_cause,
+            "heap free",
+            gc.mem_free(),
+            "of",
+            gc.mem_free() + gc.mem_alloc(),
+        )
+        app.run()
+    except Exception as e:  # noqa: BLE001 - any failure ends in the safe state
+        _safe_outputs(board, cfg)
+        print("FATAL: firmware exception; valve closed, waiting for the watchdog")
+        sys.print_exception(e)
+        board.watchdog_starve()

@@ -1,0 +1,305 @@
+# Unix-port backend: the virtual board. UARTs are ptys, pins live on a panel that a test harness
+# reaches over TCP (one JSON object a line), flash is a directory, the watchdog is reported to the
+# harness, which restarts the process when the feeds stop.
+import os
+import select
+import socket
+import time
+
+from gasguard.persist import read_bytes
+
+
+class Pin:
+    def __init__(self, panel, name, value=0, output=True):
+        self.panel = panel
+        self.name = name
+        self.v = value
+        self.output = output
+
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        if v != self.v:
+            self.v = v
+            if self.output:
+                self.panel.changed(self, v)
+
+
+class Panel:
+    """Pins of the virtual board. With a port, a harness can connect. Lines, board to harness:
+    "o <ms> <pin> <0|1>" for every output change, "s <pin>=<v> ..." (snapshot on connect),
+    "w <ms>" watchdog fed; harness to board: "<pin> <0|1>" sets an input, and "fault crash" or
+    "fault hang" injects a firmware fault (an exception, or a loop that never returns) so that
+    the fail-safe paths can be tested."""
+
+    OUTPUTS = ("valve", "buzzer", "red", "yellow", "green", "fan")
+    INPUTS = ("ack", "reset", "valve_pos")
+
+    def __init__(self, port=None, buttons_active_low=True):
+        self.pins = {}
+        self.log = []  # pending output changes for the harness
+        idle = 1 if buttons_active_low else 0
+        for n in self.OUTPUTS:
+            self.pins[n] = Pin(self, n, 0, True)
+        for n in ("ack", "reset"):
+            self.pins[n] = Pin(self, n, idle, False)
+        self.pins["valve_pos"] = Pin(self, "valve_pos", 0, False)
+        self.server = None
+        self.clients = []
+        self.inbuf = {}
+        self.port = None
+        self.wdt_fed = 0
+        self.wdt_sent = 0
+        self.fault = None
+        if port is not None:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+            s.listen(2)
+            s.setblocking(False)
+            self.server = s
+            self.port = port
+
+    def changed(self, pin, v):
+        if self.server is not None:
+            self.log.append((time.ticks_ms(), pin.name, v))
+
+    def _send_all(self, data):
+        for c in self.clients[:]:
+            try:
+                c.setblocking(True)
+                c.send(data)
+                c.setblocking(False)
+            except OSError:
+                self.clients.remove(c)
+
+    def service(self, now_ms):
+        if self.server is None:
+            return
+        try:
+            c, _ = self.server.accept()
+            c.setblocking(False)
+            self.clients.append(c)
+            self.inbuf[id(c)] = b""
+            snap = "s " + " ".join("%s=%d" % (n, p.v) for n, p in self.pins.items()) + "\n"
+            c.setblocking(True)
+            c.send(snap.encode())
+            c.setblocking(False)
+        except OSError:
+            pass
+        for c in self.clients[:]:
+            try:
+                data = c.recv(256)
+            except OSError:
+                continue
+            if not data:
+                self.clients.remove(c)
+                continue
+            buf = self.inbuf.get(id(c), b"") + data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == b"fault":
+                    self.fault = parts[1].decode()
+                    continue
+                pin = self.pins.get(parts[0].decode()) if len(parts) == 2 else None
+                if pin is not None and not pin.output:
+                    pin.v = 1 if parts[1] == b"1" else 0
+            self.inbuf[id(c)] = buf
+        if self.log:
+            out = []
+            for t, name, v in self.log:
+                out.append("o %d %s %d\n" % (t, name, v))
+            self.log = []
+            self._send_all("".join(out).encode())
+        if self.wdt_fed != self.wdt_sent and time.ticks_diff(now_ms, self.wdt_sent) >= 100:
+            self.wdt_sent = self.wdt_fed
+            self._send_all(b"w %d\n" % self.wdt_fed)
+
+
+class WDT:
+    def __init__(self, panel):
+        self.panel = panel
+
+    def feed(self):
+        self.panel.wdt_fed = time.ticks_ms()
+
+
+def _read_ready(f, p, buf, one):
+    # A file's readinto() waits until the whole buffer is full, so take one byte at a time
+    # while poll() says there is one: never blocks, never allocates.
+    n = 0
+    top = len(buf)
+    while n < top:
+        ready = False
+        for _, ev in p.ipoll(0):
+            ready = ev & select.POLLIN
+        if not ready or not f.readinto(one):
+            break
+        buf[n] = one[0]
+        n += 1
+    return n
+
+
+class PtyBus:
+    """A pty standing in for the RS-485 UART (direction control is the line's business)."""
+
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.p = select.poll()
+        self.p.register(self.f, select.POLLIN)
+        self.one = bytearray(1)
+
+    def write(self, buf):
+        self.f.write(buf)  # never flush() a tty file: EINVAL
+
+    def readinto(self, buf):
+        return _read_ready(self.f, self.p, buf, self.one)
+
+
+class PtyLink:
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.p = select.poll()
+        self.p.register(self.f, select.POLLIN | select.POLLOUT)
+        self.one = bytearray(1)
+        self.pin = select.poll()
+        self.pin.register(self.f, select.POLLIN)
+
+    def up(self):
+        return True
+
+    def poll(self, now_ms):
+        pass
+
+    def read_into(self, buf):
+        return _read_ready(self.f, self.pin, buf, self.one)
+
+    def write(self, data):
+        for _, ev in self.p.ipoll(0):
+            if ev & select.POLLOUT:
+                return self.f.write(data[:256])
+        return 0
+
+
+class TcpLink:
+    """Client connection to the gateway, reconnecting with backoff; never blocks the loop."""
+
+    def __init__(self, host, port):
+        self.addr = socket.getaddrinfo(host, port)[0][-1]
+        self.s = None
+        self.retry_at = 0
+        self.backoff = 500
+
+    def up(self):
+        return self.s is not None
+
+    def poll(self, now_ms):
+        if self.s is None and time.ticks_diff(now_ms, self.retry_at) >= 0:
+            s = socket.socket()
+            try:
+                s.connect(self.addr)  # loopback: completes or fails at once
+                s.setblocking(False)
+                self.s = s
+                self.backoff = 500
+            except OSError:
+                s.close()
+                self.retry_at = time.ticks_add(now_ms, self.backoff)
+                self.backoff = min(self.backoff * 2, 10000)
+
+    def _drop(self):
+        if self.s is not None:
+            self.s.close()
+        self.s = None
+
+    def read_into(self, buf):
+        if self.s is None:
+            return 0
+        try:
+            n = self.s.readinto(buf)
+        except OSError:
+            return 0
+        if n == 0:
+            self._drop()  # orderly close by the gateway
+            return 0
+        return n or 0
+
+    def write(self, data):
+        if self.s is None:
+            return 0
+        try:
+            return self.s.write(data) or 0
+        except OSError as e:
+            if e.args and e.args[0] == 11:  # EAGAIN: socket buffer full, try later
+                return 0
+            self._drop()
+            return 0
+
+
+class Board:
+    """Everything the firmware needs, built from the config's unix-port fields."""
+
+    def __init__(self, cfg, root):
+        self.root = root
+        port = os.getenv("GASGUARD_PANEL_PORT")  # set by the virtual-board harness
+        active_low = cfg.pins["buttons_active_low"] if cfg is not None else True
+        self.panel = Panel(int(port) if port else None, active_low)
+        pins = self.panel.pins
+        self.valve = pins["valve"]
+        self.buzzer = pins["buzzer"]
+        self.red = pins["red"]
+        self.yellow = pins["yellow"]
+        self.green = pins["green"]
+        self.fan = pins["fan"]
+        self.ack = pins["ack"]
+        self.reset = pins["reset"]
+        has_pos = cfg is not None and cfg.valve["position_pin"] is not None
+        self.valve_pos = pins["valve_pos"] if has_pos else None
+        self.wdt = WDT(self.panel)
+        self._cfg = cfg
+
+    def bus(self):
+        return PtyBus(self._cfg.bus["path"])
+
+    def link(self):
+        lk = self._cfg.link
+        if lk["kind"] == "tcp":
+            return TcpLink(lk["host"], lk["port"])
+        if lk["kind"] == "uart" and lk["path"]:
+            return PtyLink(lk["path"])
+        return None
+
+    def reset_cause(self):
+        # the harness leaves a note when it restarted us (watchdog, power cut)
+        path = self.root + "/reset_cause"
+        raw = read_bytes(path)
+        if raw:
+            os.remove(path)
+            return raw.decode().strip()[:16]
+        return "power"
+
+    def service(self, now_ms):
+        self.panel.service(now_ms)
+        fault = self.panel.fault
+        if fault == "crash":
+            self.panel.fault = None
+            raise RuntimeError("injected fault (virtual board panel)")
+        if fault == "hang":
+            while True:  # a stuck loop: nothing feeds the watchdog any more
+                time.sleep_ms(10)
+
+    def heap_free(self):
+        import gc
+
+        return gc.mem_free()
+
+    def watchdog_starve(self):
+        # Stop feeding and wait: the harness sees the feeds stop and restarts us with
+        # reset cause "wdt". Without a harness, emulate the reboot by exiting after the timeout.
+        t0 = time.ticks_ms()
+        while time.ticks_diff(time.ticks_ms(), t0) < 5000:
+            self.panel.service(time.ticks_ms())
+            time.sleep_ms(50)
+        import sys
+
+        sys.exit(3)

@@ -1,0 +1,21 @@
+# GasGuard firmware entry point (ESP32, or the unix port as the virtual board).
+import sys
+
+if sys.platform == "esp32":
+    from gasguard.hal import esp32 as hal
+
+    ROOT = "/data"
+    CONFIG = "/config.json"
+    KEY = "/key.hex"
+else:
+    import os
+
+    from gasguard.hal import unix as hal
+
+    ROOT = os.getcwd() + "/data"
+    CONFIG = "config.json"
+    KEY = "key.hex"
+
+from gasguard.start import main  # noqa: E402
+
+main(lambda cfg: hal.Board(cfg, ROOT), ROOT, CONFIG, KEY)

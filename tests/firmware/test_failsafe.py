@@ -1,0 +1,161 @@
+"""The fail-safe matrix (DESIGN.md §5) on the real firmware: MicroPython unix port, pymodbus
+detectors on a paced virtual RS-485 line, outputs read from the board's panel."""
+
+import time
+
+from .conftest import open_valve
+
+
+def test_boots_closed_and_opens_only_by_reset_on_site(make_board):
+    b = make_board().start()
+    b.wait_line("GASGUARD RUNNING", 10)
+    time.sleep(1.0)
+    assert b.outputs["valve"] == 0  # closed at power-up until a person resets it
+    assert b.outputs["red"] == 1
+    open_valve(b)
+    assert b.outputs["red"] == 0
+
+
+def test_leak_closes_the_valve_latched_with_alarm_outputs(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    t0 = detectors[2].set(lel=62.0)  # float32 detector reads 62 %LEL: high alarm
+    t1 = b.wait_output("valve", 0, 3)
+    assert t1 - t0 < 1.0
+    b.wait_output("fan", 1, 2)
+    b.wait_output("buzzer", 1, 2)
+    b.wait_line("alarm.high det=1", 2)
+    b.wait_line("valve.closed", 2)
+    # gas clears: the valve stays closed (latched) until reset on site
+    detectors[2].set(lel=0.0)
+    b.wait_line("alarm.clear", 5)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0
+    open_valve(b)
+
+
+def test_acknowledge_silences_and_escalation_sounds_again(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    detectors[1].set(lel=25.0)  # low alarm
+    b.wait_output("buzzer", 1, 3)
+    b.press("ack")
+    b.wait_line(" ack ", 3)
+    time.sleep(0.6)
+    assert b.outputs["buzzer"] == 0
+    assert b.outputs["valve"] == 1  # acknowledge never closes or opens anything by itself
+    detectors[1].set(lel=55.0)  # escalates to high
+    b.wait_output("valve", 0, 3)
+    b.wait_output("buzzer", 1, 3)
+
+
+def test_reset_refused_while_gas_present(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    detectors[1].set(lel=60.0)
+    b.wait_output("valve", 0, 3)
+    detectors[1].set(lel=22.0)  # below high, still above the low set point
+    time.sleep(0.5)
+    b.press("reset", 0.5)
+    b.wait_line("reset.refused det=0", 3)
+    time.sleep(0.3)
+    assert b.outputs["valve"] == 0
+
+
+def test_detector_no_answer_is_a_fault_that_closes_the_valve(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    t0 = time.perf_counter()
+    detectors.silence(2)  # unplugged
+    b.wait_output("valve", 0, 5)
+    assert time.perf_counter() - t0 < 3.0
+    b.wait_line("detector.fault det=1", 3)
+    b.wait_output("yellow", 1, 3)
+    # the other detector is still polled: its alarm still registers
+    detectors[1].set(lel=30.0)
+    b.wait_line("alarm.low det=0", 5)
+    detectors[1].set(lel=0.0)
+    b.wait_line("alarm.clear det=0", 5)
+    # reset refused while the detector is missing
+    b.press("reset", 0.5)
+    b.wait_line("reset.refused det=1", 3)
+
+
+def test_warm_up_is_never_counted_as_safe(make_board, detectors):
+    detectors[1].set(state="warmup")
+    b = make_board().start()
+    b.wait_line("detector.fault det=0", 10)
+    b.press("reset", 0.5)
+    b.wait_line("reset.refused det=0", 3)
+    assert b.outputs["valve"] == 0
+    detectors[1].set(state="ok")
+    b.wait_line("detector.restored det=0", 5)
+    open_valve(b)
+
+
+def test_exception_responses_are_a_fault(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    detectors[2].exception = 4  # device failure on every request
+    b.wait_output("valve", 0, 5)
+    b.wait_line("detector.fault det=1", 3)
+
+
+def test_bad_config_keeps_valve_closed_and_names_the_field(make_board):
+    from .conftest import BASE_CONFIG
+
+    cfg = dict(BASE_CONFIG, alarm={"low_alarm_pct": 40})
+    b = make_board(cfg)
+    b.start(watchdog=False)
+    line = b.wait_line("CONFIG ERROR", 10)
+    assert "alarm.low_alarm_pct" in line and "1..25" in line
+    b.wait_output("yellow", 1, 3)
+    assert b.outputs["valve"] == 0
+    b.press("reset", 0.5)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0
+
+
+def test_power_cut_during_alarm_boots_with_valve_closed(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    detectors[1].set(lel=70.0)
+    b.wait_output("valve", 0, 3)
+    b.power_cycle()  # SIGKILL, then power returns
+    b.wait_line("cause power", 10)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0
+    detectors[1].set(lel=0.0)
+    time.sleep(0.5)
+    open_valve(b)
+
+
+def _wait_wdt_reset(b, n=1, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while b.wdt_resets < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.wdt_resets >= n
+
+
+def test_firmware_exception_closes_valve_then_watchdog_reboots_closed(make_board):
+    b = make_board().start()
+    open_valve(b)
+    b.inject_fault("crash")
+    b.wait_output("valve", 0, 2)  # the exception handler drives the safe state at once
+    b.wait_line("FATAL", 2)
+    _wait_wdt_reset(b)
+    b.wait_line("cause wdt", 10)
+    b.wait_line("boot det=None lel=None reset cause wdt", 5)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0
+    open_valve(b)  # a person on site can reopen once healthy
+
+
+def test_hung_loop_trips_the_watchdog_and_boots_closed(make_board):
+    b = make_board().start()
+    open_valve(b)
+    b.inject_fault("hang")
+    _wait_wdt_reset(b)
+    b.wait_line("cause wdt", 10)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0

@@ -1,0 +1,141 @@
+"""A virtual RS-485 line between a board and the detectors, made of two Python ptys.
+
+Bytes cross it at the real baud rate (11 bits a character: start, 8 data, parity or second stop,
+stop), so the firmware sees real bus timing. On demand the pacer corrupts, drops or delays bytes,
+and it can silence a detector (its requests are never delivered: a real "no answer").
+Needs no socat: the ptys are made with os.openpty.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import threading
+import time
+import tty
+from collections import deque
+
+
+def make_pty() -> tuple[int, int, str]:
+    """A raw pty pair: (master fd, slave fd, slave path). Keep the slave fd open so the master
+    never sees EIO while the other side reopens the path."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    return master, slave, os.ttyname(slave)
+
+
+class _Direction:
+    def __init__(self, pacer: LinePacer, out_fd: int, name: str):
+        self.pacer = pacer
+        self.out_fd = out_fd
+        self.name = name
+        self.queue: deque[int] = deque()
+        self.cv = threading.Condition()
+        self.sent = 0
+        self.corrupted = 0
+        self.dropped = 0
+
+    def put(self, data: bytes) -> None:
+        with self.cv:
+            self.queue.extend(data)
+            self.cv.notify()
+
+    def run(self) -> None:
+        p = self.pacer
+        t_next = 0.0
+        while not p.stopping:
+            with self.cv:
+                while not self.queue and not p.stopping:
+                    self.cv.wait(0.2)
+                if p.stopping:
+                    return
+                b = self.queue.popleft()
+            now = time.perf_counter()
+            if t_next < now:
+                t_next = now + p.extra_delay_s
+            if p.drop_rate and p.rng.random() < p.drop_rate:
+                self.dropped += 1
+                continue
+            if p.corrupt_rate and p.rng.random() < p.corrupt_rate:
+                b ^= 1 << p.rng.randrange(8)
+                self.corrupted += 1
+            t_next += p.char_s
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            try:
+                os.write(self.out_fd, bytes((b,)))
+                self.sent += 1
+            except OSError:
+                return
+
+
+class LinePacer:
+    """board_path is what the firmware opens, bus_path what the detector simulator opens."""
+
+    def __init__(self, baud: int = 9600, seed: int = 1):
+        self.baud = baud
+        self.char_s = 11 / baud
+        self.rng = random.Random(seed)
+        self.corrupt_rate = 0.0  # probability a byte has one bit flipped
+        self.drop_rate = 0.0  # probability a byte is lost
+        self.extra_delay_s = 0.0  # added latency at the start of each burst
+        self.silenced: set[int] = set()  # slave addresses whose requests are swallowed
+        self.stopping = False
+        self.board_m, self._board_s, self.board_path = make_pty()
+        self.bus_m, self._bus_s, self.bus_path = make_pty()
+        self.to_bus = _Direction(self, self.bus_m, "request")
+        self.to_board = _Direction(self, self.board_m, "response")
+        self.requests_swallowed = 0
+        self._threads = [
+            threading.Thread(target=self._read_loop, daemon=True, name="pacer-read"),
+            threading.Thread(target=self.to_bus.run, daemon=True, name="pacer-req"),
+            threading.Thread(target=self.to_board.run, daemon=True, name="pacer-resp"),
+        ]
+
+    def start(self) -> LinePacer:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def line_time_s(self, nbytes: int) -> float:
+        return nbytes * self.char_s
+
+    def _read_loop(self) -> None:
+        pending = bytearray()
+        last = 0.0
+        while not self.stopping:
+            r, _, _ = select.select([self.board_m, self.bus_m], [], [], 0.005)
+            now = time.perf_counter()
+            for fd in r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                if fd == self.bus_m:
+                    self.to_board.put(data)
+                else:
+                    pending += data
+                    last = now
+            # requests: decide per frame whether the addressed detector is there
+            while len(pending) >= 8 or (pending and now - last > 4 * self.char_s):
+                frame = bytes(pending[:8])
+                del pending[:8]
+                if frame[0] in self.silenced:
+                    self.requests_swallowed += 1
+                    continue
+                self.to_bus.put(frame)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for d in (self.to_bus, self.to_board):
+            with d.cv:
+                d.cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=2)
+        for fd in (self.board_m, self._board_s, self.bus_m, self._bus_s):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
