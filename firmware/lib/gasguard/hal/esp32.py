@@ -95,7 +95,7 @@ class WifiLink:
         self.s = None
         self.retry_at = 0
         self.backoff = 1000
-        self.last_rx = 0
+        self.last_rx = time.ticks_ms()
         self.silence_ms = silence_ms
 
     def up(self):
@@ -188,10 +188,8 @@ class Board:
         self.green = machine.Pin(p["green"], out, value=0)
         self.fan = machine.Pin(p["fan"], out, value=0)
         self.buzzer = Buzzer(p["buzzer"])
-        pull = machine.Pin.PULL_UP if p["buttons_active_low"] else machine.Pin.PULL_DOWN
-        # GPIO 34-39 are input-only without internal pulls: fit external resistors there
-        self.ack = machine.Pin(p["ack"], machine.Pin.IN, pull if p["ack"] < 34 else None)
-        self.reset = machine.Pin(p["reset"], machine.Pin.IN, pull if p["reset"] < 34 else None)
+        self.ack = _button(p["ack"], p["buttons_active_low"])
+        self.reset = _button(p["reset"], p["buttons_active_low"])
         pos = cfg.valve["position_pin"] if cfg is not None else None
         self.valve_pos = machine.Pin(pos, machine.Pin.IN) if pos is not None else None
         self.wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
@@ -222,6 +220,14 @@ class Board:
     def watchdog_starve(self):
         while True:  # the WDT cannot be stopped: it reboots us with the valve closed
             time.sleep_ms(100)
+
+
+def _button(gpio, active_low):
+    # GPIO 34-39 are input-only and have no internal pulls: those need external resistors
+    if gpio >= 34:
+        return machine.Pin(gpio, machine.Pin.IN)
+    pull = machine.Pin.PULL_UP if active_low else machine.Pin.PULL_DOWN
+    return machine.Pin(gpio, machine.Pin.IN, pull)
 
 
 class _NoPin:
