@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from gasguard.tools import micropython
 
 _ran: list[str] = []

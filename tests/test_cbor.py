@@ -8,10 +8,11 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from gasguard.protocol import cbor
-from gasguard.tools import micropython
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from gasguard.protocol import cbor
+from gasguard.tools import micropython
 
 U64 = 2**64
 ints = st.integers(min_value=-U64, max_value=U64 - 1)

@@ -6,9 +6,10 @@ import struct
 import zlib
 
 import pytest
-from gasguard.protocol import auth, cbor, cobs, frame, messages
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from gasguard.protocol import auth, cbor, cobs, frame, messages
 
 KEY = bytes(range(16))
 SIGNER = auth.Signer(KEY)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+
 from gasguard.protocol import cloudevents, messages
 
 SCHEMAS = Path(__file__).parents[1] / "protocol" / "schemas"

@@ -3,9 +3,10 @@
 import struct
 
 import pytest
-from gasguard.protocol import profile
 from hypothesis import given
 from hypothesis import strategies as st
+
+from gasguard.protocol import profile
 
 SHIPPED = ["generic-x10", "float32-status-mode", "scaled-1200"]
 BASE = {"name": "t", "function": 4, "start": 0, "count": 2, "reading": {"offset": 0}}

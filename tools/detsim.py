@@ -9,12 +9,13 @@ import struct
 import threading
 import time
 
-from gasguard.protocol import profile as profiles
-from gasguard.tools.linepacer import LinePacer
 from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from gasguard.protocol import profile as profiles
+from gasguard.tools.linepacer import LinePacer
 
 
 class SimDetector:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+
 from gasguard.tools.detsim import DetectorBus, SimDetector
 from gasguard.tools.vboard import VirtualBoard
 

@@ -159,3 +159,53 @@ def test_hung_loop_trips_the_watchdog_and_boots_closed(make_board):
     b.wait_line("cause wdt", 10)
     time.sleep(0.5)
     assert b.outputs["valve"] == 0
+
+
+def test_end_of_life_detector_is_a_fault(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    detectors[2].set(state="eol")
+    b.wait_output("valve", 0, 3)
+    b.wait_line("detector.fault det=1 lel=None detector state eol", 3)
+    b.wait_output("yellow", 1, 2)
+
+
+def test_valve_stuck_open_is_a_valve_fault(make_board, detectors):
+    from .conftest import BASE_CONFIG
+
+    cfg = dict(BASE_CONFIG, valve={"kind": "nc", "pin": 25, "position_pin": 26, "travel_ms": 300})
+    b = make_board(cfg).start()
+    b.wait_line("GASGUARD RUNNING", 10)
+    b.press("reset", 0.5)
+    b.wait_output("valve", 1, 5)
+    b.set_input("valve_pos", 1)  # the valve reports open, as commanded
+    time.sleep(0.5)
+    detectors[1].set(lel=65.0)
+    b.wait_output("valve", 0, 3)  # commanded closed ... but the position input stays open
+    b.wait_line("valve.fault", 3)
+    b.wait_output("yellow", 1, 2)  # red and yellow together: valve fault
+    assert b.outputs["red"] in (0, 1)
+    detectors[1].set(lel=0.0)
+    b.wait_line("alarm.clear", 5)
+    b.press("reset", 0.5)
+    b.wait_line("reset.refused det=None lel=None valve fault", 3)
+    b.set_input("valve_pos", 0)  # it finally closes: the fault clears, reset works again
+    time.sleep(0.5)
+    b.press("reset", 0.5)
+    b.wait_output("valve", 1, 3)
+
+
+def test_two_detector_confirmation_for_the_low_alarm(make_board, detectors):
+    from .conftest import BASE_CONFIG
+
+    cfg = dict(BASE_CONFIG, alarm={"confirm_low": 2, "close_on_low": True, "silence_s": 10})
+    b = make_board(cfg).start()
+    open_valve(b)
+    detectors[1].set(lel=25.0)  # one detector at low: not confirmed, valve stays open
+    b.wait_line("alarm.low det=0", 3)
+    time.sleep(0.6)
+    assert b.outputs["valve"] == 1
+    assert b.outputs["fan"] == 1  # but the fan runs at any alarm
+    detectors[2].set(lel=26.0)  # a second one agrees: confirmed, and this site closes on low
+    b.wait_output("valve", 0, 3)
+    b.wait_line("confirmed by a second detector", 3)
