@@ -95,7 +95,7 @@ class MicroPythonTestFailure(Exception):
 def pytest_terminal_summary(terminalreporter):
     if _ran:
         terminalreporter.write_line(
-            "MicroPython unix port %s (-X heapsize=%s) ran %d tests: %s"
+            "MicroPython %s unix port (-X heapsize=%s) ran %d MicroPython-side unit tests: %s"
             % (
                 micropython.version(),
                 micropython.HEAPSIZE,

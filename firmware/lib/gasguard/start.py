@@ -5,14 +5,33 @@ import sys
 from time import sleep_ms, ticks_ms
 
 
-def main(make_board, root, config_path, key_path):
+def _forget(package, name):
+    # drop a submodule entirely: from sys.modules and from its parent package's attributes
+    sys.modules.pop(package.__name__ + "." + name, None)
+    if name in package.__dict__:
+        delattr(package, name)
+
+
+def load_config(config_path, key_path):
+    """Validated config values (raises config.ConfigError); the validator is freed afterwards."""
+    import gasguard
+    import gasguard.protocol
     from gasguard import config
 
     try:
-        cfg = config.load(config_path, key_path)
-    except config.ConfigError as e:
+        return config.load(config_path, key_path)
+    finally:
+        _forget(gasguard, "config")
+        _forget(gasguard.protocol, "profile_parse")
+        gc.collect()
+
+
+def main(make_board, root, config_path, key_path):
+    try:
+        cfg = load_config(config_path, key_path)
+    except ValueError as e:  # config.ConfigError
         # bad or missing config: valve closed, yellow on, say which field and why; no loop
-        print("CONFIG ERROR %s: %s" % (e.field, e.reason))
+        print("CONFIG ERROR %s: %s" % (getattr(e, "field", "config"), getattr(e, "reason", e)))
         board = make_board(None)
         board.valve.value(0)
         board.yellow.value(1)
@@ -20,15 +39,10 @@ def main(make_board, root, config_path, key_path):
             board.wdt.feed()  # a deliberate safe state, not a hang: keep the REPL reachable
             board.service(ticks_ms())
             sleep_ms(100)
-    del config
-    for name in ("gasguard.config", "gasguard.protocol.profile_parse", "json"):
-        sys.modules.pop(name, None)
-    gc.collect()
     board = make_board(cfg)
     print("heap after config", gc.mem_free())
     from gasguard import app
 
     gc.collect()
     print("heap after firmware load", gc.mem_free())
-
     app.run(board, cfg, root)
