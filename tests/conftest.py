@@ -15,6 +15,7 @@ import pytest
 from gasguard.tools import micropython
 
 _ran: list[str] = []
+_cpython_vectors: set[str] = set()
 
 
 def pytest_collect_file(parent, file_path: Path):
@@ -92,14 +93,34 @@ class MicroPythonTestFailure(Exception):
     pass
 
 
+def pytest_runtest_logreport(report):
+    if (
+        report.when == "call"
+        and report.passed
+        and report.nodeid.startswith("tests/test_vectors.py::")
+    ):
+        _cpython_vectors.add(report.nodeid)
+
+
 def pytest_terminal_summary(terminalreporter):
-    if _ran:
+    import platform
+
+    if _cpython_vectors:
         terminalreporter.write_line(
-            "MicroPython %s unix port (-X heapsize=%s) ran %d MicroPython-side unit tests: %s"
+            "protocol vectors: %d passed under CPython %s (tests/test_vectors.py)"
+            % (len(_cpython_vectors), platform.python_version())
+        )
+    if _ran:
+        vectors = sum(1 for n in _ran if "mp_test_vectors.py" in n)
+        terminalreporter.write_line(
+            "protocol vectors: %d passed under MicroPython %s unix port, -X heapsize=%s (%s)"
             % (
+                vectors,
                 micropython.version(),
                 micropython.HEAPSIZE,
-                len(_ran),
                 micropython.find_micropython(),
             )
+        )
+        terminalreporter.write_line(
+            "MicroPython-side unit tests passed in the real VM: %d" % len(_ran)
         )
