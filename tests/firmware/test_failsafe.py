@@ -151,6 +151,16 @@ def test_firmware_exception_closes_valve_then_watchdog_reboots_closed(make_board
     open_valve(b)  # a person on site can reopen once healthy
 
 
+def test_persistent_loop_overrun_trips_the_watchdog_and_boots_closed(make_board):
+    b = make_board().start()
+    open_valve(b)
+    b.inject_fault("slow")  # every cycle now starts ~150 ms late (period 20 ms)
+    _wait_wdt_reset(b)
+    b.wait_line("cause wdt", 10)
+    time.sleep(0.5)
+    assert b.outputs["valve"] == 0
+
+
 def test_hung_loop_trips_the_watchdog_and_boots_closed(make_board):
     b = make_board().start()
     open_valve(b)

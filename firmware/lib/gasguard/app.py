@@ -19,6 +19,7 @@ from gasguard.valve import LATCHING, NC, Valve
 from gasguard.valve import STATE_NAMES as VALVE_NAMES
 
 BUS_STALL_MS = 3000  # no finished bus transaction for this long: stop feeding the watchdog
+OVERRUN_TRIP = 5  # a cycle starting this many periods late is a loop overrun: no feed
 
 
 class App:
@@ -98,9 +99,11 @@ class App:
             self.poller.request_reset()
         self.valve.apply(closed, now_ms)
         self.ind.show(now_ms, self.safety, self.valve)
-        # feed the watchdog only if the cycle's checks passed: the bus is moving and the valve
-        # output agrees with the decision
+        # feed the watchdog only if the cycle's checks passed: the loop keeps its period, the
+        # bus is moving and the valve output agrees with the decision
         ok = ticks_diff(now_ms, self.poller.last_done) < BUS_STALL_MS or self.up_s < 3
+        if d > OVERRUN_TRIP * self.period:
+            ok = False
         if self.valve.kind == NC and self.valve.out_level != (0 if closed else 1):
             ok = False
         self.checks_ok = ok

@@ -28,9 +28,9 @@ class Pin:
 class Panel:
     """Pins of the virtual board. With a port, a harness can connect. Lines, board to harness:
     "o <ms> <pin> <0|1>" for every output change, "s <pin>=<v> ..." (snapshot on connect),
-    "w <ms>" watchdog fed; harness to board: "<pin> <0|1>" sets an input, and "fault crash" or
-    "fault hang" injects a firmware fault (an exception, or a loop that never returns) so that
-    the fail-safe paths can be tested."""
+    "w <ms>" watchdog fed; harness to board: "<pin> <0|1>" sets an input, and "fault crash",
+    "fault slow" or "fault hang" injects a firmware fault (an exception, a loop that overruns its
+    period, a loop that never returns) so that the fail-safe paths can be tested."""
 
     OUTPUTS = ("valve", "buzzer", "red", "yellow", "green", "fan")
     INPUTS = ("ack", "reset", "valve_pos")
@@ -284,6 +284,8 @@ class Board:
         if fault == "crash":
             self.panel.fault = None
             raise RuntimeError("injected fault (virtual board panel)")
+        if fault == "slow":
+            time.sleep_ms(150)  # slack work that overruns the loop period every time
         if fault == "hang":
             while True:  # a stuck loop: nothing feeds the watchdog any more
                 time.sleep_ms(10)
