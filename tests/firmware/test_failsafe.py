@@ -219,3 +219,17 @@ def test_two_detector_confirmation_for_the_low_alarm(make_board, detectors):
     detectors[2].set(lel=26.0)  # a second one agrees: confirmed, and this site closes on low
     b.wait_output("valve", 0, 3)
     b.wait_line("confirmed by a second detector", 3)
+
+
+def test_reset_clears_a_detectors_latched_alarm_with_a_register_write(make_board, detectors):
+    b = make_board().start()
+    open_valve(b)
+    # the float32-status-mode profile resets its own latched alarm with FC06 to register 19
+    deadline = time.monotonic() + 3
+    while not detectors[2].writes and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert detectors[2].writes[:1] == [(6, 19, [1])]
+    assert detectors[1].writes == []  # the generic profile has no such register
+    reads = detectors[2].reads
+    time.sleep(0.5)
+    assert detectors[2].reads > reads  # and polling goes on as before

@@ -140,6 +140,8 @@ class Master:
             self.t_last = now_us
             if g >= 2 and rx[1] & 0x80:
                 self.expect = 5  # exception response
+            elif g >= 3 and self.count and 5 + rx[2] <= top:
+                self.expect = 5 + rx[2]  # frame by the declared byte count; checked below
         got = self.got
         n = self.expect
         if got >= n:
