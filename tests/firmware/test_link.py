@@ -204,3 +204,44 @@ def test_gateway_down_never_delays_the_valve_and_events_arrive_later(make_board,
             peer.wait(_kind(kind), 20)
     finally:
         peer.close()
+
+
+def test_harmless_commands_are_answered_and_cannot_open_the_valve(make_board, detectors):
+    peer = Peer()
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": peer.port}
+    b = make_board(cfg).start()
+    try:
+        peer.wait(lambda f: f[0] == messages.BIRTH)
+        b.wait_output("green", 1, 5)
+        peer.send(messages.COMMAND, messages.command("identify"))
+        reply = peer.wait(lambda f: f[0] == messages.REPLY)[0][3]
+        assert reply["cmd"] == "identify" and reply["ok"] and reply["data"]["dev"] == "kitchen-1"
+        b.wait_output("green", 0, 2)  # flashing: "this is the board you asked for"
+        peer.send(messages.COMMAND, messages.command("config_digest"))
+        reply = peer.wait(lambda f: f[0] == messages.REPLY and f[3]["cmd"] == "config_digest")
+        birth = peer.wait(lambda f: f[0] == messages.BIRTH)[0][3]
+        assert reply[0][3]["data"]["cfg"] == birth["cfg"]
+        # every command the catalogue has, while the valve is closed: it stays closed
+        for cmd in messages.COMMANDS:
+            peer.send(messages.COMMAND, messages.command(cmd))
+        time.sleep(1.0)
+        assert b.outputs["valve"] == 0
+        assert not [e for e in b.events() if e.split()[3] == "reset"]
+        # a forged command (wrong key) is dropped without an answer
+        n = len(peer.wait(lambda f: f[0] == messages.REPLY))
+        assert peer.conn is not None
+        peer.conn.sendall(
+            messages.pack(
+                auth.Signer(b"x" * 16),
+                messages.COMMAND,
+                1,
+                999,
+                "kitchen-1",
+                messages.command("selftest"),
+            )
+        )
+        time.sleep(0.5)
+        assert len(peer.wait(lambda f: f[0] == messages.REPLY)) == n
+    finally:
+        peer.close()

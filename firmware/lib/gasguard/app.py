@@ -71,6 +71,7 @@ class App:
         self.up_s = 0
         self.last_ms = ticks_ms()
         self.identify_until = 0
+        self.selftest_until = 0
         self.checks_ok = True
         self.stopped = False
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
@@ -98,7 +99,17 @@ class App:
         if reset and not closed:
             self.poller.request_reset()
         self.valve.apply(closed, now_ms)
-        self.ind.show(now_ms, self.safety, self.valve)
+        ident = False
+        if self.identify_until:
+            ident = ticks_diff(self.identify_until, now_ms) > 0
+            if not ident:
+                self.identify_until = 0
+        test = False
+        if self.selftest_until:
+            test = ticks_diff(self.selftest_until, now_ms) > 0
+            if not test:
+                self.selftest_until = 0
+        self.ind.show(now_ms, self.safety, self.valve, True, ident, test)
         # feed the watchdog only if the cycle's checks passed: the loop keeps its period, the
         # bus is moving and the valve output agrees with the decision
         ok = ticks_diff(now_ms, self.poller.last_done) < BUS_STALL_MS or self.up_s < 3
@@ -222,7 +233,12 @@ class App:
         if cmd == "config_digest":
             return True, {"cfg": self.cfg.digest_hex()}
         if cmd == "selftest":
-            # remote self-test: indicators only, never the valve
+            # remote self-test: lamps and sounder for 2 s, never the valve, and never while an
+            # alarm or fault is being shown (it would hide it)
+            s = self.safety
+            if s.site_level or s.any_alarm or s.fault or s.valve_fault:
+                return False, {"why": "alarm or fault active"}
+            self.selftest_until = ticks_add(ticks_ms(), 2000)
             self.queue.push(ev.SELFTEST, 255, 0, ev.D_NONE, self.up_s)
             return True, {"valve": "not exercised remotely"}
         return False, None

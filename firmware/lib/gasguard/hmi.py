@@ -58,13 +58,20 @@ class Indicators:
         self.buzzer = Output(buzzer)
         self.fan = Output(fan)
 
-    def show(self, now_ms, safety, valve, config_ok=True):
+    def show(self, now_ms, safety, valve, config_ok=True, identify=False, selftest=False):
         if not config_ok:
             self.red.set(0)
             self.yellow.set(1)
             self.green.set(0)
             self.buzzer.set(0)
             self.fan.set(0)
+            return
+        if selftest:  # every lamp and the sounder, so a person can see and hear them work
+            self.red.set(1)
+            self.yellow.set(1)
+            self.green.set(1)
+            self.buzzer.set(1)
+            self.fan.set(1 if safety.any_alarm else 0)
             return
         level = safety.site_level
         if level == 2:
@@ -80,7 +87,12 @@ class Indicators:
             self.yellow.set(1)
         else:
             self.yellow.set(blink(now_ms, 500) if safety.fault else 0)
-        self.green.set(blink(now_ms, 100) if valve.awaiting_knob else 1)
+        if valve.awaiting_knob:
+            self.green.set(blink(now_ms, 100))
+        elif identify:  # "which board is this?": green flashes at 2 Hz
+            self.green.set(blink(now_ms, 250))
+        else:
+            self.green.set(1)
         b = safety.buzzer()
         if b == 1:
             self.buzzer.set(blink(now_ms, 250))

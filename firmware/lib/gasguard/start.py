@@ -40,9 +40,6 @@ def main(make_board, root, config_path, key_path):
             board.service(ticks_ms())
             sleep_ms(100)
     board = make_board(cfg)
-    print("heap after config", gc.mem_free())
     from gasguard import app
 
-    gc.collect()
-    print("heap after firmware load", gc.mem_free())
     app.run(board, cfg, root)
