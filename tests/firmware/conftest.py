@@ -50,6 +50,10 @@ def make_board(tmp_path, detectors):
     yield make
     for b in boards:
         b.stop()
+    # running out of heap is never an expected outcome, even where a test passed regardless
+    for b in boards:
+        short = [line for line in b.lines if "MemoryError" in line or "out of heap" in line]
+        assert not short, "the firmware ran short of heap:\n" + "\n".join(b.lines[-30:])
 
 
 def open_valve(board: VirtualBoard) -> None:

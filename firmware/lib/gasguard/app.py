@@ -73,6 +73,7 @@ class App:
         self.identify_until = 0
         self.selftest_until = 0
         self.checks_ok = True
+        self.slack_oom = 0  # slack steps put off for want of heap
         self.stopped = False
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
@@ -166,6 +167,16 @@ class App:
         )
 
     def slack(self, now_ms):
+        # Work that may allocate. Running short of heap here must not stop the safety loop: the
+        # step is retried on a later cycle (an event stays queued until it is in flash).
+        try:
+            self._slack(now_ms)
+        except MemoryError:
+            self.slack_oom += 1
+            gc.collect()
+            print("slack: out of heap, retrying", self.slack_oom)
+
+    def _slack(self, now_ms):
         q = self.queue
         i = q.pop()
         if i >= 0:  # one event per cycle: a flash write is the longest slack step

@@ -22,20 +22,41 @@ def _digest(payload):
     return hashlib.sha256(payload).digest()[:8]
 
 
-def _records(data):
-    """Yield (offset, end, payload) of each intact record; stop at the first torn one."""
+MAX_RECORD = 1024  # bytes of payload: an event body always fits a link frame
+
+
+def _records(f):
+    """Yield (end offset, payload) of each intact record read from the open file f, one record
+    at a time (never the whole segment in RAM); stop at the first torn or corrupt one."""
     pos = 0
-    n = len(data)
-    while pos + 2 <= n:
-        length = (data[pos] << 8) | data[pos + 1]
-        end = pos + 2 + length + 4
-        if length == 0 or end > n:
+    while True:
+        head = f.read(2)
+        if not head or len(head) < 2:
             return
-        payload = data[pos + 2 : pos + 2 + length]
-        if crc(payload) != struct.unpack(">I", data[end - 4 : end])[0]:
+        length = (head[0] << 8) | head[1]
+        if length == 0 or length > MAX_RECORD:
             return
-        yield pos, end, payload
-        pos = end
+        body = f.read(length + 4)
+        if not body or len(body) < length + 4:
+            return
+        payload = body[:length]
+        if crc(payload) != struct.unpack(">I", body[length:])[0]:
+            return
+        pos += 6 + length
+        yield pos, payload
+
+
+def _copy_prefix(src, dst, n):
+    # rewrite the first n bytes of src as dst, in small pieces
+    buf = bytearray(256)
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        while n > 0:
+            got = fi.readinto(buf)
+            if not got:
+                break
+            take = got if got < n else n
+            fo.write(buf if take == len(buf) else buf[:take])
+            n -= take
 
 
 class EventLog:
@@ -73,10 +94,12 @@ class EventLog:
         expect = None
         prev = None
         for si, k in enumerate(segs):
-            data = read_bytes(self._path(k)) or b""
+            path = self._path(k)
+            size = os.stat(path)[6]
             good_end = 0
             j = 0
-            for _, end, payload in _records(data):
+            f = open(path, "rb")
+            for end, payload in _records(f):
                 try:
                     rec = cbor.loads(payload)
                     n = rec["n"]
@@ -95,11 +118,13 @@ class EventLog:
                 expect = n + 1
                 good_end = end
                 j += 1
-            if good_end < len(data):
+            f.close()
+            if good_end < size:
                 if si == len(segs) - 1:
                     # a power cut mid-append: keep the intact prefix
                     self.torn += 1
-                    write_atomic(self._path(k), data[:good_end])
+                    _copy_prefix(path, path + ".tmp", good_end)
+                    os.rename(path + ".tmp", path)
                 elif self.chain_ok:
                     self.chain_ok = False
                     self.chain_break = k * self.seg + j
@@ -153,15 +178,21 @@ class EventLog:
         if n < self.first or n >= self.next:
             return None
         k = n // self.seg
-        data = read_bytes(self._path(k))
-        if not data:
+        try:
+            f = open(self._path(k), "rb")
+        except OSError:
             return None
-        j = 0
-        for _, _, payload in _records(data):
-            if k * self.seg + j == n:
+        try:
+            for _ in range(n - k * self.seg):  # skip the records before it without reading them
+                head = f.read(2)
+                if not head or len(head) < 2:
+                    return None
+                f.seek(((head[0] << 8) | head[1]) + 4, 1)
+            for _, payload in _records(f):
                 return cbor.loads(payload)["e"]
-            j += 1
-        return None
+            return None
+        finally:
+            f.close()
 
     def acked(self, n):
         return n <= self.watermark or n in self.acked_above
