@@ -192,7 +192,7 @@ def test_valve_stuck_open_is_a_valve_fault(make_board, detectors):
     time.sleep(0.5)
     detectors[1].set(lel=65.0)
     b.wait_output("valve", 0, 3)  # commanded closed ... but the position input stays open
-    b.wait_line("valve.fault", 3)
+    b.wait_line("valve.fault det=None lel=None commanded closed but position input says open", 3)
     b.wait_output("yellow", 1, 2)  # red and yellow together: valve fault
     assert b.outputs["red"] in (0, 1)
     detectors[1].set(lel=0.0)

@@ -96,7 +96,8 @@ class App:
         self.poller.step(now_ms, now_us)
         ack = self.btn_ack.update(now_ms)
         reset = self.btn_reset.update(now_ms)
-        closed = self.safety.step(now_ms, self.up_s, ack, reset, self.valve.fault)
+        v = self.valve
+        closed = self.safety.step(now_ms, self.up_s, ack, reset, v.fault_detail if v.fault else 0)
         if reset and not closed:
             self.poller.request_reset()
         self.valve.apply(closed, now_ms)

@@ -97,8 +97,6 @@ class Poller:
         d.fails += 1
         if d.fails >= self.fail_limit:
             d.due = ticks_add(now_ms, self.fault_retry_ms)
-            silent = r == modbus.E_TIMEOUT
-            st = NOANSWER if silent else FAULT
-            if d.fails == self.fail_limit or d.state != st:
-                d.state = st
-            self.sink(d.index, st, d.tenths)
+            # silence is "no answer"; garbled, wrong or exception answers are a faulty detector
+            d.state = NOANSWER if r == modbus.E_TIMEOUT else FAULT
+            self.sink(d.index, d.state, d.tenths)

@@ -117,8 +117,8 @@ class Safety:
 
     def step(self, now_ms, up_s, ack, reset, valve_fault):
         """ack/reset: True on the cycle the (debounced) button was pressed or held long enough.
-        valve_fault: the valve driver's supervision verdict. Returns True if the valve must be
-        closed."""
+        valve_fault: the valve driver's supervision verdict (0/False, or its detail code).
+        Returns True if the valve must be closed."""
         self.up_s = up_s
         s = self.s
         high = False
@@ -143,8 +143,14 @@ class Safety:
         self.any_alarm = lows > 0
         self.fault = fault
         if valve_fault and not self.valve_fault:
-            self._event(ev.VALVE_FAULT, 255, 0, ev.D_VALVE_FAULT)
-        self.valve_fault = valve_fault
+            # valve_fault is the driver's detail code (stuck open, closed unexpectedly)
+            self._event(
+                ev.VALVE_FAULT,
+                255,
+                0,
+                valve_fault if valve_fault is not True else ev.D_VALVE_FAULT,
+            )
+        self.valve_fault = bool(valve_fault)
 
         reason = ev.D_NONE
         if level == HIGH:

@@ -115,7 +115,9 @@ class Valve:
                 self.mismatch_since = now_ms
             else:
                 self.fault = True
-                self.fault_detail = 10 if closed else 11  # events.D_STUCK_OPEN / D_UNEXPECTED
+                self.fault_detail = (
+                    10 if closed else 11
+                )  # events.D_STUCK_OPEN / D_UNEXPECTED_CLOSE
         return self.fault
 
     def state(self):
