@@ -72,7 +72,6 @@ class App:
         self.last_ms = ticks_ms()
         self.identify_until = 0
         self.selftest_until = 0
-        self.checks_ok = True
         self.slack_oom = 0  # slack steps put off for want of heap
         self.stopped = False
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
@@ -119,7 +118,6 @@ class App:
             ok = False
         if self.valve.kind == NC and self.valve.out_level != (0 if closed else 1):
             ok = False
-        self.checks_ok = ok
         if ok:
             self.board.wdt.feed()
 

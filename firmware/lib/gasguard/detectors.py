@@ -34,7 +34,6 @@ class Poller:
         self.cur = -1  # index of the detector whose transaction is in flight
         self.writing = False
         self.next = 0
-        self.rounds = 0
         self.last_done = 0  # ticks_ms of the last finished transaction (loop check)
 
     def request_reset(self):
@@ -65,8 +64,6 @@ class Poller:
             if d.fails >= self.fail_limit and ticks_diff(now_ms, d.due) < 0:
                 continue  # faulted: wait for its slower retry
             self.next = (i + 1) % n
-            if i == n - 1:
-                self.rounds += 1
             self.cur = i
             p = d.profile
             if d.reset_pending:

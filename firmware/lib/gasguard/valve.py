@@ -8,6 +8,8 @@ from time import ticks_diff
 
 from micropython import const
 
+from gasguard.events import D_STUCK_OPEN, D_UNEXPECTED_CLOSE
+
 NC = const(0)
 LATCHING = const(1)
 STATE_NAMES = ("open", "closed", "fault", "unknown")
@@ -115,9 +117,7 @@ class Valve:
                 self.mismatch_since = now_ms
             else:
                 self.fault = True
-                self.fault_detail = (
-                    10 if closed else 11
-                )  # events.D_STUCK_OPEN / D_UNEXPECTED_CLOSE
+                self.fault_detail = D_STUCK_OPEN if closed else D_UNEXPECTED_CLOSE
         return self.fault
 
     def state(self):
