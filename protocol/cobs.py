@@ -40,11 +40,10 @@ def decode(data):
         end = i + code
         if end > n:
             raise COBSError("COBS block runs past the end")
-        for j in range(i + 1, end):
-            b = data[j]
-            if b == 0:
-                raise COBSError("zero byte inside COBS data")
-            out.append(b)
+        block = data[i + 1 : end]
+        if b"\x00" in block:
+            raise COBSError("zero byte inside COBS data")
+        out.extend(block)
         i = end
         if code != 0xFF and i < n:
             out.append(0)

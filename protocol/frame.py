@@ -150,6 +150,40 @@ class FrameDecoder:
         return parse(raw, self._signer_for)
 
     def feed(self, data):
+        if isinstance(data, (bytes, bytearray)):
+            out = self._feed_runs(data)
+        else:  # a memoryview (the device's receive buffer): byte by byte, allocating nothing
+            out = self._feed_bytes(data)
+        counts = self.counts
+        for r in out:
+            key = "ok" if isinstance(r, Frame) else r.reason
+            counts[key] += 1
+        return out
+
+    def _feed_runs(self, data):
+        # whole runs between delimiters at a time: the same results as _feed_bytes, faster
+        out = []
+        buf = self._buf
+        start = 0
+        n = len(data)
+        while start < n:
+            z = data.find(b"\x00", start)
+            end = n if z < 0 else z
+            if self._skipping:
+                self._skipping = z < 0
+            elif len(buf) + end - start > MAX_WIRE:
+                out.append(Dropped(OVERSIZE, MAX_WIRE))
+                buf[:] = b""
+                self._skipping = z < 0
+            else:
+                buf.extend(data[start:end])
+                if z >= 0 and buf:
+                    out.append(self._result(buf))
+                    buf[:] = b""
+            start = end + 1
+        return out
+
+    def _feed_bytes(self, data):
         out = []
         buf = self._buf
         for b in data:
@@ -168,8 +202,4 @@ class FrameDecoder:
                 self._skipping = True
                 continue
             buf.append(b)
-        counts = self.counts
-        for r in out:
-            key = "ok" if isinstance(r, Frame) else r.reason
-            counts[key] += 1
         return out

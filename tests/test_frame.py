@@ -141,3 +141,39 @@ def test_reflected_types_are_distinct():
     assert not set(messages.FROM_DEVICE) & set(messages.FROM_GATEWAY)
     assert all(t < 0x80 for t in messages.FROM_DEVICE)
     assert all(t >= 0x80 for t in messages.FROM_GATEWAY)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.binary(max_size=40),
+            st.just(b"\x00"),
+            st.binary(min_size=frame.MAX_WIRE - 2, max_size=frame.MAX_WIRE + 3),
+            st.integers(0, 3).map(lambda i: _good_frame(i)),
+        ),
+        max_size=12,
+    ),
+    cut=st.integers(1, 64),
+)
+def test_the_fast_and_the_byte_by_byte_decoders_agree(pieces, cut):
+    """The gateway feeds bytes (whole runs at a time), the device a memoryview (byte by byte):
+    the same stream, however it is cut, gives the same frames and drops."""
+    stream = b"".join(pieces)
+    fast, slow = frame.FrameDecoder(SIGNER), frame.FrameDecoder(SIGNER)
+    a, b = [], []
+    for i in range(0, len(stream), cut):
+        a += fast.feed(stream[i : i + cut])
+        b += slow.feed(memoryview(stream[i : i + cut]))
+
+    def show(rs):
+        return [
+            (r.seq, r.body) if isinstance(r, frame.Frame) else (r.reason, r.length) for r in rs
+        ]
+
+    assert show(a) == show(b)
+    assert fast.counts == slow.counts
+
+
+def _good_frame(i):
+    return _event(i + 1)

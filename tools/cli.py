@@ -6,7 +6,9 @@ Exit codes: 0 ok, 1 the thing checked failed (or missed its target), 2 bad usage
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from gasguard.protocol import PROTOCOL_VERSION
 
@@ -42,8 +44,83 @@ def _bench(args: argparse.Namespace) -> int:
         for m in missed:
             print("target missed: " + m, file=sys.stderr)
         return 1 if missed else 0
+    if args.name == "gateway-throughput":
+        from gasguard.tools import bench_gateway
+
+        out = bench_gateway.throughput(args.json)
+        print(json.dumps(out, indent=2))
+        missed = []
+        if out["events_per_s"] < 10_000:
+            missed.append("durable throughput below 10,000 events/s")
+        if out["ratio"] < 2.5:
+            missed.append("less than 2.5 times the naive baseline")
+        if out["alarm_p99_ms"] is None or out["alarm_p99_ms"] > 50:
+            missed.append("alarm p99 above 50 ms under load")
+        if out["lost"]:
+            missed.append("events lost")
+        for m in missed:
+            print("target missed: " + m, file=sys.stderr)
+        return 1 if missed else 0
+    if args.name == "recovery":
+        from gasguard.tools import bench_gateway
+
+        out = bench_gateway.recovery(args.json, outage_s=args.outage)
+        print(json.dumps(out, indent=2))
+        missed = []
+        if out["lost"] or out["order_violations"]:
+            missed.append("events lost or out of order")
+        for m in missed:
+            print("target missed: " + m, file=sys.stderr)
+        return 1 if missed else 0
     print("gasguard bench: unknown benchmark %r" % args.name, file=sys.stderr)
     return 2
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import urllib.request
+
+    from gasguard.gateway import config as gwconfig
+
+    try:
+        cfg = gwconfig.load(args.config)
+    except gwconfig.ConfigError as e:
+        print("gasguard gateway: %s: %s" % (args.config, e), file=sys.stderr)
+        return 2
+    if args.action == "status":
+        if cfg.status is None:
+            print("gasguard gateway status: the config has no [status] listen", file=sys.stderr)
+            return 2
+        url = "http://%s:%d/status" % (cfg.status.host, cfg.status.port)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                st = json.load(r)
+        except OSError as e:
+            print(
+                "gasguard gateway status: no gateway answers at %s (%s)" % (url, e),
+                file=sys.stderr,
+            )
+            return 1
+        if args.json:
+            print(json.dumps(st, indent=2))
+        else:
+            from gasguard.gateway.status import render
+
+            print(render(st))
+        return 0
+    from gasguard.gateway import logs
+    from gasguard.gateway.service import Gateway
+
+    logs.setup(args.log_level)
+
+    def ready(gw: Gateway) -> None:
+        # one machine-readable line for whoever started us (tests, the demo)
+        ports = {"tcp_port": gw.tcp_port, "status_port": gw.status_port, "boot": gw.boot}
+        print(json.dumps(ports), flush=True)
+
+    asyncio.run(Gateway(cfg).run_until_signalled(ready))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,13 +132,49 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command")
     b = sub.add_parser("bench", help="run a benchmark and write its figures as JSON")
-    b.add_argument("name", choices=["firmware-heap", "alarm-latency"], help="which benchmark")
+    b.add_argument(
+        "name",
+        choices=["firmware-heap", "alarm-latency", "gateway-throughput", "recovery"],
+        help="which benchmark",
+    )
     b.add_argument("--json", metavar="FILE", help="write the figures here")
     b.add_argument("--cycles", type=int, default=500, help="firmware-heap: cycles to measure")
     b.add_argument("--samples", type=int, default=200, help="alarm-latency: leaks per run")
+    b.add_argument("--outage", type=float, default=10.0, help="recovery: broker down, seconds")
+    v = sub.add_parser("vboard", help="run one virtual board; prints its endpoints as JSON")
+    v.add_argument("--config", required=True, type=Path, help="device config (JSON)")
+    v.add_argument("--key", type=Path, help="key file (hex); default: the config's key_hex")
+    v.add_argument("--flash", type=Path, help="flash directory kept across runs (default: temp)")
+    v.add_argument(
+        "--bus",
+        choices=["sim", "external"],
+        default="sim",
+        help="sim: simulated detectors driven via the control endpoint; external: a pty for "
+        "your own detector simulator",
+    )
+    g = sub.add_parser("gateway", help="run the site gateway, or show a running one's status")
+    g.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    g.add_argument("--config", required=True, type=Path, help="gateway config (TOML)")
+    g.add_argument("--json", action="store_true", help="status: print the raw JSON")
+    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    c = sub.add_parser("config", help="check a device config against the install rules")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("file", help="device config (JSON)")
+    c.add_argument("--json", action="store_true", help="print the findings as JSON")
+    c.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
     args = parser.parse_args(argv)
+    if args.command == "config":
+        from gasguard.tools import configcheck
+
+        return configcheck.main(args.file, args.json, args.today)
+    if args.command == "gateway":
+        return _gateway(args)
     if args.command == "bench":
         return _bench(args)
+    if args.command == "vboard":
+        from gasguard.tools import vboard_service
+
+        return vboard_service.serve(args.config, args.key, args.flash, args.bus)
     parser.print_help()
     return 2
 

@@ -120,12 +120,20 @@ class SimDetector:
 
 
 class DetectorBus:
-    """Detectors on one paced RS-485 line. board_path is the pty the board opens."""
+    """Detectors on one paced RS-485 line. board_path is the pty the board opens; with `port`
+    the detectors answer on that serial device instead (a USB-RS485 adapter wired to a real
+    board's bus), still through the pacer so bytes can be corrupted or a detector silenced."""
 
-    def __init__(self, detectors: list[SimDetector], baud: int = 9600, seed: int = 1):
+    def __init__(
+        self,
+        detectors: list[SimDetector],
+        baud: int = 9600,
+        seed: int = 1,
+        port: str | None = None,
+    ):
         self.detectors = {d.address: d for d in detectors}
         self.baud = baud
-        self.pacer = LinePacer(baud, seed)
+        self.pacer = LinePacer(baud, seed, board_port=port)
         self.board_path = self.pacer.board_path
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: ModbusSerialServer | None = None

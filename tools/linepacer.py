@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import select
+import termios
 import threading
 import time
 import tty
@@ -26,8 +27,9 @@ def make_pty() -> tuple[int, int, str]:
 
 
 class _Direction:
-    def __init__(self, pacer: LinePacer, out_fd: int, name: str):
+    def __init__(self, pacer: LinePacer, out_fd: int, name: str, corrupts: bool = True):
         self.pacer = pacer
+        self.corrupts = corrupts
         self.out_fd = out_fd
         self.name = name
         self.queue: deque[int] = deque()
@@ -57,7 +59,7 @@ class _Direction:
             if p.drop_rate and p.rng.random() < p.drop_rate:
                 self.dropped += 1
                 continue
-            if p.corrupt_rate and p.rng.random() < p.corrupt_rate:
+            if self.corrupts and p.corrupt_rate and p.rng.random() < p.corrupt_rate:
                 b ^= 1 << p.rng.randrange(8)
                 self.corrupted += 1
             t_next += p.char_s
@@ -71,10 +73,27 @@ class _Direction:
                 return
 
 
-class LinePacer:
-    """board_path is what the firmware opens, bus_path what the detector simulator opens."""
+def open_serial(path: str, baud: int) -> int:
+    """A real serial port (a USB-RS485 adapter) opened raw at `baud`, 8N1, as a file descriptor."""
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    tty.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    speed = getattr(termios, "B%d" % baud, None)
+    if speed is None:
+        os.close(fd)
+        raise ValueError("unsupported baud rate %d" % baud)
+    attrs[4] = attrs[5] = speed
+    attrs[2] |= termios.CLOCAL | termios.CREAD
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
+    return fd
 
-    def __init__(self, baud: int = 9600, seed: int = 1):
+
+class LinePacer:
+    """board_path is what the firmware opens, bus_path what the detector simulator opens.
+    With board_port, the board side is that serial device (a real board wired through a
+    USB-RS485 adapter, or another virtual board's bus pty) instead of a new pty."""
+
+    def __init__(self, baud: int = 9600, seed: int = 1, board_port: str | None = None):
         self.baud = baud
         self.char_s = 11 / baud
         self.rng = random.Random(seed)
@@ -83,11 +102,19 @@ class LinePacer:
         self.extra_delay_s = 0.0  # added latency at the start of each burst
         self.silenced: set[int] = set()  # slave addresses whose requests are swallowed
         self.stopping = False
-        self.board_m, self._board_s, self.board_path = make_pty()
+        if board_port is None:
+            self.board_m, self._board_s, self.board_path = make_pty()
+        else:
+            self.board_m, self._board_s = open_serial(board_port, baud), -1
+            self.board_path = board_port
         self.bus_m, self._bus_s, self.bus_path = make_pty()
-        self.to_bus = _Direction(self, self.bus_m, "request")
+        # A corrupted request fails the slave's CRC check and is ignored (real slaves resync on
+        # the 3.5-character silence; pymodbus's framer would not), so requests are corrupted
+        # whole, below, and swallowed: the board sees the same thing, no answer.
+        self.to_bus = _Direction(self, self.bus_m, "request", corrupts=False)
         self.to_board = _Direction(self, self.board_m, "response")
         self.requests_swallowed = 0
+        self.requests_corrupted = 0
         self._threads = [
             threading.Thread(target=self._read_loop, daemon=True, name="pacer-read"),
             threading.Thread(target=self.to_bus.run, daemon=True, name="pacer-req"),
@@ -125,6 +152,9 @@ class LinePacer:
                 if frame[0] in self.silenced:
                     self.requests_swallowed += 1
                     continue
+                if self.corrupt_rate and any(self.rng.random() < self.corrupt_rate for _ in frame):
+                    self.requests_corrupted += 1
+                    continue
                 self.to_bus.put(frame)
 
     def stop(self) -> None:
@@ -135,6 +165,40 @@ class LinePacer:
         for t in self._threads:
             t.join(timeout=2)
         for fd in (self.board_m, self._board_s, self.bus_m, self._bus_s):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class PtyCable:
+    """A plain virtual serial cable (what `socat pty pty` makes): bytes written at one end come
+    out of the other. For the board<->gateway link, where only the bytes matter."""
+
+    def __init__(self) -> None:
+        self.a_m, self._a_s, self.a_path = make_pty()
+        self.b_m, self._b_s, self.b_path = make_pty()
+        self.stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pty-cable")
+
+    def start(self) -> PtyCable:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        peer = {self.a_m: self.b_m, self.b_m: self.a_m}
+        while not self.stopping:
+            r, _, _ = select.select(list(peer), [], [], 0.2)
+            for fd in r:
+                try:
+                    os.write(peer[fd], os.read(fd, 4096))
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._thread.join(timeout=2)
+        for fd in (self.a_m, self._a_s, self.b_m, self._b_s):
             try:
                 os.close(fd)
             except OSError:

@@ -1,21 +1,28 @@
 """The virtual board: the unmodified firmware in the MicroPython unix port with the unix HAL.
 
-Its flash is a directory laid out like the ESP32's (main.py, lib/gasguard/..., config.json,
-key.hex, data/). Its pins are on a panel reached over TCP: every output change arrives time-stamped
-and inputs (buttons, valve position) can be set. The watchdog is emulated: when the firmware stops
-feeding it, the process is killed and restarted with reset cause "wdt". A power cut is SIGKILL.
+Its console is a pty that is the process's controlling terminal, relayed to a REPL pty that
+survives restarts (like a board's USB serial port): Ctrl-C there stops the loop in the safe state
+and `mpremote connect <pty> resume ...` works. A process that exits by itself is rebooted (Ctrl-D
+at the REPL is a soft reset). Its flash is a directory laid out like the ESP32's (main.py,
+lib/gasguard/..., config.json, key.hex, data/). Its pins are on a panel reached over TCP: every
+output change arrives time-stamped and inputs (buttons, valve position) can be set. The watchdog is
+emulated: when the firmware stops feeding it, the process is killed and restarted with reset cause
+"wdt". A power cut is SIGKILL.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import termios
 import threading
 import time
+import tty
 from pathlib import Path
 
 from gasguard.tools import micropython
@@ -88,6 +95,17 @@ class VirtualBoard:
         self._sock: socket.socket | None = None
         self._cv = threading.Condition()
         self._watchdog = False
+        self.maintenance = False  # the loop was stopped from the console: no watchdog emulation
+        self.restarts = 0  # reboots after the process ended by itself (soft reset, emulated WDT)
+        self._console_fd = -1  # master side of the running process's console pty
+        self._killing = False
+        # the REPL pty: what an installer (or mpremote) opens; the same path across reboots
+        self._repl_m, self._repl_s = os.openpty()
+        tty.setraw(self._repl_s)
+        os.set_blocking(self._repl_m, False)
+        self.repl_path = os.ttyname(self._repl_s)
+        self._closed = False
+        threading.Thread(target=self._relay_repl, daemon=True, name="vboard-repl").start()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -105,15 +123,32 @@ class VirtualBoard:
             MICROPYPATH=str(self.flash / "lib"),
             GASGUARD_PANEL_PORT=str(self.panel_port),
         )
+        # the console pty: raw, but Ctrl-C still raises SIGINT (KeyboardInterrupt), as on a board
+        master, slave = os.openpty()
+        tty.setraw(slave)
+        attrs = termios.tcgetattr(slave)
+        attrs[3] |= termios.ISIG
+        termios.tcsetattr(slave, termios.TCSANOW, attrs)
+
+        def controlling_tty() -> None:
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.maintenance = False
+        self._killing = False
         self.proc = subprocess.Popen(
-            [micropython.find_micropython(), "-X", "heapsize=" + self.heapsize, "main.py"],
+            [micropython.find_micropython(), "-X", "heapsize=" + self.heapsize, "-i", "main.py"],
             cwd=self.flash,
             env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            preexec_fn=controlling_tty,
         )
+        os.close(slave)
+        self._console_fd = master
         self.boots += 1
-        threading.Thread(target=self._read_stdout, args=(self.proc,), daemon=True).start()
+        threading.Thread(target=self._read_console, args=(master,), daemon=True).start()
         self._connect_panel()
         self.wdt_last = time.perf_counter()
         if watchdog and not self._watchdog:
@@ -121,12 +156,49 @@ class VirtualBoard:
             threading.Thread(target=self._watch, daemon=True).start()
         return self
 
-    def _read_stdout(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout
-        for raw in proc.stdout:
-            with self._cv:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._cv.notify_all()
+    def _read_console(self, fd: int) -> None:
+        partial = b""
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:  # EIO: the process is gone
+                data = b""
+            if not data:
+                break
+            try:  # the REPL side may have nobody reading: never block on it
+                os.write(self._repl_m, data)
+            except OSError:
+                pass
+            partial += data
+            *done, partial = partial.split(b"\n")
+            if done:
+                with self._cv:
+                    for raw in done:
+                        line = raw.decode(errors="replace").rstrip("\r")
+                        self.lines.append(line)
+                        if line.startswith("STOPPED from the console"):
+                            self.maintenance = True
+                    self._cv.notify_all()
+        os.close(fd)
+
+    def _relay_repl(self) -> None:
+        # REPL pty -> console of whichever process is running now
+        import select
+
+        while not self._closed:
+            r, _, _ = select.select([self._repl_m], [], [], 0.2)
+            if not r:
+                continue
+            try:
+                data = os.read(self._repl_m, 4096)
+            except OSError:
+                continue
+            fd = self._console_fd
+            if fd >= 0:
+                try:
+                    os.write(fd, data)
+                except OSError:
+                    pass
 
     def _connect_panel(self) -> None:
         deadline = time.monotonic() + 10
@@ -160,7 +232,9 @@ class VirtualBoard:
             if not parts:
                 continue
             with self._cv:
-                if parts[0] == "s":
+                if parts[0] == "m":
+                    self.maintenance = True
+                elif parts[0] == "s":
                     for kv in parts[1:]:
                         k, _, v = kv.partition("=")
                         self.outputs[k] = int(v)
@@ -172,27 +246,49 @@ class VirtualBoard:
                 self._cv.notify_all()
 
     def _watch(self) -> None:
+        # The board's supervisor: the emulated watchdog, and a reboot whenever the process ends
+        # by itself (a soft reset from the REPL, or the firmware's own emulated watchdog exit).
         while self._watchdog:
             time.sleep(0.05)
             p = self.proc
-            if p is None or p.poll() is not None:
+            if p is None or self._killing:
+                continue
+            rc = p.poll()
+            if rc is not None:
+                self.restarts += 1
+                self._close_panel()
+                self.start(reset_cause="wdt" if rc == 3 else "soft", watchdog=False)
+                continue
+            if self.maintenance:
                 continue
             if time.perf_counter() - self.wdt_last > self.wdt_timeout_s:
                 self.wdt_resets += 1
                 self.kill()
                 self.start(reset_cause="wdt", watchdog=False)
 
-    def kill(self) -> None:
-        """Power cut: SIGKILL, nothing gets to run."""
-        p = self.proc
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait(5)
+    def _close_panel(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
         with self._cv:
             self.outputs = {}
+
+    def kill(self) -> None:
+        """Power cut: SIGKILL, nothing gets to run."""
+        self._killing = True
+        p = self.proc
+        if p is not None and p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.wait(5)
+        self._close_panel()
+
+    def console_write(self, data: bytes) -> None:
+        """Type on the console, as an installer's terminal does (b"\\x03" is Ctrl-C)."""
+        os.write(self._console_fd, data)
+
+    def interrupt(self) -> None:
+        """Ctrl-C on the console: the loop stops in the safe state and the REPL comes up."""
+        self.console_write(b"\x03")
 
     def power_cycle(self) -> None:
         self.kill()
@@ -201,6 +297,14 @@ class VirtualBoard:
     def stop(self) -> None:
         self._watchdog = False
         self.kill()
+        if not self._closed:
+            self._closed = True
+            time.sleep(0.25)  # let the relay thread notice before its fds go
+            for fd in (self._repl_m, self._repl_s):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     # --- panel -----------------------------------------------------------------------------------
 

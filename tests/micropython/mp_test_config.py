@@ -7,13 +7,13 @@ from gasguard import config
 
 def _example():
     here = __file__
-    with open(here[: here.rfind("/")] + "/../../examples/device-kitchen-ng.json") as f:
+    with open(here[: here.rfind("/")] + "/../../examples/hotpot-88/kitchen-main.json") as f:
         return json.load(f)
 
 
 def test_example_config_is_valid():
     c = config.Config(_example())
-    assert c.device_id == "hotpot-88-kitchen"
+    assert c.device_id == "hotpot-88-main"
     assert c.alarm["low_alarm_tenths"] == 200 and c.alarm["high_alarm_tenths"] == 500
     assert len(c.detectors) == 2 and c.valve["kind"] == "nc"
     assert len(c.digest_hex()) == 16

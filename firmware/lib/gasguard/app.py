@@ -40,7 +40,12 @@ class App:
         b = cfg.bus
         self.master = modbus.Master(board.bus(), b["baud"], b["deadline_ms"])
         self.poller = detectors.Poller(
-            self.master, self.dets, self.safety.sample, b["fail_limit"], b["fault_retry_ms"]
+            self.master,
+            self.dets,
+            self.safety.sample,
+            b["fail_limit"],
+            b["fault_retry_ms"],
+            b["stale_ms"],
         )
         v = cfg.valve
         self.valve = Valve(
@@ -309,6 +314,13 @@ def run(board, cfg, root):
             gc.mem_free() + gc.mem_alloc(),
         )
         app.run()
+    except KeyboardInterrupt:
+        # Ctrl-C on the console (an installer's mpremote or `gasguard flash`): stop in the safe
+        # state and leave the REPL usable; a reset returns to normal operation
+        _safe_outputs(board, cfg)
+        board.buzzer.value(0)
+        print("STOPPED from the console: valve closed; reset the board to resume")
+        board.maintenance()
     except Exception as e:  # noqa: BLE001 - any failure ends in the safe state
         _safe_outputs(board, cfg)
         print("FATAL: firmware exception; valve closed, waiting for the watchdog")

@@ -111,6 +111,7 @@ class Config:
             "deadline_ms": _int(b, "deadline_ms", "bus.", 20, 1000, 100),
             "fail_limit": _int(b, "fail_limit", "bus.", 1, 10, 3),
             "fault_retry_ms": _int(b, "fault_retry_ms", "bus.", 100, 60000, 1000),
+            "stale_ms": _int(b, "stale_ms", "bus.", 0, 10000, 2000),
             "path": _get(b, "path", "bus.", (str,)),  # unix port: the pty
         }
 
@@ -215,9 +216,21 @@ class Config:
             "password": _get(lk, "password", "link.", (str,)),
             "resend_ms": _int(lk, "resend_ms", "link.", 200, 60000, 3000),
             "window": _int(lk, "window", "link.", 1, 16, 4),
+            # ESP32 UART1's default pins are the SPI flash's: the link needs pins of its own
+            "tx": _int(lk, "tx", "link.", 0, 39, 22),
+            "rx": _int(lk, "rx", "link.", 0, 39, 21),
         }
         if lkind == "tcp" and not self.link["host"]:
             raise ConfigError("link.host", "required for a tcp link")
+        if lkind == "uart" and self.link["path"] is None:  # a real UART, not a pty
+            for name in ("tx", "rx"):
+                n = self.link[name]
+                for other, m in used.items():
+                    if m == n:
+                        raise ConfigError(
+                            "link." + name, "GPIO %d is already used by %s" % (n, other)
+                        )
+                used["link." + name] = n
 
     def digest_hex(self):
         return "".join("%02x" % b for b in self.digest)

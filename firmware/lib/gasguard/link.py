@@ -1,6 +1,7 @@
 # Device side of the gateway link. Runs only in the loop's slack and never waits: every transport
 # call is non-blocking, and anything not sent now is sent on a later cycle.
-#   - birth at boot (again after a reconnect, and with heartbeats until the gateway answers)
+#   - birth at boot, again after a reconnect or a gateway restart, and with every heartbeat
+#     until the gateway answers it with a time sync
 #   - heartbeat with health every heartbeat_s
 #   - events from the flash log, oldest first, `window` in flight, re-sent every resend_ms until
 #     acknowledged; acknowledgements are stored in flash, so after a reboot only unacknowledged
@@ -112,9 +113,10 @@ class Link:
         if not _valid_from_gateway(f.mtype, body):
             self.rejected["body"] += 1
             return
+        if f.boot != self.gw_boot and self.gw_boot:
+            self.need_birth = True  # the gateway restarted and forgot us: introduce ourselves
         self.gw_boot = f.boot
         self.gw_seq = f.seq
-        self.gw_seen = True
         if f.mtype == cat.ACK:
             for boot, seq in body["ids"]:
                 entry = self.inflight.pop((boot, seq), None)
@@ -123,6 +125,7 @@ class Link:
         elif f.mtype == cat.TIME:
             if body["boot"] == self.boot:  # a time sync replayed from another boot is ignored
                 self.time_base = (body["time"], up_ms)
+                self.gw_seen = True  # time sync is the answer to our birth: stop repeating it
         elif f.mtype == cat.COMMAND:
             cmd = body["cmd"]
             ok, data = self.dev.on_command(cmd)

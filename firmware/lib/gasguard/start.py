@@ -35,10 +35,15 @@ def main(make_board, root, config_path, key_path):
         board = make_board(None)
         board.valve.value(0)
         board.yellow.value(1)
-        while True:
-            board.wdt.feed()  # a deliberate safe state, not a hang: keep the REPL reachable
-            board.service(ticks_ms())
-            sleep_ms(100)
+        try:
+            while True:
+                board.wdt.feed()  # a deliberate safe state, not a hang
+                board.service(ticks_ms())
+                sleep_ms(100)
+        except KeyboardInterrupt:  # the installer is here to fix the config: give them the REPL
+            print("STOPPED from the console: valve closed; reset the board to resume")
+            board.maintenance()
+            return
     board = make_board(cfg)
     from gasguard import app
 

@@ -61,9 +61,16 @@ class Buzzer:
 
 
 class UartLink:
-    def __init__(self, uart_id, baud):
+    def __init__(self, uart_id, baud, tx, rx):
         self.uart = machine.UART(
-            uart_id, baudrate=baud, timeout=0, timeout_char=0, rxbuf=1024, txbuf=1024
+            uart_id,
+            baudrate=baud,
+            tx=tx,
+            rx=rx,
+            timeout=0,
+            timeout_char=0,
+            rxbuf=1024,
+            txbuf=1024,
         )
 
     def up(self):
@@ -201,7 +208,7 @@ class Board:
     def link(self):
         lk = self._cfg.link
         if lk["kind"] == "uart":
-            return UartLink(lk["uart"], lk["baud"])
+            return UartLink(lk["uart"], lk["baud"], lk["tx"], lk["rx"])
         if lk["kind"] == "tcp":
             return WifiLink(lk["ssid"], lk["password"], lk["host"], lk["port"])
         return None
@@ -220,6 +227,14 @@ class Board:
     def watchdog_starve(self):
         while True:  # the WDT cannot be stopped: it reboots us with the valve closed
             time.sleep_ms(100)
+
+    def maintenance(self):
+        # The installer interrupted the firmware from the console (mpremote, the flash tool): the
+        # valve is already closed. The WDT cannot be stopped, so a timer keeps it fed while the
+        # REPL is in use; machine.reset() or a power cycle returns to normal operation.
+        wdt = self.wdt
+        self._feeder = machine.Timer(0)
+        self._feeder.init(period=500, mode=machine.Timer.PERIODIC, callback=lambda t: wdt.feed())
 
 
 def _button(gpio, active_low):

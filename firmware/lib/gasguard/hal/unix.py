@@ -26,11 +26,12 @@ class Pin:
 
 
 class Panel:
-    """Pins of the virtual board. With a port, a harness can connect. Lines, board to harness:
-    "o <ms> <pin> <0|1>" for every output change, "s <pin>=<v> ..." (snapshot on connect),
-    "w <ms>" watchdog fed; harness to board: "<pin> <0|1>" sets an input, and "fault crash",
-    "fault slow" or "fault hang" injects a firmware fault (an exception, a loop that overruns its
-    period, a loop that never returns) so that the fail-safe paths can be tested."""
+    """Pins of the virtual board. With a port, a harness can connect.
+    Board to harness: "o <ms> <pin> <0|1>" for every output change, "s <pin>=<v> ..." (a snapshot
+    on connect), "w <ms>" watchdog fed, "m" maintenance (the loop was stopped from the console).
+    Harness to board: "<pin> <0|1>" sets an input; "fault crash", "fault slow" or "fault hang"
+    injects a firmware fault (an exception, a loop that overruns its period, a loop that never
+    returns) so that the fail-safe paths can be tested."""
 
     OUTPUTS = ("valve", "buzzer", "red", "yellow", "green", "fan")
     INPUTS = ("ack", "reset", "valve_pos")
@@ -219,6 +220,11 @@ class Board:
         import gc
 
         return gc.mem_free()
+
+    def maintenance(self):
+        # console interrupt: tell the harness to stop emulating the watchdog until the next boot
+        self.panel.service(time.ticks_ms())
+        self.panel._send_all(b"m\n")
 
     def watchdog_starve(self):
         # Stop feeding and wait: the harness sees the feeds stop and restarts us with

@@ -1,0 +1,208 @@
+"""MQTT to the regulator (aiomqtt): the outbox drained in order with a window of QoS 1 publishes
+in flight, a row deleted only after its PUBACK; retained device states; the gateway's retained
+status with a last will; reconnect with exponential backoff and jitter.
+
+After a reconnect everything still in the outbox is sent again from the oldest row, so a publish
+whose PUBACK was lost arrives twice at worst, with the same CloudEvents id (regulators dedupe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import aiomqtt
+
+from gasguard.protocol import cloudevents
+
+from . import schemas
+from .config import MqttConfig
+from .outbox import Outbox, OutboxWorker, Row
+
+log = logging.getLogger("gasguard.gateway.mqtt")
+
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+DELETE_BATCH = 512
+
+
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """Certificate validation and hostname check on; the system store unless ca_file is set."""
+    if not cfg.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if cfg.cert_file and cfg.key_file:
+        ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file))
+    return ctx
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Publisher:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        site: str,
+        gateway_id: str,
+        version: str,
+        outbox: OutboxWorker,
+        states: Callable[[bool], dict[str, bytes]],
+        devices_online: Callable[[], int],
+    ) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.gateway_id = gateway_id
+        self.version = version
+        self.outbox = outbox
+        self.take_states = states  # (all) -> {device: retained state payload} changed or all
+        self.devices_online = devices_online
+        self.status_topic = cloudevents.topic_gateway_status(site, gateway_id)
+        self.wake = asyncio.Event()
+        self.connected = False
+        self.published = 0
+        self.connects = 0
+        self.last_error: str | None = None
+        self.latency_ms: deque[float] = deque(maxlen=2000)  # commit -> PUBACK, recent rows
+        self.alarm_latency_ms: deque[float] = deque(maxlen=2000)
+        self._client: aiomqtt.Client | None = None
+        self._pending_states: dict[str, bytes] = {}
+
+    def _status(self, online: bool) -> bytes:
+        return dumps(
+            schemas.check(
+                cloudevents.gateway_status(
+                    self.site,
+                    self.gateway_id,
+                    online,
+                    time.time(),
+                    self.version,
+                    self.devices_online() if online else 0,
+                )
+            )
+        )
+
+    def _client_for(self) -> aiomqtt.Client:
+        c = self.cfg
+        proto = aiomqtt.ProtocolVersion.V5 if c.protocol == "5" else aiomqtt.ProtocolVersion.V311
+        client = aiomqtt.Client(
+            c.host,
+            c.port,
+            username=c.username,
+            password=c.password,
+            identifier=c.client_id,
+            protocol=proto,
+            will=aiomqtt.Will(self.status_topic, self._status(False), qos=1, retain=True),
+            tls_context=tls_context(c),
+            keepalive=c.keepalive,
+            # our window bounds what is in flight; paho keeping its own count costs O(window)
+            # per PUBACK (it rescans its queue), so it is told "unlimited"
+            max_inflight_messages=0,
+            timeout=10,
+        )
+        client.pending_calls_threshold = c.window + 64  # a full window is the plan, not a jam
+        return client
+
+    async def run(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            try:
+                async with self._client_for() as client:
+                    self._client = client
+                    self.connected = True
+                    self.connects += 1
+                    self.last_error = None
+                    backoff = BACKOFF_MIN_S
+                    log.info("connected", extra={"broker": self.cfg.url})
+                    await client.publish(self.status_topic, self._status(True), qos=1, retain=True)
+                    await self._pump(client)
+            except aiomqtt.MqttError as e:
+                self.last_error = str(e)
+                if self.connected:
+                    log.warning("broker connection lost", extra={"error": str(e)})
+            finally:
+                self.connected = False
+                self._client = None
+            # full jitter: many gateways reconnecting after a broker restart spread out
+            delay = random.uniform(backoff / 2, backoff)
+            log.info("reconnecting", extra={"in_s": round(delay, 2), "broker": self.cfg.url})
+            await asyncio.sleep(delay)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def stop(self) -> None:
+        """Clean shutdown: say offline ourselves (the will is only for a lost connection)."""
+        c = self._client
+        if c is not None and self.connected:
+            try:
+                await c.publish(self.status_topic, self._status(False), qos=1, retain=True)
+            except aiomqtt.MqttError:
+                pass
+
+    async def _pump(self, client: aiomqtt.Client) -> None:
+        window = self.cfg.window
+        inflight: dict[asyncio.Task, Row] = {}
+        finished: list[asyncio.Task] = []  # publishes whose PUBACK (or failure) came back
+        last_id = 0  # after a reconnect: everything not yet deleted, from the oldest
+        acked: list[Row] = []
+        wake = self.wake
+
+        def done(t: asyncio.Task) -> None:
+            finished.append(t)
+            wake.set()
+
+        def start(coro, row: Row) -> None:
+            t = asyncio.create_task(coro)
+            inflight[t] = row
+            t.add_done_callback(done)
+
+        self._pending_states = self.take_states(True)  # the broker may have lost them
+        try:
+            while True:
+                wake.clear()  # before looking: a commit from now on wakes us again
+                self._pending_states.update(self.take_states(False))
+                if self._pending_states:
+                    states, self._pending_states = self._pending_states, {}
+                    for dev, payload in states.items():
+                        topic = cloudevents.topic_state(self.site, dev)
+                        start(client.publish(topic, payload, 1, True), Row(0, "", dev, "", b"",
+                                                                         0.0, False))  # fmt: skip
+                room = window - len(inflight)
+                if room > 0:
+                    rows = await self.outbox.call(Outbox.fetch, self.outbox.outbox, last_id, room)
+                    for r in rows:
+                        start(client.publish(r.topic, r.payload, qos=1), r)
+                        last_id = r.id
+                if not finished:
+                    await wake.wait()
+                now = time.time()
+                batch, finished[:] = finished[:], []
+                for t in batch:
+                    r = inflight.pop(t)
+                    t.result()  # a lost connection raises here: the row stays queued
+                    if r.id == 0:
+                        continue
+                    acked.append(r)
+                    ms = (now - r.created) * 1000
+                    self.latency_ms.append(ms)
+                    if r.alarm:
+                        self.alarm_latency_ms.append(ms)
+                if acked and (len(acked) >= DELETE_BATCH or len(inflight) < window // 2):
+                    rows_done, acked = acked, []
+                    ids = [r.id for r in rows_done]
+                    await self.outbox.call(Outbox.delete, self.outbox.outbox, ids)
+                    self.published += len(rows_done)
+        finally:
+            for t in inflight:
+                t.remove_done_callback(done)
+                t.cancel()
+            if acked:  # PUBACKed before the connection dropped: do not send them again
+                await self.outbox.call(Outbox.delete, self.outbox.outbox, [r.id for r in acked])
+                self.published += len(acked)

@@ -1,0 +1,408 @@
+"""The gateway service: device links -> sessions -> durable outbox -> publisher, plus health.
+
+Data flows one way. A link's bytes go through its LinkSession (auth, replay window); events
+become CloudEvents, checked against the schemas and committed to the outbox in group commits;
+only then does the device get its ack. The link reader never waits on the disk: batches are
+handed to the committer in arrival order, which is also the order rows are published in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import serial_asyncio_fast
+
+from gasguard.gateway.session import DeviceState, LinkSession, Message, ack_frames
+from gasguard.protocol import cloudevents, messages
+
+from . import schemas
+from .config import GatewayConfig, SerialLink
+from .health import Health
+from .outbox import Item, Outbox, OutboxWorker
+from .publisher import Publisher, dumps
+
+log = logging.getLogger("gasguard.gateway")
+
+VERSION = "0.1.0"
+ALARM_KINDS = ("alarm.low", "alarm.high", "valve.closed", "valve.fault", "detector.fault")
+MAX_PENDING = 50_000  # events accepted but not yet committed: links pause reading beyond this
+STATE_REFRESH_S = 60.0
+RETENTION_EVERY_S = 30.0
+
+
+def percentile(xs: Any, q: float) -> float | None:
+    xs = sorted(xs)
+    if not xs:
+        return None
+    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+class Committer:
+    """Group commit: batches submitted while a commit runs go into the next one, in order."""
+
+    def __init__(self, outbox: OutboxWorker, on_commit: Callable[[], None]) -> None:
+        self.outbox = outbox
+        self.on_commit = on_commit
+        self._pending: list[tuple[list[Item], Callable[[list[bool]], None]]] = []
+        self._n = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.committed = 0
+        self.duplicates = 0
+
+    def submit(self, items: list[Item], done: Callable[[list[bool]], None]) -> None:
+        self._pending.append((items, done))
+        self._n += len(items)
+        if self._n >= MAX_PENDING:
+            self._room.clear()
+        self._wake.set()
+
+    async def room(self) -> None:
+        await self._room.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch, self._pending, self._n = self._pending, [], 0
+                self._room.set()
+                flat = [it for items, _ in batch for it in items]
+                new = await self.outbox.call(Outbox.add, self.outbox.outbox, flat)
+                self.committed += sum(new)
+                self.duplicates += len(new) - sum(new)
+                self.on_commit()
+                i = 0
+                for items, done in batch:
+                    done(new[i : i + len(items)])
+                    i += len(items)
+
+
+class Gateway:
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.outbox = Outbox(
+            cfg.state_dir / "outbox.sqlite", cfg.outbox_max_events, cfg.outbox_max_age_s
+        )
+        self.boot = self.outbox.next_boot()
+        self.worker = OutboxWorker(self.outbox)
+        self.devices: dict[str, DeviceState] = {}
+        self.frames: Counter[str] = Counter()  # by result, over every link
+        self.health = Health(cfg.site, cfg.offline_after_s)
+        self._dirty: set[str] = set()
+        self.committer = Committer(self.worker, self._committed)
+        self.publisher = Publisher(
+            cfg.mqtt,
+            cfg.site,
+            cfg.gateway_id,
+            VERSION,
+            self.worker,
+            self._take_states,
+            self.health.online_count,
+        )
+        self.events_in = 0
+        self.dropped_by_retention = 0
+        self.links_up: dict[str, bool] = {}
+        self.started = time.time()
+        self.tcp_port: int | None = None
+        self.status_port: int | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # --- sessions ------------------------------------------------------------------------------
+
+    def session(self) -> LinkSession:
+        s = LinkSession(self.cfg.keys, self.boot, devices=self.devices)
+        s.counts = self.frames  # one set of counters for the status page
+        return s
+
+    def _committed(self) -> None:
+        self.publisher.wake.set()
+
+    def _take_states(self, everything: bool) -> dict[str, bytes]:
+        devs = set(self.health.devices) if everything else self._dirty
+        self._dirty = set()
+        out = {}
+        for d in devs:
+            try:
+                out[d] = dumps(schemas.check(self.health.state_event(d)))
+            except schemas.SchemaError as e:
+                log.error("state not published", extra={"device": d, "error": str(e)})
+        return out
+
+    def _mark(self, device: str) -> None:
+        self._dirty.add(device)
+        self.publisher.wake.set()
+
+    def _gateway_event(self, device: str, kind: str, detail: str) -> Item:
+        now = time.time()
+        ce_id = "%s:%s:%d:%d" % (device, kind.split(".")[-1], self.boot, int(now * 1e6))
+        ce = schemas.check(
+            cloudevents.gateway_event(self.cfg.site, device, kind, ce_id, now, detail)
+        )
+        return Item(ce_id, device, cloudevents.topic_events(self.cfg.site, device), dumps(ce))
+
+    def handle(self, session: LinkSession, msgs: list[Message], send: Callable[[bytes], Any]):
+        """Messages from one read of one link. Replies go out through send()."""
+        site = self.cfg.site
+        items: list[Item] = []
+        ids: dict[str, list[tuple[int, int]]] = {}
+        now = time.time()
+        for m in msgs:
+            dev = m.device
+            back = None if m.mtype == messages.BIRTH else self.health.seen(dev)
+            if back:
+                items.append(self._gateway_event(dev, "device.online", back))
+                self._mark(dev)
+            if m.mtype == messages.EVENT:
+                b = m.body
+                try:
+                    ce = schemas.check(cloudevents.device_event(site, dev, b, now))
+                except schemas.SchemaError as e:  # counted, not acked: the device keeps it
+                    self.frames["schema"] += 1
+                    log.error("event refused by schema", extra={"device": dev, "error": str(e)})
+                    continue
+                items.append(
+                    Item(
+                        ce["id"],
+                        dev,
+                        cloudevents.topic_events(site, dev),
+                        dumps(ce),
+                        b["kind"] in ALARM_KINDS,
+                    )
+                )
+                ids.setdefault(dev, []).append((b["id"][0], b["id"][1]))
+                if self.health.event(dev, b):
+                    self._mark(dev)
+            elif m.mtype == messages.HEARTBEAT:
+                if self.health.heartbeat(dev, m.body):
+                    self._mark(dev)
+            elif m.mtype == messages.BIRTH:
+                send(session.time_sync(dev, m.boot))
+                detail = self.health.birth(dev, m.boot, m.body)
+                if detail:
+                    items.append(self._gateway_event(dev, "device.online", detail))
+                    log.info("device birth", extra={"device": dev, "detail": detail})
+                self._mark(dev)
+            elif m.mtype == messages.REPLY:
+                log.info("device reply", extra={"device": dev, "reply": m.body})
+        if not items:
+            return
+        self.events_in += sum(len(v) for v in ids.values())
+
+        def acknowledge(new: list[bool]) -> None:
+            # durable now (or already were: a re-sent event is acknowledged again)
+            for dev, evs in ids.items():
+                for f in ack_frames(session, dev, evs):
+                    send(f)
+
+        self.committer.submit(items, acknowledge)
+
+    # --- links ---------------------------------------------------------------------------------
+
+    async def _serve_stream(self, name: str, reader, writer, idle_s: float | None) -> None:
+        session = self.session()
+        self.links_up[name] = True
+        try:
+            while True:
+                await self.committer.room()
+                if idle_s is None:
+                    data = await reader.read(4096)
+                else:
+                    data = await asyncio.wait_for(reader.read(4096), idle_s)
+                if not data:
+                    break
+                msgs = session.feed(data)
+                if msgs:
+                    self.handle(session, msgs, writer.write)
+        except (TimeoutError, ConnectionError, OSError) as e:
+            log.info("link closed", extra={"link": name, "reason": type(e).__name__})
+        finally:
+            self.links_up[name] = False
+            writer.close()
+
+    async def _tcp_client(self, reader, writer) -> None:
+        peer = writer.get_extra_info("peername")
+        name = "tcp:%s:%s" % (peer[0], peer[1]) if peer else "tcp"
+        # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
+        await self._serve_stream(name, reader, writer, self.cfg.offline_after_s)
+        self.links_up.pop(name, None)
+
+    async def _serial(self, link: SerialLink) -> None:
+        name = "serial:%s" % link.port
+        backoff = 0.5
+        while True:
+            try:
+                reader, writer = await serial_asyncio_fast.open_serial_connection(
+                    url=link.port, baudrate=link.baud
+                )
+            except (OSError, ValueError) as e:
+                self.links_up[name] = False
+                log.warning("serial port unavailable", extra={"port": link.port, "error": str(e)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            log.info("serial link open", extra={"port": link.port, "baud": link.baud})
+            await self._serve_stream(name, reader, writer, None)
+            await asyncio.sleep(0.5)
+
+    # --- housekeeping --------------------------------------------------------------------------
+
+    async def _watch_health(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.cfg.heartbeat_s / 2))
+            items = [
+                self._gateway_event(dev, "device.offline", detail)
+                for dev, detail in self.health.expire()
+            ]
+            for it in items:
+                log.warning("device offline", extra={"device": it.device})
+                self._mark(it.device)
+            if items:
+                self.committer.submit(items, lambda new: None)
+            if time.monotonic() - last_refresh > STATE_REFRESH_S:
+                last_refresh = time.monotonic()
+                for dev, d in self.health.devices.items():
+                    if d["online"]:
+                        self._mark(dev)
+
+    async def _retention(self) -> None:
+        while True:
+            dropped = await self.worker.call(Outbox.enforce_retention, self.outbox)
+            if dropped:
+                n = sum(dropped.values())
+                self.dropped_by_retention += n
+                detail = "outbox retention bound hit: dropped the oldest %d events (%s)" % (
+                    n,
+                    ", ".join("%s %d" % kv for kv in sorted(dropped.items())),
+                )
+                log.error("outbox dropped events", extra={"dropped": dict(dropped)})
+                self.committer.submit(
+                    [self._gateway_event(self.cfg.gateway_id, "outbox.dropped", detail[:200])],
+                    lambda new: None,
+                )
+            await asyncio.sleep(RETENTION_EVERY_S)
+
+    def status(self) -> dict[str, Any]:
+        p = self.publisher
+        return {
+            "gateway": self.cfg.gateway_id,
+            "site": self.cfg.site,
+            "version": VERSION,
+            "boot": self.boot,
+            "uptime_s": round(time.time() - self.started, 1),
+            "broker": {
+                "url": p.cfg.url,
+                "connected": p.connected,
+                "connects": p.connects,
+                "last_error": p.last_error,
+            },  # fmt: skip
+            "frames": dict(self.frames),
+            "events": {
+                "received": self.events_in,
+                "committed": self.committer.committed,
+                "duplicates": self.committer.duplicates,
+                "published": p.published,
+                "dropped_by_retention": self.dropped_by_retention,
+            },
+            "outbox": {"depth": self.outbox.depth()},
+            "publish_latency_ms": {
+                "p50": percentile(p.latency_ms, 0.5),
+                "p99": percentile(p.latency_ms, 0.99),
+                "alarm_p99": percentile(p.alarm_latency_ms, 0.99),
+            },
+            "devices": {
+                d: {
+                    "online": s["online"],
+                    "session": s.get("session"),
+                    "valve": s.get("valve"),
+                    "alarm": s.get("alarm"),
+                }
+                for d, s in sorted(self.health.devices.items())
+            },
+            "devices_online": self.health.online_count(),
+            "links": dict(self.links_up),
+        }
+
+    async def _status_client(self, reader, writer) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            path = head.split(b" ")[1] if head.count(b" ") >= 2 else b"/"
+            if path.startswith(b"/status"):
+                body, code = json.dumps(self.status(), indent=1).encode(), b"200 OK"
+            else:
+                body, code = b'{"error": "try /status"}', b"404 Not Found"
+            writer.write(
+                b"HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                % (code, len(body))
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    # --- run -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        spawn = self._tasks.append
+        spawn(asyncio.create_task(self.committer.run(), name="committer"))
+        spawn(asyncio.create_task(self.publisher.run(), name="publisher"))
+        spawn(asyncio.create_task(self._watch_health(), name="health"))
+        spawn(asyncio.create_task(self._retention(), name="retention"))
+        for link in self.cfg.serial:
+            spawn(asyncio.create_task(self._serial(link), name="serial " + link.port))
+        if self.cfg.tcp is not None:
+            srv = await asyncio.start_server(
+                self._tcp_client, self.cfg.tcp.host, self.cfg.tcp.port
+            )
+            self.tcp_port = srv.sockets[0].getsockname()[1]
+            spawn(asyncio.create_task(srv.serve_forever(), name="tcp"))
+        if self.cfg.status is not None:
+            st = await asyncio.start_server(
+                self._status_client, self.cfg.status.host, self.cfg.status.port
+            )
+            self.status_port = st.sockets[0].getsockname()[1]
+            spawn(asyncio.create_task(st.serve_forever(), name="status"))
+        log.info(
+            "gateway started",
+            extra={"boot": self.boot, "tcp_port": self.tcp_port, "status_port": self.status_port,
+                   "outbox_depth": self.outbox.depth(), "broker": self.cfg.mqtt.url},
+        )  # fmt: skip
+
+    async def stop(self) -> None:
+        await self.publisher.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.worker.close()
+
+    async def run_until_signalled(self, ready: Callable[[Gateway], None] | None = None) -> None:
+        await self.start()
+        if ready:
+            ready(self)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in self._tasks:  # a task that ended by itself is a bug: show it
+            if t.done() and not t.cancelled() and t.exception():
+                log.error(
+                    "task failed", extra={"task": t.get_name(), "error": repr(t.exception())}
+                )
+        await self.stop()

@@ -1,0 +1,228 @@
+"""`gasguard vboard`: one virtual board with its wiring, as a service other tools can reach.
+
+It starts the firmware (VirtualBoard), the detector bus and the link cable, then prints one JSON
+line of endpoints and runs until stopped:
+  repl     pty for `mpremote connect <pty> resume ...` and `gasguard flash`
+  link     pty of the gateway link (config link.kind "uart"), or the gateway address it dials (tcp)
+  panel    host:port of the pin panel (the GPIO feedback adapter protocol, docs in hil_tests/)
+  bus      "sim": simulated detectors on a paced line, driven through `control`;
+           otherwise the pty where an external detector simulator (or adapter) answers
+  control  host:port taking JSON lines for the simulated detectors (sim bus only), e.g.
+           {"det": 1, "lel": 30.0} {"det": 1, "state": "fault"} {"det": 2, "exception": 4}
+           {"det": 2, "silent": true} {"corrupt": 0.01}; answered {"ok": true} or {"error": ..}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from gasguard.tools.detsim import DetectorBus, SimDetector
+from gasguard.tools.linepacer import PtyCable
+from gasguard.tools.vboard import VirtualBoard
+
+
+class ConfigFileError(ValueError):
+    pass
+
+
+def read_device_config(path: Path, key_path: Path | None = None) -> tuple[dict, bytes]:
+    """The device config and its key (from --key, else the config's key_hex)."""
+    try:
+        cfg = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigFileError("%s: cannot read (%s)" % (path, e.strerror)) from None
+    except ValueError as e:
+        raise ConfigFileError("%s: not valid JSON (%s)" % (path, e)) from None
+    if not isinstance(cfg, dict):
+        raise ConfigFileError("%s: the top level must be an object" % path)
+    if key_path is not None:
+        text = Path(key_path).read_text().strip()
+    else:
+        text = cfg.get("key_hex", "")
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise ConfigFileError("key: not hexadecimal") from None
+    if len(key) < 16:
+        raise ConfigFileError("key: missing or shorter than 16 bytes (use --key or key_hex)")
+    return cfg, key
+
+
+class VboardService:
+    def __init__(
+        self,
+        config: dict,
+        key: bytes,
+        flash: Path | None = None,
+        bus: str = "sim",
+        seed: int = 1,
+        heartbeat_s: int | None = None,
+    ) -> None:
+        self.config = copy.deepcopy(config)
+        self.config.pop("key_hex", None)  # the key goes to key.hex, as provisioning does
+        if heartbeat_s is not None:
+            self.config["heartbeat_s"] = heartbeat_s
+        self.key = key
+        self._tmp = None
+        if flash is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="gasguard-vboard-")
+            flash = Path(self._tmp.name)
+        self.flash = Path(flash)
+        baud = self.config.get("bus", {}).get("baud", 9600)
+        self.detectors: DetectorBus | None = None
+        self.bus_line: PtyCable | None = None
+        if bus == "sim":
+            try:
+                dets = [SimDetector(d["address"], d["profile"]) for d in self.config["detectors"]]
+            except (KeyError, TypeError, ValueError) as e:
+                raise ConfigFileError(
+                    "detectors: each needs an address and a known profile to simulate (%s)" % e
+                ) from None
+            self.detectors = DetectorBus(dets, baud=baud, seed=seed)
+            board_bus = self.detectors.board_path
+            self.bus_endpoint = "sim"
+        else:  # external: a plain cable; whoever opens the far end paces it (as a real wire)
+            self.bus_line = PtyCable()
+            board_bus = self.bus_line.a_path
+            self.bus_endpoint = self.bus_line.b_path
+        self.config.setdefault("bus", {})["path"] = board_bus
+        link = self.config.setdefault("link", {"kind": "none"})
+        self.cable: PtyCable | None = None
+        self.link_endpoint: str | None = None
+        if link.get("kind", "uart") == "uart":
+            self.cable = PtyCable()
+            link["path"] = self.cable.a_path
+            self.link_endpoint = self.cable.b_path
+        elif link.get("kind") == "tcp":
+            self.link_endpoint = "tcp://%s:%s" % (link.get("host"), link.get("port", 7700))
+        self.board = VirtualBoard(self.flash, self.config, key)
+        self._control: socket.socket | None = None
+        self._stopping = False
+
+    def start(self) -> VboardService:
+        if self.detectors is not None:
+            self.detectors.start()
+        if self.bus_line is not None:
+            self.bus_line.start()
+        if self.cable is not None:
+            self.cable.start()
+        self.board.start()
+        if self.detectors is not None:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", 0))
+            s.listen(4)
+            self._control = s
+            threading.Thread(target=self._serve_control, daemon=True).start()
+        return self
+
+    def endpoints(self) -> dict[str, Any]:
+        ctl = self._control.getsockname() if self._control is not None else None
+        return {
+            "device_id": self.config.get("device_id"),
+            "repl": self.board.repl_path,
+            "link": self.link_endpoint,
+            "panel": "127.0.0.1:%d" % self.board.panel_port,
+            "bus": self.bus_endpoint,
+            "control": "%s:%d" % ctl if ctl else None,
+            "flash": str(self.flash),
+        }
+
+    # --- detector control ------------------------------------------------------------------------
+
+    def apply(self, cmd: dict) -> None:
+        bus = self.detectors
+        if bus is None:
+            raise ValueError("the bus is external: control the detectors there")
+        if "corrupt" in cmd:
+            bus.pacer.corrupt_rate = float(cmd["corrupt"])
+        if "det" not in cmd:
+            return
+        addr = cmd["det"]
+        if addr not in bus.detectors:
+            raise ValueError("no detector at address %r" % addr)
+        d = bus[addr]
+        if "lel" in cmd or "state" in cmd:
+            d.set(lel=cmd.get("lel"), state=cmd.get("state"))
+        if "exception" in cmd:
+            d.exception = cmd["exception"]
+        if "silent" in cmd:
+            bus.silence(addr, bool(cmd["silent"]))
+
+    def _serve_control(self) -> None:
+        assert self._control is not None
+        while not self._stopping:
+            try:
+                conn, _ = self._control.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            for raw in f:
+                try:
+                    cmd = json.loads(raw)
+                    if not isinstance(cmd, dict):
+                        raise ValueError("each line must be a JSON object")
+                    self.apply(cmd)
+                    reply: dict[str, Any] = {"ok": True}
+                except (ValueError, TypeError) as e:
+                    reply = {"error": str(e)}
+                f.write(json.dumps(reply).encode() + b"\n")
+                f.flush()
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._control is not None:
+            self._control.close()
+        self.board.stop()
+        for part in (self.detectors, self.bus_line, self.cable):
+            if part is not None:
+                part.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> VboardService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(config_path: Path, key_path: Path | None, flash: Path | None, bus: str) -> int:
+    import signal
+    import sys
+
+    try:
+        cfg, key = read_device_config(config_path, key_path)
+    except ConfigFileError as e:
+        print("gasguard vboard: %s" % e, file=sys.stderr)
+        return 2
+    try:
+        svc = VboardService(cfg, key, flash, bus)
+    except ConfigFileError as e:
+        print("gasguard vboard: %s" % e, file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        svc.start()
+    except RuntimeError as e:
+        print("gasguard vboard: %s" % e, file=sys.stderr)
+        svc.stop()
+        return 1
+    print(json.dumps(svc.endpoints()), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        svc.stop()
+    return 0
