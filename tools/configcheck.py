@@ -157,7 +157,7 @@ def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
     for j, p in enumerate(inst.get("detectors") or []):
         if isinstance(p, dict):
             placed[p.get("address")] = (j, p)
-    for i, d in enumerate(dets):
+    for d in dets:
         if not isinstance(d, dict):
             continue
         addr = d.get("address")
