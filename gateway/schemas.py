@@ -53,5 +53,7 @@ def check(payload: dict[str, Any]) -> dict[str, Any]:
     try:
         v(payload)
     except fastjsonschema.JsonSchemaValueException as e:
-        raise SchemaError(e.name, e.message) from None
+        # fastjsonschema names the payload "data": "data.data.lel" is the field data.lel
+        field = e.name[5:] if e.name.startswith("data.") else "payload"
+        raise SchemaError(field, e.message.replace(e.name, field, 1)) from None
     return payload

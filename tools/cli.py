@@ -162,7 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("file", help="device config (JSON)")
     c.add_argument("--json", action="store_true", help="print the findings as JSON")
     c.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
+    d = sub.add_parser("demo", help="a whole site on this machine: leak, close, ack, reset")
+    d.add_argument("--broker", help="use this MQTT broker (default: an embedded amqtt broker)")
+    d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
+    d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
+    from gasguard.tools import regulator
+
+    regulator.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from gasguard.tools import demo
+
+        return demo.main(args.broker, args.duration, args.ledger)
+    if args.command == "regulator":
+        return regulator.main(args)
     if args.command == "config":
         from gasguard.tools import configcheck
 

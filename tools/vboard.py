@@ -75,6 +75,7 @@ class VirtualBoard:
         install: bool = True,
         wdt_timeout_s: float = 2.0,
         heapsize: str = micropython.HEAPSIZE,
+        valve_travel_s: float | None = None,
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
@@ -82,6 +83,9 @@ class VirtualBoard:
         self.panel_port = free_port()
         self.key = key
         self.wdt_timeout_s = wdt_timeout_s
+        # A valve body on the position input: after each change of the valve output it reports
+        # the new position this much later (None: no valve attached, the harness sets it).
+        self.valve_travel_s = valve_travel_s
         self.heapsize = heapsize
         if install:
             install_firmware(self.flash)
@@ -114,7 +118,8 @@ class VirtualBoard:
         (self.flash / "key.hex").write_text(self.key.hex())
 
     def start(self, reset_cause: str | None = None, watchdog: bool = True) -> VirtualBoard:
-        self.write_config()
+        if self.boots == 0:  # provisioning; later boots keep what is on flash (mpremote may
+            self.write_config()  # have written a new config.json)
         (self.flash / "data").mkdir(exist_ok=True)
         if reset_cause:
             (self.flash / "data" / "reset_cause").write_text(reset_cause)
@@ -243,7 +248,32 @@ class VirtualBoard:
                 elif parts[0] == "o" and len(parts) == 4:
                     self.outputs[parts[2]] = int(parts[3])
                     self.history.append((now, parts[2], int(parts[3])))
+                    if parts[2] == "valve" and self.valve_travel_s is not None:
+                        self._valve_moves(int(parts[3]))
                 self._cv.notify_all()
+
+    def _valve_moves(self, out: int) -> None:
+        v = self.config.get("valve", {})
+        open_level = v.get("position_open_level", 1)
+        if v.get("kind", "nc") == "nc":
+            is_open = out == 1  # energised: open; de-energised: the spring closes it
+        elif out == 1:
+            is_open = False  # a latching valve's trip coil fired: the latch drops
+        else:
+            return  # the coil released: the valve stays where it is until a person acts
+        level = open_level if is_open else 1 - open_level
+        sock = self._sock
+
+        def arrive() -> None:
+            if self._sock is sock and sock is not None:
+                try:
+                    sock.sendall(b"valve_pos %d\n" % level)
+                except OSError:
+                    pass  # the board went down while the valve moved
+
+        t = threading.Timer(self.valve_travel_s or 0.0, arrive)
+        t.daemon = True
+        t.start()
 
     def _watch(self) -> None:
         # The board's supervisor: the emulated watchdog, and a reboot whenever the process ends

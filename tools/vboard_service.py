@@ -54,6 +54,9 @@ def read_device_config(path: Path, key_path: Path | None = None) -> tuple[dict, 
     return cfg, key
 
 
+VALVE_TRAVEL_S = 0.3  # a real valve takes 1-2 s; the virtual one is quicker to keep tests short
+
+
 class VboardService:
     def __init__(
         self,
@@ -101,7 +104,11 @@ class VboardService:
             self.link_endpoint = self.cable.b_path
         elif link.get("kind") == "tcp":
             self.link_endpoint = "tcp://%s:%s" % (link.get("host"), link.get("port", 7700))
-        self.board = VirtualBoard(self.flash, self.config, key)
+        # a valve body answers on the position input when one is wired
+        has_pos = self.config.get("valve", {}).get("position_pin") is not None
+        self.board = VirtualBoard(
+            self.flash, self.config, key, valve_travel_s=VALVE_TRAVEL_S if has_pos else None
+        )
         self._control: socket.socket | None = None
         self._stopping = False
 
