@@ -165,8 +165,8 @@ class Ledger:
             peak = max((x for x in (inc["peak_lel"], lel) if x is not None), default=None)
             new_level = "high" if "high" in (inc["level"], level) else "low"
             self.db.execute(
-                "UPDATE incidents SET level=?, detectors=?, alarming=?, peak_lel=?, cleared_at=NULL "
-                "WHERE incident=?",
+                "UPDATE incidents SET level=?, detectors=?, alarming=?, peak_lel=?, "
+                "cleared_at=NULL WHERE incident=?",
                 (
                     new_level,
                     json.dumps(sorted(dets)),
