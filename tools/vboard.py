@@ -98,6 +98,7 @@ class VirtualBoard:
         self.boots = 0
         self._sock: socket.socket | None = None
         self._cv = threading.Condition()
+        self._life = threading.RLock()  # process lifecycle: kill, start, the supervisor
         self._watchdog = False
         self.maintenance = False  # the loop was stopped from the console: no watchdog emulation
         self.restarts = 0  # reboots after the process ended by itself (soft reset, emulated WDT)
@@ -280,21 +281,22 @@ class VirtualBoard:
         # by itself (a soft reset from the REPL, or the firmware's own emulated watchdog exit).
         while self._watchdog:
             time.sleep(0.05)
-            p = self.proc
-            if p is None or self._killing:
-                continue
-            rc = p.poll()
-            if rc is not None:
-                self.restarts += 1
-                self._close_panel()
-                self.start(reset_cause="wdt" if rc == 3 else "soft", watchdog=False)
-                continue
-            if self.maintenance:
-                continue
-            if time.perf_counter() - self.wdt_last > self.wdt_timeout_s:
-                self.wdt_resets += 1
-                self.kill()
-                self.start(reset_cause="wdt", watchdog=False)
+            with self._life:  # never decide while kill() or start() is half done
+                p = self.proc
+                if p is None or self._killing or not self._watchdog:
+                    continue
+                rc = p.poll()
+                if rc is not None:
+                    self.restarts += 1
+                    self._close_panel()
+                    self.start(reset_cause="wdt" if rc == 3 else "soft", watchdog=False)
+                    continue
+                if self.maintenance:
+                    continue
+                if time.perf_counter() - self.wdt_last > self.wdt_timeout_s:
+                    self.wdt_resets += 1
+                    self.kill()
+                    self.start(reset_cause="wdt", watchdog=False)
 
     def _close_panel(self) -> None:
         if self._sock is not None:
@@ -305,12 +307,13 @@ class VirtualBoard:
 
     def kill(self) -> None:
         """Power cut: SIGKILL, nothing gets to run."""
-        self._killing = True
-        p = self.proc
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait(5)
-        self._close_panel()
+        with self._life:
+            self._killing = True
+            p = self.proc
+            if p is not None and p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait(5)
+            self._close_panel()
 
     def console_write(self, data: bytes) -> None:
         """Type on the console, as an installer's terminal does (b"\\x03" is Ctrl-C)."""

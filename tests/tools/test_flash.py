@@ -1,0 +1,152 @@
+"""`gasguard flash` against a virtual board's REPL pty, through mpremote's serial transport: the
+board then runs the flashed config, a second flash copies nothing, and a busy port, a silent port,
+an old MicroPython and a bad config each get their own clear error."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tty
+from pathlib import Path
+
+import pytest
+import serial
+
+from gasguard.tools.flash import FlashError, check_supported
+from gasguard.tools.vboard_service import VboardService, read_device_config
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"
+
+
+def flash(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "flash", "--no-progress", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.fixture
+def factory_board():
+    """A board as it leaves the bench: firmware on it, a placeholder identity and key."""
+    cfg, _ = read_device_config(EXAMPLE)
+    cfg["device_id"] = "unprovisioned"
+    cfg["link"] = {"kind": "none"}
+    with VboardService(cfg, bytes(range(32))) as svc:
+        svc.board.wait_line("GASGUARD RUNNING unprovisioned", 20)
+        yield svc
+
+
+def site_config(svc: VboardService, tmp_path: Path) -> Path:
+    cfg = json.loads(EXAMPLE.read_text())
+    cfg["bus"]["path"] = svc.config["bus"]["path"]  # the virtual board's detector line
+    cfg["link"] = {"kind": "none"}
+    p = tmp_path / "kitchen-main.json"
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def test_flashed_board_runs_the_new_config(factory_board, tmp_path):
+    svc = factory_board
+    b = svc.board
+    cfg_path = site_config(svc, tmp_path)
+    mark = len(b.lines)
+    r = flash("--port", b.repl_path, "--config", str(cfg_path), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    # the firmware on the bench board was this build: only identity and key change
+    assert sorted(report["copied"]) == ["config.json", "key.hex"]
+    assert report["skipped"] > 20 and report["verified"] and report["restarted"]
+
+    # it reboots and runs as the kitchen's board, with the kitchen's key and config
+    line = b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+    assert "cause soft" in line
+    key = json.loads(EXAMPLE.read_text())["key_hex"]
+    assert (svc.flash / "key.hex").read_text() == key
+    on_board = json.loads((svc.flash / "config.json").read_text())
+    assert on_board["device_id"] == "hotpot-88-main" and "key_hex" not in on_board
+    b.wait_output("valve", 0, 5)  # closed after the restart until a person resets
+    for _ in range(5):  # and it works: reset on site opens the valve once detectors answer
+        b.press("reset", 1.3)
+        try:
+            b.wait_output("valve", 1, 1.5)
+            break
+        except TimeoutError:
+            continue
+    assert b.outputs.get("valve") == 1
+
+    # flashing the same again copies nothing; --dry-run writes nothing
+    again = flash("--port", b.repl_path, "--config", str(cfg_path), "--dry-run", "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    rep = json.loads(again.stdout.strip().splitlines()[-1])
+    assert rep["copied"] == [] and rep["dry_run"] and not rep["restarted"]
+    assert "0 files differ" in again.stdout
+
+
+def test_changed_firmware_file_is_copied_and_verified(factory_board, tmp_path):
+    svc = factory_board
+    target = svc.flash / "lib" / "gasguard" / "safety.mpy"
+    target.write_bytes(target.read_bytes()[:-7])  # a damaged or stale file on the board
+    r = flash("--port", svc.board.repl_path, "--config", str(site_config(svc, tmp_path)), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "lib/gasguard/safety.mpy" in report["copied"]
+    svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+
+
+def test_busy_port_is_named(factory_board, tmp_path):
+    svc = factory_board
+    holder = serial.Serial(svc.board.repl_path, exclusive=True)  # a serial monitor left open
+    try:
+        r = flash("--port", svc.board.repl_path, "--config", str(site_config(svc, tmp_path)))
+    finally:
+        holder.close()
+    assert r.returncode == 1
+    assert "in use by another program" in r.stderr
+
+
+def test_a_port_without_micropython_is_named(tmp_path):
+    master, slave = os.openpty()  # something on the line that is not a MicroPython REPL
+    tty.setraw(slave)
+    try:
+        r = flash("--port", os.ttyname(slave), "--config", str(EXAMPLE))
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert r.returncode == 1
+    assert "no MicroPython REPL answers" in r.stderr and "esptool" in r.stderr
+
+
+def test_bad_config_is_refused_before_touching_the_board(tmp_path):
+    cfg = copy.deepcopy(json.loads(EXAMPLE.read_text()))
+    cfg["valve"]["kind"] = "ball"
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(cfg))
+    r = flash("--port", "/dev/nonexistent", "--config", str(p))
+    assert r.returncode == 2
+    assert "valve.kind" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "info,words",
+    [
+        ({"platform": "esp32", "version": [1, 19, 1], "mpy": 6}, "needs 1.23 or later"),
+        ({"platform": "esp32", "version": [1, 22, 2], "mpy": 0x206}, "bytecode v6.2"),
+        ({"platform": "rp2", "version": [1, 29, 0], "mpy": 0xB06}, "GasGuard runs on ESP32"),
+    ],
+)
+def test_unsupported_micropython_is_refused(info, words):
+    with pytest.raises(FlashError) as e:
+        check_supported(info)
+    assert words in str(e.value)
+
+
+def test_supported_micropython_passes():
+    check_supported({"platform": "esp32", "version": [1, 24, 1], "mpy": 0x2B06})
+    check_supported({"platform": "linux", "version": [1, 29, 0], "mpy": 0xB06})
