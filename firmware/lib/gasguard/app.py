@@ -296,6 +296,9 @@ def _safe_outputs(board, cfg):
     board.green.value(0)
 
 
+STOPPED = (None, None)  # (board, cfg) after a console stop: the self-test runs on them
+
+
 def run(board, cfg, root):
     """Build the device and run it until a fault; every fault ends in the safe state."""
     try:
@@ -320,6 +323,8 @@ def run(board, cfg, root):
         _safe_outputs(board, cfg)
         board.buzzer.value(0)
         print("STOPPED from the console: valve closed; reset the board to resume")
+        global STOPPED
+        STOPPED = (board, cfg)
         board.maintenance()
     except Exception as e:  # noqa: BLE001 - any failure ends in the safe state
         _safe_outputs(board, cfg)
