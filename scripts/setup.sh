@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: socat and mosquitto (apt), and the Python environment at
+# Installs what a fresh machine lacks: socat, mosquitto and openssl (apt), and the Python environment at
 # .venv/ with GasGuard and its test tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 need=()
 command -v socat >/dev/null || need+=(socat)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v openssl >/dev/null || need+=(openssl)  # certificates for the broker TLS tests
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

@@ -166,13 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--broker", help="use this MQTT broker (default: an embedded amqtt broker)")
     d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
     d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
-    from gasguard.tools import commission, flash, regulator
+    from gasguard.tools import commission, flash, fuzz, regulator
 
     flash.add_parser(sub)
+    fuzz.add_parser(sub)
     commission.add_parser(sub)
 
     regulator.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "fuzz":
+        return fuzz.main(args)
     if args.command == "commission":
         return commission.main(args)
     if args.command == "flash":

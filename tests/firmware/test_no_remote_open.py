@@ -1,0 +1,81 @@
+"""Nothing remote can open a valve. A correctly signed peer (the gateway, or anyone holding the key)
+sends the board every message type in the catalogue, every command, messages the catalogue does
+not have and bodies that ask outright; the valve stays closed. A person's reset on the panel then
+opens it, so the board was in a state where opening was possible all along."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+from gasguard.protocol import cbor, frame, messages
+
+from .conftest import BASE_CONFIG
+from .test_link import Peer
+
+DETS = [{"addr": 1, "profile": "generic-x10", "gas": "methane"}]
+
+
+def _raw(peer: Peer, mtype: int, body: dict) -> None:
+    """A signed frame whose body the catalogue would refuse to build."""
+    peer.seq += 1
+    assert peer.conn is not None
+    peer.conn.sendall(frame.encode(peer.signer, mtype, 1, peer.seq, "kitchen-1", cbor.dumps(body)))
+
+
+def test_no_message_or_command_opens_the_valve(make_board, detectors):
+    peer = Peer()
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": peer.port}
+    b = make_board(cfg).start()
+    try:
+        peer.wait(lambda f: f[0] == messages.BIRTH)
+        b.wait_output("green", 1, 5)
+        time.sleep(1.0)  # every detector answered: healthy, clean air; only a reset is missing
+        assert b.outputs["valve"] == 0
+        mark = len(b.lines)
+
+        # every message type the catalogue has, well formed and correctly signed
+        loop = {"period_ms": 20, "mean_us": 900, "max_us": 2100, "overruns": 0}
+        sent = {
+            messages.BIRTH: messages.birth("kitchen-1", "0.1.0", "ab" * 8, "power", "nc", DETS),
+            messages.HEARTBEAT: messages.heartbeat(
+                5, "open", "none", loop, 60000, 0, [{"state": "ok", "lel": 0.0, "errors": 0}]
+            ),
+            messages.EVENT: messages.event(1, 1, "reset", 5, valve="open"),
+            messages.REPLY: messages.reply("identify", 1, True, {"valve": "open"}),
+            messages.ACK: messages.ack([(1, 1), (1, 2)]),
+            messages.TIME: messages.time_sync(int(time.time()), 1),
+        }
+        # (COMMAND: every command, just below)
+        assert set(sent) | {messages.COMMAND} == set(messages.TYPE_NAMES), "a type is missing"
+        for mtype, body in sent.items():
+            peer.send(mtype, body)
+        for cmd in messages.COMMANDS:
+            peer.send(messages.COMMAND, messages.command(cmd))
+        # and what the catalogue does not have: asked for outright, or an unknown type
+        for body in ({"cmd": "open"}, {"cmd": "reset"}, {"cmd": "valve", "state": "open"}):
+            _raw(peer, messages.COMMAND, body)
+        _raw(peer, 0x7F, {"valve": "open"})
+        _raw(peer, messages.EVENT, {"id": [1, 9], "kind": "reset", "up": 5})
+
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            assert b.outputs["valve"] == 0, "a remote message opened the valve"
+            time.sleep(0.05)
+        assert not [x for x in b.lines[mark:] if x.startswith("EVENT") and " reset " in x]
+        # the harmless commands were answered: the link was up and listening all along
+        replies = {f[3]["cmd"] for f in peer.frames if f[0] == messages.REPLY}
+        assert replies == set(messages.COMMANDS)
+
+        # control: the same board opens for a person at the panel
+        for _ in range(5):
+            b.press("reset", 0.5)
+            try:
+                b.wait_output("valve", 1, 1.0)
+                break
+            except TimeoutError:
+                continue
+        assert b.outputs["valve"] == 1
+    finally:
+        peer.close()
