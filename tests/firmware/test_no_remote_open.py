@@ -1,4 +1,4 @@
-"""Nothing remote can open a valve. A correctly signed peer (the gateway, or anyone holding the key)
+"""Nothing remote can open a valve. A correctly signed peer (the gateway, or anyone with the key)
 sends the board every message type in the catalogue, every command, messages the catalogue does
 not have and bodies that ask outright; the valve stays closed. A person's reset on the panel then
 opens it, so the board was in a state where opening was possible all along."""
