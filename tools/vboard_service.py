@@ -227,9 +227,13 @@ def serve(config_path: Path, key_path: Path | None, flash: Path | None, bus: str
         svc.stop()
         return 1
     print(json.dumps(svc.endpoints()), flush=True)
+    shown = 0
     try:
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(0.2):
+            lines = svc.board.lines  # the board's console, for whoever watches this terminal
+            for line in lines[shown:]:
+                print("board | " + line, file=sys.stderr, flush=True)
+            shown = len(lines)
     finally:
         svc.stop()
     return 0

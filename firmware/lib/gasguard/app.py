@@ -296,9 +296,6 @@ def _safe_outputs(board, cfg):
     board.green.value(0)
 
 
-STOPPED = (None, None)  # (board, cfg) after a console stop: the self-test runs on them
-
-
 def run(board, cfg, root):
     """Build the device and run it until a fault; every fault ends in the safe state."""
     try:
@@ -323,8 +320,11 @@ def run(board, cfg, root):
         _safe_outputs(board, cfg)
         board.buzzer.value(0)
         print("STOPPED from the console: valve closed; reset the board to resume")
-        global STOPPED
-        STOPPED = (board, cfg)
+        # the self-test (gasguard commission) runs on these; set only now, so a running board
+        # pays no heap for it (the 110k heap has little to spare)
+        import gasguard
+
+        gasguard.stopped = (board, cfg)
         board.maintenance()
     except Exception as e:  # noqa: BLE001 - any failure ends in the safe state
         _safe_outputs(board, cfg)

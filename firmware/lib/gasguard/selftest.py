@@ -1,5 +1,5 @@
 # On-site self-test for commissioning, run from the REPL once the safety loop has been stopped
-# (Ctrl-C leaves the valve closed and keeps the board and config in app.STOPPED).
+# (Ctrl-C leaves the valve closed and keeps the board and config in gasguard.stopped).
 #
 # Order matters: detectors first; the valve is only opened, for a moment, when every detector
 # answered with a clean-air reading. Each step prints one "SELFTEST {json}" line as it finishes
@@ -129,9 +129,9 @@ def _valve(board, cfg, detectors_ok):
 
 
 def run(stopped=None):
-    from gasguard import app
+    import gasguard
 
-    board, cfg = stopped or app.STOPPED
+    board, cfg = stopped or getattr(gasguard, "stopped", (None, None))
     if board is None:
         print(
             "SELFTEST "
