@@ -72,6 +72,14 @@ def _bench(args: argparse.Namespace) -> int:
         for m in missed:
             print("target missed: " + m, file=sys.stderr)
         return 1 if missed else 0
+    if args.name == "fault-matrix":
+        from gasguard.tools import fault_matrix
+
+        out = fault_matrix.run(args.json, args.only)
+        failed = [r["fault"] for r in out["cells"] if not r["ok"]]
+        for f in failed:
+            print("cell failed: " + f, file=sys.stderr)
+        return 1 if failed else 0
     print("gasguard bench: unknown benchmark %r" % args.name, file=sys.stderr)
     return 2
 
@@ -134,13 +142,22 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="run a benchmark and write its figures as JSON")
     b.add_argument(
         "name",
-        choices=["firmware-heap", "alarm-latency", "gateway-throughput", "recovery"],
+        choices=[
+            "firmware-heap",
+            "alarm-latency",
+            "gateway-throughput",
+            "recovery",
+            "fault-matrix",
+        ],
         help="which benchmark",
     )
     b.add_argument("--json", metavar="FILE", help="write the figures here")
     b.add_argument("--cycles", type=int, default=500, help="firmware-heap: cycles to measure")
     b.add_argument("--samples", type=int, default=200, help="alarm-latency: leaks per run")
     b.add_argument("--outage", type=float, default=10.0, help="recovery: broker down, seconds")
+    b.add_argument(
+        "--only", action="append", help="fault-matrix: run the cells whose name contains this"
+    )
     v = sub.add_parser("vboard", help="run one virtual board; prints its endpoints as JSON")
     v.add_argument("--config", required=True, type=Path, help="device config (JSON)")
     v.add_argument("--key", type=Path, help="key file (hex); default: the config's key_hex")

@@ -173,12 +173,18 @@ class LinePacer:
 
 class PtyCable:
     """A plain virtual serial cable (what `socat pty pty` makes): bytes written at one end come
-    out of the other. For the board<->gateway link, where only the bytes matter."""
+    out of the other. For the board<->gateway link, where only the bytes matter. Fault
+    injection: `unplugged` drops everything either way; `corrupt_rate` flips one bit in a byte
+    with that probability."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 7) -> None:
         self.a_m, self._a_s, self.a_path = make_pty()
         self.b_m, self._b_s, self.b_path = make_pty()
         self.stopping = False
+        self.unplugged = False
+        self.corrupt_rate = 0.0
+        self.corrupted = 0
+        self.rng = random.Random(seed)
         self._thread = threading.Thread(target=self._run, daemon=True, name="pty-cable")
 
     def start(self) -> PtyCable:
@@ -191,9 +197,22 @@ class PtyCable:
             r, _, _ = select.select(list(peer), [], [], 0.2)
             for fd in r:
                 try:
-                    os.write(peer[fd], os.read(fd, 4096))
+                    data = os.read(fd, 4096)
+                    if self.unplugged:
+                        continue
+                    if self.corrupt_rate:
+                        data = self._corrupt(data)
+                    os.write(peer[fd], data)
                 except OSError:
                     pass
+
+    def _corrupt(self, data: bytes) -> bytes:
+        out = bytearray(data)
+        for i in range(len(out)):
+            if self.rng.random() < self.corrupt_rate:
+                out[i] ^= 1 << self.rng.randrange(8)
+                self.corrupted += 1
+        return bytes(out)
 
     def stop(self) -> None:
         self.stopping = True

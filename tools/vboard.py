@@ -119,6 +119,10 @@ class VirtualBoard:
         (self.flash / "key.hex").write_text(self.key.hex())
 
     def start(self, reset_cause: str | None = None, watchdog: bool = True) -> VirtualBoard:
+        with self._life:  # the supervisor must not see the old process half replaced
+            return self._start(reset_cause, watchdog)
+
+    def _start(self, reset_cause: str | None, watchdog: bool) -> VirtualBoard:
         if self.boots == 0:  # provisioning; later boots keep what is on flash (mpremote may
             self.write_config()  # have written a new config.json)
         (self.flash / "data").mkdir(exist_ok=True)
@@ -324,8 +328,9 @@ class VirtualBoard:
         self.console_write(b"\x03")
 
     def power_cycle(self) -> None:
-        self.kill()
-        self.start(watchdog=False)
+        with self._life:
+            self.kill()
+            self.start(watchdog=False)
 
     def stop(self) -> None:
         self._watchdog = False

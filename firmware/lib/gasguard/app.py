@@ -27,6 +27,26 @@ class App:
         self.board = board
         self.cfg = cfg
         self.root = root
+        # Every attribute is made here first, while the heap is still in one piece: the
+        # instance dict grows in steps (the last one a 464-byte block), and after the event log
+        # scan and the link set-up a block that size may no longer be found.
+        self.queue = self.safety = self.dets = self.master = self.poller = self.valve = None
+        self.btn_ack = self.btn_reset = self.ind = self.log = self.link = None
+        self.event_seq = self.boot = 0
+        self.reset_cause = None
+        # loop statistics (small integers only: the cycle must not allocate)
+        self.period = cfg.loop_ms
+        self.cycles = 0
+        self.mean_us = 0
+        self.max_us = 0
+        self.overruns = 0
+        self.up_ms = 0
+        self.up_s = 0
+        self.last_ms = ticks_ms()
+        self.identify_until = 0
+        self.selftest_until = 0
+        self.slack_oom = 0  # slack steps put off for want of heap
+        self.stopped = False
         makedirs(root)
         self.boot = read_int(root + "/bootcount", 0) + 1
         write_int(root + "/bootcount", self.boot)
@@ -66,19 +86,6 @@ class App:
         self.event_seq = 0
         transport = board.link()
         self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
-        # loop statistics (small integers only: the cycle must not allocate)
-        self.period = cfg.loop_ms
-        self.cycles = 0
-        self.mean_us = 0
-        self.max_us = 0
-        self.overruns = 0
-        self.up_ms = 0
-        self.up_s = 0
-        self.last_ms = ticks_ms()
-        self.identify_until = 0
-        self.selftest_until = 0
-        self.slack_oom = 0  # slack steps put off for want of heap
-        self.stopped = False
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
