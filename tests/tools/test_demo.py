@@ -2,18 +2,38 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def readme_demo_command() -> str:
+    """The README's first quick-start command, after its set-up step (which CI has just run)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start.*?```sh\n(.*?)```", text, re.S)
+    assert block, "README has no quick start block"
+    commands = [ln.split("#")[0].strip() for ln in block.group(1).splitlines() if ln.strip()]
+    assert len(commands) == 2, commands  # the demo, then the test suite
+    setup, _, demo = commands[0].rpartition("&&")
+    assert setup.strip() == "bash scripts/setup.sh" and " demo" in demo, commands[0]
+    assert commands[1] == "bash scripts/test.sh"
+    return demo.strip()
 
 
 def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
     ledger = tmp_path / "ledger.sqlite"
+    cmd = readme_demo_command()
+    assert cmd == ".venv/bin/gasguard demo"
     r = subprocess.run(
-        [sys.executable, "-m", "gasguard.tools.cli", "demo", "--duration", "60"]
+        [str(ROOT / ".venv" / "bin" / "gasguard"), "demo", "--duration", "60"]
         + ["--ledger", str(ledger)],
         capture_output=True,
         text=True,
         timeout=90,
+        cwd=ROOT,
         check=False,
     )
     out = r.stdout

@@ -1,4 +1,4 @@
-"""The fault suite (issue: reliability): every cell of `gasguard bench fault-matrix` on real parts
+"""The fault suite: every cell of `gasguard bench fault-matrix` on real parts
 — firmware in the MicroPython VM, the gateway process, mosquitto — must show the valve closed
 within its budget and every event the board logged delivered to the regulator."""
 
