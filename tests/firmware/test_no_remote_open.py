@@ -49,14 +49,19 @@ def test_no_message_or_command_opens_the_valve(make_board, detectors):
         }
         # (COMMAND: every command, just below)
         assert set(sent) | {messages.COMMAND} == set(messages.TYPE_NAMES), "a type is missing"
+        # paced as a gateway sends (a burst of frames is a load question, not this one)
         for mtype, body in sent.items():
             peer.send(mtype, body)
+            time.sleep(0.1)
         for cmd in messages.COMMANDS:
             peer.send(messages.COMMAND, messages.command(cmd))
+            time.sleep(0.1)
         # and what the catalogue does not have: asked for outright, or an unknown type
         for body in ({"cmd": "open"}, {"cmd": "reset"}, {"cmd": "valve", "state": "open"}):
             _raw(peer, messages.COMMAND, body)
+            time.sleep(0.1)
         _raw(peer, 0x7F, {"valve": "open"})
+        time.sleep(0.1)
         _raw(peer, messages.EVENT, {"id": [1, 9], "kind": "reset", "up": 5})
 
         end = time.monotonic() + 2.0
