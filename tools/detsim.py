@@ -175,7 +175,8 @@ class DetectorBus:
     def start(self) -> DetectorBus:
         self.pacer.start()
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(30):
+            raise RuntimeError("detector simulator did not start within 30 s")
         if self._error is not None:
             raise RuntimeError("detector simulator failed to start") from self._error
         return self

@@ -180,7 +180,16 @@ def test_broker_outage_loses_nothing_and_dedup_gives_each_event_once(mosquitto, 
             mosquitto.start()
             await sending
             for d in devs:
-                await col.wait(lambda d=d: len(set(_seqs(col, d.device))) >= 900, 60)
+                try:
+                    await col.wait(lambda d=d: len(set(_seqs(col, d.device))) >= 900, 60)
+                except TimeoutError:
+                    got = set(_seqs(col, d.device))
+                    missing = sorted(set(range(1, 901)) - got)
+                    raise AssertionError(
+                        "%s: %d events never reached the regulator (first %s); the device had "
+                        "%d acknowledged; gateway status %s"
+                        % (d.device, len(missing), missing[:20], len(d.acked), gw.status())
+                    ) from None
             return col, depth
 
     col, depth = asyncio.run(scenario())
