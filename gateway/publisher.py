@@ -147,46 +147,76 @@ class Publisher:
                 pass
 
     async def _pump(self, client: aiomqtt.Client) -> None:
+        """Publish straight through paho and match PUBACKs by message id.
+
+        aiomqtt's publish() costs a task, an Event, a wait_for and a scan of its pending calls
+        per message, which made the publisher, not the broker, the gateway's limit. Here a
+        publish is one paho call and a dict entry; paho's on_publish (run in this event loop by
+        aiomqtt's socket callbacks) hands the row back. A lost connection is seen at once
+        through aiomqtt's disconnected future instead of at a publish timeout.
+        """
         window = self.cfg.window
-        inflight: dict[asyncio.Task, Row] = {}
-        finished: list[asyncio.Task] = []  # publishes whose PUBACK (or failure) came back
+        paho = client._client  # noqa: SLF001 - the fast path needs paho's publish and mids
+        disconnected = client._disconnected  # noqa: SLF001
+        inflight: dict[int, Row] = {}  # mid -> row
+        finished: list[Row] = []  # rows whose PUBACK came back
         last_id = 0  # after a reconnect: everything not yet deleted, from the oldest
         acked: list[Row] = []
         wake = self.wake
+        aiomqtt_on_publish = paho.on_publish
 
-        def done(t: asyncio.Task) -> None:
-            finished.append(t)
+        def on_publish(c, userdata, mid, reason_code, properties) -> None:
+            row = inflight.pop(mid, None)
+            if row is None:  # the gateway status, published through aiomqtt
+                aiomqtt_on_publish(c, userdata, mid, reason_code, properties)
+                return
+            if getattr(reason_code, "is_failure", False):
+                # the broker refused it (MQTT 5: an ACL, a quota): retrying would never end
+                log.warning(
+                    "broker refused a publish",
+                    extra={"topic": row.topic, "reason": str(reason_code)},
+                )
+            finished.append(row)
             wake.set()
 
-        def start(coro, row: Row) -> None:
-            t = asyncio.create_task(coro)
-            inflight[t] = row
-            t.add_done_callback(done)
+        def send(topic: str, payload: bytes, retain: bool, row: Row) -> None:
+            info = paho.publish(topic, payload, 1, retain)
+            if info.rc != 0:
+                raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+            inflight[info.mid] = row
 
+        paho.on_publish = on_publish
+
+        def on_disconnect(f: asyncio.Future) -> None:
+            if not f.cancelled():
+                f.exception()  # seen here: aiomqtt raises it from its own context as well
+            wake.set()
+
+        disconnected.add_done_callback(on_disconnect)
         self._pending_states = self.take_states(True)  # the broker may have lost them
         try:
             while True:
+                if disconnected.done():
+                    raise aiomqtt.MqttError("connection lost")
                 wake.clear()  # before looking: a commit from now on wakes us again
                 self._pending_states.update(self.take_states(False))
                 if self._pending_states:
                     states, self._pending_states = self._pending_states, {}
                     for dev, payload in states.items():
                         topic = cloudevents.topic_state(self.site, dev)
-                        start(client.publish(topic, payload, 1, True), Row(0, "", dev, "", b"",
-                                                                         0.0, False))  # fmt: skip
+                        send(topic, payload, True, Row(0, "", dev, "", b"", 0.0, False))
                 room = window - len(inflight)
                 if room > 0:
                     rows = await self.outbox.call(Outbox.fetch, self.outbox.outbox, last_id, room)
                     for r in rows:
-                        start(client.publish(r.topic, r.payload, qos=1), r)
+                        send(r.topic, r.payload, False, r)
                         last_id = r.id
                 if not finished:
                     await wake.wait()
+                    continue
                 now = time.time()
                 batch, finished[:] = finished[:], []
-                for t in batch:
-                    r = inflight.pop(t)
-                    t.result()  # a lost connection raises here: the row stays queued
+                for r in batch:
                     if r.id == 0:
                         continue
                     acked.append(r)
@@ -200,9 +230,8 @@ class Publisher:
                     await self.outbox.call(Outbox.delete, self.outbox.outbox, ids)
                     self.published += len(rows_done)
         finally:
-            for t in inflight:
-                t.remove_done_callback(done)
-                t.cancel()
+            paho.on_publish = aiomqtt_on_publish
+            inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
             if acked:  # PUBACKed before the connection dropped: do not send them again
                 await self.outbox.call(Outbox.delete, self.outbox.outbox, [r.id for r in acked])
                 self.published += len(acked)
