@@ -189,6 +189,18 @@ def load_keys(path: Path) -> dict[str, bytes]:
     return keys
 
 
+def split_broker_url(url: str) -> tuple[bool, str, int]:
+    """mqtt[s]://HOST[:PORT] -> (tls, host, port); ValueError says what is wrong."""
+    u = urlsplit(url)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError("must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    tls = u.scheme == "mqtts"
+    try:
+        return tls, u.hostname, u.port or (8883 if tls else 1883)
+    except ValueError:
+        raise ValueError("bad port") from None
+
+
 def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
     p = "mqtt"
     _no_extra(
@@ -200,16 +212,12 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         p,
     )  # fmt: skip
     url = _get(t, "url", p, (str,))
-    u = urlsplit(url)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ConfigError("mqtt.url", "must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-    tls = u.scheme == "mqtts"
     try:
-        port = u.port or (8883 if tls else 1883)
-    except ValueError:
-        raise ConfigError("mqtt.url", "bad port") from None
+        tls, host, port = split_broker_url(url)
+    except ValueError as e:
+        raise ConfigError("mqtt.url", str(e)) from None
     plaintext_ok = _get(t, "insecure_plaintext", p, (bool,), False)
-    if not tls and not is_loopback(u.hostname) and not plaintext_ok:
+    if not tls and not is_loopback(host) and not plaintext_ok:
         raise ConfigError(
             "mqtt.url",
             "plaintext MQTT to a broker that is not on loopback; use mqtts:// (TLS with "
@@ -238,7 +246,7 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
     if (cert or path_of("ca_file")) and not tls:
         raise ConfigError("mqtt.url", "certificates are set but the url is not mqtts://")
     return MqttConfig(
-        host=u.hostname,
+        host=host,
         port=port,
         tls=tls,
         protocol=proto,

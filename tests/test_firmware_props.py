@@ -11,10 +11,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gasguard.tools.fuzz import _load_firmware
+from gasguard.tools.fuzz import ScriptedBus
+from gasguard.tools.micropython import load_firmware_module
 
-mb = _load_firmware("modbus")
-fwc = _load_firmware("config")
+mb = load_firmware_module("modbus")
+fwc = load_firmware_module("config")
 EXAMPLE = json.loads(
     (Path(__file__).parents[1] / "examples" / "hotpot-88" / "kitchen-main.json").read_text()
 )
@@ -22,22 +23,8 @@ EXAMPLE.pop("install")
 KEY = bytes(16)
 
 
-class Bus:
-    def __init__(self) -> None:
-        self.data = b""
-
-    def write(self, buf) -> None:
-        pass
-
-    def readinto(self, buf) -> int:
-        n = min(len(buf), len(self.data))
-        buf[:n] = self.data[:n]
-        self.data = self.data[n:]
-        return n
-
-
 def transact(answer: bytes, count: int, slave: int = 1, fc: int = 3) -> int:
-    bus = Bus()
+    bus = ScriptedBus()
     m = mb.Master(bus, 9600, 100)
     m.read(slave, fc, 0, count, 0)
     bus.data = answer

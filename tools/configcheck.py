@@ -14,7 +14,6 @@ block, which the firmware ignores:
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -64,12 +63,7 @@ class Finding:
 
 def _firmware_config():
     """The firmware's config validator, loaded from firmware/ (it is plain Python)."""
-    path = micropython.firmware_dir() / "lib" / "gasguard" / "config.py"
-    spec = importlib.util.spec_from_file_location("gasguard_firmware_config", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return micropython.load_firmware_module("config")
 
 
 def _get(d: Any, dotted: str) -> Any:

@@ -167,18 +167,22 @@ class Demo:
         answered yet: the board refuses, and they try again a moment later."""
         b = svc.board
         hold = svc.config.get("pins", {}).get("reset_hold_ms", 1000) / 1000 + 0.3
-        for _ in range(6 if until_open else 1):
-            mark = len(b.lines)
-            b.press("reset", hold)
+        if until_open:
             try:
-                b.wait_output("valve", 1, 2.0)
-                return True
+                b.reset_until_open(6, hold, wait_s=2.0, pause_s=0.5)
             except TimeoutError:
-                b.wait_line("reset.refused", min(3, self.left()), start=mark)
-                if not until_open:
-                    return False
-                time.sleep(0.5)
-        raise DemoFailed("%s: the valve never opened after a reset" % svc.config["device_id"])
+                raise DemoFailed(
+                    "%s: the valve never opened after a reset" % svc.config["device_id"]
+                ) from None
+            return True
+        mark = len(b.lines)
+        b.press("reset", hold)
+        try:
+            b.wait_output("valve", 1, 2.0)
+            return True
+        except TimeoutError:
+            b.wait_line("reset.refused", min(3, self.left()), start=mark)
+            return False
 
     def run(self) -> int:
         try:

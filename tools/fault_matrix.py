@@ -104,15 +104,7 @@ class Site:
     # --- on site ---------------------------------------------------------------------------------
 
     def open_valve(self) -> None:
-        hold = self.svc.config.get("pins", {}).get("reset_hold_ms", 300) / 1000 + 0.2
-        for _ in range(10):
-            self.board.press("reset", hold)
-            try:
-                self.board.wait_output("valve", 1, 1.5)
-                return
-            except TimeoutError:
-                time.sleep(0.5)
-        raise RuntimeError("the valve never opened:\n" + "\n".join(self.board.lines[-10:]))
+        self.board.reset_until_open(attempts=10, pause_s=0.5)
 
     def gas(self, lel: float) -> float:
         t = time.perf_counter()

@@ -14,7 +14,6 @@ summary and writes the figures as JSON.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -26,6 +25,8 @@ import types
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools.micropython import load_firmware_module
+
 TARGETS = ("cbor", "frame", "modbus", "config", "profile")
 TIMEOUT_S = 5  # one input taking longer than this is a hang
 RSS_LIMIT_MB = 1024
@@ -33,25 +34,20 @@ MAX_LEN = 4096
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_firmware(name: str) -> types.ModuleType:
-    """A firmware module under CPython: MicroPython's const() and ticks_diff() supplied."""
-    import time as _time
+class ScriptedBus:
+    """A detector bus whose slave answers whatever `data` holds (no pacing, no timing)."""
 
-    if "micropython" not in sys.modules:
-        mp = types.ModuleType("micropython")
-        mp.const = lambda x: x  # type: ignore[attr-defined]
-        sys.modules["micropython"] = mp
-    if not hasattr(_time, "ticks_diff"):
-        _time.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
-    from gasguard.tools import micropython
+    def __init__(self) -> None:
+        self.data = b""
 
-    path = micropython.firmware_dir() / "lib" / "gasguard" / (name + ".py")
-    spec = importlib.util.spec_from_file_location("gasguard_fw_" + name, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # found again by the coverage instrumentation
-    spec.loader.exec_module(mod)
-    return mod
+    def write(self, buf) -> None:
+        pass
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), len(self.data))
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
 
 
 # --- harnesses: build() returns (one_input, seeds) -----------------------------------------------
@@ -98,22 +94,8 @@ def _frame():
 
 
 def _modbus():
-    mb = _load_firmware("modbus")
-
-    class Bus:
-        def __init__(self) -> None:
-            self.data = b""
-
-        def write(self, buf) -> None:
-            pass
-
-        def readinto(self, buf) -> int:
-            n = min(len(buf), len(self.data))
-            buf[:n] = self.data[:n]
-            self.data = self.data[n:]
-            return n
-
-    bus = Bus()
+    mb = load_firmware_module("modbus")
+    bus = ScriptedBus()
     m = mb.Master(bus, 9600, 100)
     results = {mb.OK, mb.E_TIMEOUT, mb.E_SHORT, mb.E_CRC, mb.E_EXCEPTION, mb.E_WRONG_SLAVE,
                mb.E_FRAME}  # fmt: skip
@@ -148,7 +130,7 @@ def _modbus():
 
 
 def _config():
-    fw = _load_firmware("config")
+    fw = load_firmware_module("config")
     key = bytes(16)
 
     def one(data: bytes) -> None:

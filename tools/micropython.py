@@ -37,6 +37,32 @@ def firmware_dir() -> Path:
     return package_root() / "firmware"
 
 
+def load_firmware_module(name: str):
+    """A firmware module (firmware/lib/gasguard/NAME.py) imported into CPython, for the host
+    tools that apply its rules (config check, flash) and for fuzzing and property tests:
+    MicroPython's const() and time.ticks_diff() are supplied. Loaded once per process."""
+    import importlib.util
+    import time as _time
+    import types
+
+    key = "gasguard_fw_" + name
+    if key in sys.modules:
+        return sys.modules[key]
+    if "micropython" not in sys.modules:
+        mp = types.ModuleType("micropython")
+        mp.const = lambda x: x  # type: ignore[attr-defined]
+        sys.modules["micropython"] = mp
+    if not hasattr(_time, "ticks_diff"):
+        _time.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
+    path = firmware_dir() / "lib" / "gasguard" / (name + ".py")
+    spec = importlib.util.spec_from_file_location(key, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[key] = mod  # found again by name (and by the fuzzer's instrumentation)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def find_micropython() -> str:
     """Path of the `micropython` executable, preferring the one beside this interpreter."""
     beside = Path(sys.executable).parent / "micropython"

@@ -19,7 +19,6 @@ import socket
 import ssl
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import aiomqtt
 
 from gasguard.gateway import schemas
-from gasguard.gateway.config import is_loopback
+from gasguard.gateway.config import is_loopback, split_broker_url
 from gasguard.tools.ledger import Ledger, render
 
 EVENTS = "gasguard/v1/+/+/events"
@@ -37,12 +36,10 @@ GATEWAYS = "gasguard/v1/+/gateway/+/status"
 
 class BrokerUrl:
     def __init__(self, url: str, insecure_plaintext: bool = False) -> None:
-        u = urllib.parse.urlsplit(url)
-        if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-            raise ValueError("--broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
-        self.tls = u.scheme == "mqtts"
-        self.host = u.hostname
-        self.port = u.port or (8883 if self.tls else 1883)
+        try:
+            self.tls, self.host, self.port = split_broker_url(url)
+        except ValueError as e:
+            raise ValueError("--broker %s" % e) from None
         if not self.tls and not is_loopback(self.host) and not insecure_plaintext:
             raise ValueError(
                 "--broker: plaintext MQTT to a broker that is not on loopback; use mqtts:// "

@@ -361,6 +361,28 @@ class VirtualBoard:
         time.sleep(hold_s)
         self.set_input(button, 1 - active)
 
+    def reset_until_open(
+        self, attempts: int = 5, hold_s: float | None = None, wait_s: float = 1.5,
+        pause_s: float = 0.3,
+    ) -> None:  # fmt: skip
+        """Staff hold RESET until the valve opens. Right after a boot a detector may not have
+        answered yet: the board refuses (and says so), and the person tries again a moment
+        later. Neither opening nor refusing is an error at once; so is refusing every time."""
+        if hold_s is None:
+            hold_s = self.config.get("pins", {}).get("reset_hold_ms", 1000) / 1000 + 0.2
+        for _ in range(attempts):
+            mark = len(self.lines)
+            self.press("reset", hold_s)
+            try:
+                self.wait_output("valve", 1, wait_s)
+                return
+            except TimeoutError:
+                self.wait_line("reset.refused", 1.0, start=mark)
+                time.sleep(pause_s)
+        raise TimeoutError(
+            "reset refused %d times; last lines:\n%s" % (attempts, "\n".join(self.lines[-10:]))
+        )
+
     def wait_output(self, pin: str, value: int, timeout: float = 5.0) -> float:
         """Wait until output `pin` reads `value`; returns the perf_counter time it changed."""
         deadline = time.monotonic() + timeout

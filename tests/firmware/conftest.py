@@ -4,7 +4,6 @@ running the real firmware in the MicroPython unix port."""
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 
@@ -61,15 +60,4 @@ def open_valve(board: VirtualBoard) -> None:
     """Staff reset on site once everything is healthy: the valve opens."""
     board.wait_line("GASGUARD RUNNING", 10)
     board.wait_output("green", 1, 5)
-    # Like a person on site: if the board refuses because a detector has not answered its first
-    # poll yet, wait a moment and press again. Refusals stay visible in board.lines.
-    for _ in range(5):
-        mark = len(board.lines)
-        board.press("reset", 0.5)
-        try:
-            board.wait_output("valve", 1, 1.0)
-            return
-        except TimeoutError:
-            board.wait_line("reset.refused", 1.0, start=mark)
-            time.sleep(0.3)
-    board.wait_output("valve", 1, 0.1)
+    board.reset_until_open(hold_s=0.5, wait_s=1.0)

@@ -15,7 +15,7 @@ import zlib
 
 import cbor2
 
-from gasguard.protocol import auth, messages
+from gasguard.protocol import auth, cbor, frame, messages
 
 from .conftest import BASE_CONFIG, KEY, open_valve
 
@@ -88,10 +88,15 @@ class Peer:
             self.frames.append((mtype, boot, seq, body))
             self.cv.notify_all()
 
-    def send(self, mtype: int, body: dict):
+    def send(self, mtype: int, body: dict, check: bool = True):
+        """A correctly signed frame; check=False sends a body the catalogue would refuse."""
         self.seq += 1
         assert self.conn is not None
-        self.conn.sendall(messages.pack(self.signer, mtype, 1, self.seq, "kitchen-1", body))
+        if check:
+            data = messages.pack(self.signer, mtype, 1, self.seq, "kitchen-1", body)
+        else:
+            data = frame.encode(self.signer, mtype, 1, self.seq, "kitchen-1", cbor.dumps(body))
+        self.conn.sendall(data)
 
     def wait(self, pred, timeout=10.0):
         deadline = time.monotonic() + timeout

@@ -72,13 +72,7 @@ def test_flashed_board_runs_the_new_config(factory_board, tmp_path):
     on_board = json.loads((svc.flash / "config.json").read_text())
     assert on_board["device_id"] == "hotpot-88-main" and "key_hex" not in on_board
     b.wait_output("valve", 0, 5)  # closed after the restart until a person resets
-    for _ in range(5):  # and it works: reset on site opens the valve once detectors answer
-        b.press("reset", 1.3)
-        try:
-            b.wait_output("valve", 1, 1.5)
-            break
-        except TimeoutError:
-            continue
+    b.reset_until_open(hold_s=1.3)  # and it works: reset on site opens the valve
     assert b.outputs.get("valve") == 1
 
     # flashing the same again copies nothing; --dry-run writes nothing

@@ -83,7 +83,6 @@ class App:
         self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
         self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
         self.log = EventLog(root).open()
-        self.event_seq = 0
         transport = board.link()
         self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
