@@ -82,9 +82,12 @@ class App:
         self.btn_ack = Button(board.ack, p["buttons_active_low"])
         self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
         self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
-        self.log = EventLog(root).open()
+        # long-lived objects before the log scan: its transient garbage fragments the heap, and
+        # the link's attribute dict needs a 464-byte block when it grows
+        self.log = EventLog(root)
         transport = board.link()
         self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
+        self.log.open()
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
