@@ -82,12 +82,9 @@ class App:
         self.btn_ack = Button(board.ack, p["buttons_active_low"])
         self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
         self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
-        # long-lived objects before the log scan: its transient garbage fragments the heap, and
-        # the link's attribute dict needs a 464-byte block when it grows
-        self.log = EventLog(root)
+        self.log = EventLog(root).open()
         transport = board.link()
         self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
-        self.log.open()
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
@@ -335,6 +332,9 @@ def run(board, cfg, root):
 
         gasguard.stopped = (board, cfg)
         board.maintenance()
+        from gasguard.release import release
+
+        release(gasguard)
     except Exception as e:  # noqa: BLE001 - any failure ends in the safe state
         _safe_outputs(board, cfg)
         print("FATAL: firmware exception; valve closed, waiting for the watchdog")

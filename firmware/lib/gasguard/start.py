@@ -48,21 +48,3 @@ def main(make_board, root, config_path, key_path):
     from gasguard import app
 
     app.run(board, cfg, root)
-    import gasguard
-
-    if getattr(gasguard, "stopped", None):
-        _release_modules(gasguard)
-
-
-def _release_modules(package):
-    """After a console stop: drop the firmware's modules from sys.modules and the package, so
-    their bytecode is freed for the REPL's tools (`gasguard flash` needs the heap; the self-test
-    imports the few it uses again). Objects still in use (the board, its watchdog feeder, the
-    config) keep what they reference."""
-    for name in list(sys.modules):
-        if name.startswith("gasguard."):
-            del sys.modules[name]
-    for name in list(package.__dict__):
-        if type(getattr(package, name)) is type(sys):
-            delattr(package, name)
-    gc.collect()
