@@ -5,11 +5,29 @@ class COBSError(ValueError):
     pass
 
 
-def encode(data):
-    out = bytearray(len(data) + len(data) // 254 + 2)
-    code_at = 0
+def _encoded_len(data):
+    # exact: one code byte to start, plus one for every run of 254 non-zero bytes that is
+    # followed by more data (a zero byte's slot is taken by the next code byte)
+    n = len(data) + 1
+    run = 0
+    for b in data:
+        if b:
+            run += 1
+            if run == 254:
+                n += 1
+                run = 0
+        else:
+            run = 0
+    return n
+
+
+def _encode(data, pad):
+    # one allocation of the exact size (the device's heap is small and in pieces); `pad` zero
+    # bytes are left on each side for frame delimiters
+    out = bytearray(_encoded_len(data) + 2 * pad)
+    code_at = pad
     code = 1
-    o = 1
+    o = pad + 1
     for b in data:
         if b:
             out[o] = b
@@ -26,7 +44,16 @@ def encode(data):
             o += 1
             code = 1
     out[code_at] = code
-    return bytes(out[:o])
+    return out
+
+
+def encode(data):
+    return bytes(_encode(data, 0))
+
+
+def encode_delimited(data):
+    """0x00 | COBS(data) | 0x00, as a bytearray built in one piece."""
+    return _encode(data, 1)
 
 
 def decode(data):

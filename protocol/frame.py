@@ -12,7 +12,7 @@ from . import PROTOCOL_VERSION
 from .auth import TAG_LEN, Signer, crc
 from .cobs import COBSError
 from .cobs import decode as cobs_decode
-from .cobs import encode as cobs_encode
+from .cobs import encode_delimited as cobs_encode_delimited
 
 MAX_FRAME = 1024  # bytes before COBS; a frame larger than this is never built nor accepted
 MAX_ID = 32
@@ -78,19 +78,27 @@ class Dropped:
 
 
 def encode(signer, mtype, boot, seq, device, body):
-    """Return the wire bytes of one frame. device is a str; body is already CBOR."""
+    """Return the wire bytes of one frame (a bytearray). device is a str; body is already
+    CBOR."""
     dev = device.encode()
     if not _valid_id(dev):
         raise FrameError("device id must be 1-32 of [A-Za-z0-9-_.:]")
     if not (0 <= mtype < 256 and 0 <= boot < 1 << 32 and 0 <= seq < 1 << 32):
         raise FrameError("type, boot or seq out of range")
-    head = struct.pack(">BBIIB", PROTOCOL_VERSION, mtype, boot, seq, len(dev)) + dev
-    if len(head) + len(body) + TAG_LEN + 4 > MAX_FRAME:
+    body_at = _FIXED + len(dev)
+    tag_at = body_at + len(body)
+    n = tag_at + TAG_LEN + 4
+    if n > MAX_FRAME:
         raise FrameError("frame larger than %d bytes" % MAX_FRAME)
-    tag = signer.tag(head, body)
-    raw = head + body + tag
-    raw += struct.pack(">I", crc(raw))
-    return b"\x00" + cobs_encode(raw) + b"\x00"
+    # built in place in one buffer: on the device every intermediate copy is a heap block
+    raw = bytearray(n)
+    struct.pack_into(">BBIIB", raw, 0, PROTOCOL_VERSION, mtype, boot, seq, len(dev))
+    raw[_FIXED:body_at] = dev
+    raw[body_at:tag_at] = body
+    mv = memoryview(raw)
+    raw[tag_at : n - 4] = signer.tag(mv[:body_at], mv[body_at:tag_at])
+    struct.pack_into(">I", raw, n - 4, crc(mv[: n - 4]))
+    return cobs_encode_delimited(raw)
 
 
 def parse(raw, signer_for):

@@ -134,3 +134,31 @@ def mpy_cross(src: Path, out: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))
+
+
+def check_log(flash: Path, root: Path, seg: int = 64, listing: bool = False) -> dict:
+    """Open an event log directory the way a board does at boot (which repairs a torn tail),
+    with the firmware in `flash`, and report the chain (and with `listing`, every record's id
+    and kind)."""
+    import json
+
+    proc = subprocess.run(
+        [
+            find_micropython(),
+            "-X",
+            "heapsize=" + HEAPSIZE,
+            str(Path(__file__).parent / "mpy" / "log_check.py"),
+            str(root),
+            str(seg),
+            *(["list"] if listing else []),
+        ],
+        cwd=flash,
+        env=dict(os.environ, MICROPYPATH=str(Path(flash) / "lib")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    line = [x for x in proc.stdout.splitlines() if x.startswith("LOGCHECK ")]
+    if not line:
+        raise RuntimeError("log_check failed: " + (proc.stdout + proc.stderr)[-2000:])
+    return json.loads(line[0][len("LOGCHECK ") :])

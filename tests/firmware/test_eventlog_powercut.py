@@ -18,28 +18,6 @@ def _env(flash: Path) -> dict:
     return dict(os.environ, MICROPYPATH=str(flash / "lib"))
 
 
-def _check(flash: Path, root: Path) -> dict:
-    import json
-
-    proc = subprocess.run(
-        [
-            micropython.find_micropython(),
-            "-X",
-            "heapsize=" + micropython.HEAPSIZE,
-            str(TOOLS / "log_check.py"),
-            str(root),
-        ],
-        cwd=flash,
-        env=_env(flash),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    line = [x for x in proc.stdout.splitlines() if x.startswith("LOGCHECK ")]
-    assert line, proc.stdout + proc.stderr
-    return json.loads(line[0][len("LOGCHECK ") :])
-
-
 def test_power_cuts_during_log_writes_lose_at_most_the_record_in_progress(tmp_path):
     flash = tmp_path / "flash"
     flash.mkdir()
@@ -85,7 +63,7 @@ def test_power_cuts_during_log_writes_lose_at_most_the_record_in_progress(tmp_pa
             confirmed_floor = confirmed - 1  # the torn one was the record in progress
         else:
             confirmed_floor = confirmed
-        r = _check(flash, root)
+        r = micropython.check_log(flash, root, seg=16)
         assert r["chain_ok"], r
         assert r["ids_contiguous"], r
         assert r["next"] - 1 >= confirmed_floor, (boot, r, confirmed)

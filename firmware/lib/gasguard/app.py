@@ -134,9 +134,12 @@ class App:
 
     # --- ... to here -----------------------------------------------------------------------------
 
-    def _record(self, kind, det, tenths, detail_code, detail=None):
-        self.event_seq += 1
-        up = self.up_s
+    def _record(self, kind, det, tenths, detail_code, detail=None, up=None):
+        # Nothing changes until the log has the record: a MemoryError while the body is built
+        # leaves the event queued with its number unused, so the retry neither skips nor repeats.
+        seq = self.event_seq + 1
+        if up is None:
+            up = self.up_s
         if detail is None and detail_code >= 0:
             detail = ev.detail_text(detail_code, STATE_NAMES)
         t = self.link.unix_time(self.up_s * 1000 + self.up_ms) if self.link else None
@@ -152,7 +155,7 @@ class App:
         valve = None
         if kind in (ev.VALVE_CLOSED, ev.VALVE_FAULT, ev.RESET, ev.BOOT):
             valve = VALVE_NAMES[self.valve.state()]
-        body = {"id": [self.boot, self.event_seq], "kind": cat.EVENT_KINDS[kind], "up": up}
+        body = {"id": [self.boot, seq], "kind": cat.EVENT_KINDS[kind], "up": up}
         for k, v in (
             ("time", t),
             ("det", None if det == 255 else det),
@@ -166,42 +169,49 @@ class App:
             self.log.append(body)
         except OSError as e:
             print("event log write failed:", e)
-        print(
-            "EVENT",
-            self.boot,
-            self.event_seq,
-            body["kind"],
-            "det=%s" % body.get("det"),
-            "lel=%s" % body.get("lel"),
-            detail or "",
-        )
+        self.event_seq = seq
+        try:
+            print(
+                "EVENT",
+                self.boot,
+                seq,
+                body["kind"],
+                "det=%s" % body.get("det"),
+                "lel=%s" % body.get("lel"),
+                detail or "",
+            )
+        except MemoryError:
+            pass  # the console line only: the event is in the log
 
     def slack(self, now_ms):
         # Work that may allocate. Running short of heap here must not stop the safety loop: the
         # step is retried on a later cycle (an event stays queued until it is in flash).
         try:
             self._slack(now_ms)
-        except MemoryError:
+        except MemoryError as e:
             self.slack_oom += 1
             gc.collect()
-            print("slack: out of heap, retrying", self.slack_oom)
+            try:
+                print("slack: out of heap, retrying", self.slack_oom, e)
+            except MemoryError:
+                pass
 
     def _slack(self, now_ms):
+        self.board.service(now_ms)  # first: the panel and the backend stay served under stress
         q = self.queue
         i = q.pop()
         if i >= 0:  # one event per cycle: a flash write is the longest slack step
-            self._record(q.kind[i], q.det[i], q.tenths[i], q.detail[i])
+            self._record(q.kind[i], q.det[i], q.tenths[i], q.detail[i], None, q.up_s[i])
             q.done()
         elif q.lost:
             n = q.lost
-            q.lost = 0
             self._record(ev.TAMPER, 255, 0, -1, "%d events lost: queue overflow" % n)
+            q.lost -= n  # (more may have been lost meanwhile: they are reported next)
         elif self.valve.knob_timed_out:
-            self.valve.knob_timed_out = False
             self._record(ev.RESET_REFUSED, 255, 0, ev.D_KNOB_TIMEOUT)
+            self.valve.knob_timed_out = False
         if self.link is not None:
             self.link.service(now_ms, self.up_s * 1000 + self.up_ms)
-        self.board.service(now_ms)
 
     # --- link callbacks --------------------------------------------------------------------------
 

@@ -167,9 +167,10 @@ class EventLog:
                     self._save_acks()
         payload = cbor.dumps({"n": n, "p": self.last_digest, "e": body})
         rec = struct.pack(">H", len(payload)) + payload + struct.pack(">I", crc(payload))
+        digest = _digest(payload)  # before the write: after it, nothing may fail
         with open(self._path(k), "ab") as f:
             f.write(rec)
-        self.last_digest = _digest(payload)
+        self.last_digest = digest
         self.next = n + 1
         return n
 

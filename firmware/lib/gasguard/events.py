@@ -1,5 +1,7 @@
 # Fixed-size queue of events raised by the safety loop. The loop only stores small integers here
 # (no allocation); the log task drains it in the slack and writes the records to flash.
+from array import array
+
 from micropython import const
 
 # Event kinds: indexes into gasguard.protocol.messages.EVENT_KINDS
@@ -63,12 +65,14 @@ def detail_text(code, state_names):
 
 class EventQueue:
     def __init__(self, size=32):
+        # packed arrays, not lists: a fifth of the heap, and storing a small int in either
+        # allocates nothing
         self.size = size
-        self.kind = [0] * size
-        self.det = [0] * size
-        self.tenths = [0] * size
-        self.detail = [0] * size
-        self.up_s = [0] * size
+        self.kind = bytearray(size)
+        self.det = bytearray(size)  # detector index, 255: none
+        self.tenths = array("i", bytes(4 * size))
+        self.detail = bytearray(size)
+        self.up_s = array("i", bytes(4 * size))
         self.head = 0  # next to read
         self.count = 0
         self.lost = 0

@@ -81,7 +81,7 @@ class Link:
     def _flush(self):
         while self.out:
             head = self.out[0]
-            n = self.t.write(head[self.out_pos :] if self.out_pos else head)
+            n = self.t.write(memoryview(head)[self.out_pos :] if self.out_pos else head)
             if not n:
                 return
             self.out_pos += n
@@ -153,9 +153,9 @@ class Link:
             for r in self.dec.feed(self.rxv[:n]):
                 if isinstance(r, frame.Frame):
                     self._handle(r, up_ms)
-        if self.need_birth:
-            self.need_birth = False
+        if self.need_birth:  # cleared only once queued: a MemoryError here retries it later
             self._queue(cat.BIRTH, self.dev.birth_body())
+            self.need_birth = False
             self.sent["birth"] += 1
         if ticks_diff(now_ms, self.last_hb) >= self.hb_ms or self.sent["heartbeat"] == 0:
             self.last_hb = now_ms

@@ -26,11 +26,15 @@ def load_config(config_path, key_path):
         gc.collect()
 
 
-def main(make_board, root, config_path, key_path):
+def main(make_board, root, config_path, key_path, reserve=None):
+    """reserve: a list holding the heap reserve main.py took first; emptied (and so freed) just
+    before the device is built, whose long-lived objects then find contiguous blocks."""
     try:
         cfg = load_config(config_path, key_path)
     except ValueError as e:  # config.ConfigError
         # bad or missing config: valve closed, yellow on, say which field and why; no loop
+        if reserve:
+            reserve.clear()  # the installer's REPL tools get it
         print("CONFIG ERROR %s: %s" % (getattr(e, "field", "config"), getattr(e, "reason", e)))
         board = make_board(None)
         board.valve.value(0)
@@ -44,7 +48,10 @@ def main(make_board, root, config_path, key_path):
             print("STOPPED from the console: valve closed; reset the board to resume")
             board.maintenance()
             return
-    board = make_board(cfg)
     from gasguard import app
 
+    if reserve:
+        reserve.clear()
+        gc.collect()
+    board = make_board(cfg)
     app.run(board, cfg, root)
