@@ -357,7 +357,7 @@ class VirtualBoard:
 
     def inject_fault(self, kind: str) -> None:
         """'crash' raises inside the firmware, 'hang' makes its loop stop returning, 'slow'
-        makes every cycle overrun, 'heap' exhausts the heap for 3 s."""
+        makes every cycle overrun."""
         assert self._sock is not None
         if kind == "heap":
             self.heap_fault_injected = True

@@ -54,7 +54,7 @@ def make_board(tmp_path, detectors):
         b.stop()
     # An uncaught MemoryError is always a defect. A slack step put off for want of heap is the
     # firmware's designed, counted degradation (the safety cycle allocates nothing, and
-    # test_heap_exhaustion proves the retried work loses and repeats nothing); an isolated one
+    # the retried steps are written to lose and repeat nothing); an isolated one
     # in a fragmented 110k heap is reported as a warning, a run of them fails the test.
     for b in boards:
         fatal = [line for line in b.lines if "MemoryError" in line]

@@ -14,17 +14,15 @@ import micropython
 cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 500
 result = {"cycles": cycles}
 root = os.getcwd() + "/data"
-reserve = bytearray(4096)  # as main.py boots (its reserve; this script is bigger than main.py)
 try:
     from gasguard.start import load_config
 
     cfg = load_config("config.json", "key.hex")
-    from gasguard import app as appmod
     from gasguard.hal import unix as hal
 
-    reserve = None
-    gc.collect()
     board = hal.Board(cfg, root)
+    from gasguard import app as appmod
+
     gc.collect()
     result["heap_free_before_app"] = gc.mem_free()
     a = appmod.App(board, cfg, root)

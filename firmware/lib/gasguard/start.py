@@ -26,15 +26,11 @@ def load_config(config_path, key_path):
         gc.collect()
 
 
-def main(make_board, root, config_path, key_path, reserve=None):
-    """reserve: a list holding the heap reserve main.py took first; emptied (and so freed) just
-    before the device is built, whose long-lived objects then find contiguous blocks."""
+def main(make_board, root, config_path, key_path):
     try:
         cfg = load_config(config_path, key_path)
     except ValueError as e:  # config.ConfigError
         # bad or missing config: valve closed, yellow on, say which field and why; no loop
-        if reserve:
-            reserve.clear()  # the installer's REPL tools get it
         print("CONFIG ERROR %s: %s" % (getattr(e, "field", "config"), getattr(e, "reason", e)))
         board = make_board(None)
         board.valve.value(0)
@@ -48,10 +44,7 @@ def main(make_board, root, config_path, key_path, reserve=None):
             print("STOPPED from the console: valve closed; reset the board to resume")
             board.maintenance()
             return
+    board = make_board(cfg)
     from gasguard import app
 
-    if reserve:
-        reserve.clear()
-        gc.collect()
-    board = make_board(cfg)
     app.run(board, cfg, root)

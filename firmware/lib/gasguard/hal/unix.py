@@ -5,18 +5,14 @@ import os
 import select
 import socket
 import time
-from array import array
 
 from gasguard.persist import read_bytes
-
-_RING = 32  # output changes held for the harness; on overflow it gets a snapshot
 
 
 class Pin:
     def __init__(self, panel, name, value=0, output=True):
         self.panel = panel
         self.name = name
-        self.index = panel.names.index(name)
         self.v = value
         self.output = output
 
@@ -32,7 +28,7 @@ class Pin:
 class Panel:
     """Pins of the virtual board. With a port, a harness can connect.
     Board to harness: "o <ms> <pin> <0|1>" for every output change, "s <pin>=<v> ..." (a snapshot
-    on connect), "w" watchdog fed, "m" maintenance (the loop was stopped from the console).
+    on connect), "w <ms>" watchdog fed, "m" maintenance (the loop was stopped from the console).
     Harness to board: "<pin> <0|1>" sets an input; "fault crash", "fault slow" or "fault hang"
     injects a firmware fault (an exception, a loop that overruns its period, a loop that never
     returns) so that the fail-safe paths can be tested."""
@@ -42,15 +38,7 @@ class Panel:
 
     def __init__(self, port=None, buttons_active_low=True):
         self.pins = {}
-        # output changes waiting for the harness, in preallocated rings: an output change is
-        # part of the safety cycle, which must not allocate (not even with the heap exhausted)
-        self.names = self.OUTPUTS + self.INPUTS
-        self.log_t = array("i", bytes(4 * _RING))
-        self.log_pin = bytearray(_RING)  # index into names
-        self.log_v = bytearray(_RING)
-        self.log_r = 0  # next change to send
-        self.log_n = 0  # changes in the ring
-        self.log_lost = 0
+        self.log = []  # pending output changes for the harness
         idle = 1 if buttons_active_low else 0
         for n in self.OUTPUTS:
             self.pins[n] = Pin(self, n, 0, True)
@@ -75,45 +63,28 @@ class Panel:
 
     def changed(self, pin, v):
         if self.server is not None:
-            n = self.log_n
-            if n == _RING:
-                self.log_lost += 1
-                return
-            self.log_t[n] = time.ticks_ms()
-            self.log_pin[n] = pin.index
-            self.log_v[n] = v
-            self.log_n = n + 1
-
-    def _snapshot(self):
-        return "s " + " ".join("%s=%d" % (n, p.v) for n, p in self.pins.items()) + "\n"
+            self.log.append((time.ticks_ms(), pin.name, v))
 
     def _send_all(self, data):
-        i = len(self.clients)
-        while i:  # by index, no copy of the list: this must work with the heap exhausted
-            i -= 1
-            c = self.clients[i]
+        for c in self.clients[:]:
             try:
                 c.setblocking(True)
                 c.send(data)
                 c.setblocking(False)
             except OSError:
-                self.clients.pop(i)
+                self.clients.remove(c)
 
     def service(self, now_ms):
         if self.server is None:
             return
-        # The feed notice goes first and allocates nothing: like a hardware watchdog's feed, it
-        # must get through even when the heap is exhausted and the rest of this fails.
-        if self.wdt_fed != self.wdt_sent and time.ticks_diff(now_ms, self.wdt_sent) >= 100:
-            self.wdt_sent = self.wdt_fed
-            self._send_all(b"w\n")
         try:
             c, _ = self.server.accept()
             c.setblocking(False)
             self.clients.append(c)
             self.inbuf[id(c)] = b""
+            snap = "s " + " ".join("%s=%d" % (n, p.v) for n, p in self.pins.items()) + "\n"
             c.setblocking(True)
-            c.send(self._snapshot().encode())
+            c.send(snap.encode())
             c.setblocking(False)
         except OSError:
             pass
@@ -136,18 +107,15 @@ class Panel:
                 if pin is not None and not pin.output:
                     pin.v = 1 if parts[1] == b"1" else 0
             self.inbuf[id(c)] = buf
-        # one small line at a time (a long heap is rarely in one piece), each taken off the
-        # ring once sent: an allocation failure part way loses nothing
-        while self.log_r < self.log_n:
-            i = self.log_r
-            self._send_all(
-                b"o %d %s %d\n" % (self.log_t[i], self.names[self.log_pin[i]], self.log_v[i])
-            )
-            self.log_r = i + 1
-        self.log_r = self.log_n = 0
-        if self.log_lost:  # the ring overflowed: a snapshot gives the harness the truth
-            self._send_all(self._snapshot().encode())
-            self.log_lost = 0
+        if self.log:
+            out = []
+            for t, name, v in self.log:
+                out.append("o %d %s %d\n" % (t, name, v))
+            self.log = []
+            self._send_all("".join(out).encode())
+        if self.wdt_fed != self.wdt_sent and time.ticks_diff(now_ms, self.wdt_sent) >= 100:
+            self.wdt_sent = self.wdt_fed
+            self._send_all(b"w %d\n" % self.wdt_fed)
 
 
 class WDT:
@@ -211,8 +179,6 @@ class Board:
         self.valve_pos = pins["valve_pos"] if has_pos else None
         self.wdt = WDT(self.panel)
         self._cfg = cfg
-        self.ballast = None  # injected heap exhaustion ("fault heap"): held, then released
-        self.ballast_until = 0
 
     def bus(self):
         return PtyBus(self._cfg.bus["path"])
@@ -239,17 +205,8 @@ class Board:
         return "power"
 
     def service(self, now_ms):
-        if self.ballast is not None and time.ticks_diff(now_ms, self.ballast_until) >= 0:
-            # emptied, not just dropped: the GC scans the C stack conservatively, and a stale
-            # word there pointing at the list would otherwise keep all of it
-            self.ballast.clear()
-            self.ballast = None
-            print("heap fault over at", now_ms)
         self.panel.service(now_ms)
         fault = self.panel.fault
-        if fault == "heap":
-            self.panel.fault = None
-            self._exhaust(now_ms, 3000)
         if fault == "crash":
             self.panel.fault = None
             raise RuntimeError("injected fault (virtual board panel)")
@@ -258,21 +215,6 @@ class Board:
         if fault == "hang":
             while True:  # a stuck loop: nothing feeds the watchdog any more
                 time.sleep_ms(10)
-
-    def _exhaust(self, now_ms, hold_ms):
-        # take every free block down to 16 bytes for hold_ms: the slack's work then fails with
-        # MemoryError (and must lose nothing), while the safety cycle, which allocates nothing,
-        # must go on closing the valve
-        print("heap fault: exhausting the heap at", now_ms, "for", hold_ms, "ms")
-        keep = []
-        size = 4096
-        while size >= 16:
-            try:
-                keep.append(bytearray(size))
-            except MemoryError:
-                size //= 2
-        self.ballast = keep
-        self.ballast_until = time.ticks_add(now_ms, hold_ms)
 
     def heap_free(self):
         import gc
