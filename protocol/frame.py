@@ -96,7 +96,7 @@ def encode(signer, mtype, boot, seq, device, body):
     raw[_FIXED:body_at] = dev
     raw[body_at:tag_at] = body
     mv = memoryview(raw)
-    raw[tag_at : n - 4] = signer.tag(mv[:body_at], mv[body_at:tag_at])
+    raw[tag_at : n - 4] = signer.tag(mv[:tag_at])  # header | body
     struct.pack_into(">I", raw, n - 4, crc(mv[: n - 4]))
     return cobs_encode_delimited(raw)
 

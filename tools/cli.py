@@ -15,6 +15,12 @@ from gasguard.protocol import PROTOCOL_VERSION
 VERSION = "0.1.0"
 
 
+def _verdict(missed: list[str]) -> int:
+    for m in missed:
+        print("target missed: " + m, file=sys.stderr)
+    return 1 if missed else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.name == "firmware-heap":
         from gasguard.tools import bench_heap
@@ -28,9 +34,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("the firmware does not boot in a 110k heap")
         elif out["heap_free_pct"] is None or out["heap_free_pct"] < 50:
             missed.append("less than 50 % of the heap free")
-        for m in missed:
-            print("target missed: " + m, file=sys.stderr)
-        return 1 if missed else 0
+        return _verdict(missed)
     if args.name == "alarm-latency":
         from gasguard.tools import bench_latency
 
@@ -41,9 +45,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("live p99 above 250 ms")
         if out["one_dead"]["p99_ms"] > 400:
             missed.append("one-dead p99 above 400 ms")
-        for m in missed:
-            print("target missed: " + m, file=sys.stderr)
-        return 1 if missed else 0
+        return _verdict(missed)
     if args.name == "gateway-throughput":
         from gasguard.tools import bench_gateway
 
@@ -58,9 +60,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("alarm p99 above 50 ms under load")
         if out["lost"]:
             missed.append("events lost")
-        for m in missed:
-            print("target missed: " + m, file=sys.stderr)
-        return 1 if missed else 0
+        return _verdict(missed)
     if args.name == "recovery":
         from gasguard.tools import bench_gateway
 
@@ -69,9 +69,7 @@ def _bench(args: argparse.Namespace) -> int:
         missed = []
         if out["lost"] or out["order_violations"]:
             missed.append("events lost or out of order")
-        for m in missed:
-            print("target missed: " + m, file=sys.stderr)
-        return 1 if missed else 0
+        return _verdict(missed)
     if args.name == "fault-matrix":
         from gasguard.tools import fault_matrix
 

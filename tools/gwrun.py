@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gasguard.tools.brokers import free_port
+from gasguard.tools.brokers import free_port, stop_process
 
 
 def write_config(
@@ -99,13 +99,7 @@ class GatewayProcess:
             self.proc.wait()
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
 
     def status(self) -> dict:
         import urllib.request

@@ -136,10 +136,10 @@ def mpy_cross(src: Path, out: Path) -> None:
         raise RuntimeError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))
 
 
-def check_log(flash: Path, root: Path, seg: int = 64, listing: bool = False) -> dict:
-    """Open an event log directory the way a board does at boot (which repairs a torn tail),
-    with the firmware in `flash`, and report the chain (and with `listing`, every record's id
-    and kind)."""
+def check_log(flash: Path, root: Path) -> dict:
+    """Open an event log directory written by tools/mpy/log_writer.py the way a board does at
+    boot (which repairs a torn tail), with the firmware in `flash`; report whether the chain
+    verifies and the ids run on."""
     import json
 
     proc = subprocess.run(
@@ -149,8 +149,6 @@ def check_log(flash: Path, root: Path, seg: int = 64, listing: bool = False) -> 
             "heapsize=" + HEAPSIZE,
             str(Path(__file__).parent / "mpy" / "log_check.py"),
             str(root),
-            str(seg),
-            *(["list"] if listing else []),
         ],
         cwd=flash,
         env=dict(os.environ, MICROPYPATH=str(Path(flash) / "lib")),

@@ -93,10 +93,6 @@ class VirtualBoard:
         self.lines: list[str] = []
         self.outputs: dict[str, int] = {}
         self.history: list[tuple[float, str, int]] = []  # (perf_counter, pin, value)
-        # the same changes stamped by the board's own ticks_ms (they reach us late when the
-        # board cannot send at once, e.g. while its heap is exhausted)
-        self.board_history: list[tuple[int, str, int]] = []
-        self.heap_fault_injected = False
         self.wdt_last = 0.0
         self.wdt_resets = 0
         self.boots = 0
@@ -257,7 +253,6 @@ class VirtualBoard:
                 elif parts[0] == "o" and len(parts) == 4:
                     self.outputs[parts[2]] = int(parts[3])
                     self.history.append((now, parts[2], int(parts[3])))
-                    self.board_history.append((int(parts[1]), parts[2], int(parts[3])))
                     if parts[2] == "valve" and self.valve_travel_s is not None:
                         self._valve_moves(int(parts[3]))
                 self._cv.notify_all()
@@ -359,8 +354,6 @@ class VirtualBoard:
         """'crash' raises inside the firmware, 'hang' makes its loop stop returning, 'slow'
         makes every cycle overrun."""
         assert self._sock is not None
-        if kind == "heap":
-            self.heap_fault_injected = True
         self._sock.sendall(b"fault %s\n" % kind.encode())
 
     def press(self, button: str, hold_s: float = 0.15) -> None:

@@ -63,7 +63,7 @@ def test_power_cuts_during_log_writes_lose_at_most_the_record_in_progress(tmp_pa
             confirmed_floor = confirmed - 1  # the torn one was the record in progress
         else:
             confirmed_floor = confirmed
-        r = micropython.check_log(flash, root, seg=16)
+        r = micropython.check_log(flash, root)
         assert r["chain_ok"], r
         assert r["ids_contiguous"], r
         assert r["next"] - 1 >= confirmed_floor, (boot, r, confirmed)

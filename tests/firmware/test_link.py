@@ -211,7 +211,9 @@ def test_gateway_down_never_delays_the_valve_and_events_arrive_later(make_board,
         peer.close()
 
 
-def test_harmless_commands_are_answered_and_cannot_open_the_valve(make_board, detectors):
+def start_linked(make_board):
+    """A board linked over TCP to a fresh Peer, returned once its birth has arrived and it shows
+    healthy (green)."""
     peer = Peer()
     cfg = copy.deepcopy(BASE_CONFIG)
     cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": peer.port}
@@ -219,6 +221,15 @@ def test_harmless_commands_are_answered_and_cannot_open_the_valve(make_board, de
     try:
         peer.wait(lambda f: f[0] == messages.BIRTH)
         b.wait_output("green", 1, 5)
+    except BaseException:
+        peer.close()
+        raise
+    return peer, b
+
+
+def test_harmless_commands_are_answered_and_cannot_open_the_valve(make_board, detectors):
+    peer, b = start_linked(make_board)
+    try:
         peer.send(messages.COMMAND, messages.command("identify"))
         reply = peer.wait(lambda f: f[0] == messages.REPLY)[0][3]
         assert reply["cmd"] == "identify" and reply["ok"] and reply["data"]["dev"] == "kitchen-1"

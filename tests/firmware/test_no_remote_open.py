@@ -5,25 +5,18 @@ opens it, so the board was in a state where opening was possible all along."""
 
 from __future__ import annotations
 
-import copy
 import time
 
 from gasguard.protocol import messages
 
-from .conftest import BASE_CONFIG
-from .test_link import Peer
+from .test_link import start_linked
 
 DETS = [{"addr": 1, "profile": "generic-x10", "gas": "methane"}]
 
 
 def test_no_message_or_command_opens_the_valve(make_board, detectors):
-    peer = Peer()
-    cfg = copy.deepcopy(BASE_CONFIG)
-    cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": peer.port}
-    b = make_board(cfg).start()
+    peer, b = start_linked(make_board)
     try:
-        peer.wait(lambda f: f[0] == messages.BIRTH)
-        b.wait_output("green", 1, 5)
         time.sleep(1.0)  # every detector answered: healthy, clean air; only a reset is missing
         assert b.outputs["valve"] == 0
         mark = len(b.lines)

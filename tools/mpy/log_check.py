@@ -1,27 +1,19 @@
 # Power-cut test helper: opens (and so repairs) a log directory the way a board does at boot and
 # reports whether the chain verifies and which records are there. Prints "LOGCHECK {json}".
-# usage: micropython log_check.py ROOT [SEG [list]]   (SEG: records per segment, the firmware's
-# is 64; list: also report every record's id and kind)
+# usage: micropython log_check.py ROOT
 import json
 import sys
 
 from gasguard.eventlog import EventLog
 
-seg = int(sys.argv[2]) if len(sys.argv) > 2 else 16
-listing = len(sys.argv) > 3 and sys.argv[3] == "list"
-log = EventLog(sys.argv[1], seg=seg, max_segments=8).open()
+log = EventLog(sys.argv[1], seg=16, max_segments=8).open()
 ids_ok = True
 prev = None
-ids = []
-kinds = []
 for n in range(log.first, log.next):
     body = log.read(n)
     if body is None:
         ids_ok = False
         break
-    if listing:
-        ids.append(body["id"])
-        kinds.append(body["kind"])
     if prev is not None and body["id"][0] == prev[0] and body["id"][1] != prev[1] + 1:
         ids_ok = False
     prev = body["id"]
@@ -34,8 +26,6 @@ print(
             "next": log.next,
             "torn": log.torn,
             "ids_contiguous": ids_ok,
-            "ids": ids,
-            "kinds": kinds,
         }
     )
 )

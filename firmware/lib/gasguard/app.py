@@ -197,7 +197,7 @@ class App:
                 pass
 
     def _slack(self, now_ms):
-        self.board.service(now_ms)  # first: the panel and the backend stay served under stress
+        self.board.service(now_ms)  # first: served even when the log or link work below fails
         q = self.queue
         i = q.pop()
         if i >= 0:  # one event per cycle: a flash write is the longest slack step
