@@ -13,8 +13,9 @@ import contextlib
 import json
 import logging
 import signal
+import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from gasguard.protocol import cloudevents, messages
 from . import schemas
 from .config import GatewayConfig, SerialLink
 from .health import Health
-from .outbox import Item, Outbox, OutboxWorker
+from .outbox import Item, Outbox, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
@@ -36,6 +37,8 @@ ALARM_KINDS = ("alarm.low", "alarm.high", "valve.closed", "valve.fault", "detect
 MAX_PENDING = 50_000  # events accepted but not yet committed: links pause reading beyond this
 STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
+GIL_SWITCH_S = 0.0002
+LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
 
 def percentile(xs: Any, q: float) -> float | None:
@@ -48,7 +51,7 @@ def percentile(xs: Any, q: float) -> float | None:
 class Committer:
     """Group commit: batches submitted while a commit runs go into the next one, in order."""
 
-    def __init__(self, outbox: OutboxWorker, on_commit: Callable[[], None]) -> None:
+    def __init__(self, outbox: OutboxWorker, on_commit: Callable[[list[Row]], None]) -> None:
         self.outbox = outbox
         self.on_commit = on_commit
         self._pending: list[tuple[list[Item], Callable[[list[bool]], None]]] = []
@@ -58,6 +61,7 @@ class Committer:
         self._room.set()
         self.committed = 0
         self.duplicates = 0
+        self.commit_ms: deque[float] = deque(maxlen=2000)  # recent group commits, start to end
 
     def submit(self, items: list[Item], done: Callable[[list[bool]], None]) -> None:
         self._pending.append((items, done))
@@ -77,13 +81,21 @@ class Committer:
                 batch, self._pending, self._n = self._pending, [], 0
                 self._room.set()
                 flat = [it for items, _ in batch for it in items]
-                new = await self.outbox.call(Outbox.add, self.outbox.outbox, flat)
-                self.committed += sum(new)
-                self.duplicates += len(new) - sum(new)
-                self.on_commit()
+                t0 = time.perf_counter()
+                created = time.time()  # as the outbox records it, to within the call
+                new = await self.outbox.add(flat)
+                self.commit_ms.append((time.perf_counter() - t0) * 1000)
+                rows = [
+                    Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.alarm)
+                    for it, rid in zip(flat, new, strict=True)
+                    if rid
+                ]
+                self.committed += len(rows)
+                self.duplicates += len(new) - len(rows)
+                self.on_commit(rows)
                 i = 0
                 for items, done in batch:
-                    done(new[i : i + len(items)])
+                    done([rid != 0 for rid in new[i : i + len(items)]])
                     i += len(items)
 
 
@@ -116,6 +128,7 @@ class Gateway:
         self.tcp_port: int | None = None
         self.status_port: int | None = None
         self._tasks: list[asyncio.Task] = []
+        self._switch_interval = sys.getswitchinterval()
 
     # --- sessions ------------------------------------------------------------------------------
 
@@ -124,8 +137,8 @@ class Gateway:
         s.counts = self.frames  # one set of counters for the status page
         return s
 
-    def _committed(self) -> None:
-        self.publisher.wake.set()
+    def _committed(self, rows: list[Row]) -> None:
+        self.publisher.committed(rows)
 
     def _take_states(self, everything: bool) -> dict[str, bytes]:
         devs = set(self.health.devices) if everything else self._dirty
@@ -215,9 +228,9 @@ class Gateway:
             while True:
                 await self.committer.room()
                 if idle_s is None:
-                    data = await reader.read(4096)
+                    data = await reader.read(LINK_READ)
                 else:
-                    data = await asyncio.wait_for(reader.read(4096), idle_s)
+                    data = await asyncio.wait_for(reader.read(LINK_READ), idle_s)
                 if not data:
                     break
                 msgs = session.feed(data)
@@ -278,7 +291,7 @@ class Gateway:
 
     async def _retention(self) -> None:
         while True:
-            dropped = await self.worker.call(Outbox.enforce_retention, self.outbox)
+            dropped = await self.worker.enforce_retention()
             if dropped:
                 n = sum(dropped.values())
                 self.dropped_by_retention += n
@@ -315,7 +328,13 @@ class Gateway:
                 "published": p.published,
                 "dropped_by_retention": self.dropped_by_retention,
             },
-            "outbox": {"depth": self.outbox.depth()},
+            "outbox": {
+                "depth": self.outbox.depth(),
+                "commit_ms": {
+                    "p50": percentile(self.committer.commit_ms, 0.5),
+                    "p99": percentile(self.committer.commit_ms, 0.99),
+                },
+            },
             "publish_latency_ms": {
                 "p50": percentile(p.latency_ms, 0.5),
                 "p99": percentile(p.latency_ms, 0.99),
@@ -356,6 +375,10 @@ class Gateway:
     # --- run -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        # the outbox threads hand the GIL back and forth on every SQLite step; at the default
+        # 5 ms a busy event loop made each step of a group commit wait that long for it
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_S)
         spawn = self._tasks.append
         spawn(asyncio.create_task(self.committer.run(), name="committer"))
         spawn(asyncio.create_task(self.publisher.run(), name="publisher"))
@@ -389,6 +412,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self.worker.close()
+        sys.setswitchinterval(self._switch_interval)
 
     async def run_until_signalled(self, ready: Callable[[Gateway], None] | None = None) -> None:
         await self.start()

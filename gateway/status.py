@@ -27,8 +27,15 @@ def render(st: dict[str, Any]) -> str:
             ev["published"],
             ev["dropped_by_retention"],
         ),  # fmt: skip
-        "outbox  %d waiting; publish latency p50 %s ms, p99 %s ms, alarms p99 %s ms"
-        % (st["outbox"]["depth"], lat["p50"], lat["p99"], lat["alarm_p99"]),
+        "outbox  %d waiting; commit p99 %s ms; publish latency p50 %s ms, p99 %s ms,"
+        " alarms p99 %s ms"
+        % (
+            st["outbox"]["depth"],
+            st["outbox"]["commit_ms"]["p99"],
+            lat["p50"],
+            lat["p99"],
+            lat["alarm_p99"],
+        ),
         "frames  " + (", ".join("%s %d" % kv for kv in sorted(st["frames"].items())) or "none"),
         "devices %d online of %d" % (st["devices_online"], len(st["devices"])),
     ]

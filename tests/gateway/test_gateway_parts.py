@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasguard.gateway import config, schemas
+from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
-from gasguard.gateway.outbox import Item, Outbox
+from gasguard.gateway.outbox import Item, Outbox, Row
 from gasguard.protocol import cloudevents, messages
 
 SCHEMAS = Path(__file__).parents[2] / "protocol" / "schemas"
@@ -82,20 +83,27 @@ def _item(i: int, dev: str = "d1", alarm: bool = False) -> Item:
     return Item("%s:1:%d" % (dev, i), dev, "t/%s" % dev, b"payload %d" % i, alarm)
 
 
+def _ce_ids(ob: Outbox) -> list[str]:
+    """Everything in the outbox, device by device, each device's rows in order."""
+    got = ob.fetch_devices(dict.fromkeys(ob.newest(), 0), 100)
+    return [r.ce_id for dev in sorted(got) for r in got[dev]]
+
+
 def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     ob = Outbox(tmp_path / "o.sqlite")
     assert ob.next_boot() == 1
-    assert ob.add([_item(1), _item(2), _item(1, "d2")]) == [True, True, True]
-    assert ob.add([_item(2), _item(3)]) == [False, True]  # a re-sent event is not queued twice
-    rows = ob.fetch(0, 10)
-    assert [r.ce_id for r in rows] == ["d1:1:1", "d1:1:2", "d2:1:1", "d1:1:3"]
-    ob.delete([rows[0].id, rows[2].id])
+    ids = ob.add([_item(1), _item(2), _item(1, "d2")])
+    assert all(ids) and ids == sorted(ids)  # row ids in arrival order
+    assert ob.add([_item(2), _item(3)])[0] == 0  # a re-sent event is not queued twice
+    assert _ce_ids(ob) == ["d1:1:1", "d1:1:2", "d1:1:3", "d2:1:1"]
+    rows = ob.fetch_devices({"d1": 0, "d2": 0}, 10)
+    ob.delete([rows["d1"][0].id, rows["d2"][0].id])
     ob.close()
     ob = Outbox(tmp_path / "o.sqlite")  # a restart
     assert ob.next_boot() == 2
-    assert [r.ce_id for r in ob.fetch(0, 10)] == ["d1:1:2", "d1:1:3"]
+    assert _ce_ids(ob) == ["d1:1:2", "d1:1:3"]
     assert ob.depth() == 2
-    assert ob.add([_item(1)]) == [False]  # published and deleted, still remembered as seen
+    assert ob.add([_item(1)]) == [0]  # published and deleted, still remembered as seen
 
 
 def test_outbox_retention_drops_the_oldest_and_says_how_many(tmp_path):
@@ -106,7 +114,94 @@ def test_outbox_retention_drops_the_oldest_and_says_how_many(tmp_path):
     ob.add([_item(i, "d2") for i in range(1, 8)])
     dropped = ob.enforce_retention()
     assert dropped == {"d1": 3, "d2": 2}
-    assert [r.ce_id for r in ob.fetch(0, 10)] == ["d2:1:%d" % i for i in range(3, 8)]
+    assert _ce_ids(ob) == ["d2:1:%d" % i for i in range(3, 8)]
+
+
+def _drain(q: FairQueue, ob: Outbox, per_take: int) -> list[str]:
+    """What the publisher does: read what the queue wants, take, 'publish' and delete."""
+    out = []
+    while True:
+        want = q.wanted()
+        if want:
+            q.filled(ob.fetch_devices(want, q.batch))
+        rows = q.take(per_take)
+        if not rows:
+            return out
+        out += [r.ce_id for r in rows]
+        ob.delete([r.id for r in rows])
+
+
+def test_fair_queue_puts_a_quiet_devices_alarm_ahead_of_a_backlog(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite")
+    q = FairQueue(batch=4)
+    ob.add([_item(i, "chatty") for i in range(1, 201)])
+    q.known(ob.newest())
+    q.filled(ob.fetch_devices(q.wanted(), 4))
+    first = q.take(2)
+    assert [r.ce_id for r in first] == ["chatty:1:1", "chatty:1:2"]
+    ob.delete([r.id for r in first])
+    ob.add([_item(1, "quiet", alarm=True)])
+    q.known(ob.newest())
+    out = _drain(q, ob, 2)
+    # behind 198 rows in arrival order, it goes out with the very next publishes
+    assert "quiet:1:1" in out[:2]
+    assert [c for c in out if c.startswith("chatty")] == ["chatty:1:%d" % i for i in range(3, 201)]
+    assert ob.depth() == 0
+
+
+def test_fair_queue_gives_devices_turns_and_alarms_first(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite")
+    q = FairQueue(batch=3)
+    ob.add(
+        [_item(i, "a") for i in range(1, 6)]
+        + [_item(i, "b") for i in range(1, 6)]
+        + [_item(1, "c"), _item(2, "c", alarm=True)]
+    )
+    q.known(ob.newest())
+    out = _drain(q, ob, 4)
+    # one each in turn (oldest first); c's next row is an alarm, so it goes first next time
+    assert out[:6] == ["a:1:1", "b:1:1", "c:1:1", "a:1:2", "c:1:2", "b:1:2"]
+    for dev, n in (("a", 5), ("b", 5), ("c", 2)):  # each device's own order holds
+        assert [c for c in out if c.startswith(dev + ":")] == [
+            "%s:1:%d" % (dev, i) for i in range(1, n + 1)
+        ]
+    # an alarm at the head of a device's rows goes before the turn order
+    ob.add([_item(6, "a"), _item(7, "a"), _item(3, "c", alarm=True)])
+    q.known(ob.newest())
+    assert _drain(q, ob, 1)[0] == "c:1:3"
+
+
+def test_fair_queue_sends_everything_again_after_a_reconnect(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.add([_item(i, "a") for i in range(1, 4)] + [_item(i, "b") for i in range(1, 3)])
+    q = FairQueue(batch=2)
+    q.known(ob.newest())  # a gateway start: the rows left from before
+    q.filled(ob.fetch_devices(q.wanted(), 2))
+    sent = q.take(3)  # in flight when the connection drops: not PUBACKed, not deleted
+    assert [r.ce_id for r in sent] == ["a:1:1", "b:1:1", "a:1:2"]
+    q.restart()
+    assert sorted(_drain(q, ob, 10)) == sorted(
+        "%s:1:%d" % (d, i) for d, i in [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)]
+    )
+
+
+def test_fair_queue_hands_fresh_rows_over_and_reads_the_overflow_in_order(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite")
+    q = FairQueue(batch=2, cap=3)
+
+    def commit(items):
+        ids = ob.add(items)
+        q.committed([Row(i, it.ce_id, it.device, it.topic, it.payload, 0.0, it.alarm)
+                     for it, i in zip(items, ids, strict=True) if i])  # fmt: skip
+
+    commit([_item(i, "a") for i in range(1, 3)])
+    assert q.wanted() == {}  # caught up: nothing to read back from the outbox
+    assert [r.ce_id for r in q.take(1)] == ["a:1:1"]
+    commit([_item(i, "a") for i in range(3, 9)])  # more than the buffer holds
+    out = ["a:1:1"] + _drain(q, ob, 2)
+    assert out == ["a:1:%d" % i for i in range(1, 9)]
+    commit([_item(9, "a")])  # caught up again: straight to the buffer
+    assert q.wanted() == {} and [r.ce_id for r in q.take(5)] == ["a:1:9"]
 
 
 def test_health_sessions_and_offline():

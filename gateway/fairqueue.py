@@ -1,0 +1,127 @@
+"""Which outbox rows the publisher sends next: fair between devices, alarms first, each device's
+own rows strictly in order.
+
+A single queue in arrival order made one chatty device (or a backlog after an outage) delay every
+other device's alarm by the whole backlog. Here each device has a cursor (the last row id it has
+buffered) and a short buffer of rows not yet sent; the publisher takes rows one per device in
+turn, and a device whose next row is an alarm goes before the others.
+
+Rows just committed go straight into their device's buffer while the device is caught up (no
+read back from SQLite on the way to the broker). A device with more rows in the outbox than its
+buffer holds (a backlog, or everything after a reconnect) is read from the outbox, a batch at a
+time, once its buffer is empty; so at most `cap` rows per device are held in memory.
+
+Plain bookkeeping, no I/O: the publisher does the reading (Outbox.fetch_devices) and the sending.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .outbox import Row
+
+BATCH = 32  # rows read per device per query
+CAP = 256  # rows buffered per device
+
+
+class FairQueue:
+    def __init__(self, batch: int = BATCH, cap: int = CAP) -> None:
+        self.batch = batch
+        self.cap = max(cap, batch)
+        self._newest: dict[str, int] = {}  # device -> highest row id committed
+        self._cursor: dict[str, int] = {}  # device -> highest row id read
+        self._due: set[str] = set()  # devices with rows beyond their cursor
+        self._buf: dict[str, deque[Row]] = {}  # device -> rows read, not yet taken
+        self._turn: deque[str] = deque()  # devices with buffered rows, round-robin order
+        self._asked: dict[str, int] = {}  # device -> newest id known when it was last read
+
+    def known(self, newest: dict[str, int]) -> None:
+        """Rows up to these ids are in the outbox (a scan at start): read them from there."""
+        for dev, rid in newest.items():
+            if rid > self._newest.get(dev, 0):
+                self._newest[dev] = rid
+                self._due.add(dev)
+
+    def committed(self, rows: list[Row]) -> None:
+        """Rows just committed, in id order: buffered at once where their device is caught up
+        and has room, otherwise left in the outbox to be read when the device's turn comes."""
+        due, bufs, newest = self._due, self._buf, self._newest
+        for r in rows:
+            dev = r.device
+            newest[dev] = r.id
+            buf = bufs.get(dev)
+            if dev in due or (buf is not None and len(buf) >= self.cap):
+                due.add(dev)
+                continue
+            if buf is None:
+                buf = bufs[dev] = deque()
+            if not buf:
+                self._turn.append(dev)
+            buf.append(r)
+            self._cursor[dev] = r.id
+
+    def restart(self) -> None:
+        """After a reconnect: everything still in the outbox is to be sent again, from the
+        oldest row of each device."""
+        self._cursor.clear()
+        self._buf.clear()
+        self._turn.clear()
+        self._asked = {}
+        self._due = set(self._newest)
+
+    def wanted(self) -> dict[str, int]:
+        """Devices to read from the outbox now, with their cursors: rows beyond the cursor exist
+        and none is buffered. Then give filled() what was read."""
+        buf, newest = self._buf, self._newest
+        self._asked = {dev: newest[dev] for dev in self._due if not buf.get(dev)}
+        cur = self._cursor
+        return {dev: cur.get(dev, 0) for dev in self._asked}
+
+    def filled(self, got: dict[str, list[Row]]) -> None:
+        """Rows read for the last wanted() answer. A device that returned fewer than a batch
+        was read to its end, which is at least the newest id known when it was asked (rows up
+        to there may have gone since: dropped by retention, or deleted after a PUBACK)."""
+        # devices join the turn oldest row first
+        for dev, newest in sorted(self._asked.items(), key=lambda kv: _first_id(got, kv[0])):
+            rows = got.get(dev, [])
+            if rows:
+                buf = self._buf.get(dev)
+                if buf is None:
+                    buf = self._buf[dev] = deque()
+                if not buf:
+                    self._turn.append(dev)
+                buf.extend(rows)
+                self._cursor[dev] = rows[-1].id
+            if len(rows) < self.batch:
+                self._cursor[dev] = max(self._cursor.get(dev, 0), newest)
+            if self._cursor.get(dev, 0) >= self._newest[dev]:
+                self._due.discard(dev)
+        self._asked = {}
+
+    def buffered(self) -> int:
+        return sum(len(b) for b in self._buf.values())
+
+    def take(self, n: int) -> list[Row]:
+        """Up to n rows: first one from each device whose next row is an alarm, then one row
+        per device in turn. A device's rows come out in their order."""
+        out: list[Row] = []
+        turn, buf = self._turn, self._buf
+        if not turn or n <= 0:
+            return out
+        for dev in [d for d in turn if buf[d][0].alarm][:n]:
+            b = buf[dev]
+            out.append(b.popleft())
+            if not b:
+                turn.remove(dev)
+        while turn and len(out) < n:
+            dev = turn.popleft()
+            b = buf[dev]
+            out.append(b.popleft())
+            if b:
+                turn.append(dev)
+        return out
+
+
+def _first_id(got: dict[str, list[Row]], dev: str) -> int:
+    rows = got.get(dev)
+    return rows[0].id if rows else 0
