@@ -98,9 +98,6 @@ class FairQueue:
                 self._due.discard(dev)
         self._asked = {}
 
-    def buffered(self) -> int:
-        return sum(len(b) for b in self._buf.values())
-
     def take(self, n: int) -> list[Row]:
         """Up to n rows: first one from each device whose next row is an alarm, then one row
         per device in turn. A device's rows come out in their order."""

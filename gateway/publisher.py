@@ -205,10 +205,16 @@ class Publisher:
 
         paho.on_publish = on_publish
 
+        def send_ready() -> int:
+            """Send the queued rows that fit in the window; how many went."""
+            rows = queue.take(window - len(inflight))
+            for r in rows:
+                send(r.topic, r.payload, False, r)
+            return len(rows)
+
         def fill() -> None:
             try:
-                for r in queue.take(window - len(inflight)):
-                    send(r.topic, r.payload, False, r)
+                send_ready()
             except aiomqtt.MqttError:
                 # the connection is going: the pump sees it; an unsent row stays in the outbox
                 self._fill = None
@@ -225,9 +231,10 @@ class Publisher:
 
         def deleted(f: asyncio.Future, n: int) -> None:
             deleting.discard(f)
-            if f.cancelled() or f.exception() is not None:
+            err = "cancelled" if f.cancelled() else f.exception()
+            if err is not None:
                 # they stay in the outbox and go out again after the next reconnect
-                log.error("outbox delete failed", extra={"error": repr(f.exception())})
+                log.error("outbox delete failed", extra={"error": repr(err)})
             else:
                 self.published += n
 
@@ -250,17 +257,12 @@ class Publisher:
                     for dev, payload in states.items():
                         topic = cloudevents.topic_state(self.site, dev)
                         send(topic, payload, True, Row(0, "", dev, "", b"", 0.0, False))
-                room = window - len(inflight)
-                while room > 0:
+                while len(inflight) < window:
                     want = queue.wanted()
                     if want:
                         queue.filled(await self.outbox.fetch_devices(want, queue.batch))
-                    rows = queue.take(room)
-                    if not rows:
+                    if not send_ready():
                         break
-                    for r in rows:
-                        send(r.topic, r.payload, False, r)
-                    room -= len(rows)
                 if not finished:
                     await wake.wait()
                     continue

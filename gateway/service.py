@@ -377,8 +377,7 @@ class Gateway:
     async def start(self) -> None:
         # the outbox threads hand the GIL back and forth on every SQLite step; at the default
         # 5 ms a busy event loop made each step of a group commit wait that long for it
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(GIL_SWITCH_S)
+        sys.setswitchinterval(GIL_SWITCH_S)  # stop() puts back the one found in __init__
         spawn = self._tasks.append
         spawn(asyncio.create_task(self.committer.run(), name="committer"))
         spawn(asyncio.create_task(self.publisher.run(), name="publisher"))
