@@ -112,12 +112,17 @@ class Mosquitto(Broker):
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
     def _argv(self) -> list[str]:
+        if self.persistent:
+            # started as root, mosquitto drops to its own user: it must be able to write its
+            # database here (the temporary directory is 0700 root, and saving used to fail)
+            self.dir.chmod(0o777)
         conf = self.dir / "mosquitto.conf"
         conf.write_text(
             "listener %d 127.0.0.1\n" % self.port
             + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_conf else "")
             + (
-                "persistence true\npersistence_location %s/\n" % self.dir
+                # saved every second, so a session survives a crash (kill -9) too
+                "persistence true\npersistence_location %s/\nautosave_interval 1\n" % self.dir
                 if self.persistent
                 else "persistence false\n"
             )
@@ -125,6 +130,28 @@ class Mosquitto(Broker):
             + self.extra_conf
         )
         return [self.binary, "-c", str(conf)]
+
+    def save(self, timeout: float = 5.0) -> None:
+        """Write the persistence database now (SIGUSR1) and wait until it is written: the
+        sessions so far then survive a crash, not only those older than the last autosave."""
+        assert self.persistent and self.proc is not None
+        log = self.dir / "broker.log"
+        saves = log.read_text().count("Saving in-memory database")
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while True:
+            text = log.read_text()
+            if "Error saving" in text:
+                raise RuntimeError("mosquitto could not save its database: " + text[-500:])
+            # the line is logged before the write: the database file's rename ends it
+            if (
+                text.count("Saving in-memory database") > saves
+                and not (self.dir / "mosquitto.db.new").exists()
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("mosquitto did not save its database")
+            time.sleep(0.05)
 
 
 class Amqtt(Broker):

@@ -80,6 +80,11 @@ class Site:
         cfg, key = read_device_config(CONFIG)
         self.device = cfg["device_id"]
         self.broker = broker
+        # the regulator is subscribed, and its session saved, before the gateway publishes
+        # anything: otherwise the boot event, or everything after a broker crash, could go out
+        # before there is a subscription to deliver it to
+        self.sub = Subscriber(broker.port)
+        broker.save()
         self.svc = VboardService(cfg, key, flash=tmp / "flash").start()
         self.board = self.svc.board
         assert self.svc.cable is not None and self.svc.link_endpoint is not None
@@ -93,7 +98,6 @@ class Site:
             heartbeat_s=2,
         )
         self.gw = GatewayProcess(gw_cfg, "warning").start()
-        self.sub = Subscriber(broker.port)
         self.board.wait_line("GASGUARD RUNNING", 20)
 
     def close(self) -> None:
