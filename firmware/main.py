@@ -10,6 +10,14 @@ if sys.platform == "esp32":
 else:
     import os
 
+    try:  # the virtual board's ROMFS partition, if it was given one
+        os.stat("romfs.img")
+    except OSError:
+        pass
+    else:
+        import rom
+
+        rom.mount()
     from gasguard.hal import unix as hal
 
     ROOT = os.getcwd() + "/data"

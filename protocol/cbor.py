@@ -5,8 +5,17 @@
 # (length first, then bytes). loads() accepts any well-formed item of the supported types and
 # raises CBORError for everything else, before allocating anything the input cannot back.
 import struct
+import sys
 
-MAX_DEPTH = 16  # arrays/maps nested deeper than this are refused (bounded recursion)
+if sys.implementation.name == "micropython":
+    from micropython import const
+else:  # CPython: the gateway and host tools
+
+    def const(x):
+        return x
+
+
+_MAX_DEPTH = const(16)  # arrays/maps nested deeper than this are refused (bounded recursion)
 _U64 = 1 << 64
 
 
@@ -81,8 +90,8 @@ def _float(out, v):
 
 
 def _enc(out, v, depth):
-    if depth > MAX_DEPTH:
-        raise CBORError("nesting deeper than %d" % MAX_DEPTH)
+    if depth > _MAX_DEPTH:
+        raise CBORError("nesting deeper than %d" % _MAX_DEPTH)
     if v is None:
         out.append(0xF6)
     elif v is True:
@@ -191,8 +200,8 @@ class _Decoder:
             parts.append(bytes(self.take(self.arg(ib & 0x1F))))
 
     def item(self, depth):
-        if depth > MAX_DEPTH:
-            raise CBORError("nesting deeper than %d" % MAX_DEPTH)
+        if depth > _MAX_DEPTH:
+            raise CBORError("nesting deeper than %d" % _MAX_DEPTH)
         ib = self.take(1)[0]
         major = ib >> 5
         info = ib & 0x1F

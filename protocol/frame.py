@@ -7,6 +7,15 @@
 # (boot, seq) are the sender's transmission counters: the receiver's replay window uses them.
 # A leading 0x00 lets the receiver resynchronise even when noise precedes the frame.
 import struct
+import sys
+
+if sys.implementation.name == "micropython":
+    from micropython import const
+else:  # CPython: the gateway and host tools
+
+    def const(x):
+        return x
+
 
 from . import PROTOCOL_VERSION
 from .auth import TAG_LEN, Signer, crc
@@ -15,9 +24,9 @@ from .cobs import decode as cobs_decode
 from .cobs import encode_delimited as cobs_encode_delimited
 
 MAX_FRAME = 1024  # bytes before COBS; a frame larger than this is never built nor accepted
-MAX_ID = 32
-_FIXED = 11  # version, type, boot, seq, id length
-MIN_FRAME = _FIXED + 1 + 1 + TAG_LEN + 4  # shortest id and a one-byte body
+# private constants are compiled in on MicroPython: no name (qstr) kept for them on the device
+_MAX_ID = const(32)
+_FIXED = const(11)  # version, type, boot, seq, id length
 MAX_WIRE = MAX_FRAME + MAX_FRAME // 254 + 2
 
 # Reasons a received frame is dropped; counters are keyed by these strings.
@@ -37,7 +46,7 @@ class FrameError(ValueError):
 
 
 def _valid_id(dev):
-    if not 1 <= len(dev) <= MAX_ID:
+    if not 1 <= len(dev) <= _MAX_ID:
         return False
     for c in dev:
         if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"-_.:"):
@@ -105,7 +114,7 @@ def parse(raw, signer_for):
     """Check one un-COBSed frame; return a Frame or a Dropped. signer_for(device_id) -> Signer
     or None for a device we hold no key for."""
     n = len(raw)
-    if n < MIN_FRAME:
+    if n < _FIXED + 1 + 1 + TAG_LEN + 4:  # shorter than the shortest id and a one-byte body
         return Dropped(SHORT, n)
     if crc(memoryview(raw)[: n - 4]) != struct.unpack(">I", raw[n - 4 :])[0]:
         return Dropped(CRC, n)
@@ -113,7 +122,7 @@ def parse(raw, signer_for):
         return Dropped(VERSION, n)
     idlen = raw[10]
     body_at = _FIXED + idlen
-    if idlen == 0 or idlen > MAX_ID or body_at >= n - TAG_LEN - 4:
+    if idlen == 0 or idlen > _MAX_ID or body_at >= n - TAG_LEN - 4:
         return Dropped(HEADER, n)
     dev = bytes(raw[_FIXED:body_at])
     if not _valid_id(dev):

@@ -1,13 +1,24 @@
 # Detector register profiles: a JSON data file per detector model says which Modbus registers to
 # read and what their values mean. The loader checks a profile once; decoding then runs on the
 # device's safety loop, so it uses small integers only (tenths of %LEL) and allocates nothing.
-# Detector states, ordered by severity: when several rules fire, the highest code wins.
+import sys
+
+if sys.implementation.name == "micropython":
+    from micropython import const
+else:  # CPython: the gateway and host tools
+
+    def const(x):
+        return x
+
+
+# Detector states, ordered by severity: when several rules fire, the highest code wins. Private
+# ones are compiled in on MicroPython: no name (qstr) kept for them on the device.
 OK = 0
 WARMUP = 1
-INHIBIT = 2
-CALIBRATION = 3
+_INHIBIT = const(2)
+_CALIBRATION = const(3)
 FAULT = 4
-EOL = 5
+_EOL = const(5)
 NOANSWER = 6  # set by the poller, never by a profile
 STATE_NAMES = ("ok", "warmup", "inhibit", "calibration", "fault", "eol", "noanswer")
 _PROFILE_STATES = STATE_NAMES[:6]

@@ -48,7 +48,7 @@ def load_firmware_module(name: str):
     key = "gasguard_fw_" + name
     if key in sys.modules:
         return sys.modules[key]
-    if "micropython" not in sys.modules:
+    if not hasattr(sys.modules.get("micropython"), "const"):  # absent, or a stray namespace
         mp = types.ModuleType("micropython")
         mp.const = lambda x: x  # type: ignore[attr-defined]
         sys.modules["micropython"] = mp
@@ -92,7 +92,7 @@ def stage(dest: Path, firmware: bool = True) -> Path:
         for src in (fw / "lib" / "gasguard").glob("*"):
             if src.name != "__pycache__" and not (lib / src.name).exists():
                 (lib / src.name).symlink_to(src, target_is_directory=src.is_dir())
-        for name in ("boot.py", "main.py"):
+        for name in ("boot.py", "main.py", "rom.py"):
             if (fw / name).is_file() and not (dest / name).exists():
                 (dest / name).symlink_to(fw / name)
     return dest / "lib"
@@ -112,6 +112,18 @@ def run(
     return subprocess.run(cmd, cwd=cwd, capture_output=True, timeout=timeout, input=input)
 
 
+def heapsize_for(flash: Path, heapsize: str = HEAPSIZE) -> str:
+    """-X heapsize for a board laid out in `flash`: `heapsize`, plus room for its ROMFS image if
+    it has one (rom.py holds the image in the heap, where a board has it in flash; the GC's
+    block tables take about 1/40 more), so the firmware is left the heap a board gives it."""
+    img = Path(flash) / "romfs.img"
+    if not img.exists():
+        return heapsize
+    unit = {"k": 1024, "m": 1024 * 1024}.get(heapsize[-1].lower())
+    n = int(heapsize[:-1]) * unit if unit else int(heapsize)
+    return str(n + img.stat().st_size * 41 // 40 + 256)
+
+
 def version() -> str:
     out = subprocess.run(
         [
@@ -127,10 +139,12 @@ def version() -> str:
     return out.stdout.strip()
 
 
-def mpy_cross(src: Path, out: Path) -> None:
-    """Compile one file to MicroPython bytecode (the names in tracebacks stay the source's)."""
+def mpy_cross(src: Path, out: Path, source_name: str | None = None) -> None:
+    """Compile one file to MicroPython bytecode. `source_name` is what tracebacks call the file
+    (default: the source's file name)."""
     exe = Path(sys.executable).parent / "mpy-cross"
-    cmd = [str(exe) if exe.exists() else "mpy-cross", "-o", str(out), "-s", src.name, str(src)]
+    name = source_name or src.name
+    cmd = [str(exe) if exe.exists() else "mpy-cross", "-o", str(out), "-s", name, str(src)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))

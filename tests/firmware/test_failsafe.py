@@ -3,6 +3,8 @@ detectors on a paced virtual RS-485 line, outputs read from the board's panel.""
 
 import time
 
+import pytest
+
 from .conftest import open_valve
 
 
@@ -16,8 +18,10 @@ def test_boots_closed_and_opens_only_by_reset_on_site(make_board):
     assert b.outputs["red"] == 0
 
 
-def test_leak_closes_the_valve_latched_with_alarm_outputs(make_board, detectors):
-    b = make_board().start()
+@pytest.mark.parametrize("layout", ["files", "romfs"])
+def test_leak_closes_the_valve_latched_with_alarm_outputs(make_board, detectors, layout):
+    # romfs: the firmware booted from a ROMFS image, as on a board built with a ROMFS partition
+    b = make_board(layout=layout).start()
     open_valve(b)
     t0 = detectors[2].set(lel=62.0)  # float32 detector reads 62 %LEL: high alarm
     t1 = b.wait_output("valve", 0, 3)

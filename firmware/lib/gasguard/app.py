@@ -6,6 +6,8 @@ import gc
 import sys
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us
 
+from micropython import const
+
 from gasguard import VERSION, detectors, modbus
 from gasguard import events as ev
 from gasguard.eventlog import EventLog
@@ -18,8 +20,8 @@ from gasguard.safety import LEVEL_NAMES, Safety, Settings
 from gasguard.valve import LATCHING, NC, Valve
 from gasguard.valve import STATE_NAMES as VALVE_NAMES
 
-BUS_STALL_MS = 3000  # no finished bus transaction for this long: stop feeding the watchdog
-OVERRUN_TRIP = 5  # a cycle starting this many periods late is a loop overrun: no feed
+_BUS_STALL_MS = const(3000)  # no finished bus transaction for this long: stop feeding the watchdog
+_OVERRUN_TRIP = const(5)  # a cycle starting this many periods late is a loop overrun: no feed
 
 
 class App:
@@ -124,8 +126,8 @@ class App:
         self.ind.show(now_ms, self.safety, self.valve, True, ident, test)
         # feed the watchdog only if the cycle's checks passed: the loop keeps its period, the
         # bus is moving and the valve output agrees with the decision
-        ok = ticks_diff(now_ms, self.poller.last_done) < BUS_STALL_MS or self.up_s < 3
-        if d > OVERRUN_TRIP * self.period:
+        ok = ticks_diff(now_ms, self.poller.last_done) < _BUS_STALL_MS or self.up_s < 3
+        if d > _OVERRUN_TRIP * self.period:
             ok = False
         if self.valve.kind == NC and self.valve.out_level != (0 if closed else 1):
             ok = False
@@ -172,13 +174,8 @@ class App:
         self.event_seq = seq
         try:
             print(
-                "EVENT",
-                self.boot,
-                seq,
-                body["kind"],
-                "det=%s" % body.get("det"),
-                "lel=%s" % body.get("lel"),
-                detail or "",
+                "EVENT %d %d %s det=%s lel=%s %s"
+                % (self.boot, seq, body["kind"], body.get("det"), body.get("lel"), detail or "")
             )
         except MemoryError:
             pass  # the console line only: the event is in the log
@@ -317,17 +314,10 @@ def run(board, cfg, root):
     try:
         app = App(board, cfg, root)
         gc.collect()
+        free = gc.mem_free()
         print(
-            "GASGUARD RUNNING",
-            cfg.device_id,
-            "boot",
-            app.boot,
-            "cause",
-            app.reset_cause,
-            "heap free",
-            gc.mem_free(),
-            "of",
-            gc.mem_free() + gc.mem_alloc(),
+            "GASGUARD RUNNING %s boot %d cause %s heap free %d of %d"
+            % (cfg.device_id, app.boot, app.reset_cause, free, free + gc.mem_alloc())
         )
         app.run()
     except KeyboardInterrupt:

@@ -154,13 +154,14 @@ class Config:
             raise ConfigError("alarm.confirm_low", "needs at least that many detectors")
 
         v = _get(d, "valve", "", (dict,), required=True)
-        kind = _get(v, "kind", "valve.", (str,), required=True)
+        w = "valve."
+        kind = _get(v, "kind", w, (str,), required=True)
         if kind not in VALVE_KINDS:
-            raise ConfigError("valve.kind", "must be nc (normally closed solenoid) or latching")
+            raise ConfigError(w + "kind", "must be nc (normally closed solenoid) or latching")
         pos = _int(v, "position_pin", "valve.", 0, 39)
         if kind == "latching" and pos is None:
             raise ConfigError(
-                "valve.position_pin",
+                w + "position_pin",
                 "required for a latching valve: it stays open without power, so its "
                 "position must be supervised",
             )
@@ -176,9 +177,9 @@ class Config:
 
         p = _get(d, "pins", "", (dict,), {})
         self.pins = {}
-        used = {"valve.pin": self.valve["pin"]}
+        used = {w + "pin": self.valve["pin"]}
         if pos is not None:
-            used["valve.position_pin"] = pos
+            used[w + "position_pin"] = pos
         for name in ("tx", "rx", "de"):
             if self.bus[name] is not None:
                 used["bus." + name] = self.bus[name]
@@ -204,7 +205,7 @@ class Config:
         lk = _get(d, "link", "", (dict,), {})
         lkind = _get(lk, "kind", "link.", (str,), "uart")
         if lkind not in ("uart", "tcp", "none"):
-            raise ConfigError("link.kind", "must be uart, tcp or none")
+            raise ConfigError("link." + "kind", "must be uart, tcp or none")
         self.link = {
             "kind": lkind,
             "uart": _int(lk, "uart", "link.", 0, 2, 1),
@@ -221,7 +222,7 @@ class Config:
             "rx": _int(lk, "rx", "link.", 0, 39, 21),
         }
         if lkind == "tcp" and not self.link["host"]:
-            raise ConfigError("link.host", "required for a tcp link")
+            raise ConfigError("link." + "host", "required for a tcp link")
         if lkind == "uart" and self.link["path"] is None:  # a real UART, not a pty
             for name in ("tx", "rx"):
                 n = self.link[name]
@@ -238,7 +239,7 @@ class Config:
     def plain(self):
         """The validated values on an object of a tiny class, so that this module (and the
         profile parser) can be dropped from memory once the config is loaded."""
-        from gasguard.settings import Values
+        from gasguard.start import Values
 
         v = Values()
         for k in (

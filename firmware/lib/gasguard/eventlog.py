@@ -11,6 +11,8 @@ import hashlib
 import os
 import struct
 
+from micropython import const
+
 from gasguard.persist import exists, makedirs, read_bytes, write_atomic
 from gasguard.protocol import cbor
 from gasguard.protocol.auth import crc
@@ -22,7 +24,7 @@ def _digest(payload):
     return hashlib.sha256(payload).digest()[:8]
 
 
-MAX_RECORD = 1024  # bytes of payload: an event body always fits a link frame
+_MAX_RECORD = const(1024)  # bytes of payload: an event body always fits a link frame
 
 
 def _records(f):
@@ -34,7 +36,7 @@ def _records(f):
         if not head or len(head) < 2:
             return
         length = (head[0] << 8) | head[1]
-        if length == 0 or length > MAX_RECORD:
+        if length == 0 or length > _MAX_RECORD:
             return
         body = f.read(length + 4)
         if not body or len(body) < length + 4:

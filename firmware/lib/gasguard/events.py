@@ -21,18 +21,18 @@ BOOT = const(12)
 
 # Detail codes, turned into text only when the record is written
 D_NONE = const(0)
-D_BOOT = const(1)  # valve closed at boot: it reopens only by a reset on site
+_D_BOOT = const(1)  # valve closed at boot: it reopens only by a reset on site
 D_HIGH = const(2)
 D_LOW = const(3)
 D_FAULT = const(4)
 D_VALVE_FAULT = const(5)
 D_GAS = const(6)  # reset refused: gas at or above the low alarm set point
 D_UNHEALTHY = const(7)  # reset refused: a detector cannot vouch for the air
-D_UNCONFIRMED = const(8)  # low alarm on one detector, awaiting a second (GB 16808-2025)
+_D_UNCONFIRMED = const(8)  # low alarm on one detector, awaiting a second (GB 16808-2025)
 D_DECREASING = const(9)  # high alarm fell back to low
 D_STUCK_OPEN = const(10)  # valve commanded closed, position input says open
 D_UNEXPECTED_CLOSE = const(11)  # valve commanded open, position input says closed
-D_PULL_KNOB = const(12)  # latching valve: reset accepted, the person must pull the knob
+_D_PULL_KNOB = const(12)  # latching valve: reset accepted, the person must pull the knob
 D_KNOB_TIMEOUT = const(13)
 D_CONFIRMED = const(14)
 D_STATE_BASE = const(32)  # + detector state code (profile.FAULT, NOANSWER, ...)

@@ -25,7 +25,7 @@ RESULT_NAMES = (
     "frame",
 )
 
-MAX_REGS = const(32)
+_MAX_REGS = const(32)
 
 
 def _table():
@@ -64,7 +64,7 @@ class Master:
         self.gap_us = self.char_us * 35 // 10 if baud <= 19200 else 1750
         self.deadline_us = deadline_ms * 1000
         self.tx = bytearray(8)
-        self.rx = bytearray(5 + 2 * MAX_REGS)
+        self.rx = bytearray(5 + 2 * _MAX_REGS)
         self._scratch = bytearray(16)
         self.state = IDLE
         self.result = IDLE

@@ -5,6 +5,14 @@ import sys
 from time import sleep_ms, ticks_ms
 
 
+class Values:
+    """The validated configuration values (see config.Config.plain): a class that stays when the
+    validator is dropped."""
+
+    def digest_hex(self):
+        return self.digest
+
+
 def _forget(package, name):
     # drop a submodule entirely: from sys.modules and from its parent package's attributes
     sys.modules.pop(package.__name__ + "." + name, None)
