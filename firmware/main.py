@@ -10,7 +10,9 @@ if sys.platform == "esp32":
 else:
     import os
 
-    try:  # the virtual board's ROMFS partition, if it was given one
+    # the virtual board's ROMFS partition, if it was given one; looked for here so that a board
+    # without one does not spend heap on importing rom
+    try:
         os.stat("romfs.img")
     except OSError:
         pass

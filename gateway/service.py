@@ -54,7 +54,7 @@ class Committer:
     def __init__(self, outbox: OutboxWorker, on_commit: Callable[[list[Row]], None]) -> None:
         self.outbox = outbox
         self.on_commit = on_commit
-        self._pending: list[tuple[list[Item], Callable[[list[bool]], None]]] = []
+        self._pending: list[tuple[list[Item], Callable[[], None] | None]] = []
         self._n = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -63,7 +63,9 @@ class Committer:
         self.duplicates = 0
         self.commit_ms: deque[float] = deque(maxlen=2000)  # recent group commits, start to end
 
-    def submit(self, items: list[Item], done: Callable[[list[bool]], None]) -> None:
+    def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
+        """Queue items for the next group commit; done() runs once they are durable (or were
+        already: a duplicate)."""
         self._pending.append((items, done))
         self._n += len(items)
         if self._n >= MAX_PENDING:
@@ -93,10 +95,9 @@ class Committer:
                 self.committed += len(rows)
                 self.duplicates += len(new) - len(rows)
                 self.on_commit(rows)
-                i = 0
-                for items, done in batch:
-                    done([rid != 0 for rid in new[i : i + len(items)]])
-                    i += len(items)
+                for _, done in batch:
+                    if done is not None:
+                        done()
 
 
 class Gateway:
@@ -211,7 +212,7 @@ class Gateway:
             return
         self.events_in += sum(len(v) for v in ids.values())
 
-        def acknowledge(new: list[bool]) -> None:
+        def acknowledge() -> None:
             # durable now (or already were: a re-sent event is acknowledged again)
             for dev, evs in ids.items():
                 for f in ack_frames(session, dev, evs):
@@ -282,7 +283,7 @@ class Gateway:
                 log.warning("device offline", extra={"device": it.device})
                 self._mark(it.device)
             if items:
-                self.committer.submit(items, lambda new: None)
+                self.committer.submit(items)
             if time.monotonic() - last_refresh > STATE_REFRESH_S:
                 last_refresh = time.monotonic()
                 for dev, d in self.health.devices.items():
@@ -301,8 +302,7 @@ class Gateway:
                 )
                 log.error("outbox dropped events", extra={"dropped": dict(dropped)})
                 self.committer.submit(
-                    [self._gateway_event(self.cfg.gateway_id, "outbox.dropped", detail[:200])],
-                    lambda new: None,
+                    [self._gateway_event(self.cfg.gateway_id, "outbox.dropped", detail[:200])]
                 )
             await asyncio.sleep(RETENTION_EVERY_S)
 

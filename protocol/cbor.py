@@ -5,15 +5,8 @@
 # (length first, then bytes). loads() accepts any well-formed item of the supported types and
 # raises CBORError for everything else, before allocating anything the input cannot back.
 import struct
-import sys
 
-if sys.implementation.name == "micropython":
-    from micropython import const
-else:  # CPython: the gateway and host tools
-
-    def const(x):
-        return x
-
+from . import const
 
 _MAX_DEPTH = const(16)  # arrays/maps nested deeper than this are refused (bounded recursion)
 _U64 = 1 << 64

@@ -7,17 +7,8 @@
 # (boot, seq) are the sender's transmission counters: the receiver's replay window uses them.
 # A leading 0x00 lets the receiver resynchronise even when noise precedes the frame.
 import struct
-import sys
 
-if sys.implementation.name == "micropython":
-    from micropython import const
-else:  # CPython: the gateway and host tools
-
-    def const(x):
-        return x
-
-
-from . import PROTOCOL_VERSION
+from . import PROTOCOL_VERSION, const
 from .auth import TAG_LEN, Signer, crc
 from .cobs import COBSError
 from .cobs import decode as cobs_decode

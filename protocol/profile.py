@@ -1,15 +1,7 @@
 # Detector register profiles: a JSON data file per detector model says which Modbus registers to
 # read and what their values mean. The loader checks a profile once; decoding then runs on the
 # device's safety loop, so it uses small integers only (tenths of %LEL) and allocates nothing.
-import sys
-
-if sys.implementation.name == "micropython":
-    from micropython import const
-else:  # CPython: the gateway and host tools
-
-    def const(x):
-        return x
-
+from . import const
 
 # Detector states, ordered by severity: when several rules fire, the highest code wins. Private
 # ones are compiled in on MicroPython: no name (qstr) kept for them on the device.

@@ -158,7 +158,7 @@ class Config:
         kind = _get(v, "kind", w, (str,), required=True)
         if kind not in VALVE_KINDS:
             raise ConfigError(w + "kind", "must be nc (normally closed solenoid) or latching")
-        pos = _int(v, "position_pin", "valve.", 0, 39)
+        pos = _int(v, "position_pin", w, 0, 39)
         if kind == "latching" and pos is None:
             raise ConfigError(
                 w + "position_pin",
@@ -167,12 +167,12 @@ class Config:
             )
         self.valve = {
             "kind": kind,
-            "pin": _int(v, "pin", "valve.", 0, 39, required=True),
+            "pin": _int(v, "pin", w, 0, 39, required=True),
             "position_pin": pos,
-            "position_open_level": _int(v, "position_open_level", "valve.", 0, 1, 1),
-            "travel_ms": _int(v, "travel_ms", "valve.", 100, 30000, 2000),
-            "pulse_ms": _int(v, "pulse_ms", "valve.", 50, 5000, 500),
-            "knob_timeout_s": _int(v, "knob_timeout_s", "valve.", 5, 600, 60),
+            "position_open_level": _int(v, "position_open_level", w, 0, 1, 1),
+            "travel_ms": _int(v, "travel_ms", w, 100, 30000, 2000),
+            "pulse_ms": _int(v, "pulse_ms", w, 50, 5000, 500),
+            "knob_timeout_s": _int(v, "knob_timeout_s", w, 5, 600, 60),
         }
 
         p = _get(d, "pins", "", (dict,), {})
@@ -203,35 +203,34 @@ class Config:
         self.pins["reset_hold_ms"] = _int(p, "reset_hold_ms", "pins.", 0, 10000, 1000)
 
         lk = _get(d, "link", "", (dict,), {})
-        lkind = _get(lk, "kind", "link.", (str,), "uart")
+        w = "link."
+        lkind = _get(lk, "kind", w, (str,), "uart")
         if lkind not in ("uart", "tcp", "none"):
-            raise ConfigError("link." + "kind", "must be uart, tcp or none")
+            raise ConfigError(w + "kind", "must be uart, tcp or none")
         self.link = {
             "kind": lkind,
-            "uart": _int(lk, "uart", "link.", 0, 2, 1),
-            "baud": _int(lk, "baud", "link.", 1200, 921600, 115200),
-            "path": _get(lk, "path", "link.", (str,)),
-            "host": _get(lk, "host", "link.", (str,)),
-            "port": _int(lk, "port", "link.", 1, 65535, 7700),
-            "ssid": _get(lk, "ssid", "link.", (str,)),
-            "password": _get(lk, "password", "link.", (str,)),
-            "resend_ms": _int(lk, "resend_ms", "link.", 200, 60000, 3000),
-            "window": _int(lk, "window", "link.", 1, 16, 4),
+            "uart": _int(lk, "uart", w, 0, 2, 1),
+            "baud": _int(lk, "baud", w, 1200, 921600, 115200),
+            "path": _get(lk, "path", w, (str,)),
+            "host": _get(lk, "host", w, (str,)),
+            "port": _int(lk, "port", w, 1, 65535, 7700),
+            "ssid": _get(lk, "ssid", w, (str,)),
+            "password": _get(lk, "password", w, (str,)),
+            "resend_ms": _int(lk, "resend_ms", w, 200, 60000, 3000),
+            "window": _int(lk, "window", w, 1, 16, 4),
             # ESP32 UART1's default pins are the SPI flash's: the link needs pins of its own
-            "tx": _int(lk, "tx", "link.", 0, 39, 22),
-            "rx": _int(lk, "rx", "link.", 0, 39, 21),
+            "tx": _int(lk, "tx", w, 0, 39, 22),
+            "rx": _int(lk, "rx", w, 0, 39, 21),
         }
         if lkind == "tcp" and not self.link["host"]:
-            raise ConfigError("link." + "host", "required for a tcp link")
+            raise ConfigError(w + "host", "required for a tcp link")
         if lkind == "uart" and self.link["path"] is None:  # a real UART, not a pty
             for name in ("tx", "rx"):
                 n = self.link[name]
                 for other, m in used.items():
                     if m == n:
-                        raise ConfigError(
-                            "link." + name, "GPIO %d is already used by %s" % (n, other)
-                        )
-                used["link." + name] = n
+                        raise ConfigError(w + name, "GPIO %d is already used by %s" % (n, other))
+                used[w + name] = n
 
     def digest_hex(self):
         return "".join("%02x" % b for b in self.digest)
