@@ -144,9 +144,7 @@ class FrameDecoder:
         self._signer_for = signer_for
         self._buf = bytearray()
         self._skipping = False
-        self.counts = {"ok": 0}
-        for r in REASONS:
-            self.counts[r] = 0
+        self.counts = {}  # "ok" or a reason -> frames; a key appears with its first frame
 
     def _result(self, seg):
         try:
@@ -165,7 +163,7 @@ class FrameDecoder:
         counts = self.counts
         for r in out:
             key = "ok" if isinstance(r, Frame) else r.reason
-            counts[key] += 1
+            counts[key] = counts.get(key, 0) + 1
         return out
 
     def _feed_runs(self, data):

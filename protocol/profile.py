@@ -2,6 +2,7 @@
 # read and what their values mean. The loader checks a profile once; decoding then runs on the
 # device's safety loop, so it uses small integers only (tenths of %LEL) and allocates nothing.
 from . import const
+from .catalogue import DETECTOR_STATES
 
 # Detector states, ordered by severity: when several rules fire, the highest code wins. Private
 # ones are compiled in on MicroPython: no name (qstr) kept for them on the device.
@@ -12,7 +13,7 @@ _CALIBRATION = const(3)
 FAULT = 4
 _EOL = const(5)
 NOANSWER = 6  # set by the poller, never by a profile
-STATE_NAMES = ("ok", "warmup", "inhibit", "calibration", "fault", "eol", "noanswer")
+STATE_NAMES = DETECTOR_STATES  # indexed by the codes above
 _PROFILE_STATES = STATE_NAMES[:6]
 
 BAD = -999999  # tenths value of a reading that is not a number (NaN, inf, out of raw range)

@@ -16,9 +16,8 @@ from gasguard.link import Link
 from gasguard.persist import makedirs, read_int, write_int
 from gasguard.protocol import catalogue as cat
 from gasguard.protocol.profile import STATE_NAMES
-from gasguard.safety import LEVEL_NAMES, Safety, Settings
+from gasguard.safety import Safety, Settings
 from gasguard.valve import LATCHING, NC, Valve
-from gasguard.valve import STATE_NAMES as VALVE_NAMES
 
 _BUS_STALL_MS = const(3000)  # no finished bus transaction for this long: stop feeding the watchdog
 _OVERRUN_TRIP = const(5)  # a cycle starting this many periods late is a loop overrun: no feed
@@ -56,9 +55,7 @@ class App:
         self.queue = ev.EventQueue(32)
         fault_closes = [d[3] for d in cfg.detectors]
         self.safety = Safety(Settings(cfg.alarm), fault_closes, self.queue)
-        self.dets = [
-            detectors.Detector(i, d[0], d[1], d[2], d[3]) for i, d in enumerate(cfg.detectors)
-        ]
+        self.dets = [detectors.Detector(i, d[0], d[1]) for i, d in enumerate(cfg.detectors)]
         b = cfg.bus
         self.master = modbus.Master(board.bus(), b["baud"], b["deadline_ms"])
         self.poller = detectors.Poller(
@@ -156,7 +153,7 @@ class App:
             lel = tenths / 10
         valve = None
         if kind in (ev.VALVE_CLOSED, ev.VALVE_FAULT, ev.RESET, ev.BOOT):
-            valve = VALVE_NAMES[self.valve.state()]
+            valve = cat.VALVE_STATES[self.valve.state()]
         body = {"id": [self.boot, seq], "kind": cat.EVENT_KINDS[kind], "up": up}
         for k, v in (
             ("time", t),
@@ -213,10 +210,7 @@ class App:
     # --- link callbacks --------------------------------------------------------------------------
 
     def birth_body(self):
-        dets = [
-            {"addr": d.address, "gas": d.gas, "profile": self.cfg.detectors[d.index][4]}
-            for d in self.dets
-        ]
+        dets = [{"addr": d[0], "gas": d[2], "profile": d[4]} for d in self.cfg.detectors]
         return {
             "dev": self.cfg.device_id,
             "fw": VERSION,
@@ -243,8 +237,8 @@ class App:
         t = self.link.unix_time(self.up_s * 1000 + self.up_ms) if self.link else None
         hb = {
             "up": self.up_s,
-            "valve": VALVE_NAMES[self.valve.state()],
-            "alarm": LEVEL_NAMES[s.site_level],
+            "valve": cat.VALVE_STATES[self.valve.state()],
+            "alarm": cat.ALARM_LEVELS[s.site_level],
             "loop": loop,
             "heap": self.board.heap_free(),
             "pending": self.log.pending(),

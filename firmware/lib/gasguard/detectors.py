@@ -10,18 +10,17 @@ from gasguard.protocol.profile import FAULT, NOANSWER
 
 
 class Detector:
-    def __init__(self, index, address, profile, gas, fault_closes):
+    # Polling state only (the rest of a detector's config stays in cfg.detectors[index]): at
+    # most 12 attributes, the instance dict's size step below 17 slots.
+    def __init__(self, index, address, profile):
         self.index = index
         self.address = address
         self.profile = profile
-        self.gas = gas
-        self.fault_closes = fault_closes
         self.state = -1  # not polled yet
         self.tenths = 0
         self.fails = 0  # consecutive failed polls
         self.errors = 0  # failed polls since boot
         self.polls = 0
-        self.last_error = 0  # modbus result code of the last failure
         self.due = 0  # ticks_ms before which a faulted detector is not polled again
         self.last_ok = ticks_ms()  # last good answer (boot counts: a silent detector faults)
         self.reset_pending = False  # write the profile's latched-alarm reset before the next read
@@ -95,7 +94,6 @@ class Poller:
             self.sink(d.index, d.state, t)
             return
         d.errors += 1
-        d.last_error = r
         d.fails += 1
         d.due = now_ms
         if d.fails >= self.fail_limit and ticks_diff(now_ms, d.last_ok) >= self.stale_ms:

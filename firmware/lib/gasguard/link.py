@@ -55,15 +55,11 @@ class Link:
         self.need_birth = True
         self.gw_seen = False
         self.was_up = False
-        self.last_hb = 0
-        self.hb_ms = cfg.heartbeat_s * 1000
-        self.resend_ms = cfg.link["resend_ms"]
-        self.window = cfg.link["window"]
+        self.last_hb = None  # none sent yet: the first goes out at once
         self.gw_boot = -1
         self.gw_seq = -1
         self.time_base = None  # (unix seconds, uptime ms) once the gateway told us the time
-        self.sent = {"birth": 0, "heartbeat": 0, "event": 0, "reply": 0, "resent": 0}
-        self.rejected = {"replay": 0, "type": 0, "body": 0}
+        self.rejected = 0  # well-framed, signed frames refused: reflected, replayed or bad body
 
     def _signer_for(self, device):
         return self.signer if device == self.cfg.device_id else None
@@ -100,18 +96,18 @@ class Link:
 
     def _handle(self, f, up_ms):
         if f.mtype < 0x80:  # a device message reflected back at us
-            self.rejected["type"] += 1
+            self.rejected += 1
             return
         # replay window: the gateway's (boot, seq) must move forward
         if f.boot < self.gw_boot or (f.boot == self.gw_boot and f.seq <= self.gw_seq):
-            self.rejected["replay"] += 1
+            self.rejected += 1
             return
         try:
             body = cbor.loads(f.body)
         except cbor.CBORError:
             body = None
         if not _valid_from_gateway(f.mtype, body):
-            self.rejected["body"] += 1
+            self.rejected += 1
             return
         if f.boot != self.gw_boot and self.gw_boot:
             self.need_birth = True  # the gateway restarted and forgot us: introduce ourselves
@@ -133,7 +129,6 @@ class Link:
             if data is not None:
                 reply["data"] = data
             self._queue(cat.REPLY, reply)
-            self.sent["reply"] += 1
 
     # --- slack work ------------------------------------------------------------------------------
 
@@ -143,8 +138,9 @@ class Link:
         up = t.up()
         if up and not self.was_up:
             self.need_birth = True  # (re)connected: introduce ourselves and resend in flight
+            back = -self.cfg.link["resend_ms"]
             for e in self.inflight.values():
-                e[1] = ticks_add(now_ms, -self.resend_ms)
+                e[1] = ticks_add(now_ms, back)
         self.was_up = up
         if not up:
             return
@@ -156,33 +152,33 @@ class Link:
         if self.need_birth:  # cleared only once queued: a MemoryError here retries it later
             self._queue(cat.BIRTH, self.dev.birth_body())
             self.need_birth = False
-            self.sent["birth"] += 1
-        if ticks_diff(now_ms, self.last_hb) >= self.hb_ms or self.sent["heartbeat"] == 0:
+        last = self.last_hb
+        if last is None or ticks_diff(now_ms, last) >= self.cfg.heartbeat_s * 1000:
             self.last_hb = now_ms
-            if not self.gw_seen and self.sent["heartbeat"]:
+            if not self.gw_seen and last is not None:
                 self._queue(cat.BIRTH, self.dev.birth_body())
-                self.sent["birth"] += 1
             self._queue(cat.HEARTBEAT, self.dev.health())
-            self.sent["heartbeat"] += 1
         if len(self.out) < 4:
             self._send_events(now_ms)
         self._flush()
 
     def _send_events(self, now_ms):
         # resend what timed out, then fill the window with the oldest unsent records
+        lk = self.cfg.link
+        window = lk["window"]
+        resend_ms = lk["resend_ms"]
         for e in self.inflight.values():
-            if ticks_diff(now_ms, e[1]) >= self.resend_ms:
+            if ticks_diff(now_ms, e[1]) >= resend_ms:
                 body = self.log.read(e[0])
                 if body is None:
                     continue
                 e[1] = now_ms
                 self._queue(cat.EVENT, body)
-                self.sent["resent"] += 1
                 return
-        if len(self.inflight) >= self.window:
+        if len(self.inflight) >= window:
             return
         inflight_idx = [e[0] for e in self.inflight.values()]
-        for i in self.log.unacked(limit=self.window + len(inflight_idx)):
+        for i in self.log.unacked(limit=window + len(inflight_idx)):
             if i in inflight_idx:
                 continue
             body = self.log.read(i)
@@ -191,6 +187,5 @@ class Link:
             b, s = body["id"]
             self.inflight[(b, s)] = [i, now_ms]
             self._queue(cat.EVENT, body)
-            self.sent["event"] += 1
-            if len(self.inflight) >= self.window:
+            if len(self.inflight) >= window:
                 return

@@ -28,28 +28,22 @@ RESULT_NAMES = (
 _MAX_REGS = const(32)
 
 
-def _table():
-    # CRC-16/MODBUS lookup table as 512 bytes (low, high): a bytes object costs far less heap
-    # than a tuple of 256 integers
-    t = bytearray(512)
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
-        t[2 * i] = c & 0xFF
-        t[2 * i + 1] = c >> 8
-    return bytes(t)
-
-
-_CRC_TABLE = _table()
+# CRC-16/MODBUS four bits at a time: 16 entries (a 512-byte table cost heap for no gain
+# that matters on a 9600-baud bus). Entry n is n shifted out through the reflected polynomial
+# 0xA001 four times.
+_CRC_NIBBLE = (
+    0x0000, 0xCC01, 0xD801, 0x1400, 0xF001, 0x3C00, 0x2800, 0xE401,
+    0xA001, 0x6C00, 0x7800, 0xB401, 0x5000, 0x9C01, 0x8801, 0x4400,
+)  # fmt: skip
 
 
 def crc16(buf, n):
-    t = _CRC_TABLE
+    t = _CRC_NIBBLE
     c = 0xFFFF
     for i in range(n):
-        j = 2 * ((c ^ buf[i]) & 0xFF)
-        c = (c >> 8) ^ (t[j] | (t[j + 1] << 8))
+        c ^= buf[i]
+        c = (c >> 4) ^ t[c & 15]
+        c = (c >> 4) ^ t[c & 15]
     return c
 
 

@@ -10,8 +10,7 @@ from gasguard.protocol.profile import OK
 
 NONE = const(0)
 LOW = const(1)
-HIGH = const(2)
-LEVEL_NAMES = ("none", "low", "high")
+HIGH = const(2)  # the levels index protocol catalogue.ALARM_LEVELS
 
 
 class Settings:

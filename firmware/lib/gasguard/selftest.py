@@ -44,7 +44,7 @@ def _outputs(board):
 
 def _detectors(board, cfg):
     low = cfg.alarm.get("low_alarm_tenths", 200)
-    dets = [detectors.Detector(i, d[0], d[1], d[2], d[3]) for i, d in enumerate(cfg.detectors)]
+    dets = [detectors.Detector(i, d[0], d[1]) for i, d in enumerate(cfg.detectors)]
     got = [None] * len(dets)
 
     def sink(i, state, tenths):

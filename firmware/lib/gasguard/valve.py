@@ -12,11 +12,10 @@ from gasguard.events import D_STUCK_OPEN, D_UNEXPECTED_CLOSE
 
 NC = const(0)
 LATCHING = const(1)
-STATE_NAMES = ("open", "closed", "fault", "unknown")
 OPEN = const(0)
 CLOSED = const(1)
 FAULT = const(2)
-UNKNOWN = const(3)
+UNKNOWN = const(3)  # the states index protocol catalogue.VALVE_STATES
 
 
 class Valve:

@@ -186,11 +186,11 @@ class Board:
     def link(self):
         lk = self._cfg.link
         if lk["kind"] == "tcp":
-            from gasguard.hal.unix_link import TcpLink  # loaded only when a link is configured
+            from gasguard.hal.unix_tcp import TcpLink  # loaded only when a link is configured
 
             return TcpLink(lk["host"], lk["port"])
         if lk["kind"] == "uart" and lk["path"]:
-            from gasguard.hal.unix_link import PtyLink
+            from gasguard.hal.unix_pty import PtyLink
 
             return PtyLink(lk["path"])
         return None
