@@ -154,10 +154,10 @@ class Link:
             self.need_birth = False
         last = self.last_hb
         if last is None or ticks_diff(now_ms, last) >= self.cfg.heartbeat_s * 1000:
-            self.last_hb = now_ms
             if not self.gw_seen and last is not None:
                 self._queue(cat.BIRTH, self.dev.birth_body())
             self._queue(cat.HEARTBEAT, self.dev.health())
+            self.last_hb = now_ms  # only once queued: a MemoryError above retries it next slack
         if len(self.out) < 4:
             self._send_events(now_ms)
         self._flush()
