@@ -9,6 +9,8 @@ def _encoded_len(data):
     # exact: one code byte to start, plus one for every run of 254 non-zero bytes that is
     # followed by more data (a zero byte's slot is taken by the next code byte)
     n = len(data) + 1
+    if n < 255:  # no run can reach 254 bytes: every frame but the largest, without a scan
+        return n
     run = 0
     for b in data:
         if b:
