@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: socat, mosquitto and openssl (apt), and the Python environment at
-# .venv/ with GasGuard and its test tools. Safe to run again: it skips what is already there.
+# Installs what a fresh machine lacks: socat, mosquitto, mosquitto-clients and openssl (apt), and
+# the Python environment at .venv/ with GasGuard and its test tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ need=()
 command -v socat >/dev/null || need+=(socat)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v openssl >/dev/null || need+=(openssl)  # certificates for the broker TLS tests
+command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)  # the benches' regulator
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
