@@ -36,11 +36,17 @@ class FairQueue:
         self._asked: dict[str, int] = {}  # device -> newest id known when it was last read
 
     def known(self, newest: dict[str, int]) -> None:
-        """Rows up to these ids are in the outbox (a scan at start): read them from there."""
+        """Rows up to these ids are in the outbox (a scan at start): read them from there.
+
+        A device's fresh rows may have been handed over (committed()) while the scan ran, and
+        the scan may even include them; the rows left from before are older, so the device is
+        read from its oldest row again and what was buffered is dropped, to be read in order."""
         for dev, rid in newest.items():
-            if rid > self._newest.get(dev, 0):
-                self._newest[dev] = rid
-                self._due.add(dev)
+            self._newest[dev] = max(rid, self._newest.get(dev, 0))
+            self._cursor.pop(dev, None)
+            if self._buf.pop(dev, None):
+                self._turn.remove(dev)
+            self._due.add(dev)
 
     def committed(self, rows: list[Row]) -> None:
         """Rows just committed, in id order: buffered at once where their device is caught up

@@ -171,6 +171,21 @@ def test_fair_queue_gives_devices_turns_and_alarms_first(tmp_path):
     assert _drain(q, ob, 1)[0] == "c:1:3"
 
 
+def test_fair_queue_reads_rows_left_from_before_a_restart_committed_during_its_scan(tmp_path):
+    """A gateway restart: rows left in the outbox by the killed process, and a device's fresh
+    commit that lands while the publisher's start-up scan of the outbox is running. The old
+    rows must still go out, before the fresh one (CI caught them left behind once)."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    ob.add([_item(i, "a") for i in range(1, 4)])  # left by the killed gateway
+    q = FairQueue(batch=8)
+    q.restart()  # the publisher connects
+    scan = ob.newest()  # its start-up scan...
+    ids = ob.add([_item(4, "a")])  # ...while a fresh commit lands and is handed over
+    q.committed([Row(ids[0], "a:1:4", "a", "t", b"{}", 0.0, False)])
+    q.known(scan)
+    assert _drain(q, ob, 2) == ["a:1:%d" % i for i in range(1, 5)]
+
+
 def test_fair_queue_sends_everything_again_after_a_reconnect(tmp_path):
     ob = Outbox(tmp_path / "o.sqlite")
     ob.add([_item(i, "a") for i in range(1, 4)] + [_item(i, "b") for i in range(1, 3)])
