@@ -104,14 +104,16 @@ class FairQueue:
                 self._due.discard(dev)
         self._asked = {}
 
-    def take(self, n: int) -> list[Row]:
-        """Up to n rows: first one from each device whose next row is an alarm, then one row
+    def take(self, n: int, alarms: int | None = None) -> list[Row]:
+        """Up to n rows: first one from each device whose next row is an alarm (up to `alarms`
+        of them, n if not given: the caller may keep room for alarms beyond n), then one row
         per device in turn. A device's rows come out in their order."""
         out: list[Row] = []
         turn, buf = self._turn, self._buf
-        if not turn or n <= 0:
+        alarms = n if alarms is None else alarms
+        if not turn or max(n, alarms) <= 0:
             return out
-        for dev in [d for d in turn if buf[d][0].alarm][:n]:
+        for dev in [d for d in turn if buf[d][0].alarm][: max(alarms, 0)]:
             b = buf[dev]
             out.append(b.popleft())
             if not b:

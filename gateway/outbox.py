@@ -239,6 +239,15 @@ class OutboxWorker:
     def add(self, items: Sequence[Item]) -> Future[list[int]]:
         return self._run(self._writer, self.outbox.add, items)
 
+    def write_soon(self, fn: Callable[[], None]) -> bool:
+        """Run fn on the writer thread after what is queued there (any thread may call this);
+        False once closing."""
+        try:
+            self._writer.submit(fn)
+        except RuntimeError:  # shut down
+            return False
+        return True
+
     def delete(self, ids: Sequence[int]) -> Future[None]:
         return self._run(self._writer, self.outbox.delete, ids)
 

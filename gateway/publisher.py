@@ -33,6 +33,9 @@ log = logging.getLogger("gasguard.gateway.mqtt")
 BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 DELETE_BATCH = 512
+# publishes in flight beyond the window that only alarms may use: with the window full of
+# routine events, an alarm would otherwise wait for a PUBACK before it could go
+ALARM_RESERVE = 16
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
@@ -173,6 +176,7 @@ class Publisher:
         paho = client._client  # noqa: SLF001 - the fast path needs paho's publish and mids
         disconnected = client._disconnected  # noqa: SLF001
         inflight: dict[int, Row] = {}  # mid -> row
+        alarms = [0]  # alarm rows in flight (they may use ALARM_RESERVE beyond the window)
         finished: list[Row] = []  # rows whose PUBACK came back
         acked: list[Row] = []
         queue = self.queue
@@ -194,6 +198,8 @@ class Publisher:
                     "broker refused a publish",
                     extra={"topic": row.topic, "reason": str(reason_code)},
                 )
+            if row.alarm:
+                alarms[0] -= 1
             finished.append(row)
             wake.set()
 
@@ -202,12 +208,16 @@ class Publisher:
             if info.rc != 0:
                 raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
             inflight[info.mid] = row
+            if row.alarm:
+                alarms[0] += 1
 
         paho.on_publish = on_publish
 
         def send_ready() -> int:
-            """Send the queued rows that fit in the window; how many went."""
-            rows = queue.take(window - len(inflight))
+            """Send the queued rows that fit in the window (alarms: in the window and its
+            reserve); how many went."""
+            room = window - len(inflight)
+            rows = queue.take(room, max(room, 0) + ALARM_RESERVE - alarms[0])
             for r in rows:
                 send(r.topic, r.payload, False, r)
             return len(rows)
@@ -257,8 +267,8 @@ class Publisher:
                     for dev, payload in states.items():
                         topic = cloudevents.topic_state(self.site, dev)
                         send(topic, payload, True, Row(0, "", dev, "", b"", 0.0, False))
-                while len(inflight) < window:
-                    want = queue.wanted()
+                while True:
+                    want = queue.wanted() if len(inflight) < window else None
                     if want:
                         queue.filled(await self.outbox.fetch_devices(want, queue.batch))
                     if not send_ready():
@@ -283,6 +293,7 @@ class Publisher:
             self._fill = None
             paho.on_publish = aiomqtt_on_publish
             inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
+            alarms[0] = 0
             if acked:  # PUBACKed before the connection dropped: do not send them again
                 delete(acked)
             # gone before the next connection reads the outbox again

@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -49,14 +50,24 @@ def percentile(xs: Any, q: float) -> float | None:
 
 
 class Committer:
-    """Group commit: batches submitted while a commit runs go into the next one, in order."""
+    """Group commit: batches submitted while a commit runs go into the next one, in order.
+
+    The writer thread chains the commits itself: each one starts as soon as the last has ended,
+    not a turn of the busy event loop later. A finished commit (acks to send, rows for the
+    publisher) is handed back through a deque that the loop drains at its next chance, which
+    includes the link handlers between two reads (finish()), so an alarm's path to the broker
+    is not held up behind every other link's turn."""
 
     def __init__(self, outbox: OutboxWorker, on_commit: Callable[[list[Row]], None]) -> None:
         self.outbox = outbox
         self.on_commit = on_commit
+        self._lock = threading.Lock()  # _pending, _n and _running, shared with the writer
         self._pending: list[tuple[list[Item], Callable[[], None] | None]] = []
         self._n = 0
-        self._wake = asyncio.Event()
+        self._running = False
+        self._finished: deque[tuple[list, list[Item], Any, float, float]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._failed: asyncio.Future[None] | None = None
         self._room = asyncio.Event()
         self._room.set()
         self.committed = 0
@@ -66,38 +77,146 @@ class Committer:
     def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
         """Queue items for the next group commit; done() runs once they are durable (or were
         already: a duplicate)."""
-        self._pending.append((items, done))
-        self._n += len(items)
-        if self._n >= MAX_PENDING:
-            self._room.clear()
-        self._wake.set()
+        with self._lock:
+            self._pending.append((items, done))
+            self._n += len(items)
+            if self._n >= MAX_PENDING:
+                self._room.clear()
+            start, self._running = not self._running, True
+        if start:
+            self.outbox.write_soon(self._commit_next)
 
     async def room(self) -> None:
         await self._room.wait()
 
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
+    def _commit_next(self) -> None:
+        """On the writer thread: commit everything pending, then queue the next round (behind
+        any delete the publisher queued meanwhile)."""
+        with self._lock:
+            batch, self._pending, self._n = self._pending, [], 0
+            if not batch:
+                self._running = False
+                return
+        flat = [it for items, _ in batch for it in items]
+        t0 = time.perf_counter()
+        created = time.time()  # as the outbox records it, to within the call
+        try:
+            new: Any = self.outbox.outbox.add(flat)
+        except Exception as e:  # noqa: BLE001 - handed to the loop, which stops the gateway
+            new = e
+        self._finished.append((batch, flat, new, created, (time.perf_counter() - t0) * 1000))
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.finish)
+        if not self.outbox.write_soon(self._commit_next):  # shutting down
+            with self._lock:
+                self._running = False
+
+    def finish(self) -> None:
+        """On the loop: hand finished commits on (rows to the publisher, then the acks)."""
+        while self._finished:
+            batch, flat, new, created, ms = self._finished.popleft()
+            if isinstance(new, Exception):
+                log.error("outbox commit failed", extra={"error": repr(new)})
+                if self._failed is not None and not self._failed.done():
+                    self._failed.set_exception(new)
+                return
+            self.commit_ms.append(ms)
+            rows = [
+                Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.alarm)
+                for it, rid in zip(flat, new, strict=True)
+                if rid
+            ]
+            self.committed += len(rows)
+            self.duplicates += len(new) - len(rows)
+            self.on_commit(rows)
+            for _, done in batch:
+                if done is not None:
+                    done()
+        if self._n < MAX_PENDING:
+            self._room.set()
+
     async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._pending:
-                batch, self._pending, self._n = self._pending, [], 0
-                self._room.set()
-                flat = [it for items, _ in batch for it in items]
-                t0 = time.perf_counter()
-                created = time.time()  # as the outbox records it, to within the call
-                new = await self.outbox.add(flat)
-                self.commit_ms.append((time.perf_counter() - t0) * 1000)
-                rows = [
-                    Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.alarm)
-                    for it, rid in zip(flat, new, strict=True)
-                    if rid
-                ]
-                self.committed += len(rows)
-                self.duplicates += len(new) - len(rows)
-                self.on_commit(rows)
-                for _, done in batch:
-                    if done is not None:
-                        done()
+        """Until a commit fails (then raises it, which stops the gateway: nothing is acked)."""
+        self._loop = asyncio.get_running_loop()
+        self._failed = self._loop.create_future()
+        await self._failed
+
+
+class LinkProtocol(asyncio.BufferedProtocol):
+    """One device link (a TCP connection or a serial port): bytes -> session -> Gateway.handle,
+    in the event loop's read callback itself (no stream and task in between: under load each
+    of those hops waited for a turn of the loop, and an alarm made several), LINK_READ bytes
+    at most per read so that no link holds the loop for long. Reading pauses while the
+    committer is full; a link silent for idle_s is closed."""
+
+    def __init__(self, gw: Gateway, name: str, idle_s: float | None) -> None:
+        self.gw = gw
+        self.name = name
+        self.idle_s = idle_s
+        self.session = gw.session()
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._buf = bytearray(LINK_READ)
+        self._last_rx = time.monotonic()
+        self._idle: asyncio.TimerHandle | None = None
+        self._reason = "closed by peer"
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if self.name == "tcp" and peer:
+            self.name = "tcp:%s:%s" % (peer[0], peer[1])
+        self.gw.links_up[self.name] = True
+        if self.idle_s is not None:
+            self._idle = asyncio.get_running_loop().call_later(self.idle_s, self._check_idle)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buf[:nbytes])
+
+    def data_received(self, data: bytes | bytearray) -> None:
+        self._last_rx = time.monotonic()
+        gw = self.gw
+        msgs = self.session.feed(bytes(data))
+        if msgs:
+            assert self.transport is not None
+            gw.handle(self.session, msgs, self.transport.write)
+        gw.committer.finish()  # commits that ended meanwhile: publish, acknowledge
+        if not gw.committer.has_room():
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            asyncio.ensure_future(self._resume())
+
+    async def _resume(self) -> None:
+        await self.gw.committer.room()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _check_idle(self) -> None:
+        assert self.idle_s is not None and self.transport is not None
+        left = self._last_rx + self.idle_s - time.monotonic()
+        if left > 0:
+            self._idle = asyncio.get_running_loop().call_later(left, self._check_idle)
+            return
+        self._reason = "TimeoutError"
+        self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        reason = type(exc).__name__ if exc is not None else self._reason
+        log.info("link closed", extra={"link": self.name, "reason": reason})
+        if self.name.startswith("tcp"):
+            self.gw.links_up.pop(self.name, None)
+        else:
+            self.gw.links_up[self.name] = False
+        self.transport = None
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class Gateway:
@@ -222,41 +341,17 @@ class Gateway:
 
     # --- links ---------------------------------------------------------------------------------
 
-    async def _serve_stream(self, name: str, reader, writer, idle_s: float | None) -> None:
-        session = self.session()
-        self.links_up[name] = True
-        try:
-            while True:
-                await self.committer.room()
-                if idle_s is None:
-                    data = await reader.read(LINK_READ)
-                else:
-                    data = await asyncio.wait_for(reader.read(LINK_READ), idle_s)
-                if not data:
-                    break
-                msgs = session.feed(data)
-                if msgs:
-                    self.handle(session, msgs, writer.write)
-        except (TimeoutError, ConnectionError, OSError) as e:
-            log.info("link closed", extra={"link": name, "reason": type(e).__name__})
-        finally:
-            self.links_up[name] = False
-            writer.close()
-
-    async def _tcp_client(self, reader, writer) -> None:
-        peer = writer.get_extra_info("peername")
-        name = "tcp:%s:%s" % (peer[0], peer[1]) if peer else "tcp"
-        # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
-        await self._serve_stream(name, reader, writer, self.cfg.offline_after_s)
-        self.links_up.pop(name, None)
+    def _link(self, name: str, idle_s: float | None) -> LinkProtocol:
+        return LinkProtocol(self, name, idle_s)
 
     async def _serial(self, link: SerialLink) -> None:
         name = "serial:%s" % link.port
         backoff = 0.5
+        loop = asyncio.get_running_loop()
         while True:
             try:
-                reader, writer = await serial_asyncio_fast.open_serial_connection(
-                    url=link.port, baudrate=link.baud
+                _, proto = await serial_asyncio_fast.create_serial_connection(
+                    loop, lambda: self._link(name, None), link.port, baudrate=link.baud
                 )
             except (OSError, ValueError) as e:
                 self.links_up[name] = False
@@ -266,7 +361,7 @@ class Gateway:
                 continue
             backoff = 0.5
             log.info("serial link open", extra={"port": link.port, "baud": link.baud})
-            await self._serve_stream(name, reader, writer, None)
+            await proto.closed
             await asyncio.sleep(0.5)
 
     # --- housekeeping --------------------------------------------------------------------------
@@ -386,8 +481,11 @@ class Gateway:
         for link in self.cfg.serial:
             spawn(asyncio.create_task(self._serial(link), name="serial " + link.port))
         if self.cfg.tcp is not None:
-            srv = await asyncio.start_server(
-                self._tcp_client, self.cfg.tcp.host, self.cfg.tcp.port
+            # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
+            srv = await asyncio.get_running_loop().create_server(
+                lambda: self._link("tcp", self.cfg.offline_after_s),
+                self.cfg.tcp.host,
+                self.cfg.tcp.port,
             )
             self.tcp_port = srv.sockets[0].getsockname()[1]
             spawn(asyncio.create_task(srv.serve_forever(), name="tcp"))

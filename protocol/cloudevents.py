@@ -49,12 +49,24 @@ def event_id(device, boot, seq):
     return "%s:%d:%d" % (device, boot, seq)
 
 
+_DATE = [None, ""]  # the last day formatted, and its "YYYY-MM-DD": a gateway formats one day
+
+
 def rfc3339(t):
     """Unix time (int or float seconds, UTC) -> 'YYYY-MM-DDTHH:MM:SS[.mmm]Z'."""
     ms = int(round(t * 1000)) if isinstance(t, float) else t * 1000
     secs, ms = divmod(ms, 1000)
     days, rem = divmod(secs, 86400)
-    # days since 1970-01-01 -> civil date (Howard Hinnant's algorithm)
+    if days != _DATE[0]:
+        _DATE[0], _DATE[1] = days, _civil_date(days)
+    s = "%sT%02d:%02d:%02d" % (_DATE[1], rem // 3600, rem // 60 % 60, rem % 60)
+    if ms:
+        s += ".%03d" % ms
+    return s + "Z"
+
+
+def _civil_date(days):
+    """Days since 1970-01-01 -> 'YYYY-MM-DD' (Howard Hinnant's algorithm)."""
     z = days + 719468
     era = z // 146097
     doe = z - era * 146097
@@ -64,10 +76,7 @@ def rfc3339(t):
     d = doy - (153 * mp + 2) // 5 + 1
     m = mp + 3 if mp < 10 else mp - 9
     y = yoe + era * 400 + (1 if m <= 2 else 0)
-    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (y, m, d, rem // 3600, rem // 60 % 60, rem % 60)
-    if ms:
-        s += ".%03d" % ms
-    return s + "Z"
+    return "%04d-%02d-%02d" % (y, m, d)
 
 
 def _envelope(site, subject, ce_type, ce_id, time, schema, data):

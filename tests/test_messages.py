@@ -134,3 +134,16 @@ def test_rfc3339():
     assert cloudevents.rfc3339(0) == "1970-01-01T00:00:00Z"
     assert cloudevents.rfc3339(951782400) == "2000-02-29T00:00:00Z"
     assert cloudevents.rfc3339(4102444799.999) == "2099-12-31T23:59:59.999Z"
+
+
+def test_rfc3339_matches_datetime_across_days_in_any_order():
+    """The date part is kept from the last call: times from other days, back and forth (a
+    device clock a day off, a backlog from yesterday), must still get their own date."""
+    import datetime
+    import random
+
+    rnd = random.Random(7)
+    ts = [rnd.randrange(0, 4102444800) for _ in range(300)] + [86399, 86400, 86399, 0]
+    for t in ts:
+        want = datetime.datetime.fromtimestamp(t, datetime.UTC)
+        assert cloudevents.rfc3339(t) == want.strftime("%Y-%m-%dT%H:%M:%SZ")

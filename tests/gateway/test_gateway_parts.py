@@ -186,6 +186,21 @@ def test_fair_queue_reads_rows_left_from_before_a_restart_committed_during_its_s
     assert _drain(q, ob, 2) == ["a:1:%d" % i for i in range(1, 5)]
 
 
+def test_fair_queue_lets_alarms_past_a_full_window(tmp_path):
+    """The publisher's window is full of routine rows: no more of those go, but alarms may
+    still use the room it keeps for them (and only that)."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    q = FairQueue(batch=8)
+    ob.add([_item(i, "busy") for i in range(1, 6)] + [_item(1, "a", alarm=True)]
+           + [_item(1, "b", alarm=True), _item(2, "b", alarm=True), _item(1, "c")])  # fmt: skip
+    q.known(ob.newest())
+    q.filled(ob.fetch_devices(q.wanted(), 8))
+    assert q.take(0, 0) == []  # window full, the alarm room used up
+    assert [r.ce_id for r in q.take(0, 2)] == ["a:1:1", "b:1:1"]  # alarms only
+    assert [r.ce_id for r in q.take(-3, 1)] == ["b:1:2"]  # the window overfull: still alarms
+    assert [r.ce_id for r in q.take(2, 5)] == ["busy:1:1", "c:1:1"]  # room again: in turn
+
+
 def test_fair_queue_sends_everything_again_after_a_reconnect(tmp_path):
     ob = Outbox(tmp_path / "o.sqlite")
     ob.add([_item(i, "a") for i in range(1, 4)] + [_item(i, "b") for i in range(1, 3)])
