@@ -84,6 +84,7 @@ class Committer:
                 self._room.clear()
             start, self._running = not self._running, True
         if start:
+            self._loop = asyncio.get_running_loop()  # where finished commits are handed back
             self.outbox.write_soon(self._commit_next)
 
     async def room(self) -> None:
@@ -140,8 +141,7 @@ class Committer:
 
     async def run(self) -> None:
         """Until a commit fails (then raises it, which stops the gateway: nothing is acked)."""
-        self._loop = asyncio.get_running_loop()
-        self._failed = self._loop.create_future()
+        self._failed = asyncio.get_running_loop().create_future()
         await self._failed
 
 
@@ -176,13 +176,16 @@ class LinkProtocol(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> bytearray:
         return self._buf
 
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._buf[:nbytes])
+    def buffer_updated(self, nbytes: int) -> None:  # TCP: read into our LINK_READ buffer
+        self._feed(bytes(memoryview(self._buf)[:nbytes]))
 
-    def data_received(self, data: bytes | bytearray) -> None:
+    def data_received(self, data: bytes) -> None:  # serial transports call this one
+        self._feed(bytes(data))
+
+    def _feed(self, data: bytes) -> None:
         self._last_rx = time.monotonic()
         gw = self.gw
-        msgs = self.session.feed(bytes(data))
+        msgs = self.session.feed(data)
         if msgs:
             assert self.transport is not None
             gw.handle(self.session, msgs, self.transport.write)
