@@ -61,7 +61,7 @@ class Regulator:
     async def start(self) -> None:
         sub, pub = shutil.which("mosquitto_sub"), shutil.which("mosquitto_pub")
         if sub is None or pub is None:
-            raise RuntimeError("mosquitto_sub not found: install mosquitto-clients")
+            raise RuntimeError("mosquitto_sub/mosquitto_pub not found: install mosquitto-clients")
         self._clock = time.monotonic() - time.time()
         addr = ["-h", "127.0.0.1", "-p", str(self.port), "-q", "1"]
         with open(self._out, "wb") as out:
@@ -74,7 +74,8 @@ class Regulator:
         # mosquitto_sub does not say when it has subscribed: it has once a probe arrives
         probe = ["-t", "gasguard/v1/bench/probe/events", "-m", "{}"]
         for _ in range(100):
-            subprocess.run([pub, *addr, *probe], check=False)
+            p = await asyncio.create_subprocess_exec(pub, *addr, *probe)  # not blocking the loop
+            await p.wait()
             await asyncio.sleep(0.1)
             if self._out.stat().st_size:
                 return
