@@ -28,7 +28,8 @@ password) are kept out of repr() so they cannot reach a log line by accident.
     ca_file = "ca.pem"              # default: the system trust store
     cert_file = "gw.pem"            # client certificate (optional)
     key_file = "gw.key"
-    window = 64                     # QoS 1 publishes in flight
+    window = 64                     # QoS 1 publishes in flight (MQTT 5: within the broker's
+                                    # Receive Maximum, alarms keep a quarter of it up to 16)
 
     [outbox]
     max_events = 1000000

@@ -48,6 +48,44 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+class BufferedReads:
+    """paho reads a packet in three recv() calls (type, length, the rest): a PUBACK per event
+    made them a tenth of the event loop's time. This reads what the socket holds at once and
+    serves paho's calls from it; loop_read goes on until the buffer is empty, since the
+    selector only says when the socket has more.
+
+    Installed on a connected client (its CONNACK read), one per connection: paho's own recv,
+    with its TLS and error handling, still does the socket reads."""
+
+    SIZE = 65536
+
+    def __init__(self, paho: Any) -> None:
+        self._recv = paho._sock_recv  # noqa: SLF001 - the method this one buffers
+        self._loop_read = paho.loop_read
+        self._paho = paho
+        self._buf = b""
+        self._pos = 0
+        paho._sock_recv = self.recv  # noqa: SLF001
+        paho.loop_read = self.loop_read
+
+    def recv(self, n: int) -> bytes:
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            buf = self._recv(self.SIZE)  # BlockingIOError when there is nothing: paho's AGAIN
+            if not buf:
+                return buf  # closed by the broker
+            self._buf, pos = buf, 0
+        self._pos = pos + n
+        return buf[pos : pos + n]
+
+    def loop_read(self, max_packets: int = 1) -> int:
+        rc = self._loop_read(max_packets)
+        # paho stops after as many packets as it has messages in flight: more may be buffered
+        while rc == 0 and self._pos < len(self._buf) and self._paho._sock is not None:  # noqa: SLF001
+            rc = self._loop_read(max_packets)
+        return rc
+
+
 def dumps(payload: dict[str, Any]) -> bytes:
     """Compact UTF-8 JSON (orjson: the encoding was a tenth of the gateway's CPU per event)."""
     return orjson.dumps(payload)
@@ -84,6 +122,9 @@ class Publisher:
         self.queue = FairQueue()
         self._fill: Callable[[], None] | None = None  # while connected: send what fits now
         self._scanned = False  # the outbox's rows from before this start are known
+        self.receive_maximum: int | None = None  # the broker's, from its CONNACK (MQTT 5)
+        self.window = cfg.window  # in use: the configured one within the broker's cap
+        self.inflight_peak = 0  # most publishes in flight at once, this connection
 
     def committed(self, rows: list[Row]) -> None:
         """Rows just committed to the outbox, in id order: sent at once if the window has room
@@ -126,6 +167,16 @@ class Publisher:
             timeout=10,
         )
         client.pending_calls_threshold = c.window + 64  # a full window is the plan, not a jam
+        paho = client._client  # noqa: SLF001
+        aiomqtt_on_connect = paho.on_connect
+
+        def on_connect(c, userdata, flags, reason, properties=None) -> None:
+            # MQTT 5: the broker may cap the QoS 1 publishes a client has in flight (EMQX's
+            # default is 32); one more is a protocol error it may disconnect for
+            self.receive_maximum = getattr(properties, "ReceiveMaximum", None)
+            aiomqtt_on_connect(c, userdata, flags, reason, properties)
+
+        paho.on_connect = on_connect
         return client
 
     async def run(self) -> None:
@@ -133,6 +184,7 @@ class Publisher:
         while True:
             try:
                 async with self._client_for() as client:
+                    BufferedReads(client._client)  # noqa: SLF001
                     self._client = client
                     self.connected = True
                     self.connects += 1
@@ -172,7 +224,12 @@ class Publisher:
         aiomqtt's socket callbacks) hands the row back. A lost connection is seen at once
         through aiomqtt's disconnected future instead of at a publish timeout.
         """
-        window = self.cfg.window
+        # routine rows get the window, alarms the reserve beyond it, together within the
+        # broker's Receive Maximum (65,535 when it names none)
+        limit = self.receive_maximum or 65535
+        reserve = min(ALARM_RESERVE, limit // 4)
+        window = self.window = max(1, min(self.cfg.window, limit - reserve))
+        self.inflight_peak = 0
         paho = client._client  # noqa: SLF001 - the fast path needs paho's publish and mids
         disconnected = client._disconnected  # noqa: SLF001
         inflight: dict[int, Row] = {}  # mid -> row
@@ -213,13 +270,45 @@ class Publisher:
 
         paho.on_publish = on_publish
 
+        # Writes. aiomqtt registers paho's socket for writing a turn of the loop later (through
+        # call_soon_threadsafe: paho may call from its connect thread), and the packets go out
+        # on the turn after that; under load an alarm waited two turns here. In the pump paho
+        # is only called from this loop, so the publishes of a pass are written at its end
+        # (flush) and the writer is added and removed at once, in step with paho's own flag:
+        # a deferred add landing after paho's remove would leave a writer on a socket that
+        # may be closed, and its fd number reused.
+        loop = asyncio.get_running_loop()
+        aiomqtt_register = paho.on_socket_register_write
+        aiomqtt_unregister = paho.on_socket_unregister_write
+
+        def writable() -> None:
+            try:
+                paho.loop_write()
+            except Exception as e:  # noqa: BLE001 - a broken socket: as aiomqtt does
+                if not disconnected.done():
+                    disconnected.set_exception(e)
+
+        def register_write(c, userdata, sock) -> None:
+            loop.add_writer(sock.fileno(), writable)
+
+        def unregister_write(c, userdata, sock) -> None:
+            loop.remove_writer(sock.fileno())
+
+        await asyncio.sleep(0)  # a registration aiomqtt deferred before this has been done
+        paho.on_socket_register_write = register_write
+        paho.on_socket_unregister_write = unregister_write
+
         def send_ready() -> int:
             """Send the queued rows that fit in the window (alarms: in the window and its
-            reserve); how many went."""
+            reserve) and write them; how many went."""
             room = window - len(inflight)
-            rows = queue.take(room, max(room, 0) + ALARM_RESERVE - alarms[0])
+            rows = queue.take(room, max(room, 0) + reserve - alarms[0])
             for r in rows:
                 send(r.topic, r.payload, False, r)
+            if rows:
+                writable()  # what the socket does not take now goes when it is writable
+                if len(inflight) > self.inflight_peak:
+                    self.inflight_peak = len(inflight)
             return len(rows)
 
         def fill() -> None:
@@ -262,11 +351,13 @@ class Publisher:
                     raise aiomqtt.MqttError("connection lost")
                 wake.clear()  # before looking: a commit from now on wakes us again
                 self._pending_states.update(self.take_states(False))
-                if self._pending_states:
-                    states, self._pending_states = self._pending_states, {}
-                    for dev, payload in states.items():
+                room = window - len(inflight)
+                if self._pending_states and room > 0:  # in the window too: within the cap
+                    states = self._pending_states
+                    for dev in list(states)[:room]:
                         topic = cloudevents.topic_state(self.site, dev)
-                        send(topic, payload, True, Row(0, "", dev, "", b"", 0.0, False))
+                        send(topic, states.pop(dev), True, Row(0, "", dev, "", b"", 0.0, False))
+                    writable()
                 while True:
                     want = queue.wanted() if len(inflight) < window else None
                     if want:
@@ -292,6 +383,8 @@ class Publisher:
         finally:
             self._fill = None
             paho.on_publish = aiomqtt_on_publish
+            paho.on_socket_register_write = aiomqtt_register
+            paho.on_socket_unregister_write = aiomqtt_unregister
             inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
             alarms[0] = 0
             if acked:  # PUBACKed before the connection dropped: do not send them again

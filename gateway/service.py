@@ -417,6 +417,9 @@ class Gateway:
                 "connected": p.connected,
                 "connects": p.connects,
                 "last_error": p.last_error,
+                "receive_maximum": p.receive_maximum,
+                "window": p.window,
+                "inflight_peak": p.inflight_peak,
             },  # fmt: skip
             "frames": dict(self.frames),
             "events": {

@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from gasguard.gateway import schemas
+from gasguard.tools.brokers import Mosquitto
 from gasguard.tools.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS, Collector
@@ -88,6 +89,29 @@ def test_every_event_reaches_the_regulator_as_a_valid_cloudevent(
     st = gw.status()
     assert st["events"]["committed"] >= 450 and st["outbox"]["depth"] == 0
     assert st["devices_online"] == 3
+
+
+def test_publishes_in_flight_stay_within_an_mqtt5_brokers_receive_maximum(gateways):
+    # mosquitto announces max_inflight_messages as its Receive Maximum in the CONNACK; EMQX
+    # announces 32 by default and may disconnect a client that sends more
+    with Mosquitto(extra_conf="max_inflight_messages 20\n") as broker:
+        gw = gateways.start(gateways.config(broker, protocol="5", window=64))
+        devs = [SynDevice(d, k) for d, k in KEYS.items()]
+
+        async def scenario():
+            async with Collector(broker.port, V5) as col:
+                await asyncio.gather(*[run_tcp(d, "127.0.0.1", gw.tcp_port, 1000) for d in devs])
+                for d in devs:
+                    await col.wait(
+                        lambda d=d: len(set(_seqs(col, d.device))) >= 1000, 60, what=d.device
+                    )
+                    _assert_complete_in_order(col, d)
+
+        asyncio.run(scenario())
+        st = gw.status()["broker"]
+    assert st["receive_maximum"] == 20
+    assert st["window"] == 15  # 5 of the 20 kept for alarms
+    assert 10 <= st["inflight_peak"] <= 20  # the window filled, and never past the cap
 
 
 def test_forged_replayed_and_impersonating_frames_are_dropped_and_the_link_stays_up(
