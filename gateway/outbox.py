@@ -1,8 +1,9 @@
 """The durable outbox: every regulator-bound event is a row in SQLite (WAL, synchronous=FULL)
 before the device is acknowledged, and leaves only after the broker's PUBACK.
 
-Row ids grow in arrival order; a device's rows are published in id order, so its events keep
-their order (which device goes next is the publisher's FairQueue).
+Row ids grow in commit order, which is each device's arrival order (the committer may commit a
+device with an alarm ahead of other devices' earlier events); a device's rows are published in
+id order, so its events keep their order (which device goes next is the publisher's FairQueue).
 `seen` remembers recently committed CloudEvents ids, so an event a device re-sends (our ack was
 lost) is acknowledged again but not queued twice. When the retention bound (rows or age) is hit,
 the oldest rows are dropped and the caller is told how many, per device, to report it.

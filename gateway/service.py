@@ -49,6 +49,28 @@ def percentile(xs: Any, q: float) -> float | None:
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
 
 
+def _alarm_first(pending: list[tuple[list[Item], Any]]) -> tuple[list, list]:
+    """Split pending batches into those of every device with an alarm pending, and the rest.
+
+    Each device's batches stay in order and go together (a device's events are published in
+    row id order), and so do those of any device sharing a batch with them (a serial line's
+    read may hold several devices), until the set of devices is closed."""
+    devs = [{it.device for it in items} for items, _ in pending]
+    want = {it.device for items, _ in pending for it in items if it.alarm}
+    while True:
+        grown = set(want)
+        for d in devs:
+            if not want.isdisjoint(d):
+                grown |= d
+        if grown == want:
+            break
+        want = grown
+    take, keep = [], []
+    for p, d in zip(pending, devs, strict=True):
+        (keep if want.isdisjoint(d) else take).append(p)
+    return take, keep
+
+
 class Committer:
     """Group commit: batches submitted while a commit runs go into the next one, in order.
 
@@ -65,6 +87,7 @@ class Committer:
         self._pending: list[tuple[list[Item], Callable[[], None] | None]] = []
         self._n = 0
         self._running = False
+        self._alarm = False  # a pending batch holds an alarm
         self._finished: deque[tuple[list, list[Item], Any, float, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: asyncio.Future[None] | None = None
@@ -76,10 +99,18 @@ class Committer:
 
     def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
         """Queue items for the next group commit; done() runs once they are durable (or were
-        already: a duplicate)."""
+        already: a duplicate). A batch holding an alarm goes into the next commit with only
+        its devices' pending batches: it does not wait behind every other link's events."""
+        alarm = False
+        for it in items:
+            if it.alarm:
+                alarm = True
+                break
         with self._lock:
             self._pending.append((items, done))
             self._n += len(items)
+            if alarm:
+                self._alarm = True
             if self._n >= MAX_PENDING:
                 self._room.clear()
             start, self._running = not self._running, True
@@ -97,7 +128,12 @@ class Committer:
         """On the writer thread: commit everything pending, then queue the next round (behind
         any delete the publisher queued meanwhile)."""
         with self._lock:
-            batch, self._pending, self._n = self._pending, [], 0
+            if self._alarm:
+                self._alarm = False
+                batch, self._pending = _alarm_first(self._pending)
+                self._n = sum(len(items) for items, _ in self._pending)
+            else:
+                batch, self._pending, self._n = self._pending, [], 0
             if not batch:
                 self._running = False
                 return
