@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +16,8 @@ from hypothesis import strategies as st
 from gasguard.gateway import config, schemas
 from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
-from gasguard.gateway.outbox import Item, Outbox, Row
+from gasguard.gateway.outbox import Item, Outbox, OutboxWorker, Row
+from gasguard.gateway.service import Committer, _alarm_first
 from gasguard.protocol import cloudevents, messages
 
 SCHEMAS = Path(__file__).parents[2] / "protocol" / "schemas"
@@ -232,6 +235,64 @@ def test_fair_queue_hands_fresh_rows_over_and_reads_the_overflow_in_order(tmp_pa
     assert out == ["a:1:%d" % i for i in range(1, 9)]
     commit([_item(9, "a")])  # caught up again: straight to the buffer
     assert q.wanted() == {} and [r.ce_id for r in q.take(5)] == ["a:1:9"]
+
+
+def _ev(dev: str, seq: int, alarm: bool = False) -> Item:
+    return Item("%s:1:%d" % (dev, seq), dev, "t/" + dev, b"{}", alarm)
+
+
+def test_an_alarm_is_committed_ahead_of_other_devices_earlier_events(tmp_path):
+    """A commit is running (the writer thread is held); routine batches from two kitchens and
+    then an alarm queue behind it. The alarm's device goes into the next commit on its own,
+    with its own earlier event first, and is acknowledged before the others; then the rest."""
+
+    async def scenario():
+        worker = OutboxWorker(Outbox(tmp_path / "o.sqlite"))
+        commits: list[list[tuple[int, str]]] = []
+        acks: list[str] = []
+        com = Committer(worker, lambda rows: commits.append([(r.id, r.ce_id) for r in rows]))
+        task = asyncio.create_task(com.run())
+        held, release = threading.Event(), threading.Event()
+        worker.write_soon(lambda: (held.set(), release.wait(5)))
+        await asyncio.to_thread(held.wait, 5)
+        com.submit([_ev("k-1", 1)], lambda: acks.append("k-1:1"))
+        com.submit([_ev("k-2", 1), _ev("k-2", 2)], lambda: acks.append("k-2:1-2"))
+        com.submit([_ev("k-3", 1)], lambda: acks.append("k-3:1"))  # k-3 earlier event
+        com.submit([_ev("k-2", 3)], lambda: acks.append("k-2:3"))
+        com.submit([_ev("k-3", 2, alarm=True)], lambda: acks.append("k-3:2 alarm"))
+        release.set()
+        for _ in range(200):
+            if len(acks) == 5:
+                break
+            await asyncio.sleep(0.01)
+        com.finish()
+        task.cancel()
+        worker.close()
+        return commits, acks
+
+    commits, acks = asyncio.run(scenario())
+    assert acks == ["k-3:1", "k-3:2 alarm", "k-1:1", "k-2:1-2", "k-2:3"]
+    assert [c for _, c in commits[0]] == ["k-3:1:1", "k-3:1:2"]
+    rest = [c for rows in commits[1:] for _, c in rows]
+    assert rest == ["k-1:1:1", "k-2:1:1", "k-2:1:2", "k-2:1:3"]  # each device in its order
+    ids = [i for rows in commits for i, _ in rows]
+    assert ids == sorted(ids)  # row ids follow the commits
+
+
+def test_an_alarm_takes_along_every_device_it_shares_a_batch_with():
+    """A serial line's read may hold several devices: the alarm's batch takes the earlier
+    batches of every device in it, transitively, so no device's events change order."""
+    pending = [
+        ([_ev("a", 1)], "a1"),
+        ([_ev("b", 1)], "b1"),
+        ([_ev("c", 1)], "c1"),
+        ([_ev("b", 2), _ev("c", 2)], "b2c2"),  # one read, two devices
+        ([_ev("d", 1)], "d1"),
+        ([_ev("c", 3, alarm=True)], "c3"),
+    ]
+    take, keep = _alarm_first(pending)
+    assert [t for _, t in take] == ["b1", "c1", "b2c2", "c3"]
+    assert [t for _, t in keep] == ["a1", "d1"]
 
 
 def test_health_sessions_and_offline():
