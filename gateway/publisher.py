@@ -49,8 +49,9 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
 
 
 class BufferedReads:
-    """paho reads a packet in three recv() calls (type, length, the rest): a PUBACK per event
-    made them a tenth of the event loop's time. This reads what the socket holds at once and
+    """paho reads a packet in three recv() calls (type, length, the rest): with a PUBACK per
+    event, reading them was ~14 % of the event loop's time in a profile, the recv calls alone
+    5 %. This reads what the socket holds at once and
     serves paho's calls from it; loop_read goes on until the buffer is empty, since the
     selector only says when the socket has more.
 
