@@ -101,11 +101,7 @@ class Committer:
         """Queue items for the next group commit; done() runs once they are durable (or were
         already: a duplicate). A batch holding an alarm goes into the next commit with only
         its devices' pending batches: it does not wait behind every other link's events."""
-        alarm = False
-        for it in items:
-            if it.alarm:
-                alarm = True
-                break
+        alarm = any(it.alarm for it in items)
         with self._lock:
             self._pending.append((items, done))
             self._n += len(items)
