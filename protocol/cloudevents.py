@@ -49,20 +49,28 @@ def event_id(device, boot, seq):
     return "%s:%d:%d" % (device, boot, seq)
 
 
-_DATE = [None, ""]  # the last day formatted, and its "YYYY-MM-DD": a gateway formats one day
+_DATE = (None, "")  # the last day formatted, and its "YYYY-MM-DD": a gateway formats one day
+_LAST = (None, "")  # the last time formatted and its text (one tuple: threads read it whole)
 
 
 def rfc3339(t):
     """Unix time (int or float seconds, UTC) -> 'YYYY-MM-DDTHH:MM:SS[.mmm]Z'."""
+    global _LAST, _DATE
+    last = _LAST
+    if t == last[0]:  # an event's "time" and "received", and a read's events, share one
+        return last[1]
     ms = int(round(t * 1000)) if isinstance(t, float) else t * 1000
     secs, ms = divmod(ms, 1000)
     days, rem = divmod(secs, 86400)
-    if days != _DATE[0]:
-        _DATE[0], _DATE[1] = days, _civil_date(days)
-    s = "%sT%02d:%02d:%02d" % (_DATE[1], rem // 3600, rem // 60 % 60, rem % 60)
+    date = _DATE
+    if days != date[0]:
+        date = _DATE = (days, _civil_date(days))
+    s = "%sT%02d:%02d:%02d" % (date[1], rem // 3600, rem // 60 % 60, rem % 60)
     if ms:
         s += ".%03d" % ms
-    return s + "Z"
+    s += "Z"
+    _LAST = (t, s)
+    return s
 
 
 def _civil_date(days):
