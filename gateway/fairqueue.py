@@ -4,7 +4,8 @@ own rows strictly in order.
 A single queue in arrival order made one chatty device (or a backlog after an outage) delay every
 other device's alarm by the whole backlog. Here each device has a cursor (the last row id it has
 buffered) and a short buffer of rows not yet sent; the publisher takes rows one per device in
-turn, and a device whose next row is an alarm goes before the others.
+turn, and a device whose next row is an alarm goes before the others (an urgent one, where the
+valve closed or must close, before any other alarm).
 
 Rows just committed go straight into their device's buffer while the device is caught up (no
 read back from SQLite on the way to the broker). A device with more rows in the outbox than its
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from .outbox import Row
+from .outbox import URGENT, Row
 
 BATCH = 32  # rows read per device per query
 CAP = 256  # rows buffered per device
@@ -104,20 +105,27 @@ class FairQueue:
                 self._due.discard(dev)
         self._asked = {}
 
-    def take(self, n: int, alarms: int | None = None) -> list[Row]:
-        """Up to n rows: first one from each device whose next row is an alarm (up to `alarms`
-        of them, n if not given: the caller may keep room for alarms beyond n), then one row
-        per device in turn. A device's rows come out in their order."""
+    def take(self, n: int, alarms: int | None = None, urgent: int | None = None) -> list[Row]:
+        """Up to n rows; past n, up to `alarms` rows when they are alarms and `urgent` when
+        urgent (the caller keeps room in flight for those beyond its window; both default to
+        the one before). First one row from each device whose next row is an alarm, urgent
+        ones first, then one row per device in turn. A device's rows come out in their order."""
         out: list[Row] = []
         turn, buf = self._turn, self._buf
         alarms = n if alarms is None else alarms
-        if not turn or max(n, alarms) <= 0:
+        urgent = alarms if urgent is None else urgent
+        if not turn or max(n, alarms, urgent) <= 0:
             return out
-        for dev in [d for d in turn if buf[d][0].alarm][: max(alarms, 0)]:
-            b = buf[dev]
-            out.append(b.popleft())
-            if not b:
-                turn.remove(dev)
+        heads = [d for d in turn if buf[d][0].priority]
+        if heads:
+            heads.sort(key=lambda d: -buf[d][0].priority)  # stable: in turn within a level
+            for dev in heads:
+                b = buf[dev]
+                if len(out) >= (urgent if b[0].priority >= URGENT else alarms):
+                    continue
+                out.append(b.popleft())
+                if not b:
+                    turn.remove(dev)
         while turn and len(out) < n:
             dev = turn.popleft()
             b = buf[dev]

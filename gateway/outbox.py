@@ -32,12 +32,17 @@ T = TypeVar("T")
 SEEN_KEEP_S = 7 * 86400.0  # a device re-sends within minutes; a week is ample
 
 
+# an event's priority on its way to the regulator (ISA-18.2 style: the most severe first): the
+# valve closed or must close; a gas alarm below that; everything else
+ROUTINE, ALARM, URGENT = 0, 1, 2
+
+
 class Item(NamedTuple):
     ce_id: str
     device: str
     topic: str
     payload: bytes
-    alarm: bool = False
+    priority: int = ROUTINE
 
 
 class Row(NamedTuple):
@@ -47,7 +52,7 @@ class Row(NamedTuple):
     topic: str
     payload: bytes
     created: float
-    alarm: bool
+    priority: int
 
 
 _SCHEMA = """
@@ -58,7 +63,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     created REAL NOT NULL,
-    alarm INTEGER NOT NULL DEFAULT 0
+    alarm INTEGER NOT NULL DEFAULT 0  -- the priority (named when it was 0 or 1)
 );
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox(created);
 CREATE INDEX IF NOT EXISTS outbox_device ON outbox(device, id);
@@ -119,7 +124,7 @@ class Outbox:
         for it in items:
             first.setdefault(it.ce_id, it)
         batch = orjson.dumps(
-            [[it.ce_id, it.device, it.topic, it.payload.decode(), int(it.alarm)]
+            [[it.ce_id, it.device, it.topic, it.payload.decode(), int(it.priority)]
              for it in first.values()]
         )  # fmt: skip
         db = self.db
@@ -166,7 +171,7 @@ class Outbox:
         out = {}
         for dev, after_id in after.items():
             rows = orjson.loads(ex(q, (dev, after_id, limit)).fetchone()[0])
-            out[dev] = [Row(r[0], r[1], dev, r[2], r[3].encode(), r[4], r[5] == 1) for r in rows]
+            out[dev] = [Row(r[0], r[1], dev, r[2], r[3].encode(), r[4], r[5]) for r in rows]
         return out
 
     def delete(self, ids: Sequence[int]) -> None:

@@ -39,7 +39,8 @@ BACKOFF_MIN_S = 0.5
 BACKOFF_MAX_S = 30.0
 DELETE_BATCH = 512
 # publishes in flight beyond the window that only alarms may use: with the window full of
-# routine events, an alarm would otherwise wait for a PUBACK before it could go
+# routine events, an alarm would otherwise wait for a PUBACK before it could go. Alarms may use
+# half of it, urgent ones all of it: a flood of gas alarms does not hold up a valve closing
 ALARM_RESERVE = 16
 
 
@@ -296,7 +297,6 @@ class Publisher:
         paho = client._client  # noqa: SLF001 - the fast path needs paho's publish and mids
         disconnected = client._disconnected  # noqa: SLF001
         inflight: dict[int, Row] = {}  # mid -> row
-        alarms = [0]  # alarm rows in flight (they may use ALARM_RESERVE beyond the window)
         finished: list[Row] = []  # rows whose PUBACK came back
         acked: list[Row] = []
         queue = self.queue
@@ -318,8 +318,6 @@ class Publisher:
                     "broker refused a publish",
                     extra={"topic": row.topic, "reason": str(reason_code)},
                 )
-            if row.alarm:
-                alarms[0] -= 1
             finished.append(row)
             wake.set()
 
@@ -328,8 +326,6 @@ class Publisher:
             if info.rc != 0:
                 raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
             inflight[info.mid] = row
-            if row.alarm:
-                alarms[0] += 1
 
         paho.on_publish = on_publish
 
@@ -365,10 +361,10 @@ class Publisher:
         paho.on_socket_unregister_write = unregister_write
 
         def send_ready() -> int:
-            """Send the queued rows that fit in the window (alarms: in the window and its
-            reserve) and write them; how many went."""
+            """Send the queued rows that fit in the window (alarms: in the window and half
+            its reserve; urgent ones: all of it) and write them; how many went."""
             room = window - len(inflight)
-            rows = queue.take(room, max(room, 0) + reserve - alarms[0])
+            rows = queue.take(room, room + reserve // 2, room + reserve)
             for r in rows:
                 send(r.topic, r.payload, False, r)
             if rows:
@@ -422,7 +418,7 @@ class Publisher:
                     states = self._pending_states
                     for dev in list(states)[:room]:
                         topic = cloudevents.topic_state(self.site, dev)
-                        send(topic, states.pop(dev), True, Row(0, "", dev, "", b"", 0.0, False))
+                        send(topic, states.pop(dev), True, Row(0, "", dev, "", b"", 0.0, 0))
                     writable()
                 while True:
                     want = queue.wanted() if len(inflight) < window else None
@@ -441,7 +437,7 @@ class Publisher:
                     acked.append(r)
                     ms = (now - r.created) * 1000
                     self.latency_ms.append(ms)
-                    if r.alarm:
+                    if r.priority:
                         self.alarm_latency_ms.append(ms)
                 if acked and (len(acked) >= DELETE_BATCH or len(inflight) < window // 2):
                     delete(acked)
@@ -452,7 +448,6 @@ class Publisher:
             paho.on_socket_register_write = aiomqtt_register
             paho.on_socket_unregister_write = aiomqtt_unregister
             inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
-            alarms[0] = 0
             if acked:  # PUBACKed before the connection dropped: do not send them again
                 delete(acked)
             # gone before the next connection reads the outbox again

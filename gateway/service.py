@@ -28,13 +28,17 @@ from gasguard.protocol import cloudevents, messages
 from . import schemas
 from .config import GatewayConfig, SerialLink
 from .health import Health
-from .outbox import Item, Outbox, OutboxWorker, Row
+from .outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
 
 VERSION = "0.1.0"
-ALARM_KINDS = ("alarm.low", "alarm.high", "valve.closed", "valve.fault", "detector.fault")
+# urgent: the valve closed or failed, gas at the high alarm level (the valve must close), a
+# kitchen without gas detection (a detector fault); a low alarm warns, and waits for those
+# (DESIGN.md §5). The regulator gets every one in order per device either way.
+PRIORITY = {"alarm.high": URGENT, "valve.closed": URGENT, "valve.fault": URGENT,
+            "detector.fault": URGENT, "alarm.low": ALARM}  # fmt: skip
 MAX_PENDING = 50_000  # events accepted but not yet committed: links pause reading beyond this
 STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
@@ -49,14 +53,15 @@ def percentile(xs: Any, q: float) -> float | None:
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
 
 
-def _alarm_first(pending: list[tuple[list[Item], Any]]) -> tuple[list, list]:
-    """Split pending batches into those of every device with an alarm pending, and the rest.
+def _alarm_first(pending: list[tuple[list[Item], Any]], level: int) -> tuple[list, list]:
+    """Split pending batches into those of every device with an alarm of this priority (or
+    higher) pending, and the rest.
 
     Each device's batches stay in order and go together (a device's events are published in
     row id order), and so do those of any device sharing a batch with them (a serial line's
     read may hold several devices), until the set of devices is closed."""
     devs = [{it.device for it in items} for items, _ in pending]
-    want = {it.device for items, _ in pending for it in items if it.alarm}
+    want = {it.device for items, _ in pending for it in items if it.priority >= level}
     while True:
         grown = set(want)
         for d in devs:
@@ -87,7 +92,7 @@ class Committer:
         self._pending: list[tuple[list[Item], Callable[[], None] | None]] = []
         self._n = 0
         self._running = False
-        self._alarm = False  # a pending batch holds an alarm
+        self._alarm = 0  # the highest priority of any pending batch
         self._finished: deque[tuple[list, list[Item], Any, float, float]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._failed: asyncio.Future[None] | None = None
@@ -100,13 +105,14 @@ class Committer:
     def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
         """Queue items for the next group commit; done() runs once they are durable (or were
         already: a duplicate). A batch holding an alarm goes into the next commit with only
-        its devices' pending batches: it does not wait behind every other link's events."""
-        alarm = any(it.alarm for it in items)
+        its devices' pending batches: it does not wait behind every other link's events (nor,
+        if it is urgent, behind other devices' lesser alarms)."""
+        prio = max([it.priority for it in items], default=ROUTINE)
         with self._lock:
             self._pending.append((items, done))
             self._n += len(items)
-            if alarm:
-                self._alarm = True
+            if prio > self._alarm:
+                self._alarm = prio
             if self._n >= MAX_PENDING:
                 self._room.clear()
             start, self._running = not self._running, True
@@ -125,9 +131,11 @@ class Committer:
         any delete the publisher queued meanwhile)."""
         with self._lock:
             if self._alarm:
-                self._alarm = False
-                batch, self._pending = _alarm_first(self._pending)
+                batch, self._pending = _alarm_first(self._pending, self._alarm)
                 self._n = sum(len(items) for items, _ in self._pending)
+                self._alarm = max(
+                    [it.priority for items, _ in self._pending for it in items], default=0
+                )  # a lesser alarm left behind goes first next time
             else:
                 batch, self._pending, self._n = self._pending, [], 0
             if not batch:
@@ -158,7 +166,7 @@ class Committer:
                 return
             self.commit_ms.append(ms)
             rows = [
-                Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.alarm)
+                Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.priority)
                 for it, rid in zip(flat, new, strict=True)
                 if rid
             ]
@@ -344,7 +352,7 @@ class Gateway:
                         dev,
                         cloudevents.topic_events(site, dev),
                         dumps(ce),
-                        b["kind"] in ALARM_KINDS,
+                        PRIORITY.get(b["kind"], ROUTINE),
                     )
                 )
                 ids.setdefault(dev, []).append((b["id"][0], b["id"][1]))

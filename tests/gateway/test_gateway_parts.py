@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gasguard.gateway import config, schemas
 from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
-from gasguard.gateway.outbox import Item, Outbox, OutboxWorker, Row
+from gasguard.gateway.outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
 from gasguard.gateway.publisher import coalesce
 from gasguard.gateway.service import Committer, _alarm_first
 from gasguard.protocol import cloudevents, messages
@@ -83,8 +83,8 @@ def test_a_bad_key_is_refused_without_echoing_it(tmp_path):
         config.load(_write(tmp_path, GOOD, '[keys]\nkitchen-1 = "abcd"\n'))
 
 
-def _item(i: int, dev: str = "d1", alarm: bool = False) -> Item:
-    return Item("%s:1:%d" % (dev, i), dev, "t/%s" % dev, b"payload %d" % i, alarm)
+def _item(i: int, dev: str = "d1", priority: int = ROUTINE) -> Item:
+    return Item("%s:1:%d" % (dev, i), dev, "t/%s" % dev, b"payload %d" % i, priority)
 
 
 def _ce_ids(ob: Outbox) -> list[str]:
@@ -144,7 +144,7 @@ def test_fair_queue_puts_a_quiet_devices_alarm_ahead_of_a_backlog(tmp_path):
     first = q.take(2)
     assert [r.ce_id for r in first] == ["chatty:1:1", "chatty:1:2"]
     ob.delete([r.id for r in first])
-    ob.add([_item(1, "quiet", alarm=True)])
+    ob.add([_item(1, "quiet", priority=ALARM)])
     q.known(ob.newest())
     out = _drain(q, ob, 2)
     # behind 198 rows in arrival order, it goes out with the very next publishes
@@ -159,7 +159,7 @@ def test_fair_queue_gives_devices_turns_and_alarms_first(tmp_path):
     ob.add(
         [_item(i, "a") for i in range(1, 6)]
         + [_item(i, "b") for i in range(1, 6)]
-        + [_item(1, "c"), _item(2, "c", alarm=True)]
+        + [_item(1, "c"), _item(2, "c", priority=ALARM)]
     )
     q.known(ob.newest())
     out = _drain(q, ob, 4)
@@ -170,7 +170,7 @@ def test_fair_queue_gives_devices_turns_and_alarms_first(tmp_path):
             "%s:1:%d" % (dev, i) for i in range(1, n + 1)
         ]
     # an alarm at the head of a device's rows goes before the turn order
-    ob.add([_item(6, "a"), _item(7, "a"), _item(3, "c", alarm=True)])
+    ob.add([_item(6, "a"), _item(7, "a"), _item(3, "c", priority=ALARM)])
     q.known(ob.newest())
     assert _drain(q, ob, 1)[0] == "c:1:3"
 
@@ -185,7 +185,7 @@ def test_fair_queue_reads_rows_left_from_before_a_restart_committed_during_its_s
     q.restart()  # the publisher connects
     scan = ob.newest()  # its start-up scan...
     ids = ob.add([_item(4, "a")])  # ...while a fresh commit lands and is handed over
-    q.committed([Row(ids[0], "a:1:4", "a", "t", b"{}", 0.0, False)])
+    q.committed([Row(ids[0], "a:1:4", "a", "t", b"{}", 0.0, ROUTINE)])
     q.known(scan)
     assert _drain(q, ob, 2) == ["a:1:%d" % i for i in range(1, 5)]
 
@@ -195,14 +195,34 @@ def test_fair_queue_lets_alarms_past_a_full_window(tmp_path):
     still use the room it keeps for them (and only that)."""
     ob = Outbox(tmp_path / "o.sqlite")
     q = FairQueue(batch=8)
-    ob.add([_item(i, "busy") for i in range(1, 6)] + [_item(1, "a", alarm=True)]
-           + [_item(1, "b", alarm=True), _item(2, "b", alarm=True), _item(1, "c")])  # fmt: skip
+    ob.add(
+        [_item(i, "busy") for i in range(1, 6)]
+        + [_item(1, "a", priority=ALARM), _item(1, "b", priority=ALARM)]
+        + [_item(2, "b", priority=ALARM), _item(1, "c")]
+    )
     q.known(ob.newest())
     q.filled(ob.fetch_devices(q.wanted(), 8))
     assert q.take(0, 0) == []  # window full, the alarm room used up
     assert [r.ce_id for r in q.take(0, 2)] == ["a:1:1", "b:1:1"]  # alarms only
     assert [r.ce_id for r in q.take(-3, 1)] == ["b:1:2"]  # the window overfull: still alarms
     assert [r.ce_id for r in q.take(2, 5)] == ["busy:1:1", "c:1:1"]  # room again: in turn
+
+
+def test_fair_queue_sends_an_urgent_row_past_a_flood_of_alarms(tmp_path):
+    """Low alarms from every kitchen have used up the room kept for alarms: a valve closing
+    (urgent) still goes, ahead of them, in the part of the room only urgent rows may use."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    q = FairQueue(batch=8)
+    ob.add(
+        [_item(1, "a", priority=ALARM), _item(1, "b", priority=ALARM), _item(1, "busy")]
+        + [_item(1, "valve", priority=URGENT), _item(2, "a", priority=ALARM)]
+    )
+    q.known(ob.newest())
+    q.filled(ob.fetch_devices(q.wanted(), 8))
+    assert [r.ce_id for r in q.take(0, 1, 2)] == ["valve:1:1"]  # first, and past the alarms
+    assert [r.ce_id for r in q.take(0, 0, 1)] == []  # none urgent left: alarms wait
+    assert [r.ce_id for r in q.take(0, 2, 2)] == ["a:1:1", "b:1:1"]
+    assert [r.ce_id for r in q.take(5)] == ["a:1:2", "busy:1:1"]  # an alarm, then in turn
 
 
 def test_fair_queue_sends_everything_again_after_a_reconnect(tmp_path):
@@ -225,7 +245,7 @@ def test_fair_queue_hands_fresh_rows_over_and_reads_the_overflow_in_order(tmp_pa
 
     def commit(items):
         ids = ob.add(items)
-        q.committed([Row(i, it.ce_id, it.device, it.topic, it.payload, 0.0, it.alarm)
+        q.committed([Row(i, it.ce_id, it.device, it.topic, it.payload, 0.0, it.priority)
                      for it, i in zip(items, ids, strict=True) if i])  # fmt: skip
 
     commit([_item(i, "a") for i in range(1, 3)])
@@ -238,8 +258,8 @@ def test_fair_queue_hands_fresh_rows_over_and_reads_the_overflow_in_order(tmp_pa
     assert q.wanted() == {} and [r.ce_id for r in q.take(5)] == ["a:1:9"]
 
 
-def _ev(dev: str, seq: int, alarm: bool = False) -> Item:
-    return Item("%s:1:%d" % (dev, seq), dev, "t/" + dev, b"{}", alarm)
+def _ev(dev: str, seq: int, priority: int = ROUTINE) -> Item:
+    return Item("%s:1:%d" % (dev, seq), dev, "t/" + dev, b"{}", priority)
 
 
 def test_an_alarm_is_committed_ahead_of_other_devices_earlier_events(tmp_path):
@@ -260,7 +280,7 @@ def test_an_alarm_is_committed_ahead_of_other_devices_earlier_events(tmp_path):
         com.submit([_ev("k-2", 1), _ev("k-2", 2)], lambda: acks.append("k-2:1-2"))
         com.submit([_ev("k-3", 1)], lambda: acks.append("k-3:1"))  # k-3 earlier event
         com.submit([_ev("k-2", 3)], lambda: acks.append("k-2:3"))
-        com.submit([_ev("k-3", 2, alarm=True)], lambda: acks.append("k-3:2 alarm"))
+        com.submit([_ev("k-3", 2, priority=ALARM)], lambda: acks.append("k-3:2 alarm"))
         release.set()
         for _ in range(200):
             if len(acks) == 5:
@@ -280,6 +300,35 @@ def test_an_alarm_is_committed_ahead_of_other_devices_earlier_events(tmp_path):
     assert ids == sorted(ids)  # row ids follow the commits
 
 
+def test_an_urgent_event_is_committed_ahead_of_lesser_alarms(tmp_path):
+    """Kitchen 1's low alarm and kitchen 2's routine event wait behind a running commit when
+    kitchen 3's valve closes: the valve goes into the next commit on its own, then the low
+    alarm, then the rest."""
+
+    async def scenario():
+        worker = OutboxWorker(Outbox(tmp_path / "o.sqlite"))
+        commits: list[list[str]] = []
+        com = Committer(worker, lambda rows: commits.append([r.ce_id for r in rows]))
+        task = asyncio.create_task(com.run())
+        held, release = threading.Event(), threading.Event()
+        worker.write_soon(lambda: (held.set(), release.wait(5)))
+        await asyncio.to_thread(held.wait, 5)
+        com.submit([_ev("k-1", 1, ALARM)])
+        com.submit([_ev("k-2", 1)])
+        com.submit([_ev("k-3", 1, URGENT)])
+        release.set()
+        for _ in range(200):
+            if sum(map(len, commits)) == 3:
+                break
+            await asyncio.sleep(0.01)
+            com.finish()
+        task.cancel()
+        worker.close()
+        return commits
+
+    assert asyncio.run(scenario()) == [["k-3:1:1"], ["k-1:1:1"], ["k-2:1:1"]]
+
+
 def test_an_alarm_takes_along_every_device_it_shares_a_batch_with():
     """A serial line's read may hold several devices: the alarm's batch takes the earlier
     batches of every device in it, transitively, so no device's events change order."""
@@ -289,9 +338,9 @@ def test_an_alarm_takes_along_every_device_it_shares_a_batch_with():
         ([_ev("c", 1)], "c1"),
         ([_ev("b", 2), _ev("c", 2)], "b2c2"),  # one read, two devices
         ([_ev("d", 1)], "d1"),
-        ([_ev("c", 3, alarm=True)], "c3"),
+        ([_ev("c", 3, priority=ALARM)], "c3"),
     ]
-    take, keep = _alarm_first(pending)
+    take, keep = _alarm_first(pending, ALARM)
     assert [t for _, t in take] == ["b1", "c1", "b2c2", "c3"]
     assert [t for _, t in keep] == ["a1", "d1"]
 
