@@ -98,9 +98,12 @@ def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     assert ob.next_boot() == 1
     ids = ob.add([_item(1), _item(2), _item(1, "d2")])
     assert all(ids) and ids == sorted(ids)  # row ids in arrival order
-    assert ob.add([_item(2), _item(3)])[0] == 0  # a re-sent event is not queued twice
+    # a re-sent event is not queued twice, nor a copy within one batch; the new one gets its id
+    again = ob.add([_item(2), _item(3), _item(3)])
+    assert again[0] == 0 and again[1] > max(ids) and again[2] == 0
     assert _ce_ids(ob) == ["d1:1:1", "d1:1:2", "d1:1:3", "d2:1:1"]
     rows = ob.fetch_devices({"d1": 0, "d2": 0}, 10)
+    assert [r.id for r in rows["d1"]] == [ids[0], ids[1], again[1]]
     ob.delete([rows["d1"][0].id, rows["d2"][0].id])
     ob.close()
     ob = Outbox(tmp_path / "o.sqlite")  # a restart
