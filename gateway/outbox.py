@@ -93,12 +93,19 @@ class Outbox:
         if not reader:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._acks: sqlite3.Connection | None = None  # for deletes: see delete()
         if reader:
             self.db.execute("PRAGMA query_only=ON")
         else:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a commit survives a power cut
             self.db.executescript(_SCHEMA)
+            self._acks = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            # not synced on their own: lost in a power cut, the rows are only published again
+            # (same CloudEvents ids); the next commit's sync of the WAL makes them durable
+            self._acks.execute("PRAGMA synchronous=NORMAL")
         self._count = 0 if reader else self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     # --- gateway identity ----------------------------------------------------------------------
@@ -175,20 +182,15 @@ class Outbox:
         return out
 
     def delete(self, ids: Sequence[int]) -> None:
-        """Rows the broker acknowledged."""
+        """Rows the broker acknowledged: one statement on a connection of their own (on the
+        same thread as the commits), with its own sync setting."""
         if not ids:
             return
-        db = self.db
-        # not synced on its own: lost in a power cut, the rows are only published again (same
-        # CloudEvents ids); the next commit's sync of the WAL makes it durable anyway
-        db.execute("PRAGMA synchronous=NORMAL")
-        try:  # one statement, its own transaction
-            cur = db.execute(
-                "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
-                (orjson.dumps(list(ids)),),
-            )
-        finally:
-            db.execute("PRAGMA synchronous=FULL")
+        assert self._acks is not None, "a reader does not delete"
+        cur = self._acks.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(list(ids)),),
+        )
         self._count -= cur.rowcount
 
     def depth(self) -> int:
@@ -225,6 +227,8 @@ class Outbox:
         return dropped
 
     def close(self) -> None:
+        if self._acks is not None:
+            self._acks.close()
         self.db.close()
 
 
