@@ -85,9 +85,17 @@ class Committer:
     includes the link handlers between two reads (finish()), so an alarm's path to the broker
     is not held up behind every other link's turn."""
 
-    def __init__(self, outbox: OutboxWorker, on_commit: Callable[[list[Row]], None]) -> None:
+    def __init__(
+        self,
+        outbox: OutboxWorker,
+        on_commit: Callable[[list[Row]], None],
+        after: Callable[[], None] | None = None,
+    ) -> None:
+        """on_commit(rows) for each finished commit, then its batches' done callbacks, then
+        after() (the gateway sends the acks those gathered)."""
         self.outbox = outbox
         self.on_commit = on_commit
+        self.after = after
         self._lock = threading.Lock()  # _pending, _n and _running, shared with the writer
         self._pending: list[tuple[list[Item], Callable[[], None] | None]] = []
         self._n = 0
@@ -176,6 +184,8 @@ class Committer:
             for _, done in batch:
                 if done is not None:
                     done()
+            if self.after is not None:
+                self.after()
         if self._n < MAX_PENDING:
             self._room.set()
 
@@ -274,7 +284,9 @@ class Gateway:
         self.frames: Counter[str] = Counter()  # by result, over every link
         self.health = Health(cfg.site, cfg.offline_after_s)
         self._dirty: set[str] = set()
-        self.committer = Committer(self.worker, self._committed)
+        self.committer = Committer(self.worker, self._committed, self._send_acks)
+        # acks gathered from the batches of finished commits, per link: one write per link
+        self._acks: dict[LinkSession, tuple[Callable[[bytes], Any], dict[str, list]]] = {}
         self.publisher = Publisher(
             cfg.mqtt,
             cfg.site,
@@ -375,12 +387,23 @@ class Gateway:
         self.events_in += sum(len(v) for v in ids.values())
 
         def acknowledge() -> None:
-            # durable now (or already were: a re-sent event is acknowledged again)
+            # durable now (or already were: a re-sent event is acknowledged again); sent with
+            # the other batches' acks of this link that the same commits made durable
+            pending = self._acks.get(session)
+            if pending is None:
+                pending = self._acks[session] = (send, {})
             for dev, evs in ids.items():
-                for f in ack_frames(session, dev, evs):
-                    send(f)
+                pending[1].setdefault(dev, []).extend(evs)
 
         self.committer.submit(items, acknowledge)
+
+    def _send_acks(self) -> None:
+        """A link's acks for several reads in one write, as few frames as MAX_ACKS allows: a
+        read of a device sending at a steady rate holds an event or two, and a frame (signed)
+        and a write each had become a seventh of the event loop's time."""
+        acks, self._acks = self._acks, {}
+        for session, (send, ids) in acks.items():
+            send(b"".join(f for dev, evs in ids.items() for f in ack_frames(session, dev, evs)))
 
     # --- links ---------------------------------------------------------------------------------
 
