@@ -6,6 +6,7 @@ import asyncio
 import json
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import jsonschema
@@ -354,8 +355,6 @@ def _pkt(command: int, qos: int, data: bytes, pos: int = 0) -> dict:
 
 
 def test_queued_publishes_go_out_joined_in_order_around_anything_else():
-    from collections import deque
-
     q = deque(
         [_pkt(0x32, 1, b"part", 2), _pkt(0x32, 1, b"A"), _pkt(0x33, 1, b"B"),
          _pkt(0xC0, 0, b"ping"), _pkt(0x32, 1, b"C"), _pkt(0x30, 0, b"qos0"),
