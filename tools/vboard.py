@@ -131,6 +131,9 @@ class VirtualBoard:
         # A valve body on the position input: after each change of the valve output it reports
         # the new position this much later (None: no valve attached, the harness sets it).
         self.valve_travel_s = valve_travel_s
+        # the valve body's position (True: open), kept across reboots and power cuts: a latching
+        # valve stays where it is without power; an NC valve's spring closes it
+        self.valve_open = False
         self.heapsize = heapsize
         if install:
             install_firmware(self.flash, layout)
@@ -178,6 +181,10 @@ class VirtualBoard:
             MICROPYPATH=str(self.flash / "lib"),
             GASGUARD_PANEL_PORT=str(self.panel_port),
         )
+        if self.valve_travel_s is not None:  # a valve body on the position input
+            if self.config.get("valve", {}).get("kind", "nc") == "nc":
+                self.valve_open = False  # unpowered since the last process: the spring closed it
+            env["GASGUARD_PANEL_INPUTS"] = "valve_pos=%d" % self._pos_level(self.valve_open)
         # the console pty: raw, but Ctrl-C still raises SIGINT (KeyboardInterrupt), as on a board
         master, slave = os.openpty()
         tty.setraw(slave)
@@ -308,20 +315,24 @@ class VirtualBoard:
                         self._valve_moves(int(parts[3]))
                 self._cv.notify_all()
 
+    def _pos_level(self, is_open: bool) -> int:
+        open_level = self.config.get("valve", {}).get("position_open_level", 1)
+        return open_level if is_open else 1 - open_level
+
     def _valve_moves(self, out: int) -> None:
         v = self.config.get("valve", {})
-        open_level = v.get("position_open_level", 1)
         if v.get("kind", "nc") == "nc":
             is_open = out == 1  # energised: open; de-energised: the spring closes it
         elif out == 1:
             is_open = False  # a latching valve's trip coil fired: the latch drops
         else:
             return  # the coil released: the valve stays where it is until a person acts
-        level = open_level if is_open else 1 - open_level
+        level = self._pos_level(is_open)
         sock = self._sock
 
         def arrive() -> None:
             if self._sock is sock and sock is not None:
+                self.valve_open = is_open
                 try:
                     sock.sendall(b"valve_pos %d\n" % level)
                 except OSError:
@@ -399,6 +410,8 @@ class VirtualBoard:
 
     def set_input(self, pin: str, value: int) -> None:
         assert self._sock is not None
+        if pin == "valve_pos":  # a person moved the valve (pulled a latching valve's knob)
+            self.valve_open = value == self._pos_level(True)
         self._sock.sendall(b"%s %d\n" % (pin.encode(), value))
 
     def inject_fault(self, kind: str) -> None:

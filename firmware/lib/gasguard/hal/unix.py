@@ -45,6 +45,13 @@ class Panel:
         for n in ("ack", "reset"):
             self.pins[n] = Pin(self, n, idle, False)
         self.pins["valve_pos"] = Pin(self, "valve_pos", 0, False)
+        # input levels at power-up, set by the harness ("valve_pos=1 reset=1"): a valve body keeps
+        # its position across a reboot, and the firmware reads it before anyone can connect
+        for kv in (os.getenv("GASGUARD_PANEL_INPUTS") or "").split():
+            name, _, v = kv.partition("=")
+            pin = self.pins.get(name)
+            if pin is not None and not pin.output:
+                pin.v = 1 if v == "1" else 0
         self.server = None
         self.clients = []
         self.inbuf = {}
@@ -181,7 +188,9 @@ class Board:
         self._cfg = cfg
 
     def bus(self):
-        return PtyBus(self._cfg.bus["path"])
+        # the pty standing in for the RS-485 UART: the config's unix-port path, else the one the
+        # harness names (so an installer's config reaches the board's flash unchanged)
+        return PtyBus(self._cfg.bus["path"] or os.getenv("GASGUARD_BUS_PATH"))
 
     def link(self):
         lk = self._cfg.link
@@ -189,10 +198,11 @@ class Board:
             from gasguard.hal.unix_tcp import TcpLink  # loaded only when a link is configured
 
             return TcpLink(lk["host"], lk["port"])
-        if lk["kind"] == "uart" and lk["path"]:
+        path = lk["path"] or os.getenv("GASGUARD_LINK_PATH")
+        if lk["kind"] == "uart" and path:
             from gasguard.hal.unix_pty import PtyLink
 
-            return PtyLink(lk["path"])
+            return PtyLink(path)
         return None
 
     def reset_cause(self):
