@@ -3,7 +3,7 @@
 # CPython (as gasguard.protocol).
 import sys
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 # const(): MicroPython's compile-time constant (a private `_NAME = const(...)` keeps no name on
 # the device); on CPython just the value. The protocol modules import it from here.

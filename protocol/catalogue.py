@@ -22,10 +22,16 @@ EVENT_KINDS = (
     "selftest",
     "tamper",
     "boot",
+    "events.lost",
 )
 COMMANDS = ("identify", "selftest", "config_digest")
 VALVE_STATES = ("open", "closed", "fault", "unknown")
 VALVE_KINDS = ("nc", "latching")
-DETECTOR_STATES = ("ok", "warmup", "inhibit", "calibration", "fault", "eol", "noanswer")
+# "overrange": the reading is above the profile's measuring range; a high alarm, never a fault
+DETECTOR_STATES = (
+    "ok", "warmup", "inhibit", "calibration", "fault", "eol", "noanswer", "overrange"
+)  # fmt: skip
 ALARM_LEVELS = ("none", "low", "high")
 MAX_ACKS = 32  # event ids one ack frame may carry
+NONCE_LEN = 8  # bytes of a handshake challenge (birth "nonce", time "gn")
+INST_LEN = 16  # hex characters of a board's instance id (64 random bits)

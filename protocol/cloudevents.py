@@ -2,9 +2,10 @@
 # Every payload built here validates against the JSON Schemas in protocol/schemas/.
 
 SPECVERSION = "1.0"
-SCHEMA_EVENT = "urn:gasguard:schema:event:1"
-SCHEMA_STATE = "urn:gasguard:schema:state:1"
+SCHEMA_EVENT = "urn:gasguard:schema:event:2"
+SCHEMA_STATE = "urn:gasguard:schema:state:2"
 SCHEMA_GATEWAY = "urn:gasguard:schema:gateway-status:1"
+SCHEMA_REJECTED = "urn:gasguard:schema:rejected:1"
 
 # device event kind -> CloudEvents type
 EVENT_TYPES = {
@@ -21,15 +22,24 @@ EVENT_TYPES = {
     "selftest": "gasguard.device.selftest",
     "tamper": "gasguard.device.tamper",
     "boot": "gasguard.device.boot",
+    "events.lost": "gasguard.events.lost",
 }
 # events the gateway itself raises about a device or its own outbox
 GATEWAY_EVENT_TYPES = {
     "device.online": "gasguard.device.online",
     "device.offline": "gasguard.device.offline",
     "outbox.dropped": "gasguard.outbox.dropped",
+    "gateway.data_lost": "gasguard.gateway.data_lost",
 }
 TYPE_STATE = "gasguard.device.state"
 TYPE_GATEWAY = "gasguard.gateway.status"
+TYPE_REJECTED = "gasguard.gateway.rejected"
+# a reading the regulator can use: finite and within what any detector can report (%LEL)
+LEL_MIN = -20
+LEL_MAX = 200
+# a device clock the stream can carry: 2000-01-01 to 2100-01-01 (RFC 3339, four-digit years)
+TIME_MIN = 946684800
+TIME_MAX = 4102444800
 
 
 def topic_events(site, device):
@@ -44,9 +54,26 @@ def topic_gateway_status(site, gateway):
     return "gasguard/v1/%s/gateway/%s/status" % (site, gateway)
 
 
-def event_id(device, boot, seq):
-    """Stable across retries and restarts: regulators dedupe on it."""
-    return "%s:%d:%d" % (device, boot, seq)
+def topic_rejected(site, gateway):
+    """Dead letters: device messages the gateway acknowledged but cannot publish as events."""
+    return "gasguard/v1/%s/gateway/%s/rejected" % (site, gateway)
+
+
+def event_id(device, inst, boot, seq):
+    """Stable across retries and restarts, and unique for ever: the board's instance id (made
+    at its first boot) tells its life apart from a board before a flash erase or a swap, whose
+    boot counter started at 1 too. Regulators dedupe on it."""
+    return "%s:%s:%d:%d" % (device, inst, boot, seq)
+
+
+def reading(v):
+    """(lel, None) for a usable %LEL reading (rounded to 0.1), else (None, why): a device's
+    non-finite or out-of-range number becomes a flagged fault value, never null."""
+    if v != v or v in (float("inf"), float("-inf")):
+        return None, "not a number" if v != v else "infinite"
+    if not LEL_MIN <= v <= LEL_MAX:
+        return None, "out of range (%.6g)" % v
+    return round(v, 1), None
 
 
 _DATE = (None, "")  # the last day formatted, and its "YYYY-MM-DD": a gateway formats one day
@@ -100,31 +127,43 @@ def _envelope(site, subject, ce_type, ce_id, time, schema, data):
     }
 
 
-def device_event(site, device, body, received):
-    """A device event body (messages.event) -> CloudEvent. received: gateway unix time."""
+def device_event(site, device, inst, body, received):
+    """A device event body (messages.event) of board instance `inst` -> CloudEvent.
+    received: gateway unix time."""
     boot, seq = body["id"]
     data = {
         "site": site,
         "device": device,
+        "instance": inst,
         "boot": boot,
         "seq": seq,
         "kind": body["kind"],
         "uptime_s": body["up"],
         "received": rfc3339(received),
     }
-    for src, dst in (("det", "detector"), ("valve", "valve"), ("detail", "detail")):
+    for src, dst in (("det", "detector"), ("valve", "valve"), ("detail", "detail"), ("n", "count")):
         if src in body:
             data[dst] = body[src]
+    if body.get("over"):
+        data["over_range"] = True
     if "lel" in body:  # a single-precision device sends 62.5 exactly but 0.4 as 0.4000000059...
-        data["lel"] = round(body["lel"], 1)
+        lel, why = reading(body["lel"])
+        if why is None:
+            data["lel"] = lel
+        else:
+            data["lel_invalid"] = why
     t = body.get("time")
     if t is not None:
-        data["device_time"] = rfc3339(t)
+        if TIME_MIN <= t < TIME_MAX:
+            data["device_time"] = rfc3339(t)
+        else:  # a clock gone wrong: the event still counts, at the time the gateway got it
+            data["device_time_invalid"] = t
+            t = None
     return _envelope(
         site,
         device,
         EVENT_TYPES[body["kind"]],
-        event_id(device, boot, seq),
+        event_id(device, inst, boot, seq),
         received if t is None else t,
         SCHEMA_EVENT,
         data,
@@ -141,6 +180,22 @@ def gateway_event(site, device, kind, ce_id, time, detail):
         "detail": detail,
     }
     return _envelope(site, device, GATEWAY_EVENT_TYPES[kind], ce_id, time, SCHEMA_EVENT, data)
+
+
+def rejected(site, gateway, device, reason, raw, received, ce_id):
+    """A dead letter: a device message the gateway acknowledged (so the board moves on) but could
+    not publish; `raw` is its CBOR body, carried as hex."""
+    data = {
+        "site": site,
+        "gateway": gateway,
+        "device": device,
+        "reason": reason[:200],
+        "body_hex": raw.hex(),
+        "received": rfc3339(received),
+    }
+    return _envelope(
+        site, "gateway/" + gateway, TYPE_REJECTED, ce_id, received, SCHEMA_REJECTED, data
+    )
 
 
 def device_state(site, device, state, time):

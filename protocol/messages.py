@@ -14,7 +14,9 @@ from .catalogue import (  # noqa: F401 - re-exported: the catalogue's names live
     EVENT,
     EVENT_KINDS,
     HEARTBEAT,
+    INST_LEN,
     MAX_ACKS,
+    NONCE_LEN,
     REPLY,
     TIME,
     VALVE_KINDS,
@@ -91,6 +93,20 @@ def _number(body, field, optional=False):
     return _need(body, field, (int, float), optional)
 
 
+def _nonce(body, field, optional=True):
+    v = _need(body, field, (bytes,), optional)
+    if v is not None and len(v) != NONCE_LEN:
+        raise MessageError(field, "must be %d bytes" % NONCE_LEN)
+    return v
+
+
+def _instance(body, field):
+    v = _text(body, field, INST_LEN)
+    if len(v) != INST_LEN or v.strip("0123456789abcdef"):
+        raise MessageError(field, "must be %d lowercase hex characters" % INST_LEN)
+    return v
+
+
 def _event_id(pair, field):
     if not isinstance(pair, list) or len(pair) != 2:
         raise MessageError(field, "event id must be [boot, seq]")
@@ -100,8 +116,11 @@ def _event_id(pair, field):
 
 
 def _check_birth(b):
-    _no_extra(b, ("dev", "fw", "cfg", "cause", "valve", "dets", "time"))
+    _no_extra(b, ("dev", "inst", "fw", "cfg", "cause", "valve", "dets", "time", "nonce", "gn"))
     _text(b, "dev", 32)
+    _instance(b, "inst")
+    _nonce(b, "nonce")
+    _nonce(b, "gn")
     _text(b, "fw", 32)
     _text(b, "cfg", 64)
     _text(b, "cause", 16)
@@ -120,7 +139,7 @@ def _check_birth(b):
 
 
 def _check_heartbeat(b):
-    _no_extra(b, ("up", "valve", "alarm", "loop", "heap", "pending", "dets", "time"))
+    _no_extra(b, ("up", "valve", "alarm", "loop", "heap", "pending", "lost", "dets", "time"))
     _uint(b, "up", top=1 << 40)
     _one_of(b, "valve", VALVE_STATES)
     _one_of(b, "alarm", ALARM_LEVELS)
@@ -130,10 +149,13 @@ def _check_heartbeat(b):
         _uint(loop, f)
     _uint(b, "heap")
     _uint(b, "pending")
+    _uint(b, "lost")
     dets = _need(b, "dets", (list,))
     if len(dets) > 8:
         raise MessageError("dets", "at most 8 detectors")
-    for d in dets:
+    for i, d in enumerate(dets):
+        if not isinstance(d, dict):
+            raise MessageError("dets[%d]" % i, "must be a map")
         _no_extra(d, ("state", "lel", "errors"))
         _one_of(d, "state", DETECTOR_STATES)
         _number(d, "lel", optional=True)
@@ -142,13 +164,16 @@ def _check_heartbeat(b):
 
 
 def _check_event(b):
-    _no_extra(b, ("id", "kind", "up", "time", "det", "lel", "valve", "detail"))
+    _no_extra(b, ("id", "kind", "up", "time", "det", "lel", "over", "n", "valve", "detail"))
     _event_id(_need(b, "id", (list,)), "id")
     _one_of(b, "kind", EVENT_KINDS)
     _uint(b, "up", top=1 << 40)
     _uint(b, "time", optional=True, top=1 << 40)
     _uint(b, "det", optional=True, top=8)
     _number(b, "lel", optional=True)
+    if _need(b, "over", (bool,), optional=True) is False:
+        raise MessageError("over", "present only when true")
+    _uint(b, "n", optional=True)
     _one_of(b, "valve", VALVE_STATES, optional=True)
     _text(b, "detail", 96, optional=True)
 
@@ -171,9 +196,11 @@ def _check_ack(b):
 
 
 def _check_time(b):
-    _no_extra(b, ("time", "boot"))
+    _no_extra(b, ("time", "boot", "nonce", "gn"))
     _uint(b, "time", top=1 << 40)
     _uint(b, "boot")
+    _nonce(b, "nonce")
+    _nonce(b, "gn")
 
 
 def _check_command(b):
@@ -217,18 +244,23 @@ def _opt(body, field, value):
     return body
 
 
-def birth(dev, fw, cfg, cause, valve, dets, time=None):
-    return validate(
-        BIRTH,
-        _opt(
-            {"dev": dev, "fw": fw, "cfg": cfg, "cause": cause, "valve": valve, "dets": dets},
-            "time",
-            time,
-        ),
-    )
+def birth(dev, inst, fw, cfg, cause, valve, dets, time=None, nonce=None, gn=None):
+    b = {
+        "dev": dev,
+        "inst": inst,
+        "fw": fw,
+        "cfg": cfg,
+        "cause": cause,
+        "valve": valve,
+        "dets": dets,
+    }
+    _opt(b, "time", time)
+    _opt(b, "nonce", nonce)
+    _opt(b, "gn", gn)
+    return validate(BIRTH, b)
 
 
-def heartbeat(up, valve, alarm, loop, heap, pending, dets, time=None):
+def heartbeat(up, valve, alarm, loop, heap, pending, dets, time=None, lost=0):
     b = {
         "up": up,
         "valve": valve,
@@ -236,16 +268,21 @@ def heartbeat(up, valve, alarm, loop, heap, pending, dets, time=None):
         "loop": loop,
         "heap": heap,
         "pending": pending,
+        "lost": lost,
         "dets": dets,
     }
     return validate(HEARTBEAT, _opt(b, "time", time))
 
 
-def event(boot, seq, kind, up, time=None, det=None, lel=None, valve=None, detail=None):
+def event(
+    boot, seq, kind, up, time=None, det=None, lel=None, valve=None, detail=None, over=False, n=None
+):
     b = {"id": [boot, seq], "kind": kind, "up": up}
     _opt(b, "time", time)
     _opt(b, "det", det)
     _opt(b, "lel", lel)
+    _opt(b, "over", over or None)
+    _opt(b, "n", n)
     _opt(b, "valve", valve)
     _opt(b, "detail", detail)
     return validate(EVENT, b)
@@ -259,8 +296,13 @@ def ack(ids):
     return validate(ACK, {"ids": [list(i) for i in ids]})
 
 
-def time_sync(time, boot):
-    return validate(TIME, {"time": time, "boot": boot})
+def time_sync(time, boot, nonce=None, gn=None):
+    """The gateway's answer to a birth: `nonce` echoes the birth's (the device then trusts this
+    gateway session); `gn` is the gateway's challenge, which the device echoes in a birth."""
+    b = {"time": time, "boot": boot}
+    _opt(b, "nonce", nonce)
+    _opt(b, "gn", gn)
+    return validate(TIME, b)
 
 
 def command(cmd):

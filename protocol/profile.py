@@ -13,6 +13,7 @@ _CALIBRATION = const(3)
 FAULT = 4
 _EOL = const(5)
 NOANSWER = 6  # set by the poller, never by a profile
+OVER = 7  # a reading above the measuring range (valid_tenths' top): a high alarm, not a fault
 STATE_NAMES = DETECTOR_STATES  # indexed by the codes above
 _PROFILE_STATES = STATE_NAMES[:6]
 
@@ -67,10 +68,14 @@ class Profile:
         return raw * self.mul // self.div + self.add
 
     def state(self, buf, at, tenths):
-        """Detector state from the same register data; a reading outside valid_tenths is FAULT."""
+        """Detector state from the same register data. A reading below valid_tenths (under
+        range) or not a number is FAULT; above it, OVER: gas beyond what the detector can measure,
+        which outranks every status rule (a detector saturated by gas may well flag a fault too)."""
         st = OK
-        if tenths == BAD or tenths < self.valid_lo or tenths > self.valid_hi:
+        if tenths == BAD or tenths < self.valid_lo:
             st = FAULT
+        elif tenths > self.valid_hi:
+            return OVER
         for kind, off, table, other in self.rules:
             i = at + 2 * off
             raw = (buf[i] << 8) | buf[i + 1]

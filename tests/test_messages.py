@@ -21,11 +21,14 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 EVENT = _validator("event")
 STATE = _validator("state")
 GATEWAY = _validator("gateway-status")
+REJECTED = _validator("rejected")
 BY_SCHEMA = {
     cloudevents.SCHEMA_EVENT: EVENT,
     cloudevents.SCHEMA_STATE: STATE,
     cloudevents.SCHEMA_GATEWAY: GATEWAY,
+    cloudevents.SCHEMA_REJECTED: REJECTED,
 }
+INST = "5f3a9c1e0b7d4a26"
 
 
 @pytest.mark.parametrize("kind", messages.EVENT_KINDS)
@@ -41,9 +44,10 @@ def test_every_device_event_kind_maps_to_a_valid_cloudevent(kind):
         valve="closed",
         detail="test",
     )
-    ce = cloudevents.device_event("site-9", "kitchen-1", body, 1764000001.25)
+    ce = cloudevents.device_event("site-9", "kitchen-1", INST, body, 1764000001.25)
     EVENT.validate(ce)
-    assert ce["id"] == "kitchen-1:7:12"
+    assert ce["id"] == "kitchen-1:5f3a9c1e0b7d4a26:7:12"
+    assert ce["data"]["instance"] == INST
     assert ce["source"] == "gasguard://site-9/kitchen-1"
     assert ce["type"] == cloudevents.EVENT_TYPES[kind]
     assert ce["data"]["lel"] == 0.4
@@ -52,10 +56,71 @@ def test_every_device_event_kind_maps_to_a_valid_cloudevent(kind):
 
 def test_event_without_device_time_uses_receive_time():
     body = messages.event(1, 1, "alarm.high", 3)
-    ce = cloudevents.device_event("s", "d", body, 1764000001.25)
+    ce = cloudevents.device_event("s", "d", INST, body, 1764000001.25)
     EVENT.validate(ce)
     assert ce["time"] == "2025-11-24T16:00:01.250Z"
     assert "device_time" not in ce["data"]
+
+
+def test_the_same_event_of_two_board_lives_has_two_ids():
+    # boot counters start at 1 again after a flash erase or on a replaced board
+    body = messages.event(1, 1, "alarm.high", 3)
+    a = cloudevents.device_event("s", "d", INST, body, 1764000000)
+    b = cloudevents.device_event("s", "d", "00000000deadbeef", body, 1764000000)
+    assert a["id"] != b["id"]
+
+
+@pytest.mark.parametrize(
+    ("lel", "why"),
+    [
+        (float("nan"), "not a number"),
+        (float("inf"), "infinite"),
+        (float("-inf"), "infinite"),
+        (1e308, "out of range (1e+308)"),
+        (-(2.0**64), "out of range (-1.84467e+19)"),
+        (-(2**64), "out of range (-1.84467e+19)"),
+        (200.1, "out of range (200.1)"),
+    ],
+)
+def test_a_reading_no_regulator_can_use_is_flagged_never_null(lel, why):
+    body = messages.event(7, 12, "alarm.high", 75, det=0, lel=lel, valve="closed")
+    ce = cloudevents.device_event("s", "d", INST, body, 1764000000)
+    EVENT.validate(ce)
+    assert "lel" not in ce["data"] and ce["data"]["lel_invalid"] == why
+    assert ce["type"] == "gasguard.alarm.high"  # the alarm itself still counts
+
+
+def test_an_over_range_high_alarm_says_so():
+    body = messages.event(7, 14, "alarm.high", 75, det=0, lel=120.0, over=True)
+    ce = cloudevents.device_event("s", "d", INST, body, 1764000000)
+    EVENT.validate(ce)
+    assert ce["data"]["over_range"] is True and ce["data"]["lel"] == 120.0
+    with pytest.raises(messages.MessageError):
+        messages.validate(messages.EVENT, {**body, "over": False})
+
+
+@pytest.mark.parametrize("t", [0, 946684799, 4102444800, (1 << 40) - 1])
+def test_a_device_clock_gone_wrong_is_kept_aside_and_the_event_still_counts(t):
+    body = messages.event(7, 12, "alarm.high", 75, time=t)
+    ce = cloudevents.device_event("s", "d", INST, body, 1764000001)
+    EVENT.validate(ce)
+    assert ce["time"] == "2025-11-24T16:00:01Z"
+    assert ce["data"]["device_time_invalid"] == t and "device_time" not in ce["data"]
+
+
+def test_events_lost_carries_the_count():
+    body = messages.event(7, 300, "events.lost", 7275, n=12, detail="12 dropped")
+    ce = cloudevents.device_event("s", "d", INST, body, 1764000000)
+    EVENT.validate(ce)
+    assert ce["type"] == "gasguard.events.lost" and ce["data"]["count"] == 12
+
+
+def test_a_dead_letter_validates_and_carries_the_body():
+    raw = bytes.fromhex("a162696482")
+    ce = cloudevents.rejected("s", "gw-1", "d", "event schema: data.x", raw, 1764000000, "x:1")
+    REJECTED.validate(ce)
+    assert bytes.fromhex(ce["data"]["body_hex"]) == raw
+    assert cloudevents.topic_rejected("s", "gw-1") == "gasguard/v1/s/gateway/gw-1/rejected"
 
 
 @pytest.mark.parametrize("kind", sorted(cloudevents.GATEWAY_EVENT_TYPES))
@@ -78,6 +143,8 @@ def test_state_and_gateway_status_validate():
         "uptime_s": 61,
         "heap_free": 61000,
         "pending_events": 0,
+        "lost_events": 3,
+        "instance": INST,
         "loop": {"period_ms": 50, "mean_us": 1800, "max_us": 4100, "overruns": 0},
         "detectors": [
             {"index": 0, "state": "ok", "lel": 0.4, "errors": 0, "gas": "methane", "address": 1}
@@ -90,12 +157,17 @@ def test_state_and_gateway_status_validate():
 
 
 def test_schemas_reject_what_a_regulator_must_not_receive():
-    ce = cloudevents.device_event("s", "d", messages.event(1, 1, "alarm.high", 3), 1764000000)
+    ce = cloudevents.device_event(
+        "s", "d", INST, messages.event(1, 1, "alarm.high", 3), 1764000000
+    )
     for broken in (
         {k: v for k, v in ce.items() if k != "id"},
         {**ce, "type": "gasguard.valve.opened"},
         {**ce, "source": "gasguard://s/bad/device"},
         {**ce, "data": {k: v for k, v in ce["data"].items() if k != "seq"}},
+        {**ce, "data": {k: v for k, v in ce["data"].items() if k != "instance"}},
+        {**ce, "data": {**ce["data"], "lel": None}},
+        {**ce, "time": "2025-13-45T99:99:99Z"},
     ):
         with pytest.raises(jsonschema.ValidationError):
             EVENT.validate(broken)
@@ -120,7 +192,11 @@ def test_example_payload_files_validate():
         (messages.COMMAND, {"cmd": "identify", "valve": "open"}, "valve"),
         (messages.ACK, {"ids": []}, "ids"),
         (messages.TIME, {"time": 5}, "boot"),
+        (messages.TIME, {"time": 5, "boot": 1, "nonce": b"short"}, "nonce"),
+        (messages.TIME, {"time": 5, "boot": 1, "gn": "not bytes"}, "gn"),
         (messages.HEARTBEAT, {"up": True}, "up"),
+        (messages.BIRTH, {"dev": "d", "inst": "XYZ"}, "inst"),
+        (messages.BIRTH, {"dev": "d", "inst": "0123456789ABCDEF"}, "inst"),
         (0x7F, {}, "type"),
     ],
 )

@@ -11,6 +11,9 @@ from pathlib import Path
 from gasguard.protocol import auth, cbor, cobs, frame, messages, profile
 
 KEY = bytes(range(16))  # 000102...0f: the documentation's example device key
+INST = "5f3a9c1e0b7d4a26"  # the board's instance id
+NONCE = bytes.fromhex("a1b2c3d4e5f60718")  # the board's handshake challenge
+GN = bytes.fromhex("0f1e2d3c4b5a6978")  # the gateway's
 OUT = Path(__file__).with_name("protocol.json")
 
 
@@ -90,11 +93,13 @@ def main() -> None:
             1,
             messages.birth(
                 "kitchen-1",
+                INST,
                 "0.1.0",
                 "5f3a9c1e",
                 "power",
                 "nc",
                 [{"addr": 1, "gas": "methane", "profile": "generic-x10"}],
+                nonce=NONCE,
             ),
         ),
         (
@@ -110,6 +115,7 @@ def main() -> None:
                 61000,
                 0,
                 [{"state": "ok", "lel": 0.4, "errors": 0}],
+                lost=0,
             ),
         ),
         (
@@ -122,7 +128,23 @@ def main() -> None:
             ),
         ),
         ("ack", messages.ACK, 3, 9, messages.ack([(7, 12)])),
-        ("time", messages.TIME, 3, 10, messages.time_sync(1764000000, 7)),
+        ("time", messages.TIME, 3, 10, messages.time_sync(1764000000, 7, NONCE, GN)),
+        (
+            "birth-answer",
+            messages.BIRTH,
+            7,
+            2,
+            messages.birth(
+                "kitchen-1",
+                INST,
+                "0.1.0",
+                "5f3a9c1e",
+                "power",
+                "nc",
+                [{"addr": 1, "gas": "methane", "profile": "generic-x10"}],
+                gn=GN,
+            ),
+        ),
         ("command-identify", messages.COMMAND, 3, 11, messages.command("identify")),
     ]
     for name, mtype, boot, seq, body in frames:
@@ -146,15 +168,15 @@ def main() -> None:
     wrong_key = messages.pack(
         auth.Signer(b"x" * 16), messages.ACK, 1, 1, "kitchen-1", messages.ack([(1, 1)])
     )
-    v2 = bytearray(raw)
-    v2[0] = 2
+    v1 = bytearray(raw)
+    v1[0] = 1  # protocol version 1: a board or gateway from before the handshake
     import struct
 
-    v2[-4:] = struct.pack(">I", auth.crc(bytes(v2[:-4])))
+    v1[-4:] = struct.pack(">I", auth.crc(bytes(v1[:-4])))
     for name, wire, reason in (
         ("bit-flip", b"\x00" + cobs.encode(bytes(flipped)) + b"\x00", frame.CRC),
         ("wrong-key", wrong_key, frame.AUTH),
-        ("version-2", b"\x00" + cobs.encode(bytes(v2)) + b"\x00", frame.VERSION),
+        ("version-1", b"\x00" + cobs.encode(bytes(v1)) + b"\x00", frame.VERSION),
         ("truncated", b"\x00" + cobs.encode(raw[:20]) + b"\x00", frame.SHORT),
     ):
         vec["drops"].append({"name": name, "wire_hex": wire.hex(), "reason": reason})
@@ -163,6 +185,10 @@ def main() -> None:
             ([250, 0], 250, "ok"),
             ([0xFFF6, 0], -10, "ok"),
             ([3, 1], 3, "warmup"),
+            ([1000, 0], 1000, "ok"),  # 100.0 %LEL: the top of the measuring range
+            ([1001, 0], 1001, "overrange"),  # above it: a high alarm, never a fault
+            ([1500, 2], 1500, "overrange"),  # saturated and flagging a fault: still gas
+            ([0xFFCD, 0], -51, "fault"),  # below the range: a drifting or broken sensor
             ([0, 3], 0, "eol"),
             ([0, 7], 0, "fault"),
         ],
@@ -177,6 +203,9 @@ def main() -> None:
             ([0, 0, 0, 16, 0, 0, 0, 0, 5], 0, "eol"),
             ([0, 0, 0, 0, 0, 0, 0, 0, 1], 0, "fault"),
             ([0x7FC0, 0, 0, 0, 0, 0, 0, 0, 5], profile.BAD, "fault"),  # NaN
+            ([0x7F80, 0, 0, 0, 0, 0, 0, 0, 5], profile.BAD, "fault"),  # +Inf
+            ([0x42C8, 0x3333, 0, 0, 0, 0, 0, 0, 5], 1001, "overrange"),  # 100.1 %LEL
+            ([0x4316, 0x0000, 0, 0, 0, 0, 0, 0, 5], 1500, "overrange"),  # 150.0
         ],
         "scaled-1200": [
             ([100, 0], 0, "ok"),
