@@ -141,7 +141,8 @@ def device_event(site, device, inst, body, received):
         "uptime_s": body["up"],
         "received": rfc3339(received),
     }
-    for src, dst in (("det", "detector"), ("valve", "valve"), ("detail", "detail"), ("n", "count")):
+    renames = (("det", "detector"), ("valve", "valve"), ("detail", "detail"), ("n", "count"))
+    for src, dst in renames:
         if src in body:
             data[dst] = body[src]
     if body.get("over"):

@@ -69,8 +69,8 @@ class Profile:
 
     def state(self, buf, at, tenths):
         """Detector state from the same register data. A reading below valid_tenths (under
-        range) or not a number is FAULT; above it, OVER: gas beyond what the detector can measure,
-        which outranks every status rule (a detector saturated by gas may well flag a fault too)."""
+        range) or not a number is FAULT; above it, OVER: gas beyond what the detector can
+        measure, which outranks every status rule (a saturated detector may flag a fault too)."""
         st = OK
         if tenths == BAD or tenths < self.valid_lo:
             st = FAULT
