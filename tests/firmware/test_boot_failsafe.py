@@ -154,3 +154,15 @@ def test_a_good_boot_writes_the_pin_map_the_safe_core_reads(make_board):
     pm = json.loads((b.flash / "board.json").read_text())
     assert pm["valve"] == "latching" and pm["pin"] == 25 and pm["pos"] == 26
     assert pm["pulse_ms"] == 300
+
+
+def test_a_pin_map_that_would_drive_the_valve_with_a_lamp_is_refused(make_board):
+    """A lamp on the valve's GPIO would energise an NC valve (open it) when the fault lamp
+    lights: such a map is not believed, and the board defaults are driven instead."""
+    cfg = copy.deepcopy(NC)
+    b = _running_with_valve_open(make_board, cfg)
+    pm = json.loads((b.flash / "board.json").read_text())
+    (b.flash / "board.json").write_text(json.dumps(dict(pm, yellow=pm["pin"])))
+    mark = _reboot_into(b, json.dumps(dict(cfg, alarm={"low_alarm_pct": 40})).encode())
+    line = _ends_safe(b, mark, "CONFIG ERROR")
+    assert "GPIO 25 cannot be that output" in line

@@ -78,6 +78,14 @@ def _load(path):
             return DEFAULTS, "board.json: bad " + k
     if m["valve"] == "latching" and m["pos"] is None:
         return DEFAULTS, "board.json: latching valve without position input"
+    outs = [m[k] for k in _OUT]
+    for n in outs:
+        # each output on its own pin (a lamp sharing the valve's would energise it), none on
+        # the SPI flash's GPIOs (6-11) or the ESP32's input-only ones (34-39)
+        if outs.count(n) > 1 or 6 <= n <= 11 or n >= 34 or n == m["pos"]:
+            return DEFAULTS, "board.json: GPIO %d cannot be that output" % n
+    if m["pos"] is not None and 6 <= m["pos"] <= 11:
+        return DEFAULTS, "board.json: bad pos"
     return m, None
 
 
@@ -150,7 +158,11 @@ def start(path):
     """At power-up, before anything else: outputs safe, fault lamp on while booting. path:
     the pin map, /board.json."""
     m, why = _load(path)
-    o = _Outputs(m)
+    try:
+        o = _Outputs(m)
+    except Exception as e:  # noqa: BLE001 - a pin the hardware refuses: the board's wiring
+        why = "board.json: %s" % e
+        o = _Outputs(DEFAULTS)
     _STATE[:] = [o, why]
     stuck = _drive(o, 1)
     if stuck:
