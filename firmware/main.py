@@ -38,15 +38,26 @@ try:
     import gasguard.start
 
     up = gasguard.start.boot(lambda cfg: hal.Board(cfg, ROOT), CONFIG, KEY, PINMAP)
-    if up:
-        from gasguard import app
 except KeyboardInterrupt:
     gasguard.safe.halt("STOPPED at boot from the console; valve closed", stopped=True)
 except Exception as e:  # noqa: BLE001 - whatever stopped the boot: the safe core takes over
     gasguard.safe.halt("BOOT FAILED: %s: %s; valve closed" % (type(e).__name__, e))
 if up:
-    # from here the loop keeps the valve safe itself (app.run ends every fault in the safe
-    # state): the boot code goes
+    # the boot code goes before the firmware proper is loaded, so that loads into its room;
+    # from app.run on the loop keeps the valve safe itself (every fault ends in the safe state)
+    import gc
+
     gasguard.forget(gasguard, "start")
     gasguard.forget(gasguard, "safe")
-    app.run(up[0], up[1], ROOT)
+    gc.collect()
+    try:
+        if up[1].link["kind"] != "none":
+            import gasguard.link  # noqa: F401 - first, while the heap is in one piece
+        from gasguard import app
+    except Exception as e:  # noqa: BLE001 - a module missing or no room: safe, and say so
+        import gasguard.safe
+
+        gasguard.safe.start(PINMAP)
+        gasguard.safe.halt("BOOT FAILED: %s: %s; valve closed" % (type(e).__name__, e))
+    else:
+        app.run(up[0], up[1], ROOT)

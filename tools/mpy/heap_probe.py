@@ -28,10 +28,12 @@ def main(image, cycles):
         board, cfg = gasguard.start.boot(
             lambda c: hal.Board(c, root), "config.json", "key.hex", "board.json"
         )
-        from gasguard import app as appmod
-
         gasguard.forget(gasguard, "start")
         gasguard.forget(gasguard, "safe")
+        gc.collect()
+        if cfg.link["kind"] != "none":
+            import gasguard.link  # noqa: F401 - as main.py does
+        from gasguard import app as appmod
 
         gc.collect()
         result["heap_free_before_app"] = gc.mem_free()

@@ -49,8 +49,9 @@ class App:
         self.selftest_until = 0
         self.slack_oom = 0  # slack steps put off for want of heap
         self.stopped = False
-        # the link and its framing are loaded only on a board that has one, and first: their
-        # bytecode needs room in one piece, which the event log scan below breaks up
+        # the link and its framing are loaded only on a board that has one, and early (main.py
+        # loads them before this module): their bytecode needs room in one piece, which the
+        # event log scan below breaks up
         transport = board.link()
         Link = None
         if transport:
