@@ -207,7 +207,9 @@ class Link:
                 self.birth_due = True
         if self.birth_due and (last is None or ticks_diff(now_ms, last) >= _BIRTH_GAP_MS):
             self._birth(now_ms)
-        if self.gw_boot >= 0:  # heartbeats and events only inside a confirmed session
+        # heartbeats and events only inside a confirmed session, and never ahead of a birth
+        # the gateway asked for (it would drop them until that birth has confirmed us)
+        if self.gw_boot >= 0 and self.gn is None:
             last = self.last_hb
             if last is None or ticks_diff(now_ms, last) >= self.cfg.heartbeat_s * 1000:
                 self._queue(cat.HEARTBEAT, self.dev.health())
