@@ -90,9 +90,11 @@ class App:
         self.btn_ack = Button(board.ack, p["buttons_active_low"])
         self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
         self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
+        if Link is not None:  # made before the log scan too, for the same reason
+            self.link = Link(transport, cfg, None, self.boot, self)
         self.log = EventLog(root).open()
-        if Link is not None:
-            self.link = Link(transport, cfg, self.log, self.boot, self)
+        if self.link is not None:
+            self.link.log = self.log
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
