@@ -22,7 +22,9 @@ def _get(d, key, where, kinds, default=None, why="must be an object"):
 
 def _left(d, where):
     for k in d:
-        raise ProfileError(where + k, "unknown key: misspelt? the board would never read it")
+        raise ProfileError(
+            where + (k or repr(k)), "unknown key: misspelt? the board would never read it"
+        )
 
 
 def _num(v, lo, hi):
@@ -77,7 +79,8 @@ def _rule(rule, where, count):
     table = {}
     for k, name in m.items():
         # digits only, checked as bytes: iterating a str would intern each character
-        if not 0 < len(k) <= n or [c for c in k.encode() if not 48 <= c <= 57] or int(k) > top:
+        digits = [c for c in k.encode("utf-8", "surrogatepass") if not 48 <= c <= 57]
+        if not 0 < len(k) <= n or digits or int(k) > top:
             raise ProfileError(where + "map." + k, "must be a number 0..%d" % top)
         table[int(k)] = _state(name, where + "map." + k)
     if kind == "bits":

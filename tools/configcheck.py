@@ -191,6 +191,7 @@ def field_name(parts) -> str:
 
 
 def _join(base: str, key: str) -> str:
+    key = key or repr(key)  # an empty key is named '' (as the firmware names it)
     return base + "." + key if base else key
 
 

@@ -54,7 +54,7 @@ def _get(d, key, where, kinds, default=None, required=False, why="must be an obj
 
 def _left(d, where):
     for k in d:
-        _fail(where + k, "unknown key: misspelt? the board would never read it")
+        _fail(where + (k or repr(k)), "unknown key: misspelt? the board would never read it")
 
 
 def _str(d, key, where, lo, hi, default=None, required=False):
@@ -87,7 +87,7 @@ def _int(d, key, where, lo, hi, default=None, required=False):
 
 def _ident(d, key, default=None, required=False):
     v = _str(d, key, "", 1, 32, default, required)
-    for c in (v or "").encode():
+    for c in (v or "").encode("utf-8", "surrogatepass"):  # a lone surrogate is no error
         if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in b"-_.:"):
             _fail(key, "only A-Z a-z 0-9 - _ . : are allowed")
             return default
