@@ -27,7 +27,7 @@ def test_shipped_profiles_load(name):
         ({"reading": {"offset": 1, "type": "float32"}}, "reading.offset"),
         ({"reading": {"offset": 0, "type": "float64"}}, "reading.type"),
         ({"status": [{"kind": "enum", "offset": 1, "map": {"0": "fine"}}]}, "status[0].map.0"),
-        ({"status": [{"kind": "bits", "offset": 1, "map": {"16": "fault"}}]}, "status[0].map"),
+        ({"status": [{"kind": "bits", "offset": 1, "map": {"16": "fault"}}]}, "status[0].map.16"),
         ({"status": [{"kind": "enum", "offset": 5, "map": {"0": "ok"}}]}, "status[0].offset"),
         ({"status": [{"kind": "magic", "offset": 0}]}, "status[0].kind"),
         ({"valid_tenths": [10, 0]}, "valid_tenths"),
@@ -65,3 +65,23 @@ def test_decoding_any_register_data_gives_a_state(name, data):
         assert p.valid_lo <= t <= p.valid_hi
     if s == profile.OVER:  # above the measuring range: gas, whatever the status registers say
         assert t != profile.BAD and t > p.valid_hi
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"reading": {"offset": 0, "mul": 0}}, "reading.mul"),  # a blind detector
+        ({"reading": 5}, "reading"),
+        ({"status": 5}, "status"),
+        ({"status": [5]}, "status[0]"),
+        ({"reset_alarm": 5}, "reset_alarm"),
+        ({"valid_tenths": [True, 5]}, "valid_tenths"),
+        ({"reading": {"offset": 0, "scale": 10}}, "reading.scale"),
+        ({"scale": 10}, "scale"),
+    ],
+)
+def test_hostile_profiles_are_a_profile_error(patch, field):
+    # issue 19 items 2 and 6: never a TypeError or AttributeError, and no zero multiplier
+    with pytest.raises(profile.ProfileError) as err:
+        profile.load({**BASE, **patch})
+    assert err.value.field == field

@@ -1,21 +1,33 @@
-"""`gasguard config check FILE`: a device config against the install rules an inspector applies
-(../shared/DESIGN.md §1: GB 15322.1-2019, GB 50028 §10.8, CJJ/T 146-2011, GB 16808-2025).
+"""`gasguard config check FILE`: a device config against its schema, the firmware's own validator
+and the install rules an inspector applies (../shared/DESIGN.md §1: GB 15322.1-2019, GB 50028
+§10.8, CJJ/T 146-2011, GB 16808-2025). Every finding at once, each naming the field and the rule.
 
-The firmware's own validator runs first (what the board would refuse at boot), then every install
-rule; each finding names the field and the rule. Placement facts live in the config's "install"
-block, which the firmware ignores:
+Three layers, one report:
+- protocol/schemas/device-config.schema.json: every key the firmware accepts with its type and
+  bounds, and the install block; unknown keys are refused ("did you mean ...").
+- the firmware's validator (firmware/lib/gasguard/config.py, collecting every error): what the
+  board refuses at boot, including what a schema cannot state (each GPIO and address once, a
+  high set point above the low one, a profile that can read the high set point).
+- the install rules, on the config's "install" block (which the firmware ignores):
 
   "install": {"ceiling_m": 3.2, "backup_power": false, "valve_installed": "2026-09-15",
               "detectors": [{"address": 1, "location": "...", "mount_height_m": 3.0,
                              "distance_m": 2.5, "above_appliance": false,
                              "installed": "2026-09-15"}]}
+
+`gasguard flash` refuses exactly what this refuses; its --override covers only install-rule
+findings (`Finding.overridable`), never what the board itself would refuse.
 """
 
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
+import re
 import sys
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +36,11 @@ from gasguard.tools import micropython
 NG_FROM_CEILING_M = 0.3  # natural gas rises: within 0.3 m of the ceiling
 LPG_FROM_FLOOR_M = 0.3  # LPG sinks: within 0.3 m of the floor
 MAX_DISTANCE_M = {"ng": 8.0, "lpg": 4.0}  # horizontally from the appliance or valve it guards
-LOW_ALARM_PCT = (1, 25)  # GB 15322.1-2019: low alarm adjustable 1-25 %LEL
-HIGH_ALARM_PCT = 50  # and the high alarm at 50 %LEL
+HIGH_ALARM_PCT = 50  # GB 15322.1-2019: the high alarm at 50 %LEL
 DETECTOR_LIFE_Y = 3  # commercial point detector service life
 VALVE_LIFE_Y = 10
 WARN_BEFORE_DAYS = 90  # a replacement needs ordering and fitting
 GAS_NAMES = {"ng": "natural gas", "lpg": "LPG"}
-DETECTOR_GASES = {"ng": ("methane",), "lpg": ("propane", "butane", "lpg")}
 PIN_FIELDS = (
     "valve.pin", "valve.position_pin", "bus.tx", "bus.rx", "bus.de", "pins.buzzer", "pins.red",
     "pins.yellow", "pins.green", "pins.fan", "pins.ack", "pins.reset", "link.tx", "link.rx",
@@ -40,30 +50,221 @@ FLASH_GPIOS = range(6, 12)
 INPUT_ONLY = range(34, 40)
 OUTPUT_FIELDS = ("valve.pin", "bus.tx", "bus.de", "pins.buzzer", "pins.red", "pins.yellow",
                  "pins.green", "pins.fan", "link.tx")  # fmt: skip
+SCHEMA = "device-config.schema.json"
+BOARD_REFUSES = "the board refuses it at boot"
+FIRMWARE_RULE = "firmware validator: " + BOARD_REFUSES
+TYPE_WORDS = {"integer": "an integer", "number": "a number", "string": "text",
+              "object": "an object", "array": "a list", "boolean": "true or false",
+              "null": "null"}  # fmt: skip
 
 
 class Finding:
-    def __init__(self, level: str, field: str, rule: str, message: str) -> None:
+    def __init__(
+        self, level: str, field: str, rule: str, message: str, overridable: bool = False
+    ) -> None:
         self.level = level  # "error" or "warning"
         self.field = field
         self.rule = rule
         self.message = message
+        # an install-rule finding an installer may flash against with --override; never one the
+        # board itself refuses, nor an electrical impossibility (a flash or input-only GPIO)
+        self.overridable = overridable
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "level": self.level,
             "field": self.field,
             "rule": self.rule,
             "message": self.message,
+            "overridable": self.overridable,
         }
 
     def __str__(self) -> str:
         return "%-7s %s: %s [%s]" % (self.level, self.field, self.message, self.rule)
 
 
+class ConfigFileError(ValueError):
+    """A file that is not a config at all (unreadable, too big, not JSON): exit code 2."""
+
+
 def _firmware_config():
     """The firmware's config validator, loaded from firmware/ (it is plain Python)."""
     return micropython.load_firmware_module("config")
+
+
+def max_bytes() -> int:
+    return _firmware_config()._MAX_BYTES
+
+
+# --- reading the file ------------------------------------------------------------------------
+
+
+def _not_json_hint(text: str) -> str:
+    body = text.lstrip()
+    if re.match(r"[A-Za-z_][\w.-]*\s*:(\s|$)", body) or body.startswith("---"):
+        return " (this looks like YAML)"
+    if re.match(r"(\[[\w.\"-]+\]|[A-Za-z_][\w.-]*\s*=)", body):
+        return " (this looks like TOML)"
+    return ""
+
+
+def parse(raw: bytes) -> Any:
+    """The config from a file's bytes, as strictly as JSON says (the board's parser accepts
+    trailing commas and leading zeros; what it reads, this reads the same)."""
+    if len(raw) > max_bytes():
+        raise ConfigFileError(
+            "%d bytes: a config is at most %d bytes (the board reads no more; a 23 KB one ran "
+            "it out of memory)" % (len(raw), max_bytes())
+        )
+    if raw.startswith(b"\xef\xbb\xbf"):  # editors on Windows add one; the board skips it too
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigFileError(
+            "configs are JSON in UTF-8: byte 0x%02x at offset %d is not UTF-8"
+            % (raw[e.start], e.start)
+        ) from None
+    dupes: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for k, v in items:
+            if k in seen:
+                dupes.append(k)
+            seen[k] = v
+        return seen
+
+    def constant(name: str) -> Any:
+        raise ValueError("%s is not a JSON number" % name)
+
+    try:
+        cfg = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except RecursionError:
+        raise ConfigFileError("configs are JSON: this one is nested too deep") from None
+    except ValueError as e:
+        if text.lstrip()[:1] in ("{", "["):  # meant as JSON: say where it breaks
+            raise ConfigFileError("not valid JSON: %s" % e) from None
+        raise ConfigFileError("configs are JSON%s" % _not_json_hint(text)) from None
+    if dupes:
+        raise ConfigFileError(
+            "key %s appears twice in one object: the board would silently use the last"
+            % ", ".join(repr(k) for k in sorted(set(dupes)))
+        )
+    return cfg
+
+
+def read_file(path: Path) -> tuple[bytes, Any]:
+    """The file's bytes and the config in them; ConfigFileError says why there is none."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes() + 1)
+    except OSError as e:
+        raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
+    if len(raw) > max_bytes():
+        raise ConfigFileError(
+            "%d bytes or more: a config is at most %d bytes (the board reads no more; a 23 KB "
+            "one ran it out of memory)" % (Path(path).stat().st_size, max_bytes())
+        )
+    return raw, parse(raw)
+
+
+# --- the schema ------------------------------------------------------------------------------
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(resources.files("gasguard.protocol.schemas").joinpath(SCHEMA).read_text())
+
+
+@cache
+def _validator():
+    from jsonschema import Draft202012Validator, FormatChecker
+
+    return Draft202012Validator(schema(), format_checker=FormatChecker())
+
+
+def field_name(parts) -> str:
+    out = ""
+    for p in parts:
+        out += "[%d]" % p if isinstance(p, int) else ("." if out else "") + str(p)
+    return out
+
+
+def _join(base: str, key: str) -> str:
+    key = key or repr(key)  # an empty key is named '' (as the firmware names it)
+    return base + "." + key if base else key
+
+
+def _did_you_mean(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return "unknown key; did you mean %s?" % close[0]
+    return "unknown key (known here: %s)" % ", ".join(known)
+
+
+def schema_errors(cfg: Any) -> list[tuple[str, str, str]]:
+    """(field, message, rule) for each way cfg breaks the schema, one per field."""
+    out: dict[str, tuple[str, str, str]] = {}
+
+    def add(field: str, message: str, where: Any) -> None:
+        desc = where.get("description") if isinstance(where, dict) else None
+        out.setdefault(field, (field, message, "config schema" + (": " + desc if desc else "")))
+
+    for e in _validator().iter_errors(cfg):
+        base = field_name(e.absolute_path)
+        # a [low, high] pair is one field, for the firmware as for the installer
+        base = re.sub(r"((?:^|\.)(?:raw_range|valid_tenths))\[\d+\]$", r"\1", base)
+        kw, value, inst = e.validator, e.validator_value, e.instance
+        if "propertyNames" in e.schema_path:  # a key's name: the path stops at its object
+            if kw == "not" and "enum" in value:
+                add(_join(base, inst), "not used with the kind or type given beside it", {})
+            else:
+                add(_join(base, inst), "not a valid key here: %s" % _key_rule(value), {})
+        elif kw == "additionalProperties":
+            known = sorted(e.schema.get("properties", {}))
+            for k in inst:
+                if k not in known:
+                    add(_join(base, k), _did_you_mean(k, known), e.schema)
+        elif kw == "required":
+            for k in value:
+                if isinstance(inst, dict) and k not in inst:
+                    add(_join(base, k), "missing (required)", e.schema)
+        else:
+            add(base or "config", _message(kw, value, inst), e.schema)
+    return list(out.values())
+
+
+def _key_rule(value: Any) -> str:
+    return "a number of at most %d digits in range" % value.get("maxLength", 5)
+
+
+def _message(kw: str, value: Any, inst: Any) -> str:
+    shown = json.dumps(inst)[:60]
+    if kw == "type":
+        kinds = value if isinstance(value, list) else [value]
+        return "must be %s, not %s" % (" or ".join(TYPE_WORDS[k] for k in kinds), shown)
+    if kw == "minimum":
+        return "%s is below the minimum %s" % (shown, value)
+    if kw == "maximum":
+        return "%s is above the maximum %s" % (shown, value)
+    if kw == "enum":
+        return "%s is not one of %s" % (shown, ", ".join(json.dumps(v) for v in value))
+    if kw in ("minLength", "maxLength"):
+        return "must be %s %d characters" % ("at least" if kw == "minLength" else "at most", value)
+    if kw == "minItems":
+        return "needs at least %d item%s" % (value, "" if value == 1 else "s")
+    if kw == "maxItems":
+        return "takes at most %d items" % value
+    if kw == "minProperties":
+        return "must not be empty"
+    if kw == "format":
+        return "%s is not a real %s (YYYY-MM-DD)" % (shown, value)
+    if kw in ("pattern", "not"):
+        return "%s is not allowed here (see the rule)" % shown
+    return "%s breaks the schema's %s rule" % (shown, kw)
+
+
+# --- the install rules -----------------------------------------------------------------------
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -74,9 +275,15 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _date(v: Any) -> datetime.date | None:
+    if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+        return None
     try:
-        return datetime.date.fromisoformat(v) if isinstance(v, str) else None
+        return datetime.date.fromisoformat(v)
     except ValueError:
         return None
 
@@ -88,53 +295,41 @@ def _years_later(d: datetime.date, years: int) -> datetime.date:
         return d.replace(year=d.year + years, day=28)
 
 
-def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
-    """Every finding for one device config (a dict parsed from the JSON file)."""
-    today = today or datetime.date.today()
+def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
+    """The inspector's rules: placement, thresholds, valve kind vs power, pins, service life.
+    Robust to any JSON: a value of the wrong type is the schema's finding, not a crash here."""
     out: list[Finding] = []
 
-    def err(field: str, rule: str, msg: str) -> None:
-        out.append(Finding("error", field, rule, msg))
+    def err(field: str, rule: str, msg: str, overridable: bool = True) -> None:
+        out.append(Finding("error", field, rule, msg, overridable))
 
     def warn(field: str, rule: str, msg: str) -> None:
-        out.append(Finding("warning", field, rule, msg))
-
-    if not isinstance(cfg, dict):
-        err("config", "format", "the top level must be a JSON object")
-        return out
-    fw = _firmware_config()
-    try:
-        fw.Config(cfg, key=b"\0" * 16 if "key_hex" not in cfg else None)
-    except fw.ConfigError as e:
-        err(e.field, "firmware validator (the board refuses this config at boot)", e.reason)
+        out.append(Finding("warning", field, rule, msg, True))
 
     gas = cfg.get("gas")
     dets = cfg.get("detectors") if isinstance(cfg.get("detectors"), list) else []
+    gases = {"ng": ("methane",), "lpg": ("propane", "butane", "lpg")}
 
     # -- detector gas type against the site's gas
     for i, d in enumerate(dets):
-        if not isinstance(d, dict) or gas not in DETECTOR_GASES:
-            continue
-        if d.get("gas") not in DETECTOR_GASES[gas]:
+        if isinstance(d, dict) and gas in gases and d.get("gas") not in gases[gas]:
             err(
                 "detectors[%d].gas" % i,
                 "gas type (GB 50028 §10.8.2)",
                 "a %s sensor cannot detect %s; use %s"
-                % (d.get("gas"), GAS_NAMES[gas], " or ".join(DETECTOR_GASES[gas])),
+                % (d.get("gas"), GAS_NAMES[gas], " or ".join(gases[gas])),
             )
 
     # -- thresholds within the standard's range
     low = _get(cfg, "alarm.low_alarm_pct")
     high = _get(cfg, "alarm.high_alarm_pct")
-    low = 20 if low is None else low
-    high = HIGH_ALARM_PCT if high is None else high
-    if isinstance(low, (int, float)) and not LOW_ALARM_PCT[0] <= low <= LOW_ALARM_PCT[1]:
+    if _num(low) and not 1 <= low <= 25:
         err(
             "alarm.low_alarm_pct",
             "alarm set points (GB 15322.1-2019)",
             "low alarm %s %%LEL is outside the adjustable range 1-25 %%LEL" % low,
         )
-    if isinstance(high, (int, float)) and high != HIGH_ALARM_PCT:
+    if _num(high) and high != HIGH_ALARM_PCT:
         err(
             "alarm.high_alarm_pct",
             "alarm set points (GB 15322.1-2019)",
@@ -144,31 +339,41 @@ def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
     # -- placement
     inst = cfg.get("install")
     if not isinstance(inst, dict):
-        err("install", "placement record", "missing: where each detector is mounted is unknown")
+        if inst is None:
+            err(
+                "install", "placement record", "missing: where each detector is mounted is unknown"
+            )
         inst = {}
     ceiling = inst.get("ceiling_m")
-    placed = {}
-    for j, p in enumerate(inst.get("detectors") or []):
-        if isinstance(p, dict):
-            placed[p.get("address")] = (j, p)
+    placed: dict[Any, tuple[int, dict]] = {}
+    records = inst.get("detectors")
+    for j, p in enumerate(records if isinstance(records, list) else []):
+        if isinstance(p, dict) and isinstance(p.get("address"), int):
+            placed[p["address"]] = (j, p)
     for d in dets:
         if not isinstance(d, dict):
             continue
         addr = d.get("address")
-        if addr not in placed:
+        if not isinstance(addr, int) or isinstance(addr, bool) or addr not in placed:
             err(
                 "install.detectors",
                 "placement record",
-                "no placement for the detector at address %s" % addr,
+                "no placement for the detector at address %s" % json.dumps(addr),
             )
             continue
         j, p = placed[addr]
         w = "install.detectors[%d]." % j
         h = p.get("mount_height_m")
-        if not isinstance(h, (int, float)):
+        if not _num(h):
             err(w + "mount_height_m", "placement record", "missing: height above the floor")
+        elif _num(ceiling) and h > ceiling:
+            err(
+                w + "mount_height_m",
+                "placement record",
+                "%.2f m is above the %.2f m ceiling" % (h, ceiling),
+            )
         elif gas == "ng":
-            if not isinstance(ceiling, (int, float)):
+            if not _num(ceiling):
                 err("install.ceiling_m", "placement record", "missing: needed for natural gas")
             elif ceiling - h > NG_FROM_CEILING_M:
                 err(
@@ -184,8 +389,8 @@ def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
                 "%.2f m above the floor; LPG sinks, mount it within 0.3 m" % h,
             )
         dist = p.get("distance_m")
-        limit = MAX_DISTANCE_M.get(gas)
-        if not isinstance(dist, (int, float)):
+        limit = MAX_DISTANCE_M.get(gas) if isinstance(gas, str) else None
+        if not _num(dist):
             err(w + "distance_m", "placement record", "missing: distance from the appliance")
         elif limit is not None and dist > limit:
             err(
@@ -212,23 +417,15 @@ def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
         _life(err, warn, "install.valve_installed", "valve", vwhen, VALVE_LIFE_Y, today)
 
     # -- valve kind against backup power
-    kind = _get(cfg, "valve.kind")
-    if kind == "latching":
-        if inst.get("backup_power") is not True:
-            err(
-                "install.backup_power",
-                "valve kind vs power (GB 50028 §10.8.4: the valve must close when power fails)",
-                "a latching valve stays open without power: the site needs backup power "
-                "(UPS) for the controller",
-            )
-        if _get(cfg, "valve.position_pin") is None:
-            err(
-                "valve.position_pin",
-                "valve supervision",
-                "a latching valve needs its position input wired and configured",
-            )
+    if _get(cfg, "valve.kind") == "latching" and inst.get("backup_power") is not True:
+        err(
+            "install.backup_power",
+            "valve kind vs power (GB 50028 §10.8.4: the valve must close when power fails)",
+            "a latching valve stays open without power: the site needs backup power "
+            "(UPS) for the controller",
+        )
 
-    # -- pins: unique, real, outputs on output-capable GPIOs
+    # -- pins: real and output-capable (an ESP32 cannot be talked out of these: no override)
     used: dict[int, str] = {}
     link_real = _get(cfg, "link.kind") in (None, "uart") and _get(cfg, "link.path") is None
     for f in PIN_FIELDS:
@@ -237,14 +434,19 @@ def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
         n = _get(cfg, f)
         if f in ("link.tx", "link.rx") and n is None:
             n = 22 if f == "link.tx" else 21
-        if not isinstance(n, int):
+        if not isinstance(n, int) or isinstance(n, bool):
             continue
         if n in FLASH_GPIOS:
-            err(f, "pin assignment (ESP32)", "GPIO %d belongs to the SPI flash" % n)
+            err(f, "pin assignment (ESP32)", "GPIO %d belongs to the SPI flash" % n, False)
         if f in OUTPUT_FIELDS and n in INPUT_ONLY:
-            err(f, "pin assignment (ESP32)", "GPIO %d is input only: it cannot drive %s" % (n, f))
+            err(
+                f,
+                "pin assignment (ESP32)",
+                "GPIO %d is input only: it cannot drive %s" % (n, f),
+                False,
+            )
         if n in used:
-            err(f, "unique pins", "GPIO %d is also %s" % (n, used[n]))
+            err(f, "unique pins", "GPIO %d is also %s" % (n, used[n]), False)
         else:
             used[n] = f
     return out
@@ -260,17 +462,69 @@ def _life(err, warn, field, what, when, years, today) -> None:
         warn(field, rule, "the %s reaches its end of life on %s (%d days)" % (what, end, left))
 
 
+# --- all three -------------------------------------------------------------------------------
+
+
+def firmware_errors(cfg: Any, key: bytes | None = None) -> list[tuple[str, str]]:
+    """(field, reason) for everything the board refuses at boot, all at once. Without key_hex
+    the key is taken to come from the key file beside the config."""
+    fw = _firmware_config()
+    if key is None and not (isinstance(cfg, dict) and "key_hex" in cfg):
+        key = bytes(16)
+    return [(e.field, e.reason) for e in fw.collect(cfg, key)]
+
+
+def check(cfg: Any, today: datetime.date | None = None) -> list[Finding]:
+    """Every finding for one device config (parsed from its JSON file), one per field and rule:
+    the install rules first (their wording names the standard), then the schema, then what
+    only the firmware's validator finds; a field the board refuses is never overridable."""
+    today = today or datetime.date.today()
+    if not isinstance(cfg, dict):
+        return [Finding("error", "config", "format", "the top level must be a JSON object")]
+    board = dict(firmware_errors(cfg))
+    out = install_rules(cfg, today)
+    fields = {f.field for f in out if f.level == "error"}
+    for field, message, rule in schema_errors(cfg):
+        if field not in fields:
+            fields.add(field)
+            out.append(Finding("error", field, rule, message))
+    for field, reason in board.items():
+        if field not in fields:
+            fields.add(field)
+            out.append(Finding("error", field, FIRMWARE_RULE, reason))
+    for f in out:
+        if f.field in board:
+            f.overridable = False
+            if f.rule != FIRMWARE_RULE:
+                f.rule += "; " + BOARD_REFUSES
+        elif (
+            f.level == "error"
+            and not f.field.startswith("install")
+            and f.rule.startswith("config schema")
+        ):
+            f.overridable = False  # the schema is the board's rules, written down
+    return out
+
+
+def check_file(path: Path, today: datetime.date | None = None) -> tuple[bytes, Any, list[Finding]]:
+    """The file's bytes, its config and every finding; ConfigFileError if it is not one."""
+    raw, cfg = read_file(path)
+    return raw, cfg, check(cfg, today)
+
+
 def main(path: str, as_json: bool = False, today: str | None = None) -> int:
+    day = None
+    if today is not None:
+        day = _date(today)
+        if day is None:
+            print("gasguard config check: --today %r is not a date (YYYY-MM-DD)" % today,
+                  file=sys.stderr)  # fmt: skip
+            return 2
     try:
-        cfg = json.loads(Path(path).read_text())
-    except OSError as e:
-        print("gasguard config check: %s: cannot read (%s)" % (path, e.strerror), file=sys.stderr)
+        _, _, found = check_file(Path(path), day)
+    except ConfigFileError as e:
+        print("gasguard config check: %s: %s" % (path, e), file=sys.stderr)
         return 2
-    except ValueError as e:
-        print("gasguard config check: %s: not valid JSON (%s)" % (path, e), file=sys.stderr)
-        return 2
-    day = datetime.date.fromisoformat(today) if today else None
-    found = check(cfg, day)
     errors = sum(1 for f in found if f.level == "error")
     if as_json:
         print(

@@ -1,15 +1,24 @@
 """`gasguard flash --port PORT --config FILE`: put the firmware, the device config and its key on
 a board running MicroPython, over its USB serial REPL (ESP32) or a virtual board's REPL pty.
 
-Steps: validate the config as the firmware will at boot; compile the firmware with mpy-cross;
+Steps: check the config exactly as `gasguard config check` does (schema, the firmware's own
+validator, the install rules) and refuse it on any error; compile the firmware with mpy-cross;
 connect with mpremote's serial transport without a soft reset (the running firmware is
 interrupted with Ctrl-C, which leaves the valve closed); refuse a board whose MicroPython cannot
 load our bytecode; hash what is on the board in one round trip and copy only files that differ;
-write config.json and key.hex; read every digest back and compare; restart the board.
+write config.json (without the install block and the key, which go to the commissioning record
+and key.hex) and key.hex; read every digest back and compare; restart the board.
+
+`--override REASON` flashes a config whose only errors are install-rule findings (placement,
+service life, backup power, ...) and writes who overrode what and why to override.json on the
+board, where `gasguard commission` reads it into the commissioning record. What the board itself
+would refuse at boot, and an ESP32 pin that cannot work, can never be overridden.
 """
 
 from __future__ import annotations
 
+import datetime
+import getpass
 import hashlib
 import json
 import sys
@@ -17,9 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools import configcheck
 from gasguard.tools.vboard import install_firmware
-from gasguard.tools.vboard_service import ConfigFileError, read_device_config
 
+OVERRIDE_FILE = "override.json"  # on the board, beside config.json
 MIN_VERSION = (1, 23)  # the first release reading bytecode v6.3, what our mpy-cross emits
 MPY_VERSION = (6, 3)
 PLATFORMS = {"esp32": "ESP32", "linux": "virtual board (unix port)"}
@@ -67,22 +77,59 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def build_image(config_path: Path, key_path: Path | None, staging: Path) -> dict[str, bytes]:
-    """Every file the board should hold, by its path on the board's filesystem."""
+def read_key(cfg: Any, key_path: Path | None) -> bytes:
+    """The device key: the --key file, else the config's key_hex."""
+    if key_path is not None:
+        try:
+            text = Path(key_path).read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise FlashError("%s: cannot read the key (%s)" % (key_path, e), 2) from None
+    else:
+        text = cfg.get("key_hex", "") if isinstance(cfg, dict) else ""
     try:
-        cfg, key = read_device_config(config_path, key_path)
-    except ConfigFileError as e:
-        raise FlashError("%s: %s" % (config_path, e), 2) from None
-    from gasguard.tools.configcheck import _firmware_config
+        key = bytes.fromhex(text)
+    except (TypeError, ValueError):
+        raise FlashError("key: not hexadecimal", 2) from None
+    if len(key) < 16:
+        raise FlashError("key: missing or shorter than 16 bytes (use --key or key_hex)", 2)
+    return key
 
-    fw = _firmware_config()
-    device_cfg = {k: v for k, v in cfg.items() if k not in ("key_hex", "install")}
+
+def refused(path: Path, errors: list[configcheck.Finding], override: bool) -> FlashError:
+    lines = ["%s: %d error(s); the board is not flashed:" % (path, len(errors))]
+    lines += ["  " + str(f) for f in errors]
+    hard = [f for f in errors if not f.overridable]
+    if hard:
+        lines.append(
+            "%d of them the board itself would refuse (or the ESP32 cannot do): fix the config"
+            % len(hard)
+        )
+    elif not override:
+        lines.append(
+            "only install rules: to flash anyway, give --override REASON (and --installer NAME); "
+            "the override goes into the commissioning record"
+        )
+    return FlashError("\n".join(lines), 2)
+
+
+def build_image(
+    config_path: Path,
+    key_path: Path | None,
+    staging: Path,
+    override: dict[str, Any] | None = None,
+    today: datetime.date | None = None,
+) -> dict[str, bytes]:
+    """Every file the board should hold, by its path on the board's filesystem. Refuses (exit
+    code 2) exactly what `gasguard config check` refuses, unless override (by, reason) is given
+    and every error is an overridable install-rule finding; then override.json records them."""
     try:
-        fw.Config(device_cfg, key=key)
-    except fw.ConfigError as e:
-        raise FlashError(
-            "%s: %s: %s (the board would refuse it at boot)" % (config_path, e.field, e.reason), 2
-        ) from None
+        _, cfg, found = configcheck.check_file(config_path, today)
+    except configcheck.ConfigFileError as e:
+        raise FlashError("%s: %s" % (config_path, e), 2) from None
+    errors = [f for f in found if f.level == "error"]
+    if errors and (override is None or not all(f.overridable for f in errors)):
+        raise refused(config_path, errors, override is not None)
+    key = read_key(cfg, key_path)
     try:
         install_firmware(staging)
     except (RuntimeError, OSError) as e:
@@ -91,8 +138,25 @@ def build_image(config_path: Path, key_path: Path | None, staging: Path) -> dict
     for p in sorted(staging.rglob("*")):
         if p.is_file():
             files[p.relative_to(staging).as_posix()] = p.read_bytes()
+    device_cfg = {k: v for k, v in cfg.items() if k not in ("key_hex", "install")}
     files["config.json"] = json.dumps(device_cfg, indent=1).encode()
     files["key.hex"] = key.hex().encode()
+    if errors:
+        assert override is not None
+        files[OVERRIDE_FILE] = json.dumps(
+            {
+                "record": "gasguard install-rule override",
+                "by": override["by"],
+                "reason": override["reason"],
+                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                # the firmware's digest of the config it was made for: commissioning tells a
+                # stale override (the config changed since) from a current one
+                "config_digest": hashlib.sha256(files["config.json"]).hexdigest()[:16],
+                "source": str(config_path),
+                "overridden": [f.as_dict() for f in errors],
+            },
+            indent=1,
+        ).encode()
     return files
 
 
@@ -164,13 +228,15 @@ class Board:
         return json.loads(out.decode().strip().splitlines()[-1])
 
     def identify(self) -> dict[str, Any]:
-        return self.eval_json(
+        # a list, not a dict: short strings in code sent to the board are interned there for
+        # good, and a stopped board has little heap for a new pool of names (commission)
+        plat, version, mpy, machine = self.eval_json(
             "import sys, json\n"
-            "print(json.dumps({'platform': sys.platform, "
-            "'version': list(sys.implementation.version[:3]), "
-            "'mpy': getattr(sys.implementation, '_mpy', 0), "
-            "'machine': getattr(sys.implementation, '_machine', '')}))"
+            "print(json.dumps([sys.platform, list(sys.implementation.version[:3]), "
+            "getattr(sys.implementation, '_mpy', 0), getattr(sys.implementation, '_machine', "
+            "'')]))"
         )
+        return {"platform": plat, "version": version, "mpy": mpy, "machine": machine}
 
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         self.t.exec(_HASHER)
@@ -192,6 +258,9 @@ class Board:
             "    except OSError:\n"
             "        pass\n" % (dirs,)
         )
+
+    def remove(self, path: str) -> None:
+        self.t.exec("import os\ntry:\n    os.remove(%r)\nexcept OSError:\n    pass\n" % path)
 
     def write(self, path: str, data: bytes, progress) -> None:
         self.t.exec("gc.collect()")
@@ -239,12 +308,18 @@ def flash(
     dry_run: bool = False,
     progress: bool | None = None,
     out=print,
+    override: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Returns a report: board, copied, skipped, verified, restarted."""
+    """Returns a report: board, copied, skipped, verified, restarted (and overridden)."""
     with tempfile.TemporaryDirectory(prefix="gasguard-flash-") as tmp:
-        files = build_image(config, key, Path(tmp))
+        files = build_image(config, key, Path(tmp), override)
     out("image: %d files, %.0f kB (firmware compiled with mpy-cross)" % (
         len(files), sum(len(b) for b in files.values()) / 1024))  # fmt: skip
+    overridden = json.loads(files[OVERRIDE_FILE])["overridden"] if OVERRIDE_FILE in files else []
+    for f in overridden:
+        out("OVERRIDDEN by %s (%s): %s: %s [%s]" % (
+            override and override["by"], override and override["reason"], f["field"],
+            f["message"], f["rule"]))  # fmt: skip
     board = Board(port)
     restarted = False
     try:
@@ -255,22 +330,30 @@ def flash(
             % (".".join(str(x) for x in info["version"]), PLATFORMS[info["platform"]],
                info.get("machine", ""))
         )  # fmt: skip
-        on_board = board.hashes(sorted(files))
+        on_board = board.hashes(sorted(files) + [OVERRIDE_FILE] * (OVERRIDE_FILE not in files))
         todo = [p for p in sorted(files) if on_board.get(p) != _sha(files[p])]
+        # an override made for an earlier config must not reach this one's record
+        stale = OVERRIDE_FILE not in files and on_board.get(OVERRIDE_FILE) is not None
         report = {
             "port": port,
             "board": info,
             "copied": todo,
             "skipped": len(files) - len(todo),
             "dry_run": dry_run,
+            "overridden": overridden,
+            "removed": [OVERRIDE_FILE] if stale else [],
         }
         out("%d files differ, %d already identical" % (len(todo), len(files) - len(todo)))
         if dry_run:
             for p in todo:
                 out("  would copy %s (%d bytes)" % (p, len(files[p])))
+            if stale:
+                out("  would remove %s (an override for an earlier config)" % OVERRIDE_FILE)
             report["verified"] = False
             report["restarted"] = False
             return report
+        if stale:
+            board.remove(OVERRIDE_FILE)
         dirs = sorted({str(Path(p).parent) for p in todo if "/" in p}, key=len)
         expanded = set()
         for d in dirs:
@@ -304,6 +387,12 @@ def flash(
 
 
 def main(args: Any) -> int:
+    override = None
+    if args.override is not None:
+        if not args.override.strip():
+            print("gasguard flash: --override needs the reason, in words", file=sys.stderr)
+            return 2
+        override = {"by": args.installer or getpass.getuser(), "reason": args.override.strip()}
     try:
         report = flash(
             args.port,
@@ -311,6 +400,7 @@ def main(args: Any) -> int:
             Path(args.key) if args.key else None,
             dry_run=args.dry_run,
             progress=False if args.no_progress else None,
+            override=override,
         )
     except FlashError as e:
         print("gasguard flash: %s" % e, file=sys.stderr)
@@ -328,3 +418,10 @@ def add_parser(sub: Any) -> None:
     f.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--json", action="store_true", help="print a JSON report at the end")
+    f.add_argument(
+        "--override",
+        metavar="REASON",
+        help="flash although install rules fail (never what the board refuses); the reason, "
+        "who and what go on the board and into the commissioning record",
+    )
+    f.add_argument("--installer", help="who overrides (name and licence number)")

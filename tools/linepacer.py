@@ -27,9 +27,12 @@ def make_pty() -> tuple[int, int, str]:
 
 
 class _Direction:
-    def __init__(self, pacer: LinePacer, out_fd: int, name: str, corrupts: bool = True):
+    def __init__(
+        self, pacer: LinePacer, out_fd: int, name: str, corrupts: bool = True, paced: bool = True
+    ):
         self.pacer = pacer
         self.corrupts = corrupts
+        self.paced = paced  # False: the bytes already crossed a wire at the real rate
         self.out_fd = out_fd
         self.name = name
         self.queue: deque[int] = deque()
@@ -62,7 +65,7 @@ class _Direction:
             if self.corrupts and p.corrupt_rate and p.rng.random() < p.corrupt_rate:
                 b ^= 1 << p.rng.randrange(8)
                 self.corrupted += 1
-            t_next += p.char_s
+            t_next += p.char_s if self.paced else 0.0
             delay = t_next - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
@@ -111,7 +114,11 @@ class LinePacer:
         # A corrupted request fails the slave's CRC check and is ignored (real slaves resync on
         # the 3.5-character silence; pymodbus's framer would not), so requests are corrupted
         # whole, below, and swallowed: the board sees the same thing, no answer.
-        self.to_bus = _Direction(self, self.bus_m, "request", corrupts=False)
+        # A request from a real serial port (or a virtual board's paced bus) took its wire time
+        # already: it is passed on as it completes, not paced a second time.
+        self.to_bus = _Direction(
+            self, self.bus_m, "request", corrupts=False, paced=board_port is None
+        )
         self.to_board = _Direction(self, self.board_m, "response")
         self.requests_swallowed = 0
         self.requests_corrupted = 0
@@ -217,6 +224,61 @@ class PtyCable:
     def stop(self) -> None:
         self.stopping = True
         self._thread.join(timeout=2)
+        for fd in (self.a_m, self._a_s, self.b_m, self._b_s):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class PacedCable:
+    """A serial cable at a real baud rate: two ptys whose bytes cross one character time (11
+    bits) apart each way, as on a wire. For a virtual board's `--bus external`, where a tester's
+    own detector simulator answers: the firmware sees the timing of a real RS-485 line (a reply
+    written at once still arrives a character at a time) whoever is at the far end. Fault
+    injection as on the LinePacer: corrupt_rate, drop_rate, extra_delay_s."""
+
+    def __init__(self, baud: int = 9600, seed: int = 1) -> None:
+        self.baud = baud
+        self.char_s = 11 / baud
+        self.rng = random.Random(seed)
+        self.corrupt_rate = 0.0
+        self.drop_rate = 0.0
+        self.extra_delay_s = 0.0
+        self.stopping = False
+        self.a_m, self._a_s, self.a_path = make_pty()
+        self.b_m, self._b_s, self.b_path = make_pty()
+        self.to_b = _Direction(self, self.b_m, "a->b")
+        self.to_a = _Direction(self, self.a_m, "b->a")
+        self._threads = [
+            threading.Thread(target=self._read_loop, daemon=True, name="cable-read"),
+            threading.Thread(target=self.to_b.run, daemon=True, name="cable-a-b"),
+            threading.Thread(target=self.to_a.run, daemon=True, name="cable-b-a"),
+        ]
+
+    def start(self) -> PacedCable:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _read_loop(self) -> None:
+        way = {self.a_m: self.to_b, self.b_m: self.to_a}
+        while not self.stopping:
+            r, _, _ = select.select(list(way), [], [], 0.1)
+            for fd in r:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:
+                    continue
+                way[fd].put(data)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for d in (self.to_a, self.to_b):
+            with d.cv:
+                d.cv.notify_all()
+        for t in self._threads:
+            t.join(timeout=2)
         for fd in (self.a_m, self._a_s, self.b_m, self._b_s):
             try:
                 os.close(fd)

@@ -9,6 +9,12 @@ lib/ (`layout="romfs"`, see firmware/rom.py). Its pins are on a panel reached ov
 output change arrives time-stamped and inputs (buttons, valve position) can be set. The watchdog is
 emulated: when the firmware stops feeding it, the process is killed and restarted with reset cause
 "wdt". A power cut is SIGKILL.
+
+The config file can be handed over byte for byte (`raw`), as an installer wrote it; the ptys of
+the detector bus and the gateway link then reach the firmware through the environment
+(GASGUARD_BUS_PATH, GASGUARD_LINK_PATH), never through the file. A firmware that dies before
+its panel exists (a module missing after a broken flash, a HAL that cannot load) is a BootCrash:
+"firmware crashed at boot, outputs undriven", which is not a board up with its valve closed.
 """
 
 from __future__ import annotations
@@ -30,6 +36,22 @@ import tty
 from pathlib import Path
 
 from gasguard.tools import micropython
+
+CRASHED = "firmware crashed at boot, outputs undriven"
+
+
+class BootCrash(RuntimeError):
+    """The firmware ended (or fell into its REPL) before its panel existed: no output is
+    driven, nothing feeds a watchdog. The message carries the console's last lines."""
+
+
+def _field(cfg: object, *keys: str, default: object = None) -> object:
+    """cfg[k1][k2]... or default, whatever the (possibly hostile) config holds."""
+    for k in keys:
+        if not isinstance(cfg, dict) or k not in cfg:
+            return default
+        cfg = cfg[k]
+    return cfg
 
 
 def free_port() -> int:
@@ -114,19 +136,26 @@ class VirtualBoard:
         self,
         flash: Path,
         config: dict,
-        key: bytes,
+        key: bytes | None,
         *,
         install: bool = True,
         wdt_timeout_s: float = 2.0,
         heapsize: str = micropython.HEAPSIZE,
         valve_travel_s: float | None = None,
         layout: str = "files",
+        raw: bytes | None = None,
+        bus_path: str | None = None,
+        link_path: str | None = None,
     ):
         self.flash = Path(flash)
         self.flash.mkdir(parents=True, exist_ok=True)
-        self.config = dict(config)
+        # what the harness reads (valve kind, buttons); the firmware gets `raw` when given
+        self.config = dict(config) if isinstance(config, dict) else {}
+        self.raw = raw
+        self.bus_path = bus_path
+        self.link_path = link_path
         self.panel_port = free_port()
-        self.key = key
+        self.key = key  # None: no key.hex (the firmware takes the config's key_hex)
         self.wdt_timeout_s = wdt_timeout_s
         # A valve body on the position input: after each change of the valve output it reports
         # the new position this much later (None: no valve attached, the harness sets it).
@@ -158,13 +187,17 @@ class VirtualBoard:
         os.set_blocking(self._repl_m, False)
         self.repl_path = os.ttyname(self._repl_s)
         self._closed = False
+        self.boot_crash: str | None = None  # set when the firmware died before its panel
+        self._mark = 0  # where the running boot's console lines start
         threading.Thread(target=self._relay_repl, daemon=True, name="vboard-repl").start()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def write_config(self) -> None:
-        (self.flash / "config.json").write_text(json.dumps(self.config, indent=1))
-        (self.flash / "key.hex").write_text(self.key.hex())
+        raw = self.raw if self.raw is not None else json.dumps(self.config, indent=1).encode()
+        (self.flash / "config.json").write_bytes(raw)
+        if self.key is not None:
+            (self.flash / "key.hex").write_text(self.key.hex())
 
     def start(self, reset_cause: str | None = None, watchdog: bool = True) -> VirtualBoard:
         with self._life:  # the supervisor must not see the old process half replaced
@@ -181,8 +214,14 @@ class VirtualBoard:
             MICROPYPATH=str(self.flash / "lib"),
             GASGUARD_PANEL_PORT=str(self.panel_port),
         )
+        # the wiring, outside the config file (a config's own bus.path or link.path wins)
+        for name, path in (("GASGUARD_BUS_PATH", self.bus_path),
+                           ("GASGUARD_LINK_PATH", self.link_path)):  # fmt: skip
+            env.pop(name, None)
+            if path is not None:
+                env[name] = path
         if self.valve_travel_s is not None:  # a valve body on the position input
-            if self.config.get("valve", {}).get("kind", "nc") == "nc":
+            if _field(self.config, "valve", "kind", default="nc") != "latching":
                 self.valve_open = False  # unpowered since the last process: the spring closed it
             env["GASGUARD_PANEL_INPUTS"] = "valve_pos=%d" % self._pos_level(self.valve_open)
         # the console pty: raw, but Ctrl-C still raises SIGINT (KeyboardInterrupt), as on a board
@@ -198,6 +237,9 @@ class VirtualBoard:
 
         self.maintenance = False
         self._killing = False
+        self.boot_crash = None
+        with self._cv:
+            self._mark = len(self.lines)  # this boot's console starts here
         self.proc = subprocess.Popen(
             [
                 micropython.find_micropython(),
@@ -268,18 +310,29 @@ class VirtualBoard:
                 except OSError:
                     pass
 
+    def _crashed(self) -> bool:
+        # the process ended, or main.py ended and `-i` left the interpreter at its REPL (what a
+        # board does when main.py raises): either way nothing drives the outputs
+        if self.proc is not None and self.proc.poll() is not None:
+            return True
+        with self._cv:
+            return any(line.startswith('Type "help()"') for line in self.lines[self._mark :])
+
     def _connect_panel(self) -> None:
         deadline = time.monotonic() + 10
         while True:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError("virtual board exited:\n" + "\n".join(self.lines[-20:]))
+            if self._crashed():
+                time.sleep(0.1)  # the last console lines are still on their way
+                self.boot_crash = "%s:\n%s" % (CRASHED, "\n".join(self.lines[-20:]))
+                raise BootCrash(self.boot_crash)
             try:
                 s = socket.create_connection(("127.0.0.1", self.panel_port), timeout=1)
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "panel did not come up:\n" + "\n".join(self.lines[-20:])
+                    raise BootCrash(
+                        "the panel did not come up within 10 s (%s?):\n%s"
+                        % (CRASHED, "\n".join(self.lines[-20:]))
                     ) from None
                 time.sleep(0.02)
         s.settimeout(None)
@@ -316,12 +369,11 @@ class VirtualBoard:
                 self._cv.notify_all()
 
     def _pos_level(self, is_open: bool) -> int:
-        open_level = self.config.get("valve", {}).get("position_open_level", 1)
+        open_level = 0 if _field(self.config, "valve", "position_open_level") == 0 else 1
         return open_level if is_open else 1 - open_level
 
     def _valve_moves(self, out: int) -> None:
-        v = self.config.get("valve", {})
-        if v.get("kind", "nc") == "nc":
+        if _field(self.config, "valve", "kind", default="nc") != "latching":
             is_open = out == 1  # energised: open; de-energised: the spring closes it
         elif out == 1:
             is_open = False  # a latching valve's trip coil fired: the latch drops
@@ -352,17 +404,25 @@ class VirtualBoard:
                 if p is None or self._killing or not self._watchdog:
                     continue
                 rc = p.poll()
-                if rc is not None:
-                    self.restarts += 1
-                    self._close_panel()
-                    self.start(reset_cause="wdt" if rc == 3 else "soft", watchdog=False)
-                    continue
-                if self.maintenance:
-                    continue
-                if time.perf_counter() - self.wdt_last > self.wdt_timeout_s:
-                    self.wdt_resets += 1
-                    self.kill()
-                    self.start(reset_cause="wdt", watchdog=False)
+                try:
+                    if rc is not None:
+                        self.restarts += 1
+                        self._close_panel()
+                        self.start(reset_cause="wdt" if rc == 3 else "soft", watchdog=False)
+                        continue
+                    if self.maintenance:
+                        continue
+                    if time.perf_counter() - self.wdt_last > self.wdt_timeout_s:
+                        self.wdt_resets += 1
+                        self.kill()
+                        self.start(reset_cause="wdt", watchdog=False)
+                except BootCrash:
+                    # as a board: no watchdog runs before the firmware starts one, so it stays
+                    # down, outputs undriven, until someone flashes or power-cycles it
+                    self._watchdog = False
+                    with self._cv:
+                        self.lines.append("VBOARD: " + CRASHED)
+                        self._cv.notify_all()
 
     def _close_panel(self) -> None:
         if self._sock is not None:
@@ -421,7 +481,7 @@ class VirtualBoard:
         self._sock.sendall(b"fault %s\n" % kind.encode())
 
     def press(self, button: str, hold_s: float = 0.15) -> None:
-        active = 0 if self.config.get("pins", {}).get("buttons_active_low", True) else 1
+        active = 1 if _field(self.config, "pins", "buttons_active_low") is False else 0
         self.set_input(button, active)
         time.sleep(hold_s)
         self.set_input(button, 1 - active)
@@ -434,7 +494,8 @@ class VirtualBoard:
         answered yet: the board refuses (and says so), and the person tries again a moment
         later. Neither opening nor refusing is an error at once; so is refusing every time."""
         if hold_s is None:
-            hold_s = self.config.get("pins", {}).get("reset_hold_ms", 1000) / 1000 + 0.2
+            hold_ms = _field(self.config, "pins", "reset_hold_ms", default=1000)
+            hold_s = (hold_ms if isinstance(hold_ms, int) else 1000) / 1000 + 0.2
         for _ in range(attempts):
             mark = len(self.lines)
             self.press("reset", hold_s)
@@ -454,6 +515,8 @@ class VirtualBoard:
         with self._cv:
             while self.outputs.get(pin) != value:
                 left = deadline - time.monotonic()
+                if self.boot_crash is not None:
+                    raise BootCrash(self.boot_crash)
                 if left <= 0:
                     raise TimeoutError(
                         "%s never became %d; last lines:\n%s"

@@ -5,8 +5,10 @@ restarts the board; a silent detector fails the record and the valve is then nev
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -27,14 +29,19 @@ def board():
         yield svc
 
 
-def commission(svc: VboardService, out: Path) -> subprocess.CompletedProcess:
+def commission(
+    svc: VboardService, out: Path, *extra: str, yes: bool = True
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", svc.board.repl_path]
-        + ["--config", str(EXAMPLE), "--out", str(out), "--installer", "Wang Wei", "--yes"],
+        + ["--config", str(EXAMPLE), "--out", str(out), "--installer", "Wang Wei"]
+        + (["--yes"] if yes else [])
+        + list(extra),
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
+        stdin=subprocess.DEVNULL,  # no terminal: nobody can be asked
     )
 
 
@@ -55,8 +62,12 @@ def test_self_test_passes_and_writes_the_record(board, tmp_path):
     assert rec["site"] == "sh-xuhui-0042" and rec["installer"] == "Wang Wei"
     assert checks["detector.1"]["result"] == "pass" and checks["detector.2"]["result"] == "pass"
     assert checks["valve"]["result"] == "pass" and checks["valve"]["open_ms"] > 0
-    assert all(checks[o]["result"] == "driven" and checks[o]["confirmed"] is None for o in OUTPUTS)
-    assert rec["verdict"].startswith("PASS") and "pending" in rec["verdict"]
+    # --yes: nobody was asked, so the lamps, buzzer and fan are not confirmed, never passed
+    assert all(
+        checks[o]["result"] == "not confirmed" and checks[o]["confirmed"] is None for o in OUTPUTS
+    )
+    assert rec["verdict"].startswith("NOT CONFIRMED") and "red" in rec["verdict"]
+    assert rec["install_rules_overridden"] is None
     assert len(rec["install"]["detectors"]) == 2
     md = next(tmp_path.glob("commissioning-hotpot-88-main-*.md")).read_text()
     assert "| valve | pass |" in md and "ceiling above the wok line" in md
@@ -75,7 +86,75 @@ def test_silent_detector_fails_and_the_valve_stays_shut(board, tmp_path):
     rec = json.loads(next(tmp_path.glob("*.json")).read_text())
     checks = {c["check"]: c for c in rec["checks"]}
     assert checks["detector.2"]["result"] == "fail"
-    assert "no answer at Modbus address 2" in checks["detector.2"]["detail"]
+    assert "no answer at address 2" in checks["detector.2"]["detail"]
     assert checks["detector.1"]["result"] == "pass"
     assert checks["valve"]["result"] == "skipped"
     assert [v for _, pin, v in b.history[mark:] if pin == "valve" and v == 1] == []
+
+
+def test_a_detector_missing_after_a_reboot_never_halts_the_board(tmp_path):
+    """Issue 19 item 10: with the gateway link configured (less heap) and a detector unplugged
+    just after a reboot, the self-test ran out of heap 2 times in 3 and left the board halted at
+    the REPL. Three tries in a row: each ends with a record naming the silent detector and the
+    board running again, valve closed."""
+    cfg, key = read_device_config(EXAMPLE)  # as installed: with its UART link to the gateway
+    with VboardService(cfg, key) as svc:
+        b = svc.board
+        mark = 0
+        details = []
+        for attempt in range(3):
+            b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+            svc.apply({"det": 2, "silent": True})  # unplugged at the junction box
+            time.sleep(0.3)
+            mark = len(b.lines)
+            r = commission(svc, tmp_path / str(attempt))
+            out = r.stdout + r.stderr
+            assert "MemoryError" not in out, out
+            assert r.returncode == 1 and "verdict: FAIL" in r.stdout, out
+            rec = json.loads(next((tmp_path / str(attempt)).glob("*.json")).read_text())
+            checks = {c["check"]: c for c in rec["checks"]}
+            details.append(checks["detector.2"]["detail"])
+            assert checks["valve"]["result"] == "skipped"
+            # left running and safe: restarted into the safety loop, valve closed
+            b.wait_line("GASGUARD RUNNING", 20, start=mark)
+            b.wait_output("valve", 0, 5)
+            svc.apply({"det": 2, "silent": False})
+    assert all("no answer at address 2" in d for d in details), details
+
+
+def test_without_a_terminal_nothing_nobody_saw_is_passed(board, tmp_path):
+    """Issue 19 item 10: no terminal and no --yes: lamps, buzzer and fan were driven but nobody
+    was asked, so they are "not confirmed" and the verdict is not a PASS."""
+    r = commission(board, tmp_path, yes=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "PASS" not in r.stdout.split("verdict:")[1].splitlines()[0]
+    rec = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert rec["verdict"].startswith("NOT CONFIRMED")
+    checks = {c["check"]: c for c in rec["checks"]}
+    for o in OUTPUTS:
+        assert checks[o]["result"] == "not confirmed" and checks[o]["confirmed"] is None
+    assert checks["detector.1"]["result"] == "pass" and checks["valve"]["result"] == "pass"
+    md = next(tmp_path.glob("*.md")).read_text()
+    assert "NOT CONFIRMED" in md and "| red | not confirmed |" in md
+
+
+def test_the_self_test_loads_without_new_interned_names():
+    """The stopped firmware's heap is fragmented: a new interned name can need the names' pool
+    to double (7 KB at once), which is how the self-test ran out of heap (issue 19 item 10).
+    Loading it after a stop interns its module and file names and nothing else."""
+    from gasguard.tools.flash import Board
+
+    cfg, key = read_device_config(EXAMPLE)  # with the link: the most names a board interns
+    with VboardService(cfg, key) as svc:
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+        board = Board(svc.board.repl_path)
+        try:
+            out = board.t.exec(
+                "import micropython\nmicropython.qstr_info()\nfrom gasguard import selftest\n"
+                "micropython.qstr_info()\n"
+            ).decode()
+        finally:
+            board.restart("linux")
+    before, after = (int(n) for n in re.findall(r"n_qstr=(\d+)", out))
+    assert after - before <= 2, out
+    assert after < 620, "the stopped firmware is at the names' pool step: %s" % out

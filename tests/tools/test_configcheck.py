@@ -144,7 +144,21 @@ CASES = [
         "install.detectors",
         "placement record",
     ),
-    ("firmware validator", good, _set("loop_ms", 0), "loop_ms", "firmware validator"),
+    ("the board's own rules", good, _set("loop_ms", 0), "loop_ms", "the board refuses it"),
+    (
+        "firmware validator",
+        good,
+        _set("detectors.1.address", 1),
+        "detectors[1].address",
+        "firmware validator",
+    ),
+    (
+        "mounted above the ceiling",
+        good,
+        _set("install.detectors.0.mount_height_m", 3.5),
+        "install.detectors[0].mount_height_m",
+        "placement record",
+    ),
 ]
 
 
@@ -191,3 +205,103 @@ def test_cli_exit_codes_and_json(tmp_path):
     broken.write_text("{ not json")
     r = run(broken)
     assert r.returncode == 2 and "not valid JSON" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def run_cli(path, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "config", "check", str(path), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_every_error_at_once_the_boards_own_too(tmp_path):
+    """Issue 19 item 7: typos, schema and firmware-level errors in one run, not one per run."""
+    cfg = good()
+    cfg["alarm"]["close_on_lo"] = True  # the three typos the tester tried
+    cfg["alarm"]["low_alarm"] = 15
+    cfg["valve"]["posiiton_pin"] = cfg["valve"].pop("position_pin")
+    cfg["detectors"][1]["address"] = 1  # firmware only: an address used twice
+    cfg["pins"]["fan"] = 25  # firmware only: the valve's GPIO
+    cfg["link"]["baud"] = 100000  # not a standard rate
+    p = tmp_path / "typos.json"
+    p.write_text(json.dumps(cfg))
+    r = run_cli(p, "--json", "--today", "2026-11-23")
+    assert r.returncode == 1
+    found = {f["field"]: f for f in json.loads(r.stdout)["findings"]}
+    assert set(found) == {
+        "alarm.close_on_lo", "alarm.low_alarm", "valve.posiiton_pin", "detectors[1].address",
+        "pins.fan", "link.baud",
+    }  # fmt: skip
+    assert "did you mean close_on_low?" in found["alarm.close_on_lo"]["message"]
+    assert "did you mean low_alarm_pct?" in found["alarm.low_alarm"]["message"]
+    assert "did you mean position_pin?" in found["valve.posiiton_pin"]["message"]
+    assert "used twice" in found["detectors[1].address"]["message"]
+    assert "firmware validator" in found["detectors[1].address"]["rule"]
+    assert not any(f["overridable"] for f in found.values())
+
+
+@pytest.mark.parametrize(
+    "content,code,words",
+    [
+        (b"\xef\xbb\xbf" + EXAMPLE.read_bytes(), 0, "fit to install"),
+        (b"device_id: kitchen-1\ngas: ng\n", 2, "configs are JSON (this looks like YAML)"),
+        (
+            b'device_id = "kitchen-1"\n[valve]\nkind = "nc"\n',
+            2,
+            "configs are JSON (this looks like TOML)",
+        ),
+        (b"<config/>", 2, "configs are JSON"),
+        (b"", 2, "configs are JSON"),
+        (b'{"device_id": "\xff"}', 2, "not UTF-8"),
+        (b'{"loop_ms": NaN}', 2, "NaN is not a JSON number"),
+        (b'{"gas": "ng", "gas": "lpg"}', 2, "'gas' appears twice"),
+        (b"[" * 5000, 2, "nested too deep"),
+        (b"[1, 2]", 1, "must be a JSON object"),
+        (b"{" + b" " * 9000 + b"}", 2, "at most 8192 bytes"),
+    ],
+    ids=[
+        "BOM",
+        "YAML",
+        "TOML",
+        "XML",
+        "empty",
+        "not UTF-8",
+        "NaN",
+        "duplicate",
+        "deep",
+        "list",
+        "size",
+    ],  # fmt: skip
+)
+def test_hostile_files_get_a_clear_answer(tmp_path, content, code, words):
+    p = tmp_path / "config.json"
+    p.write_bytes(content)
+    r = run_cli(p, "--today", "2026-11-23")
+    assert r.returncode == code, r.stdout + r.stderr
+    assert words in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "line 1 column" not in r.stderr
+
+
+@pytest.mark.parametrize("today", ["23/11/2026", "2026-13-01", "tomorrow", ""])
+def test_a_bad_today_is_a_usage_error(today):
+    r = run_cli(EXAMPLE, "--today", today)
+    assert r.returncode == 2 and "--today" in r.stderr and "YYYY-MM-DD" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_install_rules_survive_any_json():
+    """Whatever the types, the install rules report and never raise (the schema names the
+    type errors)."""
+    for value in (5, "x", None, True, [], {}, [5], [{"address": "1"}], 1e300):
+        for path in ("install", "install.detectors", "install.detectors.0",
+                     "install.detectors.0.mount_height_m", "install.ceiling_m", "detectors",
+                     "detectors.0", "alarm", "valve", "pins", "link"):  # fmt: skip
+            try:
+                cfg = edit(good, _set(path, value))
+            except (TypeError, IndexError, KeyError):
+                continue
+            found = check(cfg, TODAY)
+            assert any(f.level == "error" for f in found) or value == {}, (path, value)

@@ -44,8 +44,7 @@ def factory_board():
 
 
 def site_config(svc: VboardService, tmp_path: Path) -> Path:
-    cfg = json.loads(EXAMPLE.read_text())
-    cfg["bus"]["path"] = svc.config["bus"]["path"]  # the virtual board's detector line
+    cfg = json.loads(EXAMPLE.read_text())  # the board's ptys come from its environment
     cfg["link"] = {"kind": "none"}
     p = tmp_path / "kitchen-main.json"
     p.write_text(json.dumps(cfg))
@@ -144,3 +143,99 @@ def test_unsupported_micropython_is_refused(info, words):
 def test_supported_micropython_passes():
     check_supported({"platform": "esp32", "version": [1, 24, 1], "mpy": 0x2B06})
     check_supported({"platform": "linux", "version": [1, 29, 0], "mpy": 0xB06})
+
+
+def _write(tmp_path: Path, name: str, cfg: dict) -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps(cfg))
+    return p
+
+
+def _lpg_latching() -> dict:
+    """The three configs the tester flashed with --dry-run (issue 19 item 7): a buzzer on a
+    flash pin, a latching valve without backup power, an LPG detector at 2 m."""
+    cfg = json.loads(EXAMPLE.read_text())
+    cfg["gas"] = "lpg"
+    for d in cfg["detectors"]:
+        d["gas"] = "propane"
+    for p in cfg["install"]["detectors"]:
+        p["mount_height_m"], p["distance_m"] = 0.2, 3.0
+    cfg["install"]["detectors"][0]["mount_height_m"] = 2.0
+    cfg["valve"] = {"kind": "latching", "pin": 25, "position_pin": 26}
+    cfg["pins"]["buzzer"] = 7
+    return cfg
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]], ids=["flash", "dry-run"])
+def test_flash_refuses_what_config_check_refuses(tmp_path, extra):
+    p = _write(tmp_path, "lpg.json", _lpg_latching())
+    check = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "config", "check", str(p), "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    refused = {f["field"] for f in json.loads(check.stdout)["findings"] if f["level"] == "error"}
+    assert refused == {
+        "pins.buzzer", "install.backup_power", "install.detectors[0].mount_height_m",
+    }  # fmt: skip
+    # never reaches the board: the port does not even exist
+    r = flash("--port", "/dev/nonexistent", "--config", str(p), *extra)
+    assert r.returncode == 2, r.stdout + r.stderr
+    for field in refused:  # every one at once, as config check names them
+        assert field in r.stderr
+    assert "the board is not flashed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_override_never_covers_what_the_board_refuses(tmp_path):
+    p = _write(tmp_path, "lpg.json", _lpg_latching())  # a buzzer on GPIO 7: no override
+    r = flash("--port", "/dev/nonexistent", "--config", str(p), "--override", "UPS next week")
+    assert r.returncode == 2 and "the ESP32 cannot do" in r.stderr
+    cfg = json.loads(EXAMPLE.read_text())
+    cfg["alarm"]["close_on_lo"] = True  # a typo the board refuses at boot
+    p = _write(tmp_path, "typo.json", cfg)
+    r = flash("--port", "/dev/nonexistent", "--config", str(p), "--override", "it is fine")
+    assert r.returncode == 2 and "did you mean close_on_low?" in r.stderr
+    r = flash("--port", "/dev/nonexistent", "--config", str(EXAMPLE), "--override", "  ")
+    assert r.returncode == 2 and "needs the reason" in r.stderr
+
+
+def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factory_board, tmp_path):
+    svc = factory_board
+    b = svc.board
+    cfg = json.loads(site_config(svc, tmp_path).read_text())
+    cfg["install"]["detectors"][0]["mount_height_m"] = 2.6  # 0.6 m below the ceiling
+    p = _write(tmp_path, "beam.json", cfg)
+    r = flash("--port", b.repl_path, "--config", str(p))
+    assert r.returncode == 2 and "--override REASON" in r.stderr
+    mark = len(b.lines)
+    why = "a steel beam 0.5 m deep under the ceiling; detector on its face, site engineer agreed"
+    r = flash("--port", b.repl_path, "--config", str(p), "--json", "--override", why,
+              "--installer", "Wang Wei (licence 44-0912)")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [f["field"] for f in report["overridden"]] == ["install.detectors[0].mount_height_m"]
+    assert "OVERRIDDEN by Wang Wei" in r.stdout
+    on_board = json.loads((svc.flash / "override.json").read_text())
+    assert on_board["by"] == "Wang Wei (licence 44-0912)" and on_board["reason"] == why
+    b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+
+    out = tmp_path / "record"
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
+         "--config", str(p), "--out", str(out), "--yes"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads(next(out.glob("*.json")).read_text())
+    ov = rec["install_rules_overridden"]
+    assert ov["by"] == "Wang Wei (licence 44-0912)" and ov["reason"] == why and ov["current"]
+    assert ov["overridden"][0]["field"] == "install.detectors[0].mount_height_m"
+    md = next(out.glob("*.md")).read_text()
+    assert "**OVERRIDDEN** by Wang Wei" in md and "install.detectors[0].mount_height_m" in md
+
+    # the config fixed and flashed again: the override no longer applies and leaves the board
+    mark = len(b.lines)
+    r = flash("--port", b.repl_path, "--config", str(site_config(svc, tmp_path)), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["removed"] == ["override.json"]
+    assert not (svc.flash / "override.json").exists()
+    b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)

@@ -3,46 +3,61 @@
 #
 # Order matters: detectors first; the valve is only opened, for a moment, when every detector
 # answered with a clean-air reading. Each step prints one "SELFTEST {json}" line as it finishes
-# (the host reads them as they come), and the valve ends closed whatever happens.
+# (the host, tools/commission.py, reads them as they come); "result" is a number (0 info, 1 pass,
+# 2 fail, 3 driven: a person must confirm it, 4 skipped). The valve ends closed whatever happens:
+# a step that fails (a silent detector, the heap running short) is reported as a failed check and
+# the next step still runs; the host then restarts the board.
+#
+# This module is loaded into the stopped firmware's fragmented heap, where a new interned name
+# can need the interned names' pool to double (a 7 KB block that may not be there): it uses only
+# names the firmware has already interned, or MicroPython's own, and keeps every other word in
+# long strings (tests/tools/test_commission.py counts the names it adds: its module name and
+# file name, nothing else).
 import json
 from time import sleep_ms, ticks_diff, ticks_ms, ticks_us
+
+from micropython import const
 
 from gasguard import VERSION, detectors, modbus
 from gasguard.protocol.profile import NOANSWER, OK, STATE_NAMES
 
-LAMP_MS = 700  # long enough for a person to see each one
+_LAMP_MS = const(700)  # long enough for a person to see each one
+_PASS = const(1)
+_FAIL = const(2)
+_DRIVEN = const(3)
+_SKIPPED = const(4)
 
 
-def _idle(board, ms):
+def show(check, result, detail, body=""):
+    print(
+        'SELFTEST {"check": %s, "result": %d, "detail": %s%s}'
+        % (json.dumps(check), result, json.dumps(detail), body)
+    )
+    return result
+
+
+def idle(board, period_ms):
     # keep the HAL serviced while waiting (the virtual board's panel; the ESP32 needs nothing)
     t0 = ticks_ms()
-    while ticks_diff(ticks_ms(), t0) < ms:
+    while ticks_diff(ticks_ms(), t0) < period_ms:
         board.service(ticks_ms())
         sleep_ms(10)
 
 
-def _report(check, result, detail=None, **extra):
-    r = {"check": check, "result": result}
-    if detail:
-        r["detail"] = detail
-    r.update(extra)
-    print("SELFTEST " + json.dumps(r))
-    return result
-
-
-def _outputs(board):
+def _drive(board):
+    # each lamp, the buzzer and the fan on their own: all dark first
     for name in ("red", "yellow", "green", "buzzer", "fan"):
-        getattr(board, name).value(0)  # all dark first, so each one is seen on its own
-    _idle(board, 300)
+        getattr(board, name).value(0)
+    idle(board, 300)
     for name in ("red", "yellow", "green", "buzzer", "fan"):
         pin = getattr(board, name)
         pin.value(1)
-        _idle(board, LAMP_MS)
+        idle(board, _LAMP_MS)
         pin.value(0)
-        _report(name, "driven", "on for %d ms: confirm it was seen or heard" % LAMP_MS)
+        show(name, _DRIVEN, "on for %d ms: confirm it was seen or heard" % _LAMP_MS)
 
 
-def _detectors(board, cfg):
+def poll(board, cfg):
     low = cfg.alarm.get("low_alarm_tenths", 200)
     dets = [detectors.Detector(i, d[0], d[1]) for i, d in enumerate(cfg.detectors)]
     got = [None] * len(dets)
@@ -65,66 +80,70 @@ def _detectors(board, cfg):
         name = "detector.%d" % d.address
         if g is None or g[0] == NOANSWER:
             ok = False
-            _report(name, "fail", "no answer at Modbus address %d" % d.address, polls=d.polls)
+            why = "no answer at address %d: unplugged, unpowered or another address?"
+            show(name, _FAIL, why % d.address, ', "polls": %d' % d.polls)
             continue
         state, tenths = g
-        lel = tenths / 10
+        lel = ', "lel": %s' % (tenths / 10)
         if state != OK:
             ok = False
-            _report(name, "fail", "reports %s" % STATE_NAMES[state], lel=lel)
+            show(name, _FAIL, "the detector reports %s" % STATE_NAMES[state], lel)
         elif tenths < 0 or tenths >= low:
             ok = False
-            _report(name, "fail", "reads %.1f %%LEL: not clean air (gas, or zero drift)" % lel)
+            why = "reads %.1f %%LEL: not clean air (gas, or zero drift)"
+            show(name, _FAIL, why % (tenths / 10), lel)
         else:
-            _report(name, "pass", "answers, %.1f %%LEL in clean air" % lel, lel=lel)
+            show(name, _PASS, "answers, %.1f %%LEL in clean air" % (tenths / 10), lel)
     return ok
 
 
-def _wait_pos(board, want_open, level, ms):
+def wait(board, up, level, period_ms):
+    # ms until the position input shows open (up) or closed, or -1 after period_ms
     t0 = ticks_ms()
-    while ticks_diff(ticks_ms(), t0) < ms:
+    while ticks_diff(ticks_ms(), t0) < period_ms:
         board.service(ticks_ms())
-        if (board.valve_pos.value() == level) == want_open:
+        if (board.valve_pos.value() == level) == up:
             return ticks_diff(ticks_ms(), t0)
         sleep_ms(10)
     return -1
 
 
-def _valve(board, cfg, detectors_ok):
+def verify(board, cfg, ok):
+    # the valve against its position input, only once every detector passed
     v = cfg.valve
-    if not detectors_ok:
-        return _report("valve", "skipped", "not opened: a detector did not pass")
+    if not ok:
+        return show("valve", _SKIPPED, "not opened: a detector did not pass")
     pos = board.valve_pos
+    level = v["position_open_level"]
     if v["kind"] == "latching":
         # it can only be opened by hand: check the trip coil closes it
         board.valve.value(1)
-        _idle(board, v["pulse_ms"])
+        idle(board, v["pulse_ms"])
         board.valve.value(0)
         if pos is None:
-            return _report("valve", "fail", "latching valve without a position input")
-        t = _wait_pos(board, False, v["position_open_level"], v["travel_ms"] + 500)
+            return show("valve", _FAIL, "latching valve without a position input")
+        t = wait(board, False, level, v["travel_ms"] + 500)
         if t < 0:
-            return _report("valve", "fail", "trip coil pulsed but the valve did not report closed")
-        return _report("valve", "pass", "trip coil closes it (%d ms); open it by hand" % t)
+            return show("valve", _FAIL, "trip coil pulsed but the valve did not report closed")
+        return show("valve", _PASS, "trip coil closes it (%d ms); open it by hand" % t)
     try:
         board.valve.value(1)  # energise: open
         if pos is None:
-            _idle(board, v["travel_ms"])
-            return _report("valve", "driven", "no position input: confirm it moved by eye")
-        t_open = _wait_pos(board, True, v["position_open_level"], v["travel_ms"] + 500)
+            idle(board, v["travel_ms"])
+            return show("valve", _DRIVEN, "no position input: confirm it moved by eye")
+        t_open = wait(board, True, level, v["travel_ms"] + 500)
     finally:
         board.valve.value(0)  # whatever happened: closed
     if t_open < 0:
-        return _report("valve", "fail", "energised but the position input never showed open")
-    t_close = _wait_pos(board, False, v["position_open_level"], v["travel_ms"] + 500)
+        return show("valve", _FAIL, "energised but the position input never showed open")
+    t_close = wait(board, False, level, v["travel_ms"] + 500)
     if t_close < 0:
-        return _report("valve", "fail", "de-energised but the position input never showed closed")
-    return _report(
+        return show("valve", _FAIL, "de-energised but the position input never showed closed")
+    return show(
         "valve",
-        "pass",
+        _PASS,
         "opens in %d ms and closes in %d ms, position input agrees" % (t_open, t_close),
-        open_ms=t_open,
-        close_ms=t_close,
+        ', "open_ms": %d, "close_ms": %d' % (t_open, t_close),
     )
 
 
@@ -133,37 +152,30 @@ def run(stopped=None):
 
     board, cfg = stopped or getattr(gasguard, "stopped", (None, None))
     if board is None:
-        print(
-            "SELFTEST "
-            + json.dumps(
-                {
-                    "check": "setup",
-                    "result": "fail",
-                    "detail": "no stopped firmware: press Ctrl-C first",
-                }
-            )
-        )
+        print('SELFTEST {"check": "setup", "result": 2, "detail": "no stopped firmware: '
+              'press Ctrl-C first"}')  # fmt: skip
         return False
-    print(
-        "SELFTEST "
-        + json.dumps(
-            {
-                "check": "about",
-                "result": "info",
-                "device": cfg.device_id,
-                "site": cfg.site,
-                "fw": VERSION,
-                "cfg": cfg.digest_hex(),
-            }
-        )
-    )
+    about = (cfg.device_id, cfg.site, VERSION, cfg.digest_hex())
+    print('SELFTEST {"check": "about", "result": 0, "device": %s, "site": %s, "fw": %s, '
+          '"cfg": %s}' % tuple(json.dumps(x) for x in about))  # fmt: skip
+    ok = False
     try:
-        _outputs(board)
-        ok = _detectors(board, cfg)
-        _valve(board, cfg, ok)
+        for step in range(3):
+            try:
+                if step == 0:
+                    _drive(board)
+                elif step == 1:
+                    ok = poll(board, cfg)
+                else:
+                    verify(board, cfg, ok)
+            except MemoryError:
+                # the stopped firmware's heap is fragmented: say so, keep the valve closed
+                board.valve.value(0)
+                why = "the board ran out of memory: restart it, then try again"
+                show(("lamps, buzzer and fan", "detectors", "valve")[step], _FAIL, why)
     finally:
         board.valve.value(0)
         for name in ("red", "yellow", "green", "buzzer", "fan"):
             getattr(board, name).value(0)
-    print("SELFTEST " + json.dumps({"check": "end", "result": "info"}))
+    print('SELFTEST {"check": "end", "result": 0}')
     return True
