@@ -1,9 +1,11 @@
 """The gateway service: device links -> sessions -> durable outbox -> publisher, plus health.
 
-Data flows one way. A link's bytes go through its LinkSession (auth, replay window); events
-become CloudEvents, checked against the schemas and committed to the outbox in group commits;
-only then does the device get its ack. The link reader never waits on the disk: batches are
-handed to the committer in arrival order, which is also the order rows are published in.
+Data flows one way. A link's bytes go through its LinkSession (auth, the session handshake,
+the strict body boundary); events become CloudEvents, checked against the schemas and committed
+to the outbox in group commits; only then does the device get its ack. An event the schema
+refuses is acknowledged too and goes to the dead-letter topic with its raw body. The link
+reader never waits on the disk: batches are handed to the committer in arrival order, which is
+also the order rows are published in.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import serial_asyncio_fast
 
 from gasguard.gateway.session import DeviceState, LinkSession, Message, ack_frames
 from gasguard.protocol import cloudevents, messages
+from gasguard.protocol.auth import Signer
 
-from . import schemas
+from . import identity, schemas
 from .config import GatewayConfig, SerialLink
 from .health import Health
+from .logs import RateLimited
 from .outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
@@ -43,6 +47,7 @@ MAX_PENDING = 50_000  # events accepted but not yet committed: links pause readi
 STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
+REJECT_LOG_EVERY_S = 60.0
 LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
 
@@ -233,12 +238,19 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self._feed(bytes(data))
 
     def _feed(self, data: bytes) -> None:
-        self._last_rx = time.monotonic()
         gw = self.gw
-        msgs = self.session.feed(data)
+        session = self.session
+        try:
+            msgs = session.feed(data)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the link, or the loop, down
+            gw.frames["error"] += 1
+            log.exception("link input not handled", extra={"link": self.name, "error": repr(e)})
+            msgs = []
+        assert self.transport is not None
+        if session.replies:  # the handshake's time frames
+            self.transport.write(session.take_replies())
         if msgs:
-            assert self.transport is not None
-            gw.handle(self.session, msgs, self.transport.write)
+            gw.handle(session, msgs, self.transport.write)
         gw.committer.finish()  # commits that ended meanwhile: publish, acknowledge
         if not gw.committer.has_room():
             self.transport.pause_reading()  # type: ignore[union-attr]
@@ -278,7 +290,11 @@ class Gateway:
         self.outbox = Outbox(
             cfg.state_dir / "outbox.sqlite", cfg.outbox_max_events, cfg.outbox_max_age_s
         )
-        self.boot = self.outbox.next_boot()
+        ident = identity.next_boot(cfg.state_dir)
+        self.boot, self.instance = ident.boot, ident.instance
+        # one Signer per device for every link (each link building its own was most of a
+        # link's memory: ~250 KB a link with a site's keys)
+        self.signers = {d: Signer(k) for d, k in cfg.keys.items()}
         self.worker = OutboxWorker(self.outbox)
         self.devices: dict[str, DeviceState] = {}
         self.frames: Counter[str] = Counter()  # by result, over every link
@@ -296,6 +312,9 @@ class Gateway:
             self._take_states,
             self.health.online_count,
         )
+        # a board with a wrong or missing key, or events the schema refuses: by device, not
+        # a line per frame
+        self.rejected_log = RateLimited(log, REJECT_LOG_EVERY_S)
         self.events_in = 0
         self.dropped_by_retention = 0
         self.links_up: dict[str, bool] = {}
@@ -308,9 +327,19 @@ class Gateway:
     # --- sessions ------------------------------------------------------------------------------
 
     def session(self) -> LinkSession:
-        s = LinkSession(self.cfg.keys, self.boot, devices=self.devices)
+        s = LinkSession(self.signers, self.boot, devices=self.devices)
         s.counts = self.frames  # one set of counters for the status page
+        s.on_reject = self._rejected_board
         return s
+
+    def _rejected_board(self, reason: str, device: str) -> None:
+        """A frame intact on the line but from a device we hold no key for, or whose tag does
+        not verify with its key: the installer needs the device id to find the board."""
+        why = {"auth": "wrong key (the frame's tag does not verify)",
+               "unknown-device": "no key for this device id"}.get(reason, reason)  # fmt: skip
+        self.rejected_log.warn(
+            (device, reason), "board rejected", device=device, reason=reason, detail=why
+        )
 
     def _committed(self, rows: list[Row]) -> None:
         self.publisher.committed(rows)
@@ -332,7 +361,10 @@ class Gateway:
 
     def _gateway_event(self, device: str, kind: str, detail: str) -> Item:
         now = time.time()
-        ce_id = "%s:%s:%d:%d" % (device, kind.split(".")[-1], self.boot, int(now * 1e6))
+        # unique for ever: this gateway's instance and boot, and the time in microseconds
+        ce_id = "%s:%s:%s:%d:%d" % (
+            device, kind.split(".")[-1], self.instance, self.boot, int(now * 1e6)
+        )  # fmt: skip
         ce = schemas.check(
             cloudevents.gateway_event(self.cfg.site, device, kind, ce_id, now, detail)
         )
@@ -340,48 +372,18 @@ class Gateway:
 
     def handle(self, session: LinkSession, msgs: list[Message], send: Callable[[bytes], Any]):
         """Messages from one read of one link. Replies go out through send()."""
-        site = self.cfg.site
         items: list[Item] = []
         ids: dict[str, list[tuple[int, int]]] = {}
         now = time.time()
         for m in msgs:
-            dev = m.device
-            back = None if m.mtype == messages.BIRTH else self.health.seen(dev)
-            if back:
-                items.append(self._gateway_event(dev, "device.online", back))
-                self._mark(dev)
-            if m.mtype == messages.EVENT:
-                b = m.body
-                try:
-                    ce = schemas.check(cloudevents.device_event(site, dev, b, now))
-                except schemas.SchemaError as e:  # counted, not acked: the device keeps it
-                    self.frames["schema"] += 1
-                    log.error("event refused by schema", extra={"device": dev, "error": str(e)})
-                    continue
-                items.append(
-                    Item(
-                        ce["id"],
-                        dev,
-                        cloudevents.topic_events(site, dev),
-                        dumps(ce),
-                        PRIORITY.get(b["kind"], ROUTINE),
-                    )
+            try:
+                self._message(m, items, ids, now)
+            except Exception as e:  # noqa: BLE001 - one message must not stop the link
+                self.frames["error"] += 1
+                log.exception(
+                    "device message not handled",
+                    extra={"device": m.device, "type": m.name, "error": repr(e)},
                 )
-                ids.setdefault(dev, []).append((b["id"][0], b["id"][1]))
-                if self.health.event(dev, b):
-                    self._mark(dev)
-            elif m.mtype == messages.HEARTBEAT:
-                if self.health.heartbeat(dev, m.body):
-                    self._mark(dev)
-            elif m.mtype == messages.BIRTH:
-                send(session.time_sync(dev, m.boot))
-                detail = self.health.birth(dev, m.boot, m.body)
-                if detail:
-                    items.append(self._gateway_event(dev, "device.online", detail))
-                    log.info("device birth", extra={"device": dev, "detail": detail})
-                self._mark(dev)
-            elif m.mtype == messages.REPLY:
-                log.info("device reply", extra={"device": dev, "reply": m.body})
         if not items:
             return
         self.events_in += sum(len(v) for v in ids.values())
@@ -396,6 +398,57 @@ class Gateway:
                 pending[1].setdefault(dev, []).extend(evs)
 
         self.committer.submit(items, acknowledge)
+
+    def _message(
+        self, m: Message, items: list[Item], ids: dict[str, list[tuple[int, int]]], now: float
+    ) -> None:
+        dev = m.device
+        back = None if m.mtype == messages.BIRTH else self.health.seen(dev)
+        if back:
+            items.append(self._gateway_event(dev, "device.online", back))
+            self._mark(dev)
+        if m.mtype == messages.EVENT:
+            items.append(self._event(m, now))
+            ids.setdefault(dev, []).append((m.body["id"][0], m.body["id"][1]))
+            if self.health.event(dev, m.body):
+                self._mark(dev)
+        elif m.mtype == messages.HEARTBEAT:
+            if self.health.heartbeat(dev, m.body):
+                self._mark(dev)
+        elif m.mtype == messages.BIRTH:
+            detail = self.health.birth(dev, m.boot, m.body)
+            if detail:
+                items.append(self._gateway_event(dev, "device.online", detail))
+                log.info("device birth", extra={"device": dev, "detail": detail})
+            self._mark(dev)
+        elif m.mtype == messages.REPLY:
+            log.info("device reply", extra={"device": dev, "reply": m.body})
+
+    def _event(self, m: Message, now: float) -> Item:
+        """A device event as its CloudEvent; one the schema refuses (or that cannot be
+        encoded) as a dead letter with the reason and the raw body. Either way the device
+        gets its ack once the item is durable: it must not re-send it for ever."""
+        site, dev, b = self.cfg.site, m.device, m.body
+        inst = self.devices[dev].inst
+        try:
+            ce = schemas.check(cloudevents.device_event(site, dev, inst, b, now))
+            return Item(
+                ce["id"], dev, cloudevents.topic_events(site, dev), dumps(ce),
+                PRIORITY.get(b["kind"], ROUTINE),
+            )  # fmt: skip
+        except (schemas.SchemaError, ValueError, TypeError, OverflowError) as e:
+            reason = str(e) or type(e).__name__
+        self.frames["rejected"] += 1
+        ce_id = cloudevents.event_id(dev, inst, b["id"][0], b["id"][1]) + ":rejected"
+        self.rejected_log.warn(
+            (dev, "schema"), "event refused by schema: published as a dead letter",
+            device=dev, reason=reason, event=ce_id,
+        )  # fmt: skip
+        ce = schemas.check(
+            cloudevents.rejected(site, self.cfg.gateway_id, dev, reason, m.raw, now, ce_id)
+        )
+        topic = cloudevents.topic_rejected(site, self.cfg.gateway_id)
+        return Item(ce_id, dev, topic, dumps(ce), PRIORITY.get(b["kind"], ROUTINE))
 
     def _send_acks(self) -> None:
         """A link's acks for several reads in one write, as few frames as MAX_ACKS allows: a

@@ -373,17 +373,17 @@ def test_health_sessions_and_offline():
     now = [100.0]
     h = Health("site-9", offline_after_s=30, clock=lambda: now[0])
     dets = [{"addr": 1, "gas": "methane", "profile": "generic-x10"}]
-    birth = messages.birth("k1", "0.1.0", "abcd", "wdt", "nc", dets)
-    assert "session k1:4 began (reset cause wdt)" in h.birth("k1", 4, birth)
+    birth = messages.birth("k1", "00000000000000aa", "0.1.0", "abcd", "wdt", "nc", dets)
+    assert "session k1:00000000000000aa:4 began (reset cause wdt)" in h.birth("k1", 4, birth)
     assert h.birth("k1", 4, birth) is None  # a repeated birth is the same session
     loop = {"period_ms": 20, "mean_us": 1, "max_us": 2, "overruns": 0}
     hb = messages.heartbeat(5, "open", "none", loop, 60000, 0, [{"state": "ok", "errors": 0}])
     assert h.heartbeat("k1", hb) is True
     assert h.heartbeat("k1", hb) is False  # nothing a regulator watches changed
     now[0] += 31
-    assert h.expire() == [("k1", "no frame for 31 s; session k1:4 ended")]
+    assert h.expire() == [("k1", "no frame for 31 s; session k1:00000000000000aa:4 ended")]
     assert h.expire() == []
-    assert h.seen("k1") == "frames again (session k1:4)"
+    assert h.seen("k1") == "frames again (session k1:00000000000000aa:4)"
     ev = h.state_event("k1")
     jsonschema.Draft202012Validator(json.loads((SCHEMAS / "state.schema.json").read_text())
                                     ).validate(ev)  # fmt: skip
@@ -411,7 +411,7 @@ def test_the_fast_validator_agrees_with_the_reference_one(kind, dev, lel, detail
     if detail is not None:
         body["detail"] = detail
     try:
-        ce = cloudevents.device_event("site-9", dev, body, time.time())
+        ce = cloudevents.device_event("site-9", dev, "00000000000000aa", body, time.time())
     except (ValueError, OverflowError):
         return
     ref_ok = EVENT_REF.is_valid(json.loads(json.dumps(ce)))
