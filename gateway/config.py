@@ -30,6 +30,7 @@ password) are kept out of repr() so they cannot reach a log line by accident.
     key_file = "gw.key"
     window = 64                     # QoS 1 publishes in flight (MQTT 5: within the broker's
                                     # Receive Maximum, alarms keep a quarter of it up to 16)
+    reconnect_max_s = 1.0           # reconnect: at once, then backoff with jitter up to this
 
     [outbox]
     max_events = 1000000
@@ -88,6 +89,7 @@ class MqttConfig:
     key_file: Path | None = None
     keepalive: int = 30
     window: int = 64
+    reconnect_max_s: float = 1.0
 
     @property
     def url(self) -> str:
@@ -208,7 +210,7 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         t,
         (
             "url", "protocol", "client_id", "username", "password_file", "ca_file", "cert_file",
-            "key_file", "keepalive", "window", "insecure_plaintext",
+            "key_file", "keepalive", "window", "insecure_plaintext", "reconnect_max_s",
         ),
         p,
     )  # fmt: skip
@@ -259,6 +261,9 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         key_file=key,
         keepalive=_get(t, "keepalive", p, (int,), 30, _range(5, 3600)),
         window=_get(t, "window", p, (int,), 64, _range(1, 65535)),
+        reconnect_max_s=float(
+            _get(t, "reconnect_max_s", p, (int, float), 1.0, _range(0.1, 300))
+        ),
     )
 
 

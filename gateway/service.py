@@ -543,6 +543,8 @@ class Gateway:
                 "committed": self.committer.committed,
                 "duplicates": self.committer.duplicates,
                 "published": p.published,
+                "refused": p.refused,
+                "refused_by_reason": dict(p.refused_by),
                 "dropped_by_retention": self.dropped_by_retention,
             },
             "outbox": {
