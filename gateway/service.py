@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -28,11 +28,13 @@ from gasguard.gateway.session import DeviceState, LinkSession, Message, ack_fram
 from gasguard.protocol import cloudevents, messages
 from gasguard.protocol.auth import Signer
 
-from . import identity, schemas
+from . import identity, limits, schemas, statedir
 from .config import GatewayConfig, SerialLink
+from .exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, RESTART_WINDOW_S, RESTARTS, Fatal
 from .health import Health
+from .http import StatusServer
 from .logs import RateLimited
-from .outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
+from .outbox import ALARM, ROUTINE, URGENT, Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
@@ -48,6 +50,7 @@ STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
 REJECT_LOG_EVERY_S = 60.0
+DISK_FULL_RETRY_S = 1.0  # a commit refused for want of space is tried again this often
 LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
 
@@ -56,6 +59,10 @@ def percentile(xs: Any, q: float) -> float | None:
     if not xs:
         return None
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+def _disk_full(e: sqlite3.OperationalError) -> bool:
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
 
 
 def _alarm_first(pending: list[tuple[list[Item], Any]], level: int) -> tuple[list, list]:
@@ -113,6 +120,7 @@ class Committer:
         self._room.set()
         self.committed = 0
         self.duplicates = 0
+        self.blocked: str | None = None  # why nothing is being committed (a full disk)
         self.commit_ms: deque[float] = deque(maxlen=2000)  # recent group commits, start to end
 
     def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
@@ -159,6 +167,17 @@ class Committer:
         created = time.time()  # as the outbox records it, to within the call
         try:
             new: Any = self.outbox.outbox.add(flat)
+        except sqlite3.OperationalError as e:
+            if not _disk_full(e):
+                new = e
+            else:  # kept, not acknowledged: the devices keep their events; tried again
+                with self._lock:
+                    self._pending[:0] = batch
+                    self._n += len(flat)
+                    self._alarm = max(self._alarm, max(it.priority for it in flat))
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._full, str(e))
+                return
         except Exception as e:  # noqa: BLE001 - handed to the loop, which stops the gateway
             new = e
         self._finished.append((batch, flat, new, created, (time.perf_counter() - t0) * 1000))
@@ -168,6 +187,23 @@ class Committer:
             with self._lock:
                 self._running = False
 
+    def _full(self, error: str) -> None:
+        """On the loop: the disk is full. Say so (once), try again in a while."""
+        if self.blocked is None:
+            log.error(
+                "outbox: disk full, devices are not acknowledged until there is space",
+                extra={"path": str(self.outbox.outbox.path), "error": error},
+            )
+        self.blocked = "disk full (%s): devices not acknowledged" % error
+        assert self._loop is not None
+
+        def again() -> None:
+            if not self.outbox.write_soon(self._commit_next):
+                with self._lock:
+                    self._running = False
+
+        self._loop.call_later(DISK_FULL_RETRY_S, again)
+
     def finish(self) -> None:
         """On the loop: hand finished commits on (rows to the publisher, then the acks)."""
         while self._finished:
@@ -175,8 +211,14 @@ class Committer:
             if isinstance(new, Exception):
                 log.error("outbox commit failed", extra={"error": repr(new)})
                 if self._failed is not None and not self._failed.done():
-                    self._failed.set_exception(new)
+                    self._failed.set_exception(
+                        Fatal(EX_IOERR, "outbox %s: commit failed: %s"
+                              % (self.outbox.outbox.path, new))
+                    )  # fmt: skip
                 return
+            if self.blocked is not None:
+                log.warning("outbox: space again, devices acknowledged")
+                self.blocked = None
             self.commit_ms.append(ms)
             rows = [
                 Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.priority)
@@ -287,10 +329,16 @@ class LinkProtocol(asyncio.BufferedProtocol):
 class Gateway:
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
-        self.outbox = Outbox(
-            cfg.state_dir / "outbox.sqlite", cfg.outbox_max_events, cfg.outbox_max_age_s
+        statedir.prepare(cfg.state_dir)  # Fatal(73) naming the path if it is not usable
+        try:
+            ident = identity.next_boot(cfg.state_dir)
+        except OSError as e:
+            raise Fatal(
+                EX_CANTCREAT, "gateway identity in %s: %s" % (cfg.state_dir, e.strerror)
+            ) from None
+        self.outbox, self.data_lost = statedir.open_outbox(
+            cfg.state_dir, cfg.outbox_max_events, cfg.outbox_max_age_s
         )
-        ident = identity.next_boot(cfg.state_dir)
         self.boot, self.instance = ident.boot, ident.instance
         # one Signer per device for every link (each link building its own was most of a
         # link's memory: ~250 KB a link with a site's keys)
@@ -321,7 +369,9 @@ class Gateway:
         self.started = time.time()
         self.tcp_port: int | None = None
         self.status_port: int | None = None
+        self.http = StatusServer(self)
         self._tasks: list[asyncio.Task] = []
+        self.task_failures: Counter[str] = Counter()
         self._switch_interval = sys.getswitchinterval()
 
     # --- sessions ------------------------------------------------------------------------------
@@ -527,6 +577,7 @@ class Gateway:
             "site": self.cfg.site,
             "version": VERSION,
             "boot": self.boot,
+            "instance": self.instance,
             "uptime_s": round(time.time() - self.started, 1),
             "broker": {
                 "url": p.cfg.url,
@@ -549,6 +600,7 @@ class Gateway:
             },
             "outbox": {
                 "depth": self.outbox.depth(),
+                "state": self.committer.blocked or "ok",
                 "commit_ms": {
                     "p50": percentile(self.committer.commit_ms, 0.5),
                     "p99": percentile(self.committer.commit_ms, 0.99),
@@ -563,70 +615,92 @@ class Gateway:
                 d: {
                     "online": s["online"],
                     "session": s.get("session"),
+                    "instance": s.get("instance"),
                     "valve": s.get("valve"),
                     "alarm": s.get("alarm"),
+                    "pending": s.get("pending_events"),
+                    "lost": s.get("lost_events"),  # the board's heartbeat "lost"
                 }
                 for d, s in sorted(self.health.devices.items())
             },
             "devices_online": self.health.online_count(),
             "links": dict(self.links_up),
+            "links_open": sum(1 for up in self.links_up.values() if up),
+            "task_failures": dict(self.task_failures),
         }
 
-    async def _status_client(self, reader, writer) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            path = head.split(b" ")[1] if head.count(b" ") >= 2 else b"/"
-            if path.startswith(b"/status"):
-                body, code = json.dumps(self.status(), indent=1).encode(), b"200 OK"
-            else:
-                body, code = b'{"error": "try /status"}', b"404 Not Found"
-            writer.write(
-                b"HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                % (code, len(body))
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            writer.close()
-
     # --- run -----------------------------------------------------------------------------------
+
+    async def _supervised(self, name: str, run: Callable[[], Any]) -> None:
+        """Run a task for ever: a failure is logged with its cause, counted (status, metrics)
+        and the task started again after a pause; RESTARTS failures within RESTART_WINDOW_S
+        are a bug that restarting does not mend (exit 70). Fatal passes through."""
+        failed: deque[float] = deque(maxlen=RESTARTS)
+        while True:
+            try:
+                await run()
+                raise RuntimeError("ended by itself")
+            except (asyncio.CancelledError, Fatal):
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever it was, the gateway goes on
+                self.task_failures[name] += 1
+                log.exception("task failed: restarting", extra={"task": name, "error": repr(e)})
+                now = time.monotonic()
+                failed.append(now)
+                if len(failed) == RESTARTS and now - failed[0] < RESTART_WINDOW_S:
+                    raise Fatal(
+                        EX_SOFTWARE, "task %s failed %d times within %.0f s: %r"
+                        % (name, RESTARTS, RESTART_WINDOW_S, e)
+                    ) from e  # fmt: skip
+                await asyncio.sleep(min(10.0, 0.5 * len(failed)))
+
+    async def _listen(self, what: str, factory: Callable[[], Any], host: str, port: int, **kw):
+        try:
+            return await asyncio.get_running_loop().create_server(factory, host, port, **kw)
+        except OSError as e:
+            msg = "cannot listen for %s on %s:%d: %s" % (what, host, port, e)
+            raise Fatal(EX_OSERR, msg) from None
 
     async def start(self) -> None:
         # the outbox threads hand the GIL back and forth on every SQLite step; at the default
         # 5 ms a busy event loop made each step of a group commit wait that long for it
         sys.setswitchinterval(GIL_SWITCH_S)  # stop() puts back the one found in __init__
+        limits.raise_open_files()
         spawn = self._tasks.append
-        spawn(asyncio.create_task(self.committer.run(), name="committer"))
-        spawn(asyncio.create_task(self.publisher.run(), name="publisher"))
-        spawn(asyncio.create_task(self._watch_health(), name="health"))
-        spawn(asyncio.create_task(self._retention(), name="retention"))
+
+        def supervised(name: str, run: Callable[[], Any]) -> None:
+            spawn(asyncio.create_task(self._supervised(name, run), name=name))
+
+        spawn(asyncio.create_task(self.committer.run(), name="committer"))  # fails: Fatal
+        supervised("publisher", self.publisher.run)
+        supervised("health", self._watch_health)
+        supervised("retention", self._retention)
         for link in self.cfg.serial:
-            spawn(asyncio.create_task(self._serial(link), name="serial " + link.port))
+            supervised("serial " + link.port, lambda link=link: self._serial(link))
         if self.cfg.tcp is not None:
             # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
-            srv = await asyncio.get_running_loop().create_server(
-                lambda: self._link("tcp", self.cfg.offline_after_s),
-                self.cfg.tcp.host,
-                self.cfg.tcp.port,
-            )
+            srv = await self._listen(
+                "boards", lambda: self._link("tcp", self.cfg.offline_after_s),
+                self.cfg.tcp.host, self.cfg.tcp.port, backlog=self.cfg.tcp.backlog,
+            )  # fmt: skip
             self.tcp_port = srv.sockets[0].getsockname()[1]
-            spawn(asyncio.create_task(srv.serve_forever(), name="tcp"))
+            supervised("tcp", srv.serve_forever)
         if self.cfg.status is not None:
-            st = await asyncio.start_server(
-                self._status_client, self.cfg.status.host, self.cfg.status.port
+            self.status_port = await self.http.start(self.cfg.status.host, self.cfg.status.port)
+        if self.data_lost:
+            self.committer.submit(
+                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost", self.data_lost)]
             )
-            self.status_port = st.sockets[0].getsockname()[1]
-            spawn(asyncio.create_task(st.serve_forever(), name="status"))
         log.info(
             "gateway started",
-            extra={"boot": self.boot, "tcp_port": self.tcp_port, "status_port": self.status_port,
-                   "outbox_depth": self.outbox.depth(), "broker": self.cfg.mqtt.url},
+            extra={"boot": self.boot, "instance": self.instance, "tcp_port": self.tcp_port,
+                   "status_port": self.status_port, "outbox_depth": self.outbox.depth(),
+                   "broker": self.cfg.mqtt.url},
         )  # fmt: skip
 
     async def stop(self) -> None:
         await self.publisher.stop()
+        await self.http.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -636,18 +710,23 @@ class Gateway:
         sys.setswitchinterval(self._switch_interval)
 
     async def run_until_signalled(self, ready: Callable[[Gateway], None] | None = None) -> None:
+        """Until SIGTERM or SIGINT; raises Fatal when something cannot be survived."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before anyone is told we are up
+            loop.add_signal_handler(sig, stop.set)
         await self.start()
         if ready:
             ready(self)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        for t in self._tasks:  # a task that ended by itself is a bug: show it
-            if t.done() and not t.cancelled() and t.exception():
-                log.error(
-                    "task failed", extra={"task": t.get_name(), "error": repr(t.exception())}
-                )
+        fatal = None
+        for t in self._tasks:
+            if t.done() and not t.cancelled():
+                e = t.exception()
+                fatal = e if isinstance(e, Fatal) else Fatal(
+                    EX_SOFTWARE, "task %s ended: %r" % (t.get_name(), e)
+                )  # fmt: skip
         await self.stop()
+        if fatal is not None:
+            raise fatal

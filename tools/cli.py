@@ -115,17 +115,35 @@ def _gateway(args: argparse.Namespace) -> int:
 
             print(render(st))
         return 0
+    import logging
+
     from gasguard.gateway import logs
+    from gasguard.gateway.exits import EX_SOFTWARE, Fatal
     from gasguard.gateway.service import Gateway
 
     logs.setup(args.log_level)
+    log = logging.getLogger("gasguard.gateway")
 
     def ready(gw: Gateway) -> None:
         # one machine-readable line for whoever started us (tests, the demo)
         ports = {"tcp_port": gw.tcp_port, "status_port": gw.status_port, "boot": gw.boot}
         print(json.dumps(ports), flush=True)
 
-    asyncio.run(Gateway(cfg).run_until_signalled(ready))
+    async def run() -> None:
+        await Gateway(cfg).run_until_signalled(ready)
+
+    # a failure that cannot be survived exits non-zero (sysexits, gateway/exits.py), so that a
+    # service manager's restart-on-failure starts it again
+    try:
+        asyncio.run(run())
+    except Fatal as e:
+        log.critical("gateway stopped: %s" % e.message, extra={"exit_code": e.code})
+        print("gasguard gateway: %s" % e.message, file=sys.stderr)
+        return e.code
+    except Exception as e:  # noqa: BLE001 - a bug: say it and exit 70
+        log.critical("gateway failed", exc_info=True, extra={"exit_code": EX_SOFTWARE})
+        print("gasguard gateway: internal error: %r" % e, file=sys.stderr)
+        return EX_SOFTWARE
     return 0
 
 
