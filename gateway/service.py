@@ -33,6 +33,7 @@ from .config import GatewayConfig, SerialLink
 from .exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, RESTART_WINDOW_S, RESTARTS, Fatal
 from .health import Health
 from .http import StatusServer
+from .links import LinkTable
 from .logs import RateLimited
 from .outbox import ALARM, ROUTINE, URGENT, Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
@@ -50,6 +51,7 @@ STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
 REJECT_LOG_EVERY_S = 60.0
+STOP_PUBLISH_S = 2.0  # at shutdown, for the broker to acknowledge the "offline" status
 DISK_FULL_RETRY_S = 1.0  # a commit refused for want of space is tried again this often
 LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
@@ -247,19 +249,30 @@ class LinkProtocol(asyncio.BufferedProtocol):
     in the event loop's read callback itself (no stream and task in between: under load each
     of those hops waited for a turn of the loop, and an alarm made several), LINK_READ bytes
     at most per read so that no link holds the loop for long. Reading pauses while the
-    committer is full; a link silent for idle_s is closed."""
+    committer is full. A TCP link must carry a valid frame within hello_s, and one that carries
+    none for idle_s is closed (bytes that are not valid frames do not count: gateway/links.py)."""
 
-    def __init__(self, gw: Gateway, name: str, idle_s: float | None) -> None:
+    _buf = bytearray(LINK_READ)  # shared: every read is consumed at once, on the one loop
+
+    def __init__(
+        self, gw: Gateway, name: str, idle_s: float | None, hello_s: float | None = None
+    ) -> None:
         self.gw = gw
         self.name = name
         self.idle_s = idle_s
+        self.hello_s = hello_s
         self.session = gw.session()
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._buf = bytearray(LINK_READ)
-        self._last_rx = time.monotonic()
+        self.valid_at = 0.0  # when it last carried a valid frame
+        self.devices: set[str] = set()
+        self._opened = time.monotonic()
         self._idle: asyncio.TimerHandle | None = None
         self._reason = "closed by peer"
+
+    @property
+    def tcp(self) -> bool:
+        return self.name.startswith("tcp")
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -267,8 +280,17 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if self.name == "tcp" and peer:
             self.name = "tcp:%s:%s" % (peer[0], peer[1])
         self.gw.links_up[self.name] = True
-        if self.idle_s is not None:
-            self._idle = asyncio.get_running_loop().call_later(self.idle_s, self._check_idle)
+        if self.tcp:
+            self.gw.links.opened(self)
+        first = self.hello_s if self.hello_s is not None else self.idle_s
+        if first is not None:
+            self._idle = asyncio.get_running_loop().call_later(first, self._check_idle)
+
+    def shed(self, reason: str) -> None:
+        """Closed by the connection policy (gateway/links.py)."""
+        self._reason = "shed: " + reason
+        if self.transport is not None:
+            self.transport.abort()
 
     def get_buffer(self, sizehint: int) -> bytearray:
         return self._buf
@@ -288,14 +310,24 @@ class LinkProtocol(asyncio.BufferedProtocol):
             gw.frames["error"] += 1
             log.exception("link input not handled", extra={"link": self.name, "error": repr(e)})
             msgs = []
-        assert self.transport is not None
+        if self.transport is None:
+            return
+        if session.valid_at > self.valid_at:
+            self.valid_at = session.valid_at
+            if len(session.devices_seen) > len(self.devices):
+                for d in session.devices_seen - self.devices:
+                    self.devices.add(d)
+                    if self.tcp:
+                        gw.links.seen(self, d)
+                if self.transport is None:
+                    return
         if session.replies:  # the handshake's time frames
             self.transport.write(session.take_replies())
         if msgs:
             gw.handle(session, msgs, self.transport.write)
         gw.committer.finish()  # commits that ended meanwhile: publish, acknowledge
-        if not gw.committer.has_room():
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if not gw.committer.has_room() and self.transport is not None:
+            self.transport.pause_reading()
             asyncio.ensure_future(self._resume())
 
     async def _resume(self) -> None:
@@ -304,21 +336,32 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def _check_idle(self) -> None:
-        assert self.idle_s is not None and self.transport is not None
-        left = self._last_rx + self.idle_s - time.monotonic()
-        if left > 0:
-            self._idle = asyncio.get_running_loop().call_later(left, self._check_idle)
+        if self.transport is None:
             return
-        self._reason = "TimeoutError"
-        self.transport.close()
+        now = time.monotonic()
+        if not self.valid_at:  # no valid frame since it opened
+            if self.hello_s is not None:
+                self._reason = "no valid frame within %.0f s" % self.hello_s
+                self.transport.abort()
+                return
+            deadline = self._opened + (self.idle_s or 0)
+        else:
+            deadline = self.valid_at + (self.idle_s or 0)
+        if self.idle_s is not None and deadline <= now:
+            self._reason = "idle: no valid frame for %.0f s" % self.idle_s
+            self.transport.abort()
+            return
+        if self.idle_s is not None:
+            self._idle = asyncio.get_running_loop().call_later(deadline - now, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
         reason = type(exc).__name__ if exc is not None else self._reason
         log.info("link closed", extra={"link": self.name, "reason": reason})
-        if self.name.startswith("tcp"):
+        if self.tcp:
             self.gw.links_up.pop(self.name, None)
+            self.gw.links.closed(self)
         else:
             self.gw.links_up[self.name] = False
         self.transport = None
@@ -370,6 +413,7 @@ class Gateway:
         self.tcp_port: int | None = None
         self.status_port: int | None = None
         self.http = StatusServer(self)
+        self.links = LinkTable(cfg.tcp.max_links if cfg.tcp is not None else 1)
         self._tasks: list[asyncio.Task] = []
         self.task_failures: Counter[str] = Counter()
         self._switch_interval = sys.getswitchinterval()
@@ -510,8 +554,10 @@ class Gateway:
 
     # --- links ---------------------------------------------------------------------------------
 
-    def _link(self, name: str, idle_s: float | None) -> LinkProtocol:
-        return LinkProtocol(self, name, idle_s)
+    def _link(
+        self, name: str, idle_s: float | None, hello_s: float | None = None
+    ) -> LinkProtocol:
+        return LinkProtocol(self, name, idle_s, hello_s)
 
     async def _serial(self, link: SerialLink) -> None:
         name = "serial:%s" % link.port
@@ -626,6 +672,8 @@ class Gateway:
             "devices_online": self.health.online_count(),
             "links": dict(self.links_up),
             "links_open": sum(1 for up in self.links_up.values() if up),
+            "links_unauthenticated": len(self.links.unauth),
+            "links_shed": dict(self.links.shed_count),
             "task_failures": dict(self.task_failures),
         }
 
@@ -680,7 +728,8 @@ class Gateway:
         if self.cfg.tcp is not None:
             # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
             srv = await self._listen(
-                "boards", lambda: self._link("tcp", self.cfg.offline_after_s),
+                "boards",
+                lambda: self._link("tcp", self.cfg.offline_after_s, self.cfg.tcp.hello_s),
                 self.cfg.tcp.host, self.cfg.tcp.port, backlog=self.cfg.tcp.backlog,
             )  # fmt: skip
             self.tcp_port = srv.sockets[0].getsockname()[1]
@@ -699,7 +748,10 @@ class Gateway:
         )  # fmt: skip
 
     async def stop(self) -> None:
-        await self.publisher.stop()
+        try:  # say offline ourselves, if the broker answers soon; the will says it otherwise
+            await asyncio.wait_for(self.publisher.stop(), STOP_PUBLISH_S)
+        except TimeoutError:
+            pass
         await self.http.stop()
         for t in self._tasks:
             t.cancel()
@@ -715,7 +767,11 @@ class Gateway:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # before anyone is told we are up
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         if ready:
             ready(self)
         waiter = asyncio.create_task(stop.wait())
