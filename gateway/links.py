@@ -2,15 +2,20 @@
 
 A connection is *unauthenticated* until it carries a valid frame (right CRC, a provisioned
 device's tag, a well-formed body); it must do so within `hello_s` or it is closed, and any byte
-that is not a valid frame keeps nothing alive (idle means no valid frame). Unauthenticated
-connections have a small cap of their own (a quarter of max_links, at least 16): past it the
-oldest is closed. A real board sends its birth the moment it connects, so a flood of silent or
-slow connections churns among itself and a board still gets in.
+that is not a valid frame keeps nothing alive (idle means no valid frame).
+
+Past max_links connections, each new one sheds the oldest unauthenticated connection (it has
+had the longest to speak), or if there is none, the authenticated one idle longest. A real board
+sends its birth the moment it connects, so a flood of silent or slow connections churns among
+itself, and 1,000 boards reconnecting at once after a gateway restart (the listen backlog holds
+them) are not shed by each other as long as max_links leaves room for them.
 
 A connection becomes *authenticated* with its first valid frame. A board that reconnects (after
-its Wi-Fi dropped, or the gateway restarted) may still have its old connection open, half-open
-and silent: the new connection replaces it. Past max_links authenticated connections, the one
-idle longest (other than the newcomer) is closed: a known board reconnecting always gets in.
+its Wi-Fi dropped) may still have its old connection open, half-open and silent: the new
+connection replaces it. So a known board reconnecting always gets in.
+
+A recorded frame of a real board is authentic too, so it authenticates a connection (though the
+session refuses it); when the board itself connects, its connection replaces that one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ class Link(Protocol):
 class LinkTable:
     def __init__(self, max_links: int) -> None:
         self.max_links = max_links
-        self.max_unauth = max(16, max_links // 4)
         self.unauth: dict[Link, None] = {}  # in order of arrival
         self.auth: dict[Link, None] = {}
         self.by_device: dict[str, set[Link]] = {}
@@ -47,8 +51,13 @@ class LinkTable:
 
     def opened(self, link: Link) -> None:
         self.unauth[link] = None
-        while len(self.unauth) > self.max_unauth:
-            self._shed(next(iter(self.unauth)), "unauthenticated")
+        while len(self) > self.max_links:
+            if len(self.unauth) > 1:
+                self._shed(next(iter(self.unauth)), "unauthenticated")
+            elif self.auth:
+                self._shed(min(self.auth, key=lambda x: x.valid_at), "idle")
+            else:
+                break
 
     def seen(self, link: Link, device: str) -> None:
         """A valid frame of `device` on `link` (the first of this device on it)."""
@@ -60,9 +69,6 @@ class LinkTable:
             if old is not link and old.devices <= {device}:
                 self._shed(old, "replaced")  # the board's previous connection, gone stale
         others.add(link)
-        if len(self.auth) > self.max_links:
-            victim = min((x for x in self.auth if x is not link), key=lambda x: x.valid_at)
-            self._shed(victim, "idle")
 
     def closed(self, link: Link) -> None:
         self.unauth.pop(link, None)

@@ -30,22 +30,18 @@ from gasguard.protocol.auth import Signer
 
 from . import identity, limits, schemas, statedir
 from .config import GatewayConfig, SerialLink
+from .events import event_item
 from .exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, RESTART_WINDOW_S, RESTARTS, Fatal
 from .health import Health
 from .http import StatusServer
 from .links import LinkTable
 from .logs import RateLimited
-from .outbox import ALARM, ROUTINE, URGENT, Item, OutboxWorker, Row
+from .outbox import ROUTINE, Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
 
 VERSION = "0.1.0"
-# urgent: the valve closed or failed, gas at the high alarm level (the valve must close), a
-# kitchen without gas detection (a detector fault); a low alarm warns, and waits for those
-# (DESIGN.md §5). The regulator gets every one in order per device either way.
-PRIORITY = {"alarm.high": URGENT, "valve.closed": URGENT, "valve.fault": URGENT,
-            "detector.fault": URGENT, "alarm.low": ALARM}  # fmt: skip
 MAX_PENDING = 50_000  # events accepted but not yet committed: links pause reading beyond this
 STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
@@ -519,30 +515,16 @@ class Gateway:
             log.info("device reply", extra={"device": dev, "reply": m.body})
 
     def _event(self, m: Message, now: float) -> Item:
-        """A device event as its CloudEvent; one the schema refuses (or that cannot be
-        encoded) as a dead letter with the reason and the raw body. Either way the device
-        gets its ack once the item is durable: it must not re-send it for ever."""
-        site, dev, b = self.cfg.site, m.device, m.body
-        inst = self.devices[dev].inst
-        try:
-            ce = schemas.check(cloudevents.device_event(site, dev, inst, b, now))
-            return Item(
-                ce["id"], dev, cloudevents.topic_events(site, dev), dumps(ce),
-                PRIORITY.get(b["kind"], ROUTINE),
-            )  # fmt: skip
-        except (schemas.SchemaError, ValueError, TypeError, OverflowError) as e:
-            reason = str(e) or type(e).__name__
-        self.frames["rejected"] += 1
-        ce_id = cloudevents.event_id(dev, inst, b["id"][0], b["id"][1]) + ":rejected"
-        self.rejected_log.warn(
-            (dev, "schema"), "event refused by schema: published as a dead letter",
-            device=dev, reason=reason, event=ce_id,
-        )  # fmt: skip
-        ce = schemas.check(
-            cloudevents.rejected(site, self.cfg.gateway_id, dev, reason, m.raw, now, ce_id)
+        item, reason = event_item(
+            self.cfg.site, self.cfg.gateway_id, m, self.devices[m.device].inst, now
         )
-        topic = cloudevents.topic_rejected(site, self.cfg.gateway_id)
-        return Item(ce_id, dev, topic, dumps(ce), PRIORITY.get(b["kind"], ROUTINE))
+        if reason is not None:
+            self.frames["rejected"] += 1
+            self.rejected_log.warn(
+                (m.device, "schema"), "event refused by schema: published as a dead letter",
+                device=m.device, reason=reason, event=item.ce_id,
+            )  # fmt: skip
+        return item
 
     def _send_acks(self) -> None:
         """A link's acks for several reads in one write, as few frames as MAX_ACKS allows: a
