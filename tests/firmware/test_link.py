@@ -33,9 +33,11 @@ def cobs_decode(data: bytes) -> bytes:
 
 
 class Peer:
-    """A stand-in gateway: accepts the board's TCP link, decodes every frame, acks on demand."""
+    """A stand-in gateway: accepts the board's TCP link, decodes every frame, acks on demand.
+    With handshake on, it answers every birth that asks (carries a nonce) with a time frame
+    echoing it, as the gateway does: the board then trusts this session (docs/protocol.md)."""
 
-    def __init__(self, port: int = 0):
+    def __init__(self, port: int = 0, handshake: bool = True, boot: int = 1):
         self.srv = socket.create_server(("127.0.0.1", port))
         self.port = self.srv.getsockname()[1]
         self.frames: list[tuple[int, int, int, dict]] = []  # (type, boot, seq, body)
@@ -43,6 +45,9 @@ class Peer:
         self.conn: socket.socket | None = None
         self.cv = threading.Condition()
         self.seq = 0
+        self.boot = boot  # the stand-in gateway's boot, in the header of what it sends
+        self.handshake = handshake
+        self.send_lock = threading.Lock()
         self.signer = auth.Signer(KEY)
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -79,7 +84,7 @@ class Peer:
         head_end = 11 + idlen
         tag = raw[-20:-4]
         want = hmac.new(KEY, raw[:-20], hashlib.sha256).digest()[:16]
-        if ver != 1 or not hmac.compare_digest(tag, want):
+        if ver != 2 or not hmac.compare_digest(tag, want):
             self.bad += 1
             return
         body = cbor2.loads(raw[head_end:-20])
@@ -87,15 +92,23 @@ class Peer:
         with self.cv:
             self.frames.append((mtype, boot, seq, body))
             self.cv.notify_all()
+        if self.handshake and mtype == messages.BIRTH and "nonce" in body:
+            self.send(messages.TIME, messages.time_sync(1764000000, boot, body["nonce"]))
 
     def send(self, mtype: int, body: dict, check: bool = True):
         """A correctly signed frame; check=False sends a body the catalogue would refuse."""
+        with self.send_lock:  # the reader thread answers births meanwhile: one seq each
+            self._send(mtype, body, check)
+
+    def _send(self, mtype: int, body: dict, check: bool):
         self.seq += 1
         assert self.conn is not None
         if check:
-            data = messages.pack(self.signer, mtype, 1, self.seq, "kitchen-1", body)
+            data = messages.pack(self.signer, mtype, self.boot, self.seq, "kitchen-1", body)
         else:
-            data = frame.encode(self.signer, mtype, 1, self.seq, "kitchen-1", cbor.dumps(body))
+            data = frame.encode(
+                self.signer, mtype, self.boot, self.seq, "kitchen-1", cbor.dumps(body)
+            )
         self.conn.sendall(data)
 
     def wait(self, pred, timeout=10.0):
@@ -138,10 +151,10 @@ def test_link_birth_heartbeats_events_resend_and_ack(make_board, detectors):
         assert birth[3]["dev"] == "kitchen-1" and birth[3]["valve"] == "nc"
         assert len(birth[3]["dets"]) == 2
         boot1 = birth[1]
+        assert len(birth[3]["inst"]) == 16 and len(birth[3]["nonce"]) == 8
         hb = peer.wait(lambda f: f[0] == messages.HEARTBEAT)[0][3]
-        assert hb["valve"] == "closed" and len(hb["dets"]) == 2
-        # time sync: later events carry the gateway's clock
-        peer.send(messages.TIME, messages.time_sync(1764000000, boot1))
+        assert hb["valve"] == "closed" and len(hb["dets"]) == 2 and hb["lost"] == 0
+        # the handshake's time frame synchronised the clock: events carry it
         open_valve(b)
         detectors[1].set(lel=60.0)
         b.wait_output("valve", 0, 3)
@@ -259,5 +272,76 @@ def test_harmless_commands_are_answered_and_cannot_open_the_valve(make_board, de
         )
         time.sleep(0.5)
         assert len(peer.wait(lambda f: f[0] == messages.REPLY)) == n
+    finally:
+        peer.close()
+
+
+def _linked_board(make_board, peer, **link):
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["heartbeat_s"] = 1
+    cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": peer.port, **link}
+    return make_board(cfg).start()
+
+
+def test_the_board_sends_only_births_until_a_time_frame_echoes_its_nonce(make_board):
+    peer = Peer(handshake=False)
+    try:
+        b = _linked_board(make_board, peer)
+        peer.wait(lambda f: f[0] == messages.BIRTH)
+        time.sleep(2.5)
+        assert {f[0] for f in peer.frames} == {messages.BIRTH}  # no health, no events yet
+        births = [f[3] for f in peer.frames]
+        assert len(births) >= 2 and all(len(x["nonce"]) == 8 for x in births)
+        boot = peer.frames[0][1]
+        # a time frame that does not echo the nonce (a recording, a stranger): nothing changes
+        peer.send(messages.TIME, messages.time_sync(1764000000, boot, bytes(8)))
+        time.sleep(1.5)
+        assert {f[0] for f in peer.frames} == {messages.BIRTH}
+        # the answer to the challenge opens the session: health and the boot event follow
+        peer.send(messages.TIME, messages.time_sync(1764000000, boot, births[-1]["nonce"]))
+        hb = peer.wait(lambda f: f[0] == messages.HEARTBEAT)[0][3]
+        assert hb["time"] >= 1764000000  # the clock came with the session
+        peer.wait(_kind("boot"))
+        b.wait_line("GASGUARD RUNNING", 5)
+    finally:
+        peer.close()
+
+
+def test_a_gateway_restarted_with_its_state_lost_gets_the_board_delivering_again(
+    make_board, detectors
+):
+    """The gateway comes back on the same connection with boot 1 instead of 57 (its state
+    directory was lost): it challenges the board, the board opens a session with it, and the
+    events it acknowledges are never sent again."""
+    peer = Peer(boot=57)
+    try:
+        b = _linked_board(make_board, peer, resend_ms=600)
+        peer.wait(_kind("boot"))
+        open_valve(b)
+        peer.wait(_kind("reset"))
+        acked = [e["id"] for e in peer.events()]
+        peer.send(messages.ACK, messages.ack(acked))
+        birth = peer.wait(lambda f: f[0] == messages.BIRTH)[0]
+        time.sleep(0.5)
+        sent_before = len([e for e in peer.events() if e["id"] in acked])
+        # the restarted gateway knows no session: its first frame challenges the board
+        peer.boot, peer.seq = 1, 0
+        challenge = bytes.fromhex("0f1e2d3c4b5a6978")
+        mark = len(peer.frames)
+        peer.send(messages.TIME, messages.time_sync(1764000100, birth[1], gn=challenge))
+        answer = peer.wait(
+            lambda f: f[0] == messages.BIRTH and f[3].get("gn") == challenge and "nonce" in f[3]
+        )
+        assert answer and len(peer.frames) > mark
+        time.sleep(0.5)  # (the peer answered the nonce: the session with boot 1 is open)
+        detectors[1].set(lel=60.0)
+        b.wait_output("valve", 0, 3)
+        high = peer.wait(_kind("alarm.high"), 5)[0][3]
+        peer.send(messages.ACK, messages.ack([high["id"]]))
+        time.sleep(0.3)
+        n = len([e for e in peer.events() if e["id"] == high["id"]])
+        time.sleep(1.5)  # more than two resend periods: an acknowledged event stays quiet
+        assert len([e for e in peer.events() if e["id"] == high["id"]]) == n
+        assert len([e for e in peer.events() if e["id"] in acked]) == sent_before
     finally:
         peer.close()

@@ -24,7 +24,9 @@ def test_no_message_or_command_opens_the_valve(make_board, detectors):
         # every message type the catalogue has, well formed and correctly signed
         loop = {"period_ms": 20, "mean_us": 900, "max_us": 2100, "overruns": 0}
         sent = {
-            messages.BIRTH: messages.birth("kitchen-1", "0.1.0", "ab" * 8, "power", "nc", DETS),
+            messages.BIRTH: messages.birth(
+                "kitchen-1", "0123456789abcdef", "0.1.0", "ab" * 8, "power", "nc", DETS
+            ),
             messages.HEARTBEAT: messages.heartbeat(
                 5, "open", "none", loop, 60000, 0, [{"state": "ok", "lel": 0.0, "errors": 0}]
             ),

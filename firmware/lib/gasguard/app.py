@@ -13,9 +13,9 @@ from gasguard import events as ev
 from gasguard.eventlog import EventLog
 from gasguard.hmi import Button, Indicators
 from gasguard.link import Link
-from gasguard.persist import makedirs, read_int, write_int
+from gasguard.persist import instance, makedirs, read_int, write_int
 from gasguard.protocol import catalogue as cat
-from gasguard.protocol.profile import STATE_NAMES
+from gasguard.protocol.profile import OVER, STATE_NAMES
 from gasguard.safety import Safety, Settings
 from gasguard.valve import LATCHING, NC, Valve
 
@@ -34,7 +34,9 @@ class App:
         self.queue = self.safety = self.dets = self.master = self.poller = self.valve = None
         self.btn_ack = self.btn_reset = self.ind = self.log = self.link = None
         self.event_seq = self.boot = 0
-        self.reset_cause = None
+        self.reset_cause = self.inst = None
+        self.lost = 0  # events lost on this board since boot (flash log rotation, queue overflow)
+        self.log_dropped = 0  # the log's own count, as far as reported
         # loop statistics (small integers only: the cycle must not allocate)
         self.period = cfg.loop_ms
         self.cycles = 0
@@ -51,6 +53,7 @@ class App:
         makedirs(root)
         self.boot = read_int(root + "/bootcount", 0) + 1
         write_int(root + "/bootcount", self.boot)
+        self.inst = instance(root + "/instance")
         self.reset_cause = board.reset_cause()
         self.queue = ev.EventQueue(32)
         fault_closes = [d[3] for d in cfg.detectors]
@@ -151,6 +154,7 @@ class App:
             ev.DET_RESTORED,
         ):
             lel = tenths / 10
+        n = tenths if kind == ev.EVENTS_LOST else None
         valve = None
         if kind in (ev.VALVE_CLOSED, ev.VALVE_FAULT, ev.RESET, ev.BOOT):
             valve = cat.VALVE_STATES[self.valve.state()]
@@ -159,6 +163,8 @@ class App:
             ("time", t),
             ("det", None if det == 255 else det),
             ("lel", lel),
+            ("over", True if detail_code == ev.D_OVER else None),
+            ("n", n),
             ("valve", valve),
             ("detail", detail[:96] if detail else None),
         ):
@@ -169,6 +175,11 @@ class App:
         except OSError as e:
             print("event log write failed:", e)
         self.event_seq = seq
+        dropped = self.log.dropped_unacked - self.log_dropped
+        if dropped:  # the append rotated out events the gateway never had: say so
+            self.log_dropped += dropped
+            self.lost += dropped
+            self.queue.push(ev.EVENTS_LOST, 255, dropped, ev.D_LOG_FULL, self.up_s)
         try:
             print(
                 "EVENT %d %d %s det=%s lel=%s %s"
@@ -199,8 +210,9 @@ class App:
             q.done()
         elif q.lost:
             n = q.lost
-            self._record(ev.TAMPER, 255, 0, -1, "%d events lost: queue overflow" % n)
+            self._record(ev.EVENTS_LOST, 255, n, ev.D_QUEUE_FULL)
             q.lost -= n  # (more may have been lost meanwhile: they are reported next)
+            self.lost += n
         elif self.valve.knob_timed_out:
             self._record(ev.RESET_REFUSED, 255, 0, ev.D_KNOB_TIMEOUT)
             self.valve.knob_timed_out = False
@@ -213,6 +225,7 @@ class App:
         dets = [{"addr": d[0], "gas": d[2], "profile": d[4]} for d in self.cfg.detectors]
         return {
             "dev": self.cfg.device_id,
+            "inst": self.inst,
             "fw": VERSION,
             "cfg": self.cfg.digest_hex(),
             "cause": self.reset_cause,
@@ -224,7 +237,7 @@ class App:
         dets = []
         for d in self.dets:
             h = {"state": STATE_NAMES[d.state] if d.state >= 0 else "noanswer", "errors": d.errors}
-            if d.state == 0:
+            if d.state == 0 or d.state == OVER:
                 h["lel"] = d.tenths / 10
             dets.append(h)
         s = self.safety
@@ -242,6 +255,7 @@ class App:
             "loop": loop,
             "heap": self.board.heap_free(),
             "pending": self.log.pending(),
+            "lost": self.lost,
             "dets": dets,
         }
         if t is not None:

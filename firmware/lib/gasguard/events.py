@@ -18,6 +18,7 @@ RESET_REFUSED = const(9)
 SELFTEST = const(10)
 TAMPER = const(11)
 BOOT = const(12)
+EVENTS_LOST = const(13)  # n events lost on the board (n in the queue's tenths slot)
 
 # Detail codes, turned into text only when the record is written
 D_NONE = const(0)
@@ -35,6 +36,9 @@ D_UNEXPECTED_CLOSE = const(11)  # valve commanded open, position input says clos
 _D_PULL_KNOB = const(12)  # latching valve: reset accepted, the person must pull the knob
 D_KNOB_TIMEOUT = const(13)
 D_CONFIRMED = const(14)
+D_OVER = const(15)  # high alarm: above the detector's measuring range
+D_LOG_FULL = const(16)  # events lost: the flash log rotated before the gateway acknowledged them
+D_QUEUE_FULL = const(17)  # events lost: the loop's event queue overflowed
 D_STATE_BASE = const(32)  # + detector state code (profile.FAULT, NOANSWER, ...)
 
 # texts by detail code (index); kept short: every string here stays in RAM on the device
@@ -54,6 +58,9 @@ DETAILS = (
     "reset accepted: pull the valve knob to reopen",
     "valve knob not pulled in time",
     "confirmed by a second detector",
+    "over range: above the detector's measuring range",
+    "unacknowledged events dropped: flash log full",
+    "event queue overflow",
 )
 
 

@@ -1,17 +1,29 @@
 # Device side of the gateway link. Runs only in the loop's slack and never waits: every transport
 # call is non-blocking, and anything not sent now is sent on a later cycle.
-#   - birth at boot, again after a reconnect or a gateway restart, and with every heartbeat
-#     until the gateway answers it with a time sync
+#   - a session with the gateway first (docs/protocol.md, "Sessions"): births with a fresh random
+#     nonce, once a second, until a time frame echoes it; only then heartbeats and events. A
+#     gateway challenge (gn) is answered with a birth that echoes it. Nothing from outside the
+#     confirmed session is acted on, so a recorded frame cannot be played back into a new one.
 #   - heartbeat with health every heartbeat_s
 #   - events from the flash log, oldest first, `window` in flight, re-sent every resend_ms until
 #     acknowledged; acknowledgements are stored in flash, so after a reboot only unacknowledged
 #     events are sent again
 #   - time sync and the three harmless commands; nothing received can open the valve
+from os import urandom
 from time import ticks_add, ticks_diff
+
+from micropython import const
 
 from gasguard.protocol import catalogue as cat
 from gasguard.protocol import cbor, frame
 from gasguard.protocol.auth import Signer
+
+_BIRTH_EVERY_MS = const(1000)  # births while no gateway session is confirmed
+_BIRTH_GAP_MS = const(250)  # at most this often, whatever asks for one
+
+
+def _nonce(v):
+    return v is None or (isinstance(v, bytes) and len(v) == cat.NONCE_LEN)
 
 
 def _valid_from_gateway(mtype, b):
@@ -33,7 +45,12 @@ def _valid_from_gateway(mtype, b):
                 return False
         return True
     if mtype == cat.TIME:
-        return isinstance(b.get("time"), int) and isinstance(b.get("boot"), int)
+        return (
+            isinstance(b.get("time"), int)
+            and isinstance(b.get("boot"), int)
+            and _nonce(b.get("nonce"))
+            and _nonce(b.get("gn"))
+        )
     return mtype == cat.COMMAND and b.get("cmd") in cat.COMMANDS
 
 
@@ -52,12 +69,14 @@ class Link:
         self.out_pos = 0  # bytes of out[0] already written
         self.seq = 0
         self.inflight = {}  # (boot, seq) -> [log index, sent at ms]
-        self.need_birth = True
-        self.gw_seen = False
         self.was_up = False
         self.last_hb = None  # none sent yet: the first goes out at once
-        self.gw_boot = -1
+        self.gw_boot = -1  # the confirmed gateway session (its boot), -1: none
         self.gw_seq = -1
+        self.nonce = None  # our challenge while we ask for a (new) gateway session
+        self.gn = None  # the gateway's challenge, echoed in the next birth
+        self.birth_due = True
+        self.last_birth = None
         self.time_base = None  # (unix seconds, uptime ms) once the gateway told us the time
         self.rejected = 0  # well-framed, signed frames refused: reflected, replayed or bad body
 
@@ -92,14 +111,27 @@ class Link:
         t, at = self.time_base
         return t + (up_ms - at) // 1000
 
+    def _ask(self):
+        # ask for a (new) gateway session: a birth with a fresh nonce; the confirmed one, if
+        # any, stays in use until a time frame echoing the nonce replaces it
+        self.nonce = urandom(cat.NONCE_LEN)
+        self.birth_due = True
+
+    def _birth(self, now_ms):
+        b = self.dev.birth_body()
+        if self.nonce is not None:
+            b["nonce"] = self.nonce
+        if self.gn is not None:
+            b["gn"] = self.gn
+        self._queue(cat.BIRTH, b)
+        self.gn = None  # cleared only once queued: a MemoryError above retries it later
+        self.birth_due = False
+        self.last_birth = now_ms
+
     # --- receiving -------------------------------------------------------------------------------
 
-    def _handle(self, f, up_ms):
+    def _handle(self, f, now_ms, up_ms):
         if f.mtype < 0x80:  # a device message reflected back at us
-            self.rejected += 1
-            return
-        # replay window: the gateway's (boot, seq) must move forward
-        if f.boot < self.gw_boot or (f.boot == self.gw_boot and f.seq <= self.gw_seq):
             self.rejected += 1
             return
         try:
@@ -109,20 +141,41 @@ class Link:
         if not _valid_from_gateway(f.mtype, body):
             self.rejected += 1
             return
-        if f.boot != self.gw_boot and self.gw_boot:
-            self.need_birth = True  # the gateway restarted and forgot us: introduce ourselves
-        self.gw_boot = f.boot
+        if f.mtype == cat.TIME:
+            n = body.get("nonce")
+            if n is not None and n == self.nonce and body["boot"] == self.boot:
+                # the gateway answered our challenge: its session is fresh, trust it from here
+                self.gw_boot = f.boot
+                self.gw_seq = f.seq
+                self.nonce = None
+                self.time_base = (body["time"], up_ms)
+                self.last_hb = None  # health at once
+                back = -self.cfg.link["resend_ms"]
+                for e in self.inflight.values():  # whatever was in flight goes again now
+                    e[1] = ticks_add(now_ms, back)
+            gn = body.get("gn")
+            if gn is not None and f.boot == self.gw_boot:
+                self.gn = gn  # the gateway asks who we are: a birth that echoes it
+                self.birth_due = True
+            elif gn is not None:
+                self.gn = gn  # another gateway (or one restarted): a new session for it
+                self._ask()
+            if f.boot == self.gw_boot and f.seq > self.gw_seq:
+                self.gw_seq = f.seq
+            return
+        # acks and commands count only inside the confirmed session, moving forward
+        if f.boot != self.gw_boot or f.seq <= self.gw_seq:
+            self.rejected += 1
+            if f.boot != self.gw_boot and self.nonce is None:
+                self._ask()  # a gateway we have no session with: introduce ourselves
+            return
         self.gw_seq = f.seq
         if f.mtype == cat.ACK:
             for boot, seq in body["ids"]:
                 entry = self.inflight.pop((boot, seq), None)
                 if entry is not None:
                     self.log.ack(entry[0])
-        elif f.mtype == cat.TIME:
-            if body["boot"] == self.boot:  # a time sync replayed from another boot is ignored
-                self.time_base = (body["time"], up_ms)
-                self.gw_seen = True  # time sync is the answer to our birth: stop repeating it
-        elif f.mtype == cat.COMMAND:
+        else:  # COMMAND
             cmd = body["cmd"]
             ok, data = self.dev.on_command(cmd)
             reply = {"cmd": cmd, "ref": f.seq, "ok": ok}
@@ -137,10 +190,9 @@ class Link:
         t.poll(now_ms)
         up = t.up()
         if up and not self.was_up:
-            self.need_birth = True  # (re)connected: introduce ourselves and resend in flight
-            back = -self.cfg.link["resend_ms"]
-            for e in self.inflight.values():
-                e[1] = ticks_add(now_ms, back)
+            # (re)connected, maybe to another gateway: no session until one is confirmed
+            self.gw_boot = -1
+            self._ask()
         self.was_up = up
         if not up:
             return
@@ -148,18 +200,20 @@ class Link:
         if n:
             for r in self.dec.feed(self.rxv[:n]):
                 if isinstance(r, frame.Frame):
-                    self._handle(r, up_ms)
-        if self.need_birth:  # cleared only once queued: a MemoryError here retries it later
-            self._queue(cat.BIRTH, self.dev.birth_body())
-            self.need_birth = False
-        last = self.last_hb
-        if last is None or ticks_diff(now_ms, last) >= self.cfg.heartbeat_s * 1000:
-            if not self.gw_seen and last is not None:
-                self._queue(cat.BIRTH, self.dev.birth_body())
-            self._queue(cat.HEARTBEAT, self.dev.health())
-            self.last_hb = now_ms  # only once queued: a MemoryError above retries it next slack
-        if len(self.out) < 4:
-            self._send_events(now_ms)
+                    self._handle(r, now_ms, up_ms)
+        last = self.last_birth
+        if self.nonce is not None and self.gw_boot < 0:
+            if last is None or ticks_diff(now_ms, last) >= _BIRTH_EVERY_MS:
+                self.birth_due = True
+        if self.birth_due and (last is None or ticks_diff(now_ms, last) >= _BIRTH_GAP_MS):
+            self._birth(now_ms)
+        if self.gw_boot >= 0:  # heartbeats and events only inside a confirmed session
+            last = self.last_hb
+            if last is None or ticks_diff(now_ms, last) >= self.cfg.heartbeat_s * 1000:
+                self._queue(cat.HEARTBEAT, self.dev.health())
+                self.last_hb = now_ms  # only once queued: a MemoryError retries it next slack
+            if len(self.out) < 4:
+                self._send_events(now_ms)
         self._flush()
 
     def _send_events(self, now_ms):

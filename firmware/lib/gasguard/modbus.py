@@ -1,6 +1,13 @@
 # Modbus RTU master for the detector bus: one transaction at a time, driven by poll() from the
 # safety loop so it never blocks it. Buffers are allocated once; a transaction allocates nothing.
-from time import ticks_diff
+#
+# Framing is the RTU spec's: a reply must begin within the response deadline and ends at 3.5
+# characters of silence; one byte more than the request's answer is a rejected frame, not a
+# reply with something after it. Between transactions the master keeps reading: a request goes
+# out only after the line has been silent for 3.5 characters, and an intact frame that arrives
+# when nobody asked (or in another slave's turn) is a late reply, reported by its sender's address
+# (`late`) so that it can never pass for the answer to a later request.
+from time import sleep_us, ticks_add, ticks_diff
 
 from micropython import const
 
@@ -13,6 +20,7 @@ E_CRC = const(5)
 E_EXCEPTION = const(6)  # the slave answered with an exception code (self.exc)
 E_WRONG_SLAVE = const(7)
 E_FRAME = const(8)  # wrong function code or byte count
+E_TRAILING = const(9)  # more bytes than the answer before the 3.5-character silence
 RESULT_NAMES = (
     "idle",
     "busy",
@@ -23,6 +31,7 @@ RESULT_NAMES = (
     "exception",
     "wrong-slave",
     "frame",
+    "trailing",
 )
 
 _MAX_REGS = const(32)
@@ -47,6 +56,10 @@ def crc16(buf, n):
     return c
 
 
+def _intact(buf, n):
+    return n >= 4 and crc16(buf, n - 2) == buf[n - 2] | (buf[n - 1] << 8)
+
+
 class Master:
     """bus: write(buf) sends the whole buffer (driving DE/RE itself); readinto(buf) returns the
     number of bytes read without waiting (0 or None when there are none)."""
@@ -67,13 +80,55 @@ class Master:
         self.fc = 0
         self.count = 0
         self.expect = 0
-        self.got = 0
+        self.got = 0  # bytes of the frame on the line (the reply, or stray bytes when idle)
         self.t_sent = 0
-        self.t_last = 0  # ticks_us of the last byte seen on the line, for the 3.5-char gap
-        self.line_busy = False
+        self.t_last = 0  # ticks_us when a byte was last seen on the line, for the silence
+        self.late = 0  # address of a slave whose late reply was just seen (0: none)
 
     def ready(self, now_us):
-        return self.state != BUSY and ticks_diff(now_us, self.t_last) >= self.gap_us
+        quiet = ticks_diff(now_us, self.t_last) >= self.gap_us
+        return self.state != BUSY and not self.got and quiet
+
+    def _read(self, now_us):
+        # whatever the line holds, into rx after the bytes already there (copied from scratch:
+        # no memoryview per offset); bytes past the buffer are counted, not kept
+        rx = self.rx
+        sc = self._scratch
+        top = len(rx)
+        total = 0
+        while True:
+            n = self.bus.readinto(sc)
+            if not n:
+                break
+            g = self.got
+            for i in range(n):
+                if g < top:
+                    rx[g] = sc[i]
+                g += 1
+            self.got = g
+            total += n
+        if total:
+            self.t_last = now_us
+        return total
+
+    def _stray(self):
+        # a frame that was not (or no longer) the answer: an intact one names a late sender
+        g = self.got
+        if g <= len(self.rx) and _intact(self.rx, g) and self.rx[0] != self.slave:
+            self.late = self.rx[0]
+
+    def idle(self, now_us):
+        """Between transactions: read what arrives, up to 3.5 characters of silence; an intact
+        frame there is a late reply (self.late = its sender)."""
+        if self.state == BUSY:
+            return
+        if self._read(now_us) or not self.got:
+            return
+        if ticks_diff(now_us, self.t_last) >= self.gap_us:
+            g = self.got
+            if g <= len(self.rx) and _intact(self.rx, g):
+                self.late = self.rx[0]
+            self.got = 0
 
     def _send(self, slave, fc, addr, value, expect, now_us):
         tx = self.tx
@@ -86,8 +141,6 @@ class Master:
         c = crc16(tx, 6)
         tx[6] = c & 0xFF
         tx[7] = c >> 8
-        while self.bus.readinto(self._scratch):  # drop stale bytes from an earlier answer
-            pass
         self.slave = slave
         self.fc = fc
         self.expect = expect
@@ -97,10 +150,10 @@ class Master:
         self.result = BUSY
         self.bus.write(tx)
         self.t_sent = now_us
-        self.t_last = now_us
 
     def read(self, slave, fc, addr, count, now_us):
-        """Start an FC03/FC04 read of count registers; poll() until it is no longer BUSY."""
+        """Start an FC03/FC04 read of count registers; poll() until it is no longer BUSY.
+        Call only when ready(): the line has been silent for 3.5 characters."""
         self.count = count
         self._send(slave, fc, addr, count, 5 + 2 * count, now_us)
 
@@ -109,46 +162,50 @@ class Master:
         self.count = 0
         self._send(slave, fc, addr, value, 8, now_us)
 
-    def _finish(self, result, now_us):
+    def _finish(self, result):
         self.state = IDLE
         self.result = result
-        self.t_last = now_us
+        if result != OK:
+            self._stray()
+        self.got = 0
         return result
 
     def poll(self, now_us):
         if self.state != BUSY:
             return self.result
+        got_now = self._read(now_us)
+        g = self.got
+        if not g:
+            if ticks_diff(now_us, self.t_sent) >= self.deadline_us:
+                return self._finish(E_TIMEOUT)
+            return BUSY
         rx = self.rx
-        sc = self._scratch
-        top = len(rx)
-        while self.got < self.expect:
-            n = self.bus.readinto(sc)  # into scratch, then copy: no memoryview per offset
-            if not n:
-                break
+        n = 5 if g >= 2 and rx[1] & 0x80 else self.expect  # an exception answer is 5 bytes
+        if g < n:
+            if got_now or ticks_diff(now_us, self.t_last) < self.gap_us:
+                return BUSY
+            # silence before the answer's length: a whole frame of the wrong size, or a torn one
+            if g <= len(rx) and _intact(rx, g):
+                return self._finish(E_WRONG_SLAVE if rx[0] != self.slave else E_FRAME)
+            return self._finish(E_SHORT)
+        if g == n:
+            # the answer is all here: it counts only if the line then stays silent for 3.5
+            # characters (about 4 ms at 9600 baud: waited out here, bounded)
+            wait = self.gap_us - ticks_diff(now_us, self.t_last)
+            if wait > 0:
+                sleep_us(wait)
+                now_us = ticks_add(now_us, wait)
+            self._read(now_us)
             g = self.got
-            for i in range(n):
-                if g < top:
-                    rx[g] = sc[i]
-                    g += 1
-            self.got = g
-            self.t_last = now_us
-            if g >= 2 and rx[1] & 0x80:
-                self.expect = 5  # exception response
-            elif g >= 3 and self.count and 5 + rx[2] <= top:
-                self.expect = 5 + rx[2]  # frame by the declared byte count; checked below
-        got = self.got
-        n = self.expect
-        if got >= n:
-            if crc16(rx, n - 2) != rx[n - 2] | (rx[n - 1] << 8):
-                return self._finish(E_CRC, now_us)
-            if rx[0] != self.slave:
-                return self._finish(E_WRONG_SLAVE, now_us)
-            if rx[1] & 0x80:
-                self.exc = rx[2]
-                return self._finish(E_EXCEPTION, now_us)
-            if rx[1] != self.fc or (self.count and rx[2] != 2 * self.count):
-                return self._finish(E_FRAME, now_us)
-            return self._finish(OK, now_us)
-        if ticks_diff(now_us, self.t_sent) >= self.deadline_us:
-            return self._finish(E_SHORT if got else E_TIMEOUT, now_us)
-        return BUSY
+        if g > n:
+            return self._finish(E_TRAILING)
+        if not _intact(rx, n):
+            return self._finish(E_CRC)
+        if rx[0] != self.slave:
+            return self._finish(E_WRONG_SLAVE)
+        if rx[1] & 0x80:
+            self.exc = rx[2]
+            return self._finish(E_EXCEPTION)
+        if rx[1] != self.fc or (self.count and rx[2] != 2 * self.count):
+            return self._finish(E_FRAME)
+        return self._finish(OK)

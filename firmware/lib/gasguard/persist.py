@@ -45,3 +45,18 @@ def read_int(path, default=0):
 
 def write_int(path, value):
     write_atomic(path, str(value).encode())
+
+
+def instance(path):
+    """The board's instance id (16 hex characters), made once from 64 random bits: a flash
+    erase or a new board gets a new one, so its events can never take an earlier life's ids."""
+    raw = read_bytes(path)
+    if raw and len(raw) == 16:
+        try:
+            int(raw, 16)
+            return raw.decode().lower()
+        except ValueError:
+            pass
+    inst = "".join("%02x" % b for b in os.urandom(8))
+    write_atomic(path, inst.encode())
+    return inst

@@ -6,7 +6,7 @@ from time import ticks_add, ticks_diff
 from micropython import const
 
 from gasguard import events as ev
-from gasguard.protocol.profile import OK
+from gasguard.protocol.profile import OK, OVER
 
 NONE = const(0)
 LOW = const(1)
@@ -42,6 +42,7 @@ class Safety:
         self.up_cnt = [0] * n
         self.down_cnt = [0] * n
         self.faulted = [False] * n  # a fault event was raised and not yet restored
+        self.over = [False] * n  # reading above the detector's range: reported once per spell
         # The valve boots closed and latched: after power-up or any fault only a person on site
         # reopens it (GB 50028 §10.8.4).
         self.latched = True
@@ -62,13 +63,17 @@ class Safety:
     # --- per-detector samples -------------------------------------------------------------------
 
     def sample(self, i, state, tenths):
-        """A completed poll of detector i: profile state code and reading (tenths of %LEL)."""
+        """A completed poll of detector i: profile state code and reading (tenths of %LEL).
+        Over range (OVER) is gas beyond what the detector measures: a high alarm at once, with
+        no debounce and whatever fault_closes_valve says; it is not a fault."""
         prev = self.state[i]
         self.state[i] = state
-        if state != OK:
+        over = state == OVER
+        if state != OK and not over:
             self.up_cnt[i] = 0
             self.down_cnt[i] = 0
             self.healthy[i] = False
+            self.over[i] = False
             if not self.faulted[i] or prev != state:  # once per change of fault state
                 self.faulted[i] = True
                 self._event(ev.DET_FAULT, i, self.tenths[i], ev.D_STATE_BASE + state)
@@ -80,6 +85,17 @@ class Safety:
             self._event(ev.DET_RESTORED, i, tenths, ev.D_NONE)
         s = self.s
         lvl = self.level[i]
+        if over:
+            if tenths < s.high:  # (a profile whose range ends below the set point)
+                self.tenths[i] = tenths = s.high
+            if not self.over[i]:
+                self.over[i] = True
+                self.down_cnt[i] = 0
+                self.up_cnt[i] = 0
+                self.level[i] = HIGH
+                self._event(ev.ALARM_HIGH, i, tenths, ev.D_OVER)
+            return
+        self.over[i] = False
         target = HIGH if tenths >= s.high else (LOW if tenths >= s.low else NONE)
         if target > lvl:
             self.down_cnt[i] = 0
