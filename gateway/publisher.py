@@ -189,6 +189,7 @@ class Publisher:
         self.outbox = outbox
         self.take_states = states  # (all) -> {device: retained state payload} changed or all
         self.devices_online = devices_online
+        self.identity: tuple[str, int] | None = None  # the gateway's instance id and boot
         self.status_topic = cloudevents.topic_gateway_status(site, gateway_id)
         self.wake = asyncio.Event()
         self.connected = False
@@ -221,18 +222,17 @@ class Publisher:
         self.wake.set()
 
     def _status(self, online: bool) -> bytes:
-        return dumps(
-            schemas.check(
-                cloudevents.gateway_status(
-                    self.site,
-                    self.gateway_id,
-                    online,
-                    time.time(),
-                    self.version,
-                    self.devices_online() if online else 0,
-                )
-            )
+        ce = cloudevents.gateway_status(
+            self.site,
+            self.gateway_id,
+            online,
+            time.time(),
+            self.version,
+            self.devices_online() if online else 0,
         )
+        if self.identity is not None:  # for diagnosis (docs/gateway.md)
+            ce["data"]["instance"], ce["data"]["boot"] = self.identity
+        return dumps(schemas.check(ce))
 
     def _client_for(self) -> aiomqtt.Client:
         c = self.cfg

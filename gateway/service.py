@@ -408,6 +408,7 @@ class Gateway:
         self.started = time.time()
         self.tcp_port: int | None = None
         self.status_port: int | None = None
+        self.publisher.identity = (self.instance, self.boot)
         self.http = StatusServer(self)
         self.links = LinkTable(cfg.tcp.max_links if cfg.tcp is not None else 1)
         self._tasks: list[asyncio.Task] = []
