@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gasguard.gateway import config, schemas
+from gasguard.gateway import config, identity, schemas
 from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
 from gasguard.gateway.outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
@@ -96,7 +96,6 @@ def _ce_ids(ob: Outbox) -> list[str]:
 
 def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     ob = Outbox(tmp_path / "o.sqlite")
-    assert ob.next_boot() == 1
     ids = ob.add([_item(1), _item(2), _item(1, "d2")])
     assert all(ids) and ids == sorted(ids)  # row ids in arrival order
     # a re-sent event is not queued twice, nor a copy within one batch; the new one gets its id
@@ -108,7 +107,6 @@ def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     ob.delete([rows["d1"][0].id, rows["d2"][0].id])
     ob.close()
     ob = Outbox(tmp_path / "o.sqlite")  # a restart
-    assert ob.next_boot() == 2
     assert _ce_ids(ob) == ["d1:1:2", "d1:1:3"]
     assert ob.depth() == 2
     assert ob.add([_item(1)]) == [0]  # published and deleted, still remembered as seen
@@ -367,6 +365,17 @@ def test_queued_publishes_go_out_joined_in_order_around_anything_else():
     assert [(p["pos"], p["to_process"]) for p in q] == [(2, 2), (0, 2), (0, 4), (0, 1),
                                                         (0, 4), (0, 3)]  # fmt: skip
     assert q[1]["qos"] == 1 and q[1]["command"] & 0xF0 == 0x30
+
+
+def test_the_gateway_identity_is_kept_apart_written_whole_and_begun_anew_when_damaged(tmp_path):
+    first = identity.next_boot(tmp_path)
+    again = identity.next_boot(tmp_path)
+    assert (again.instance, again.boot) == (first.instance, 2)
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
+    (tmp_path / identity.FILE).write_text('{"instance": "nonsense", "boot": -1}')
+    fresh = identity.next_boot(tmp_path)
+    assert fresh.boot == 1 and fresh.instance != first.instance
+    assert (tmp_path / (identity.FILE + ".damaged")).exists()
 
 
 def test_health_sessions_and_offline():
