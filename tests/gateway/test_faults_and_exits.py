@@ -144,9 +144,14 @@ def test_exit_codes_say_why_the_gateway_stopped(mosquitto, tmp_path):
     ok = write_config(tmp_path / "e", KEYS, mosquitto.url)
     p = subprocess.Popen([sys.executable, "-m", "gasguard.gateway", "--config", str(ok)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert p.stdout is not None and json.loads(p.stdout.readline())["tcp_port"]
-    p.send_signal(signal.SIGTERM)
-    assert p.wait(15) == 0
+    try:
+        assert p.stdout is not None and json.loads(p.stdout.readline())["tcp_port"]
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_a_commit_that_fails_for_good_stops_the_gateway_with_74(mosquitto, tmp_path, monkeypatch):
