@@ -190,6 +190,7 @@ class Publisher:
         self.take_states = states  # (all) -> {device: retained state payload} changed or all
         self.devices_online = devices_online
         self.identity: tuple[str, int] | None = None  # the gateway's instance id and boot
+        self.closing = False  # the gateway is stopping: no more reconnects
         self.status_topic = cloudevents.topic_gateway_status(site, gateway_id)
         self.wake = asyncio.Event()
         self.connected = False
@@ -268,7 +269,7 @@ class Publisher:
     async def run(self) -> None:
         backoff = 0.0  # the first reconnect at once
         cap = self.cfg.reconnect_max_s
-        while True:
+        while not self.closing:
             up_at = None
             try:
                 async with self._client_for() as client:

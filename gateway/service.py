@@ -11,7 +11,6 @@ also the order rows are published in.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sqlite3
@@ -48,6 +47,7 @@ RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
 REJECT_LOG_EVERY_S = 60.0
 STOP_PUBLISH_S = 2.0  # at shutdown, for the broker to acknowledge the "offline" status
+STOP_TASKS_S = 5.0  # for the tasks to end once cancelled
 DISK_FULL_RETRY_S = 1.0  # a commit refused for want of space is tried again this often
 LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
@@ -670,6 +670,8 @@ class Gateway:
         while True:
             try:
                 await run()
+                if self.publisher.closing:
+                    return  # stopping
                 raise RuntimeError("ended by itself")
             except (asyncio.CancelledError, Fatal):
                 raise
@@ -736,11 +738,16 @@ class Gateway:
         except TimeoutError:
             pass
         await self.http.stop()
-        for t in self._tasks:
+        self.publisher.closing = True  # a cancel that lands in a connect may be taken for an
+        for t in self._tasks:  # MQTT error by aiomqtt: the flag ends its reconnect loop anyway
             t.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TASKS_S)
+            for t in stuck:
+                log.error("task did not stop", extra={"task": t.get_name()})
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: reported by run_until_signalled, not by asyncio
         self.worker.close()
         sys.setswitchinterval(self._switch_interval)
 
