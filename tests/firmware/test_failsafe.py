@@ -237,3 +237,36 @@ def test_reset_clears_a_detectors_latched_alarm_with_a_register_write(make_board
     reads = detectors[2].reads
     time.sleep(0.5)
     assert detectors[2].reads > reads  # and polling goes on as before
+
+
+def test_over_range_gas_is_a_high_alarm_even_where_faults_leave_the_valve_open(
+    make_board, detectors
+):
+    """Above the detector's measuring range (generic-x10: 100 %LEL) is the most dangerous reading
+    there is: a high alarm that closes the valve, not a detector fault that a site with
+    fault_closes_valve off would ride out with the gas on."""
+    from .conftest import BASE_CONFIG
+
+    cfg = dict(
+        BASE_CONFIG,
+        detectors=[
+            {"address": 1, "profile": "generic-x10", "gas": "methane",
+             "fault_closes_valve": False},
+            {"address": 2, "profile": "float32-status-mode", "gas": "methane",
+             "fault_closes_valve": False},
+        ],
+    )  # fmt: skip
+    b = make_board(cfg).start()
+    open_valve(b)
+    t0 = detectors[1].set(lel=120.0)
+    t1 = b.wait_output("valve", 0, 3)
+    assert t1 - t0 < 1.0
+    line = b.wait_line("alarm.high det=0", 2)
+    assert "over range" in line and "lel=120.0" in line
+    b.wait_output("fan", 1, 2)
+    b.wait_line("valve.closed", 2)
+    assert not [x for x in b.lines if "detector.fault det=0" in x]
+    # and over range on the float32 detector, 100.1 %LEL: the same
+    detectors[1].set(lel=0.0)
+    detectors[2].set(lel=100.1)
+    b.wait_line("alarm.high det=1 lel=100.1 over range", 3)

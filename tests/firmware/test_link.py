@@ -37,7 +37,9 @@ class Peer:
     With handshake on, it answers every birth that asks (carries a nonce) with a time frame
     echoing it, as the gateway does: the board then trusts this session (docs/protocol.md)."""
 
-    def __init__(self, port: int = 0, handshake: bool = True, boot: int = 1):
+    def __init__(
+        self, port: int = 0, handshake: bool = True, boot: int = 1, auto_ack: bool = False
+    ):
         self.srv = socket.create_server(("127.0.0.1", port))
         self.port = self.srv.getsockname()[1]
         self.frames: list[tuple[int, int, int, dict]] = []  # (type, boot, seq, body)
@@ -47,6 +49,7 @@ class Peer:
         self.seq = 0
         self.boot = boot  # the stand-in gateway's boot, in the header of what it sends
         self.handshake = handshake
+        self.auto_ack = auto_ack  # acknowledge every event as it arrives (a gateway keeping up)
         self.send_lock = threading.Lock()
         self.signer = auth.Signer(KEY)
         threading.Thread(target=self._accept, daemon=True).start()
@@ -94,6 +97,8 @@ class Peer:
             self.cv.notify_all()
         if self.handshake and mtype == messages.BIRTH and "nonce" in body:
             self.send(messages.TIME, messages.time_sync(1764000000, boot, body["nonce"]))
+        if self.auto_ack and mtype == messages.EVENT:
+            self.send(messages.ACK, messages.ack([body["id"]]))
 
     def send(self, mtype: int, body: dict, check: bool = True):
         """A correctly signed frame; check=False sends a body the catalogue would refuse."""
@@ -343,5 +348,70 @@ def test_a_gateway_restarted_with_its_state_lost_gets_the_board_delivering_again
         time.sleep(1.5)  # more than two resend periods: an acknowledged event stays quiet
         assert len([e for e in peer.events() if e["id"] == high["id"]]) == n
         assert len([e for e in peer.events() if e["id"] in acked]) == sent_before
+    finally:
+        peer.close()
+
+
+def test_events_the_full_flash_log_drops_unacknowledged_are_reported(make_board, tmp_path):
+    """The gateway was unreachable for 511 events: the log's oldest segment goes with 64 events
+    nobody acknowledged. The board says so, in an event and in every heartbeat."""
+    import subprocess
+
+    from gasguard.tools import micropython
+
+    port = socket.create_server(("127.0.0.1", 0))
+    free = port.getsockname()[1]
+    port.close()  # the gateway is down
+    cfg = copy.deepcopy(BASE_CONFIG)
+    cfg["heartbeat_s"] = 1
+    cfg["link"] = {"kind": "tcp", "host": "127.0.0.1", "port": free}
+    b = make_board(cfg)
+    data = b.flash / "data"
+    fill = (
+        "from gasguard.eventlog import EventLog\n"
+        "log = EventLog(%r).open()\n"
+        "for s in range(511):\n"
+        "    log.append({'id': [1, s + 1], 'kind': 'alarm.low', 'up': s, 'det': 0, 'lel': 21.0})\n"
+    ) % str(data)
+    data.mkdir(parents=True)
+    (data / "bootcount").write_text("1")
+    subprocess.run(
+        [micropython.find_micropython(), "-X", "heapsize=" + micropython.HEAPSIZE, "-c", fill],
+        cwd=b.flash, env={"MICROPYPATH": str(b.flash / "lib")}, check=True, timeout=120,
+    )  # fmt: skip
+    b.start()
+    b.wait_line("GASGUARD RUNNING", 10)
+    open_valve(b)  # the reset is the 513th record: the first segment goes, unacknowledged
+    line = b.wait_line("events.lost", 5)
+    assert "unacknowledged events dropped" in line
+    peer = Peer(free, auto_ack=True)
+    try:
+        lost = peer.wait(_kind("events.lost"), 30)[0][3]
+        assert lost["n"] == 64
+        hb = peer.wait(lambda f: f[0] == messages.HEARTBEAT, 10)[0][3]
+        assert hb["lost"] == 64
+    finally:
+        peer.close()
+
+
+def test_a_flash_erase_gives_the_board_a_new_instance_so_its_event_ids_never_repeat(make_board):
+    """After erase-flash (or on a replaced board) the boot counter starts at 1 again, so the
+    event ids [boot, seq] repeat: the instance id in the birth tells the two lives apart."""
+    import shutil
+
+    peer = Peer()
+    try:
+        b = _linked_board(make_board, peer)
+        first = peer.wait(lambda f: f[0] == messages.BIRTH)[0]
+        boot_event = peer.wait(_kind("boot"))[0][3]
+        b.kill()
+        shutil.rmtree(b.flash / "data")  # what erase-flash leaves of the board's data
+        mark = len(peer.frames)
+        b.start()
+        again = peer.wait(lambda f: f[0] == messages.BIRTH and peer.frames.index(f) >= mark)[0]
+        assert again[1] == first[1] == 1  # the same boot counter ...
+        assert again[3]["inst"] != first[3]["inst"]  # ... in another life of the board
+        assert peer.wait(lambda f: f[0] == messages.EVENT and peer.frames.index(f) >= mark)
+        assert boot_event["id"] == [1, 1]
     finally:
         peer.close()

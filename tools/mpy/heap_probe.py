@@ -19,12 +19,20 @@ def main(image, cycles):
     result = {"cycles": cycles, "rom_image_bytes": image}
     root = os.getcwd() + "/data"
     try:
-        from gasguard.start import load_config
+        import gasguard.safe  # the boot main.py does: the safe core first, dropped once running
 
-        cfg = load_config("config.json", "key.hex")
+        gasguard.safe.start("board.json")
+        import gasguard.start
         from gasguard.hal import unix as hal
 
-        board = hal.Board(cfg, root)
+        board, cfg = gasguard.start.boot(
+            lambda c: hal.Board(c, root), "config.json", "key.hex", "board.json"
+        )
+        gasguard.forget(gasguard, "start")
+        gasguard.forget(gasguard, "safe")
+        gc.collect()
+        if cfg.link["kind"] != "none":
+            import gasguard.link  # noqa: F401 - as main.py does
         from gasguard import app as appmod
 
         gc.collect()

@@ -12,7 +12,6 @@ from gasguard import VERSION, detectors, modbus
 from gasguard import events as ev
 from gasguard.eventlog import EventLog
 from gasguard.hmi import Button, Indicators
-from gasguard.link import Link
 from gasguard.persist import instance, makedirs, read_int, write_int
 from gasguard.protocol import catalogue as cat
 from gasguard.protocol.profile import OVER, STATE_NAMES
@@ -50,6 +49,13 @@ class App:
         self.selftest_until = 0
         self.slack_oom = 0  # slack steps put off for want of heap
         self.stopped = False
+        # the link and its framing are loaded only on a board that has one, and early (main.py
+        # loads them before this module): their bytecode needs room in one piece, which the
+        # event log scan below breaks up
+        transport = board.link()
+        Link = None
+        if transport:
+            from gasguard.link import Link
         makedirs(root)
         self.boot = read_int(root + "/bootcount", 0) + 1
         write_int(root + "/bootcount", self.boot)
@@ -85,8 +91,8 @@ class App:
         self.btn_reset = Button(board.reset, p["buttons_active_low"], 30, p["reset_hold_ms"])
         self.ind = Indicators(board.red, board.yellow, board.green, board.buzzer, board.fan)
         self.log = EventLog(root).open()
-        transport = board.link()
-        self.link = Link(transport, cfg, self.log, self.boot, self) if transport else None
+        if Link is not None:
+            self.link = Link(transport, cfg, self.log, self.boot, self)
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn

@@ -13,7 +13,7 @@ import struct
 
 from micropython import const
 
-from gasguard.persist import exists, makedirs, read_bytes, write_atomic
+from gasguard.persist import makedirs, read_bytes, write_atomic
 from gasguard.protocol import cbor
 from gasguard.protocol.auth import crc
 
@@ -224,12 +224,3 @@ class EventLog:
     def pending(self):
         return self.next - max(self.first, self.watermark + 1) - len(self.acked_above)
 
-
-def verify(root, seg=64):
-    """Check a log directory from scratch: (chain intact, records, first broken index or -1)."""
-    log = EventLog(root, seg)
-    if not exists(log.dir):
-        return True, 0, -1
-    # open() repairs a torn tail, which is what a board does at boot too
-    log.open()
-    return log.chain_ok, log.next - log.first, log.chain_break

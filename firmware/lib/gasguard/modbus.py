@@ -11,28 +11,18 @@ from time import sleep_us, ticks_add, ticks_diff
 
 from micropython import const
 
-IDLE = const(0)
+# Transaction results. Only those the poller tells apart have public names: a private const()
+# keeps no name (qstr) on the device, where every interned name stays for good.
+_IDLE = const(0)
 BUSY = const(1)
 OK = const(2)
 E_TIMEOUT = const(3)  # no byte before the deadline
 E_SHORT = const(4)  # some bytes, then silence: a short frame
-E_CRC = const(5)
-E_EXCEPTION = const(6)  # the slave answered with an exception code (self.exc)
-E_WRONG_SLAVE = const(7)
+_E_CRC = const(5)
+_E_EXCEPTION = const(6)  # the slave answered with an exception code (self.exc)
+_E_WRONG_SLAVE = const(7)
 E_FRAME = const(8)  # wrong function code or byte count
-E_TRAILING = const(9)  # more bytes than the answer before the 3.5-character silence
-RESULT_NAMES = (
-    "idle",
-    "busy",
-    "ok",
-    "timeout",
-    "short",
-    "crc",
-    "exception",
-    "wrong-slave",
-    "frame",
-    "trailing",
-)
+_E_TRAILING = const(9)  # more bytes than the answer before the 3.5-character silence
 
 _MAX_REGS = const(32)
 
@@ -73,8 +63,8 @@ class Master:
         self.tx = bytearray(8)
         self.rx = bytearray(5 + 2 * _MAX_REGS)
         self._scratch = bytearray(16)
-        self.state = IDLE
-        self.result = IDLE
+        self.state = _IDLE
+        self.result = _IDLE
         self.exc = 0
         self.slave = 0
         self.fc = 0
@@ -163,7 +153,7 @@ class Master:
         self._send(slave, fc, addr, value, 8, now_us)
 
     def _finish(self, result):
-        self.state = IDLE
+        self.state = _IDLE
         self.result = result
         if result != OK:
             self._stray()
@@ -186,7 +176,7 @@ class Master:
                 return BUSY
             # silence before the answer's length: a whole frame of the wrong size, or a torn one
             if g <= len(rx) and _intact(rx, g):
-                return self._finish(E_WRONG_SLAVE if rx[0] != self.slave else E_FRAME)
+                return self._finish(_E_WRONG_SLAVE if rx[0] != self.slave else E_FRAME)
             return self._finish(E_SHORT)
         if g == n:
             # the answer is all here: it counts only if the line then stays silent for 3.5
@@ -198,14 +188,14 @@ class Master:
             self._read(now_us)
             g = self.got
         if g > n:
-            return self._finish(E_TRAILING)
+            return self._finish(_E_TRAILING)
         if not _intact(rx, n):
-            return self._finish(E_CRC)
+            return self._finish(_E_CRC)
         if rx[0] != self.slave:
-            return self._finish(E_WRONG_SLAVE)
+            return self._finish(_E_WRONG_SLAVE)
         if rx[1] & 0x80:
             self.exc = rx[2]
-            return self._finish(E_EXCEPTION)
+            return self._finish(_E_EXCEPTION)
         if rx[1] != self.fc or (self.count and rx[2] != 2 * self.count):
             return self._finish(E_FRAME)
         return self._finish(OK)

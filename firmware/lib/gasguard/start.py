@@ -1,23 +1,9 @@
-# Boot sequence: validate the config first, free the validator, then load the firmware proper.
-# Loading order matters on a 110 KB heap: the config checker is only needed for a moment.
+# Boot sequence, after the safe core has closed the valve: validate the config first, free the
+# validator, then build the board. Loading order matters on a 110 KB heap: the config checker is
+# only needed for a moment, and main.py drops this module too before the loop starts.
 import gc
-import sys
-from time import sleep_ms, ticks_ms
 
-
-class Values:
-    """The validated configuration values (see config.Config.plain): a class that stays when the
-    validator is dropped."""
-
-    def digest_hex(self):
-        return self.digest
-
-
-def _forget(package, name):
-    # drop a submodule entirely: from sys.modules and from its parent package's attributes
-    sys.modules.pop(package.__name__ + "." + name, None)
-    if name in package.__dict__:
-        delattr(package, name)
+from gasguard import Values, forget  # noqa: F401 - Values: config.plain() makes one from here
 
 
 def load_config(config_path, key_path):
@@ -29,30 +15,38 @@ def load_config(config_path, key_path):
     try:
         return config.load(config_path, key_path)
     finally:
-        _forget(gasguard, "config")
-        _forget(gasguard.protocol, "profile_parse")
+        forget(gasguard, "config")
+        forget(gasguard.protocol, "profile_parse")
         gc.collect()
 
 
-def main(make_board, root, config_path, key_path):
+def keep_pinmap(cfg, path):
+    """The safe core's pin map follows the validated config, so the next boot (even into a
+    broken config) drives the valve this config describes."""
+    import json
+
+    from gasguard.persist import read_bytes, write_atomic
+    from gasguard.safe import pinmap
+
+    text = json.dumps(pinmap(cfg)).encode()
+    if read_bytes(path) != text:
+        write_atomic(path, text)
+
+
+def boot(make_board, config_path, key_path, pinmap_path):
+    """(board, config) ready for the loop, or None: a bad config was reported (valve closed)
+    and the installer stopped the wait from the console."""
+    from gasguard import safe
+
     try:
         cfg = load_config(config_path, key_path)
     except ValueError as e:  # config.ConfigError
-        # bad or missing config: valve closed, yellow on, say which field and why; no loop
-        print("CONFIG ERROR %s: %s" % (getattr(e, "field", "config"), getattr(e, "reason", e)))
-        board = make_board(None)
-        board.valve.value(0)
-        board.yellow.value(1)
-        try:
-            while True:
-                board.wdt.feed()  # a deliberate safe state, not a hang
-                board.service(ticks_ms())
-                sleep_ms(100)
-        except KeyboardInterrupt:  # the installer is here to fix the config: give them the REPL
-            print("STOPPED from the console: valve closed; reset the board to resume")
-            board.maintenance()
-            return
-    board = make_board(cfg)
-    from gasguard import app
-
-    app.run(board, cfg, root)
+        # bad or missing config: valve closed, fault lamp, say which field and why; no loop
+        safe.halt(
+            "CONFIG ERROR %s: %s; valve closed"
+            % (getattr(e, "field", "config"), getattr(e, "reason", e)),
+            True,
+        )
+        return None
+    keep_pinmap(cfg, pinmap_path)
+    return make_board(cfg), cfg

@@ -12,10 +12,9 @@ from gasguard.events import D_STUCK_OPEN, D_UNEXPECTED_CLOSE
 
 NC = const(0)
 LATCHING = const(1)
-OPEN = const(0)
-CLOSED = const(1)
-FAULT = const(2)
-UNKNOWN = const(3)  # the states index protocol catalogue.VALVE_STATES
+_OPEN = const(0)  # the states index protocol catalogue.VALVE_STATES
+_CLOSED = const(1)
+_FAULT = const(2)
 
 
 class Valve:
@@ -121,8 +120,8 @@ class Valve:
 
     def state(self):
         if self.fault:
-            return FAULT
+            return _FAULT
         pos = self.position_open()
         if pos is None:
-            return CLOSED if self.closed_cmd else OPEN
-        return OPEN if pos else CLOSED
+            return _CLOSED if self.closed_cmd else _OPEN
+        return _OPEN if pos else _CLOSED

@@ -173,23 +173,9 @@ class Board:
     def __init__(self, cfg, root="/data"):
         self.root = root
         self._cfg = cfg
-        p = (
-            cfg.pins
-            if cfg is not None
-            else {
-                "yellow": 13,
-                "red": 12,
-                "green": 14,
-                "buzzer": 27,
-                "fan": 33,
-                "ack": 34,
-                "reset": 35,
-                "buttons_active_low": True,
-            }
-        )
-        valve_pin = cfg.valve["pin"] if cfg is not None else None
+        p = cfg.pins
         out = machine.Pin.OUT
-        self.valve = machine.Pin(valve_pin, out, value=0) if valve_pin is not None else _NoPin()
+        self.valve = machine.Pin(cfg.valve["pin"], out, value=0)
         self.red = machine.Pin(p["red"], out, value=0)
         self.yellow = machine.Pin(p["yellow"], out, value=0)
         self.green = machine.Pin(p["green"], out, value=0)
@@ -197,7 +183,7 @@ class Board:
         self.buzzer = Buzzer(p["buzzer"])
         self.ack = _button(p["ack"], p["buttons_active_low"])
         self.reset = _button(p["reset"], p["buttons_active_low"])
-        pos = cfg.valve["position_pin"] if cfg is not None else None
+        pos = cfg.valve["position_pin"]
         self.valve_pos = machine.Pin(pos, machine.Pin.IN) if pos is not None else None
         self.wdt = machine.WDT(timeout=WDT_TIMEOUT_MS)
 
@@ -243,8 +229,3 @@ def _button(gpio, active_low):
         return machine.Pin(gpio, machine.Pin.IN)
     pull = machine.Pin.PULL_UP if active_low else machine.Pin.PULL_DOWN
     return machine.Pin(gpio, machine.Pin.IN, pull)
-
-
-class _NoPin:
-    def value(self, v=None):
-        return 0

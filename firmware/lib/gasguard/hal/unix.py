@@ -6,7 +6,8 @@ import select
 import socket
 import time
 
-from gasguard.persist import read_bytes
+# Self-contained on purpose: the safe core (gasguard.safe) drives the outputs through this
+# module's panel before any other firmware module is loaded, so it imports none of them.
 
 
 class Pin:
@@ -69,7 +70,9 @@ class Panel:
             self.port = port
 
     def changed(self, pin, v):
-        if self.server is not None:
+        # kept until a harness is connected (a valve body it simulates must see every pulse,
+        # those of the safe core before anyone could connect too), up to a bound
+        if self.server is not None and len(self.log) < 64:
             self.log.append((time.ticks_ms(), pin.name, v))
 
     def _send_all(self, data):
@@ -114,7 +117,7 @@ class Panel:
                 if pin is not None and not pin.output:
                     pin.v = 1 if parts[1] == b"1" else 0
             self.inbuf[id(c)] = buf
-        if self.log:
+        if self.log and self.clients:
             out = []
             for t, name, v in self.log:
                 out.append("o %d %s %d\n" % (t, name, v))
@@ -123,6 +126,27 @@ class Panel:
         if self.wdt_fed != self.wdt_sent and time.ticks_diff(now_ms, self.wdt_sent) >= 100:
             self.wdt_sent = self.wdt_fed
             self._send_all(b"w %d\n" % self.wdt_fed)
+
+    def buttons(self, active_low):
+        # the buttons' resting level, once the config says how they are wired
+        for n in ("ack", "reset"):
+            self.pins[n].v = 1 if active_low else 0
+
+    def maintenance(self):
+        # console interrupt: tell the harness to stop emulating the watchdog until the next boot
+        self.service(time.ticks_ms())
+        self._send_all(b"m\n")
+
+
+_PANEL = []
+
+
+def panel():
+    """The board's one panel, made at first use (by the safe core, at power-up)."""
+    if not _PANEL:
+        port = os.getenv("GASGUARD_PANEL_PORT")  # set by the virtual-board harness
+        _PANEL.append(Panel(int(port) if port else None))
+    return _PANEL[0]
 
 
 class WDT:
@@ -170,9 +194,9 @@ class Board:
 
     def __init__(self, cfg, root):
         self.root = root
-        port = os.getenv("GASGUARD_PANEL_PORT")  # set by the virtual-board harness
-        active_low = cfg.pins["buttons_active_low"] if cfg is not None else True
-        self.panel = Panel(int(port) if port else None, active_low)
+        self.panel = panel()
+        if not cfg.pins["buttons_active_low"]:
+            self.panel.buttons(False)
         pins = self.panel.pins
         self.valve = pins["valve"]
         self.buzzer = pins["buzzer"]
@@ -182,7 +206,7 @@ class Board:
         self.fan = pins["fan"]
         self.ack = pins["ack"]
         self.reset = pins["reset"]
-        has_pos = cfg is not None and cfg.valve["position_pin"] is not None
+        has_pos = cfg.valve["position_pin"] is not None
         self.valve_pos = pins["valve_pos"] if has_pos else None
         self.wdt = WDT(self.panel)
         self._cfg = cfg
@@ -208,11 +232,13 @@ class Board:
     def reset_cause(self):
         # the harness leaves a note when it restarted us (watchdog, power cut)
         path = self.root + "/reset_cause"
-        raw = read_bytes(path)
-        if raw:
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
             os.remove(path)
-            return raw.decode().strip()[:16]
-        return "power"
+        except OSError:
+            return "power"
+        return raw.decode().strip()[:16] or "power"
 
     def service(self, now_ms):
         self.panel.service(now_ms)
@@ -232,9 +258,7 @@ class Board:
         return gc.mem_free()
 
     def maintenance(self):
-        # console interrupt: tell the harness to stop emulating the watchdog until the next boot
-        self.panel.service(time.ticks_ms())
-        self.panel._send_all(b"m\n")
+        self.panel.maintenance()
 
     def watchdog_starve(self):
         # Stop feeding and wait: the harness sees the feeds stop and restarts us with
