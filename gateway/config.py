@@ -18,6 +18,10 @@ password) are kept out of repr() so they cannot reach a log line by accident.
     [links.tcp]                     # optional listener for Wi-Fi boards
     host = "0.0.0.0"
     port = 7700
+    backlog = 4096                  # listen backlog (the kernel caps it at net.core.somaxconn)
+    max_links = 2000                # connections at most; past it, idle and unauthenticated
+                                    # ones are shed first, a known board always gets in
+    hello_s = 5                     # a new connection must bring a valid frame within this
 
     [mqtt]
     url = "mqtts://broker.example.cn:8883"   # mqtt:// only on loopback (or insecure_plaintext)
@@ -30,13 +34,14 @@ password) are kept out of repr() so they cannot reach a log line by accident.
     key_file = "gw.key"
     window = 64                     # QoS 1 publishes in flight (MQTT 5: within the broker's
                                     # Receive Maximum, alarms keep a quarter of it up to 16)
+    reconnect_max_s = 1.0           # reconnect: at once, then backoff with jitter up to this
 
     [outbox]
     max_events = 1000000
     max_age_days = 30
 
     [status]
-    listen = "127.0.0.1:7780"       # GET /status: JSON counters for `gasguard gateway status`
+    listen = "127.0.0.1:7780"       # GET /status (JSON, `gasguard gateway status`), GET /metrics
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class SerialLink:
 class TcpListen:
     host: str
     port: int
+    backlog: int = 4096  # 1,000 boards reconnecting at once after a gateway restart
+    max_links: int = 2000  # open device connections at most (see LinkLimits)
+    hello_s: float = 5.0  # a new connection must deliver a valid frame within this
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class MqttConfig:
     key_file: Path | None = None
     keepalive: int = 30
     window: int = 64
+    reconnect_max_s: float = 1.0
 
     @property
     def url(self) -> str:
@@ -208,7 +217,7 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         t,
         (
             "url", "protocol", "client_id", "username", "password_file", "ca_file", "cert_file",
-            "key_file", "keepalive", "window", "insecure_plaintext",
+            "key_file", "keepalive", "window", "insecure_plaintext", "reconnect_max_s",
         ),
         p,
     )  # fmt: skip
@@ -259,6 +268,9 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         key_file=key,
         keepalive=_get(t, "keepalive", p, (int,), 30, _range(5, 3600)),
         window=_get(t, "window", p, (int,), 64, _range(1, 65535)),
+        reconnect_max_s=float(
+            _get(t, "reconnect_max_s", p, (int, float), 1.0, _range(0.1, 300))
+        ),
     )
 
 
@@ -288,10 +300,13 @@ def parse(data: dict, base: Path) -> GatewayConfig:
     tcp = None
     if "tcp" in links:
         t = _get(links, "tcp", "links", (dict,))
-        _no_extra(t, ("host", "port"), "links.tcp")
+        _no_extra(t, ("host", "port", "backlog", "max_links", "hello_s"), "links.tcp")
         tcp = TcpListen(
             _get(t, "host", "links.tcp", (str,), "0.0.0.0"),
             _get(t, "port", "links.tcp", (int,), 7700, _range(0, 65535)),
+            _get(t, "backlog", "links.tcp", (int,), 4096, _range(16, 65535)),
+            _get(t, "max_links", "links.tcp", (int,), 2000, _range(1, 1_000_000)),
+            float(_get(t, "hello_s", "links.tcp", (int, float), 5.0, _range(0.5, 300))),
         )
     if not serial and tcp is None:
         raise ConfigError("links", "no device link: add [[links.serial]] or [links.tcp]")

@@ -49,13 +49,14 @@ class Health:
     def birth(self, device: str, boot: int, body: dict[str, Any]) -> str | None:
         """A birth opens a session. Returns a 'device.online' detail for a new session."""
         d = self._dev(device)
-        session = "%s:%d" % (device, boot)
+        session = "%s:%s:%d" % (device, body["inst"], boot)
         new = d.get("session") != session
         was_online = d["online"]
         d.update(
             online=True,
             last_seen=self.clock(),
             session=session,
+            instance=body["inst"],
             boot=boot,
             reset_cause=body["cause"],
             fw=body["fw"],
@@ -80,6 +81,7 @@ class Health:
             uptime_s=body["up"],
             heap_free=body["heap"],
             pending_events=body["pending"],
+            lost_events=body["lost"],
             loop=body["loop"],
             dets=body["dets"],
         )
@@ -114,8 +116,8 @@ class Health:
         d = self._dev(device)
         s: dict[str, Any] = {"online": d["online"], "last_seen": d["last_seen"]}
         for k in (
-            "session", "boot", "reset_cause", "fw", "cfg", "valve_kind", "valve", "alarm",
-            "uptime_s", "heap_free", "pending_events", "loop",
+            "session", "instance", "boot", "reset_cause", "fw", "cfg", "valve_kind", "valve",
+            "alarm", "uptime_s", "heap_free", "pending_events", "lost_events", "loop",
         ):  # fmt: skip
             if k in d:
                 s[k] = d[k]
@@ -124,8 +126,12 @@ class Health:
             dets = []
             for i, x in enumerate(d["dets"]):
                 e: dict[str, Any] = {"index": i, "state": x["state"], "errors": x["errors"]}
-                if "lel" in x:
-                    e["lel"] = round(x["lel"], 1)
+                if "lel" in x:  # a reading a regulator cannot use is flagged, never null
+                    lel, why = cloudevents.reading(x["lel"])
+                    if why is None:
+                        e["lel"] = lel
+                    else:
+                        e["lel_invalid"] = why[:40]
                 if i < len(meta):
                     e["gas"] = meta[i]["gas"]
                     e["address"] = meta[i]["addr"]

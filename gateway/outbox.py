@@ -72,7 +72,7 @@ CREATE TRIGGER IF NOT EXISTS outbox_seen AFTER INSERT ON outbox BEGIN
     INSERT OR IGNORE INTO seen VALUES (new.ce_id, new.created);
 END;
 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);  -- unused since v2
 """
 
 
@@ -107,17 +107,6 @@ class Outbox:
             # (same CloudEvents ids); the next commit's sync of the WAL makes them durable
             self._acks.execute("PRAGMA synchronous=NORMAL")
         self._count = 0 if reader else self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
-
-    # --- gateway identity ----------------------------------------------------------------------
-
-    def next_boot(self) -> int:
-        """The gateway's boot counter: grows on every start, so devices see fresh (boot, seq)."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            row = self.db.execute("SELECT v FROM meta WHERE k='boot'").fetchone()
-            boot = (int(row[0]) if row else 0) + 1
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (str(boot),))
-        return boot
 
     # --- in ------------------------------------------------------------------------------------
 

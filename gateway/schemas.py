@@ -19,6 +19,7 @@ _FILES = {
     cloudevents.SCHEMA_EVENT: "event.schema.json",
     cloudevents.SCHEMA_STATE: "state.schema.json",
     cloudevents.SCHEMA_GATEWAY: "gateway-status.schema.json",
+    cloudevents.SCHEMA_REJECTED: "rejected.schema.json",
 }
 
 

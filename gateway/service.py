@@ -1,18 +1,19 @@
 """The gateway service: device links -> sessions -> durable outbox -> publisher, plus health.
 
-Data flows one way. A link's bytes go through its LinkSession (auth, replay window); events
-become CloudEvents, checked against the schemas and committed to the outbox in group commits;
-only then does the device get its ack. The link reader never waits on the disk: batches are
-handed to the committer in arrival order, which is also the order rows are published in.
+Data flows one way. A link's bytes go through its LinkSession (auth, the session handshake,
+the strict body boundary); events become CloudEvents, checked against the schemas and committed
+to the outbox in group commits; only then does the device get its ack. An event the schema
+refuses is acknowledged too and goes to the dead-letter topic with its raw body. The link
+reader never waits on the disk: batches are handed to the committer in arrival order, which is
+also the order rows are published in.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -24,25 +25,30 @@ import serial_asyncio_fast
 
 from gasguard.gateway.session import DeviceState, LinkSession, Message, ack_frames
 from gasguard.protocol import cloudevents, messages
+from gasguard.protocol.auth import Signer
 
-from . import schemas
+from . import identity, limits, schemas, statedir
 from .config import GatewayConfig, SerialLink
+from .events import event_item
+from .exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, RESTART_WINDOW_S, RESTARTS, Fatal
 from .health import Health
-from .outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
+from .http import StatusServer
+from .links import LinkTable
+from .logs import RateLimited
+from .outbox import ROUTINE, Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
 
 VERSION = "0.1.0"
-# urgent: the valve closed or failed, gas at the high alarm level (the valve must close), a
-# kitchen without gas detection (a detector fault); a low alarm warns, and waits for those
-# (DESIGN.md §5). The regulator gets every one in order per device either way.
-PRIORITY = {"alarm.high": URGENT, "valve.closed": URGENT, "valve.fault": URGENT,
-            "detector.fault": URGENT, "alarm.low": ALARM}  # fmt: skip
 MAX_PENDING = 50_000  # events accepted but not yet committed: links pause reading beyond this
 STATE_REFRESH_S = 60.0
 RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
+REJECT_LOG_EVERY_S = 60.0
+STOP_PUBLISH_S = 2.0  # at shutdown, for the broker to acknowledge the "offline" status
+STOP_TASKS_S = 5.0  # for the tasks to end once cancelled
+DISK_FULL_RETRY_S = 1.0  # a commit refused for want of space is tried again this often
 LINK_READ = 2048  # bytes per turn of a link: short turns, so no link holds the loop for long
 
 
@@ -51,6 +57,10 @@ def percentile(xs: Any, q: float) -> float | None:
     if not xs:
         return None
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 2)
+
+
+def _disk_full(e: sqlite3.OperationalError) -> bool:
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
 
 
 def _alarm_first(pending: list[tuple[list[Item], Any]], level: int) -> tuple[list, list]:
@@ -108,6 +118,7 @@ class Committer:
         self._room.set()
         self.committed = 0
         self.duplicates = 0
+        self.blocked: str | None = None  # why nothing is being committed (a full disk)
         self.commit_ms: deque[float] = deque(maxlen=2000)  # recent group commits, start to end
 
     def submit(self, items: list[Item], done: Callable[[], None] | None = None) -> None:
@@ -154,6 +165,17 @@ class Committer:
         created = time.time()  # as the outbox records it, to within the call
         try:
             new: Any = self.outbox.outbox.add(flat)
+        except sqlite3.OperationalError as e:
+            if not _disk_full(e):
+                new = e
+            else:  # kept, not acknowledged: the devices keep their events; tried again
+                with self._lock:
+                    self._pending[:0] = batch
+                    self._n += len(flat)
+                    self._alarm = max(self._alarm, max(it.priority for it in flat))
+                assert self._loop is not None
+                self._loop.call_soon_threadsafe(self._full, str(e))
+                return
         except Exception as e:  # noqa: BLE001 - handed to the loop, which stops the gateway
             new = e
         self._finished.append((batch, flat, new, created, (time.perf_counter() - t0) * 1000))
@@ -163,6 +185,23 @@ class Committer:
             with self._lock:
                 self._running = False
 
+    def _full(self, error: str) -> None:
+        """On the loop: the disk is full. Say so (once), try again in a while."""
+        if self.blocked is None:
+            log.error(
+                "outbox: disk full, devices are not acknowledged until there is space",
+                extra={"path": str(self.outbox.outbox.path), "error": error},
+            )
+        self.blocked = "disk full (%s): devices not acknowledged" % error
+        assert self._loop is not None
+
+        def again() -> None:
+            if not self.outbox.write_soon(self._commit_next):
+                with self._lock:
+                    self._running = False
+
+        self._loop.call_later(DISK_FULL_RETRY_S, again)
+
     def finish(self) -> None:
         """On the loop: hand finished commits on (rows to the publisher, then the acks)."""
         while self._finished:
@@ -170,8 +209,14 @@ class Committer:
             if isinstance(new, Exception):
                 log.error("outbox commit failed", extra={"error": repr(new)})
                 if self._failed is not None and not self._failed.done():
-                    self._failed.set_exception(new)
+                    self._failed.set_exception(
+                        Fatal(EX_IOERR, "outbox %s: commit failed: %s"
+                              % (self.outbox.outbox.path, new))
+                    )  # fmt: skip
                 return
+            if self.blocked is not None:
+                log.warning("outbox: space again, devices acknowledged")
+                self.blocked = None
             self.commit_ms.append(ms)
             rows = [
                 Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.priority)
@@ -200,19 +245,30 @@ class LinkProtocol(asyncio.BufferedProtocol):
     in the event loop's read callback itself (no stream and task in between: under load each
     of those hops waited for a turn of the loop, and an alarm made several), LINK_READ bytes
     at most per read so that no link holds the loop for long. Reading pauses while the
-    committer is full; a link silent for idle_s is closed."""
+    committer is full. A TCP link must carry a valid frame within hello_s, and one that carries
+    none for idle_s is closed (bytes that are not valid frames do not count: gateway/links.py)."""
 
-    def __init__(self, gw: Gateway, name: str, idle_s: float | None) -> None:
+    _buf = bytearray(LINK_READ)  # shared: every read is consumed at once, on the one loop
+
+    def __init__(
+        self, gw: Gateway, name: str, idle_s: float | None, hello_s: float | None = None
+    ) -> None:
         self.gw = gw
         self.name = name
         self.idle_s = idle_s
+        self.hello_s = hello_s
         self.session = gw.session()
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._buf = bytearray(LINK_READ)
-        self._last_rx = time.monotonic()
+        self.valid_at = 0.0  # when it last carried a valid frame
+        self.devices: set[str] = set()
+        self._opened = time.monotonic()
         self._idle: asyncio.TimerHandle | None = None
         self._reason = "closed by peer"
+
+    @property
+    def tcp(self) -> bool:
+        return self.name.startswith("tcp")
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
@@ -220,8 +276,17 @@ class LinkProtocol(asyncio.BufferedProtocol):
         if self.name == "tcp" and peer:
             self.name = "tcp:%s:%s" % (peer[0], peer[1])
         self.gw.links_up[self.name] = True
-        if self.idle_s is not None:
-            self._idle = asyncio.get_running_loop().call_later(self.idle_s, self._check_idle)
+        if self.tcp:
+            self.gw.links.opened(self)
+        first = self.hello_s if self.hello_s is not None else self.idle_s
+        if first is not None:
+            self._idle = asyncio.get_running_loop().call_later(first, self._check_idle)
+
+    def shed(self, reason: str) -> None:
+        """Closed by the connection policy (gateway/links.py)."""
+        self._reason = "shed: " + reason
+        if self.transport is not None:
+            self.transport.abort()
 
     def get_buffer(self, sizehint: int) -> bytearray:
         return self._buf
@@ -233,15 +298,32 @@ class LinkProtocol(asyncio.BufferedProtocol):
         self._feed(bytes(data))
 
     def _feed(self, data: bytes) -> None:
-        self._last_rx = time.monotonic()
         gw = self.gw
-        msgs = self.session.feed(data)
+        session = self.session
+        try:
+            msgs = session.feed(data)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the link, or the loop, down
+            gw.frames["error"] += 1
+            log.exception("link input not handled", extra={"link": self.name, "error": repr(e)})
+            msgs = []
+        if self.transport is None:
+            return
+        if session.valid_at > self.valid_at:
+            self.valid_at = session.valid_at
+            if len(session.devices_seen) > len(self.devices):
+                for d in session.devices_seen - self.devices:
+                    self.devices.add(d)
+                    if self.tcp:
+                        gw.links.seen(self, d)
+                if self.transport is None:
+                    return
+        if session.replies:  # the handshake's time frames
+            self.transport.write(session.take_replies())
         if msgs:
-            assert self.transport is not None
-            gw.handle(self.session, msgs, self.transport.write)
+            gw.handle(session, msgs, self.transport.write)
         gw.committer.finish()  # commits that ended meanwhile: publish, acknowledge
-        if not gw.committer.has_room():
-            self.transport.pause_reading()  # type: ignore[union-attr]
+        if not gw.committer.has_room() and self.transport is not None:
+            self.transport.pause_reading()
             asyncio.ensure_future(self._resume())
 
     async def _resume(self) -> None:
@@ -250,21 +332,32 @@ class LinkProtocol(asyncio.BufferedProtocol):
             self.transport.resume_reading()
 
     def _check_idle(self) -> None:
-        assert self.idle_s is not None and self.transport is not None
-        left = self._last_rx + self.idle_s - time.monotonic()
-        if left > 0:
-            self._idle = asyncio.get_running_loop().call_later(left, self._check_idle)
+        if self.transport is None:
             return
-        self._reason = "TimeoutError"
-        self.transport.close()
+        now = time.monotonic()
+        if not self.valid_at:  # no valid frame since it opened
+            if self.hello_s is not None:
+                self._reason = "no valid frame within %.0f s" % self.hello_s
+                self.transport.abort()
+                return
+            deadline = self._opened + (self.idle_s or 0)
+        else:
+            deadline = self.valid_at + (self.idle_s or 0)
+        if self.idle_s is not None and deadline <= now:
+            self._reason = "idle: no valid frame for %.0f s" % self.idle_s
+            self.transport.abort()
+            return
+        if self.idle_s is not None:
+            self._idle = asyncio.get_running_loop().call_later(deadline - now, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
         reason = type(exc).__name__ if exc is not None else self._reason
         log.info("link closed", extra={"link": self.name, "reason": reason})
-        if self.name.startswith("tcp"):
+        if self.tcp:
             self.gw.links_up.pop(self.name, None)
+            self.gw.links.closed(self)
         else:
             self.gw.links_up[self.name] = False
         self.transport = None
@@ -275,10 +368,20 @@ class LinkProtocol(asyncio.BufferedProtocol):
 class Gateway:
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
-        self.outbox = Outbox(
-            cfg.state_dir / "outbox.sqlite", cfg.outbox_max_events, cfg.outbox_max_age_s
+        statedir.prepare(cfg.state_dir)  # Fatal(73) naming the path if it is not usable
+        try:
+            ident = identity.next_boot(cfg.state_dir)
+        except OSError as e:
+            raise Fatal(
+                EX_CANTCREAT, "gateway identity in %s: %s" % (cfg.state_dir, e.strerror)
+            ) from None
+        self.outbox, self.data_lost = statedir.open_outbox(
+            cfg.state_dir, cfg.outbox_max_events, cfg.outbox_max_age_s
         )
-        self.boot = self.outbox.next_boot()
+        self.boot, self.instance = ident.boot, ident.instance
+        # one Signer per device for every link (each link building its own was most of a
+        # link's memory: ~250 KB a link with a site's keys)
+        self.signers = {d: Signer(k) for d, k in cfg.keys.items()}
         self.worker = OutboxWorker(self.outbox)
         self.devices: dict[str, DeviceState] = {}
         self.frames: Counter[str] = Counter()  # by result, over every link
@@ -296,21 +399,38 @@ class Gateway:
             self._take_states,
             self.health.online_count,
         )
+        # a board with a wrong or missing key, or events the schema refuses: by device, not
+        # a line per frame
+        self.rejected_log = RateLimited(log, REJECT_LOG_EVERY_S)
         self.events_in = 0
         self.dropped_by_retention = 0
         self.links_up: dict[str, bool] = {}
         self.started = time.time()
         self.tcp_port: int | None = None
         self.status_port: int | None = None
+        self.publisher.identity = (self.instance, self.boot)
+        self.http = StatusServer(self)
+        self.links = LinkTable(cfg.tcp.max_links if cfg.tcp is not None else 1)
         self._tasks: list[asyncio.Task] = []
+        self.task_failures: Counter[str] = Counter()
         self._switch_interval = sys.getswitchinterval()
 
     # --- sessions ------------------------------------------------------------------------------
 
     def session(self) -> LinkSession:
-        s = LinkSession(self.cfg.keys, self.boot, devices=self.devices)
+        s = LinkSession(self.signers, self.boot, devices=self.devices)
         s.counts = self.frames  # one set of counters for the status page
+        s.on_reject = self._rejected_board
         return s
+
+    def _rejected_board(self, reason: str, device: str) -> None:
+        """A frame intact on the line but from a device we hold no key for, or whose tag does
+        not verify with its key: the installer needs the device id to find the board."""
+        why = {"auth": "wrong key (the frame's tag does not verify)",
+               "unknown-device": "no key for this device id"}.get(reason, reason)  # fmt: skip
+        self.rejected_log.warn(
+            (device, reason), "board rejected", device=device, reason=reason, detail=why
+        )
 
     def _committed(self, rows: list[Row]) -> None:
         self.publisher.committed(rows)
@@ -332,7 +452,10 @@ class Gateway:
 
     def _gateway_event(self, device: str, kind: str, detail: str) -> Item:
         now = time.time()
-        ce_id = "%s:%s:%d:%d" % (device, kind.split(".")[-1], self.boot, int(now * 1e6))
+        # unique for ever: this gateway's instance and boot, and the time in microseconds
+        ce_id = "%s:%s:%s:%d:%d" % (
+            device, kind.split(".")[-1], self.instance, self.boot, int(now * 1e6)
+        )  # fmt: skip
         ce = schemas.check(
             cloudevents.gateway_event(self.cfg.site, device, kind, ce_id, now, detail)
         )
@@ -340,48 +463,18 @@ class Gateway:
 
     def handle(self, session: LinkSession, msgs: list[Message], send: Callable[[bytes], Any]):
         """Messages from one read of one link. Replies go out through send()."""
-        site = self.cfg.site
         items: list[Item] = []
         ids: dict[str, list[tuple[int, int]]] = {}
         now = time.time()
         for m in msgs:
-            dev = m.device
-            back = None if m.mtype == messages.BIRTH else self.health.seen(dev)
-            if back:
-                items.append(self._gateway_event(dev, "device.online", back))
-                self._mark(dev)
-            if m.mtype == messages.EVENT:
-                b = m.body
-                try:
-                    ce = schemas.check(cloudevents.device_event(site, dev, b, now))
-                except schemas.SchemaError as e:  # counted, not acked: the device keeps it
-                    self.frames["schema"] += 1
-                    log.error("event refused by schema", extra={"device": dev, "error": str(e)})
-                    continue
-                items.append(
-                    Item(
-                        ce["id"],
-                        dev,
-                        cloudevents.topic_events(site, dev),
-                        dumps(ce),
-                        PRIORITY.get(b["kind"], ROUTINE),
-                    )
+            try:
+                self._message(m, items, ids, now)
+            except Exception as e:  # noqa: BLE001 - one message must not stop the link
+                self.frames["error"] += 1
+                log.exception(
+                    "device message not handled",
+                    extra={"device": m.device, "type": m.name, "error": repr(e)},
                 )
-                ids.setdefault(dev, []).append((b["id"][0], b["id"][1]))
-                if self.health.event(dev, b):
-                    self._mark(dev)
-            elif m.mtype == messages.HEARTBEAT:
-                if self.health.heartbeat(dev, m.body):
-                    self._mark(dev)
-            elif m.mtype == messages.BIRTH:
-                send(session.time_sync(dev, m.boot))
-                detail = self.health.birth(dev, m.boot, m.body)
-                if detail:
-                    items.append(self._gateway_event(dev, "device.online", detail))
-                    log.info("device birth", extra={"device": dev, "detail": detail})
-                self._mark(dev)
-            elif m.mtype == messages.REPLY:
-                log.info("device reply", extra={"device": dev, "reply": m.body})
         if not items:
             return
         self.events_in += sum(len(v) for v in ids.values())
@@ -397,6 +490,43 @@ class Gateway:
 
         self.committer.submit(items, acknowledge)
 
+    def _message(
+        self, m: Message, items: list[Item], ids: dict[str, list[tuple[int, int]]], now: float
+    ) -> None:
+        dev = m.device
+        back = None if m.mtype == messages.BIRTH else self.health.seen(dev)
+        if back:
+            items.append(self._gateway_event(dev, "device.online", back))
+            self._mark(dev)
+        if m.mtype == messages.EVENT:
+            items.append(self._event(m, now))
+            ids.setdefault(dev, []).append((m.body["id"][0], m.body["id"][1]))
+            if self.health.event(dev, m.body):
+                self._mark(dev)
+        elif m.mtype == messages.HEARTBEAT:
+            if self.health.heartbeat(dev, m.body):
+                self._mark(dev)
+        elif m.mtype == messages.BIRTH:
+            detail = self.health.birth(dev, m.boot, m.body)
+            if detail:
+                items.append(self._gateway_event(dev, "device.online", detail))
+                log.info("device birth", extra={"device": dev, "detail": detail})
+            self._mark(dev)
+        elif m.mtype == messages.REPLY:
+            log.info("device reply", extra={"device": dev, "reply": m.body})
+
+    def _event(self, m: Message, now: float) -> Item:
+        item, reason = event_item(
+            self.cfg.site, self.cfg.gateway_id, m, self.devices[m.device].inst, now
+        )
+        if reason is not None:
+            self.frames["rejected"] += 1
+            self.rejected_log.warn(
+                (m.device, "schema"), "event refused by schema: published as a dead letter",
+                device=m.device, reason=reason, event=item.ce_id,
+            )  # fmt: skip
+        return item
+
     def _send_acks(self) -> None:
         """A link's acks for several reads in one write, as few frames as MAX_ACKS allows: a
         read of a device sending at a steady rate holds an event or two, and a frame (signed)
@@ -407,8 +537,10 @@ class Gateway:
 
     # --- links ---------------------------------------------------------------------------------
 
-    def _link(self, name: str, idle_s: float | None) -> LinkProtocol:
-        return LinkProtocol(self, name, idle_s)
+    def _link(
+        self, name: str, idle_s: float | None, hello_s: float | None = None
+    ) -> LinkProtocol:
+        return LinkProtocol(self, name, idle_s, hello_s)
 
     async def _serial(self, link: SerialLink) -> None:
         name = "serial:%s" % link.port
@@ -474,6 +606,7 @@ class Gateway:
             "site": self.cfg.site,
             "version": VERSION,
             "boot": self.boot,
+            "instance": self.instance,
             "uptime_s": round(time.time() - self.started, 1),
             "broker": {
                 "url": p.cfg.url,
@@ -490,10 +623,13 @@ class Gateway:
                 "committed": self.committer.committed,
                 "duplicates": self.committer.duplicates,
                 "published": p.published,
+                "refused": p.refused,
+                "refused_by_reason": dict(p.refused_by),
                 "dropped_by_retention": self.dropped_by_retention,
             },
             "outbox": {
                 "depth": self.outbox.depth(),
+                "state": self.committer.blocked or "ok",
                 "commit_ms": {
                     "p50": percentile(self.committer.commit_ms, 0.5),
                     "p99": percentile(self.committer.commit_ms, 0.99),
@@ -508,91 +644,135 @@ class Gateway:
                 d: {
                     "online": s["online"],
                     "session": s.get("session"),
+                    "instance": s.get("instance"),
                     "valve": s.get("valve"),
                     "alarm": s.get("alarm"),
+                    "pending": s.get("pending_events"),
+                    "lost": s.get("lost_events"),  # the board's heartbeat "lost"
                 }
                 for d, s in sorted(self.health.devices.items())
             },
             "devices_online": self.health.online_count(),
             "links": dict(self.links_up),
+            "links_open": sum(1 for up in self.links_up.values() if up),
+            "links_unauthenticated": len(self.links.unauth),
+            "links_shed": dict(self.links.shed_count),
+            "task_failures": dict(self.task_failures),
         }
 
-    async def _status_client(self, reader, writer) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            path = head.split(b" ")[1] if head.count(b" ") >= 2 else b"/"
-            if path.startswith(b"/status"):
-                body, code = json.dumps(self.status(), indent=1).encode(), b"200 OK"
-            else:
-                body, code = b'{"error": "try /status"}', b"404 Not Found"
-            writer.write(
-                b"HTTP/1.0 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-                % (code, len(body))
-                + body
-            )
-            await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, OSError):
-            pass
-        finally:
-            writer.close()
-
     # --- run -----------------------------------------------------------------------------------
+
+    async def _supervised(self, name: str, run: Callable[[], Any]) -> None:
+        """Run a task for ever: a failure is logged with its cause, counted (status, metrics)
+        and the task started again after a pause; RESTARTS failures within RESTART_WINDOW_S
+        are a bug that restarting does not mend (exit 70). Fatal passes through."""
+        failed: deque[float] = deque(maxlen=RESTARTS)
+        while True:
+            try:
+                await run()
+                if self.publisher.closing:
+                    return  # stopping
+                raise RuntimeError("ended by itself")
+            except (asyncio.CancelledError, Fatal):
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever it was, the gateway goes on
+                self.task_failures[name] += 1
+                log.exception("task failed: restarting", extra={"task": name, "error": repr(e)})
+                now = time.monotonic()
+                failed.append(now)
+                if len(failed) == RESTARTS and now - failed[0] < RESTART_WINDOW_S:
+                    raise Fatal(
+                        EX_SOFTWARE, "task %s failed %d times within %.0f s: %r"
+                        % (name, RESTARTS, RESTART_WINDOW_S, e)
+                    ) from e  # fmt: skip
+                await asyncio.sleep(min(10.0, 0.5 * len(failed)))
+
+    async def _listen(self, what: str, factory: Callable[[], Any], host: str, port: int, **kw):
+        try:
+            return await asyncio.get_running_loop().create_server(factory, host, port, **kw)
+        except OSError as e:
+            msg = "cannot listen for %s on %s:%d: %s" % (what, host, port, e)
+            raise Fatal(EX_OSERR, msg) from None
 
     async def start(self) -> None:
         # the outbox threads hand the GIL back and forth on every SQLite step; at the default
         # 5 ms a busy event loop made each step of a group commit wait that long for it
         sys.setswitchinterval(GIL_SWITCH_S)  # stop() puts back the one found in __init__
+        limits.raise_open_files()
         spawn = self._tasks.append
-        spawn(asyncio.create_task(self.committer.run(), name="committer"))
-        spawn(asyncio.create_task(self.publisher.run(), name="publisher"))
-        spawn(asyncio.create_task(self._watch_health(), name="health"))
-        spawn(asyncio.create_task(self._retention(), name="retention"))
+
+        def supervised(name: str, run: Callable[[], Any]) -> None:
+            spawn(asyncio.create_task(self._supervised(name, run), name=name))
+
+        spawn(asyncio.create_task(self.committer.run(), name="committer"))  # fails: Fatal
+        supervised("publisher", self.publisher.run)
+        supervised("health", self._watch_health)
+        supervised("retention", self._retention)
         for link in self.cfg.serial:
-            spawn(asyncio.create_task(self._serial(link), name="serial " + link.port))
+            supervised("serial " + link.port, lambda link=link: self._serial(link))
         if self.cfg.tcp is not None:
             # a Wi-Fi board heartbeats; a silent connection is dead (half-open after a power cut)
-            srv = await asyncio.get_running_loop().create_server(
-                lambda: self._link("tcp", self.cfg.offline_after_s),
-                self.cfg.tcp.host,
-                self.cfg.tcp.port,
-            )
+            srv = await self._listen(
+                "boards",
+                lambda: self._link("tcp", self.cfg.offline_after_s, self.cfg.tcp.hello_s),
+                self.cfg.tcp.host, self.cfg.tcp.port, backlog=self.cfg.tcp.backlog,
+            )  # fmt: skip
             self.tcp_port = srv.sockets[0].getsockname()[1]
-            spawn(asyncio.create_task(srv.serve_forever(), name="tcp"))
+            supervised("tcp", srv.serve_forever)
         if self.cfg.status is not None:
-            st = await asyncio.start_server(
-                self._status_client, self.cfg.status.host, self.cfg.status.port
+            self.status_port = await self.http.start(self.cfg.status.host, self.cfg.status.port)
+        if self.data_lost:
+            self.committer.submit(
+                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost", self.data_lost)]
             )
-            self.status_port = st.sockets[0].getsockname()[1]
-            spawn(asyncio.create_task(st.serve_forever(), name="status"))
         log.info(
             "gateway started",
-            extra={"boot": self.boot, "tcp_port": self.tcp_port, "status_port": self.status_port,
-                   "outbox_depth": self.outbox.depth(), "broker": self.cfg.mqtt.url},
+            extra={"boot": self.boot, "instance": self.instance, "tcp_port": self.tcp_port,
+                   "status_port": self.status_port, "outbox_depth": self.outbox.depth(),
+                   "broker": self.cfg.mqtt.url},
         )  # fmt: skip
 
     async def stop(self) -> None:
-        await self.publisher.stop()
-        for t in self._tasks:
+        try:  # say offline ourselves, if the broker answers soon; the will says it otherwise
+            await asyncio.wait_for(self.publisher.stop(), STOP_PUBLISH_S)
+        except TimeoutError:
+            pass
+        await self.http.stop()
+        self.publisher.closing = True  # a cancel that lands in a connect may be taken for an
+        for t in self._tasks:  # MQTT error by aiomqtt: the flag ends its reconnect loop anyway
             t.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TASKS_S)
+            for t in stuck:
+                log.error("task did not stop", extra={"task": t.get_name()})
         for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+            if t.done() and not t.cancelled():
+                t.exception()  # retrieved: reported by run_until_signalled, not by asyncio
         self.worker.close()
         sys.setswitchinterval(self._switch_interval)
 
     async def run_until_signalled(self, ready: Callable[[Gateway], None] | None = None) -> None:
-        await self.start()
-        if ready:
-            ready(self)
+        """Until SIGTERM or SIGINT; raises Fatal when something cannot be survived."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM):  # before anyone is told we are up
             loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        if ready:
+            ready(self)
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
-        for t in self._tasks:  # a task that ended by itself is a bug: show it
-            if t.done() and not t.cancelled() and t.exception():
-                log.error(
-                    "task failed", extra={"task": t.get_name(), "error": repr(t.exception())}
-                )
+        fatal = None
+        for t in self._tasks:
+            if t.done() and not t.cancelled():
+                e = t.exception()
+                fatal = e if isinstance(e, Fatal) else Fatal(
+                    EX_SOFTWARE, "task %s ended: %r" % (t.get_name(), e)
+                )  # fmt: skip
         await self.stop()
+        if fatal is not None:
+            raise fatal

@@ -3,45 +3,56 @@
 Pure logic, no I/O, so the gateway's serial and TCP links, the HIL rig that reads a real board's
 link, and the tests all share it. Every frame ends in exactly one counted result: "ok", one of the
 frame decoder's drop reasons (crc, auth, unknown-device, ...), or one of
-  replay     header (boot, seq) already seen or older than the window: a replayed frame
+  session    outside the device's confirmed session (the device is challenged again)
+  replay     inside the session's boot, but a seq already seen or older than the window
   direction  a gateway->device type arriving from a device (a reflected frame)
-  body       the CBOR body is not a valid message of its type
+  body       the body is not strict CBOR or not a valid message of its type (gateway/boundary.py)
+  challenge  a birth that does not echo our challenge: answered with one, not acted on
+
+Sessions (docs/protocol.md, "Sessions: the handshake"): per device, in memory, a confirmed session
+(the board's boot, a 64-frame window anchored at the confirming birth, the board's instance id
+from that birth) and an outstanding challenge `gn`. A birth is acted on only when it echoes `gn`
+(it confirms a new session) or belongs to the confirmed one; anything else from the device is
+accepted only inside the session. Nothing here is kept on disk: every session starts from a fresh
+random challenge, so no recorded frame is accepted after a gateway restart.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
-
-import cbor2
 
 from gasguard.protocol import frame, messages
 from gasguard.protocol.auth import Signer
 
-WINDOW = 64  # out-of-order tolerance of the replay window, in frames
+from . import boundary
 
+WINDOW = 64  # out-of-order tolerance of the replay window, in frames
+CHALLENGE_KEEP_S = 30.0  # an outstanding gn is reused until used or this old
+CHALLENGE_EVERY_S = 0.5  # at most one challenge a device for frames outside its session
+
+SESSION = "session"
 REPLAY = "replay"
 DIRECTION = "direction"
 BODY = "body"
+CHALLENGE = "challenge"
+REJECTED = (frame.UNKNOWN, frame.AUTH)  # drops that name a board that is not let in
 
 
 class ReplayWindow:
-    """Accepts each (boot, seq) once. A new boot resets it; an older boot is a replay."""
+    """Accepts each seq once, within WINDOW of the newest; anchored at the confirming frame."""
 
-    def __init__(self) -> None:
-        self.boot = -1
-        self.top = -1
-        self.seen = 0  # bit i: top - i was accepted
+    __slots__ = ("top", "seen")
 
-    def accept(self, boot: int, seq: int) -> bool:
-        if boot < self.boot:
-            return False
-        if boot > self.boot:
-            self.boot, self.top, self.seen = boot, seq, 1
-            return True
+    def __init__(self, seq: int) -> None:
+        self.top = seq
+        self.seen = 1  # bit i: top - i was accepted
+
+    def accept(self, seq: int) -> bool:
         if seq > self.top:
             shift = seq - self.top
             self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1)
@@ -54,51 +65,70 @@ class ReplayWindow:
         return True
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     device: str
     mtype: int
     boot: int  # header: the device's boot counter at transmission
     seq: int
     body: dict[str, Any]
+    raw: bytes = b""  # the CBOR body as received (a dead letter carries it)
 
     @property
     def name(self) -> str:
         return messages.TYPE_NAMES[self.mtype]
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceState:
-    """What the gateway knows of one device from its birth and heartbeats."""
+    """One device's session, shared by every link the device may use."""
 
     device: str
+    boot: int = -1  # the confirmed session's boot; -1: none
+    inst: str = ""  # the board's instance id, from the confirming birth
+    window: ReplayWindow | None = None
     birth: dict[str, Any] | None = None
-    boot: int = -1
-    health: dict[str, Any] | None = None
     last_seen: float = 0.0
-    replay: ReplayWindow = field(default_factory=ReplayWindow)
     tx_seq: int = 0
+    gn: bytes | None = None  # the outstanding challenge
+    gn_at: float = 0.0
+    challenged_at: float = -1e9
+    answered: bytes | None = None  # the last birth nonce answered outside the session
 
 
 class LinkSession:
     """Decodes one byte stream (a serial line or a TCP connection) that may carry frames of any
-    provisioned device. `keys` maps device id -> key bytes; `gateway_boot` must grow across
-    gateway restarts (the device refuses frames whose (boot, seq) does not move forward)."""
+    provisioned device. `signers` maps device id -> Signer (shared by every link: a Signer per
+    device per link was most of a link's memory) or key bytes; `gateway_boot` is the boot in the
+    headers of our frames (for diagnosis: boards rely on the handshake, not on it).
+
+    feed() returns the messages accepted; the replies the handshake needs (a `time` frame with a
+    challenge, or echoing a birth's nonce) are queued in `replies` for the caller to write."""
 
     def __init__(
         self,
-        keys: dict[str, bytes],
+        signers: Mapping[str, Signer] | Mapping[str, bytes],
         gateway_boot: int,
         devices: dict[str, DeviceState] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
-        self._signers = {d: Signer(k) for d, k in keys.items()}
+        if all(isinstance(s, Signer) for s in signers.values()):
+            self._signers: Mapping[str, Signer] = signers  # type: ignore[assignment]
+        else:  # keys: one link of its own (the HIL rig, tests)
+            self._signers = {d: Signer(k) for d, k in signers.items()}
         self.gateway_boot = gateway_boot
         self.devices = devices if devices is not None else {}
         self.decoder = frame.FrameDecoder(self._signers.get)
         self.counts: Counter[str] = Counter()
-        self.last_drop: tuple[str, int] | None = None
+        self.last_drop: tuple[str, int, str | None] | None = None  # reason, length, device
         self.clock = clock
+        self.wall = wall
+        self.replies: list[bytes] = []
+        self.valid_at = 0.0  # the clock when this link last carried a valid frame (any device)
+        self.devices_seen: set[str] = set()  # devices whose frames this link carried validly
+        # told of each frame refused with a device id in it (unknown-device, auth)
+        self.on_reject: Callable[[str, str], None] | None = None
 
     def state(self, device: str) -> DeviceState:
         st = self.devices.get(device)
@@ -110,42 +140,79 @@ class LinkSession:
         out = []
         for r in self.decoder.feed(data):
             if isinstance(r, frame.Dropped):
-                self._drop(r.reason, r.length)
+                self._drop(r.reason, r.length, r.device)
                 continue
             m = self._check(r)
             if m is not None:
                 out.append(m)
         return out
 
-    def _drop(self, reason: str, length: int) -> None:
+    def take_replies(self) -> bytes:
+        out, self.replies = b"".join(self.replies), []
+        return out
+
+    def _drop(self, reason: str, length: int, device: str | None = None) -> None:
         self.counts[reason] += 1
-        self.last_drop = (reason, length)
+        self.last_drop = (reason, length, device)
+        if device is not None and self.on_reject is not None and reason in REJECTED:
+            self.on_reject(reason, device)
 
     def _check(self, f: frame.Frame) -> Message | None:
         if f.mtype not in messages.FROM_DEVICE:
-            self._drop(DIRECTION, len(f.body))
+            self._drop(DIRECTION, len(f.body), f.device)
             return None
         try:
-            # cbor2 (C) here; the device's own codec is held byte-for-byte to it in the tests
-            body = messages.validate(f.mtype, cbor2.loads(f.body))
-        except (cbor2.CBORDecodeError, messages.MessageError, ValueError, TypeError):
-            self._drop(BODY, len(f.body))
+            body = boundary.decode(f.mtype, f.body)
+        except boundary.BodyError:
+            self._drop(BODY, len(f.body), f.device)
             return None
+        now = self.clock()
+        # authentic and well-formed: this link carries a real board, whatever the session says
+        self.valid_at = now
+        self.devices_seen.add(f.device)
         st = self.state(f.device)
-        # the window is checked after the tag and body: a forged frame must not move it
-        if not st.replay.accept(f.boot, f.seq):
-            self._drop(REPLAY, len(f.body))
+        in_boot = f.boot == st.boot and st.window is not None
+        if f.mtype == messages.BIRTH:
+            gn = body.get("gn")
+            if gn is not None and gn == st.gn and now - st.gn_at <= CHALLENGE_KEEP_S:
+                # confirms a new session: the window is anchored here (checked after the tag
+                # and body: a forged frame must not move it)
+                st.boot, st.window, st.inst = f.boot, ReplayWindow(f.seq), body["inst"]
+                st.gn = None  # used
+            elif not (in_boot and st.window.accept(f.seq)):  # type: ignore[union-attr]
+                self._challenge(st, f.boot, body.get("nonce"), now)
+                self._drop(CHALLENGE, len(f.body), f.device)
+                return None
+            elif body["inst"] != st.inst:  # the same boot, another instance: not this board
+                self._challenge(st, f.boot, body.get("nonce"), now)
+                self._drop(SESSION, len(f.body), f.device)
+                return None
+            if "nonce" in body:  # the board's challenge: echoed, which confirms our session
+                self.replies.append(self.time_sync(f.device, f.boot, nonce=body["nonce"]))
+            st.birth = body
+        elif not in_boot:
+            self._drop(SESSION, len(f.body), f.device)
+            self._challenge(st, f.boot, None, now)
+            return None
+        elif not st.window.accept(f.seq):  # type: ignore[union-attr]
+            self._drop(REPLAY, len(f.body), f.device)
             return None
         self.counts["ok"] += 1
-        st.last_seen = self.clock()
-        if f.mtype == messages.BIRTH:
-            st.birth = body
-            st.boot = f.boot
-        elif f.mtype == messages.HEARTBEAT:
-            st.health = body
-            if st.boot < 0:
-                st.boot = f.boot
-        return Message(f.device, f.mtype, f.boot, f.seq, body)
+        st.last_seen = now
+        return Message(f.device, f.mtype, f.boot, f.seq, body, f.body)
+
+    def _challenge(self, st: DeviceState, boot: int, nonce: bytes | None, now: float) -> None:
+        """A time frame with our challenge gn (a fresh one unless the outstanding one is still
+        young), echoing the birth's nonce if there is one; at most every CHALLENGE_EVERY_S a
+        device, except that a birth with a nonce not answered yet is answered."""
+        if now - st.challenged_at < CHALLENGE_EVERY_S and (nonce is None or nonce == st.answered):
+            return
+        if st.gn is None or now - st.gn_at > CHALLENGE_KEEP_S:
+            st.gn, st.gn_at = os.urandom(messages.NONCE_LEN), now
+        st.challenged_at = now
+        if nonce is not None:
+            st.answered = nonce
+        self.replies.append(self.time_sync(st.device, boot, nonce=nonce, gn=st.gn))
 
     # --- replies ----------------------------------------------------------------------------
 
@@ -160,9 +227,16 @@ class LinkSession:
         """One frame acknowledging up to MAX_ACKS event ids (split longer lists first)."""
         return self.encode(device, messages.ACK, messages.ack(ids))
 
-    def time_sync(self, device: str, boot: int, now: float | None = None) -> bytes:
-        t = int(time.time() if now is None else now)
-        return self.encode(device, messages.TIME, messages.time_sync(t, boot))
+    def time_sync(
+        self,
+        device: str,
+        boot: int,
+        now: float | None = None,
+        nonce: bytes | None = None,
+        gn: bytes | None = None,
+    ) -> bytes:
+        t = int(self.wall() if now is None else now)
+        return self.encode(device, messages.TIME, messages.time_sync(t, boot, nonce, gn))
 
     def command(self, device: str, cmd: str) -> bytes:
         return self.encode(device, messages.COMMAND, messages.command(cmd))

@@ -67,11 +67,13 @@ class Frame:
 
 
 class Dropped:
-    __slots__ = ("reason", "length")
+    # device: the header's id, for drops after the header was read (unknown-device, auth)
+    __slots__ = ("reason", "length", "device")
 
-    def __init__(self, reason, length):
+    def __init__(self, reason, length, device=None):
         self.reason = reason
         self.length = length
+        self.device = device
 
     def __repr__(self):
         return "Dropped(%s, %d bytes)" % (self.reason, self.length)
@@ -121,11 +123,11 @@ def parse(raw, signer_for):
     device = dev.decode()
     signer = signer_for(device)
     if signer is None:
-        return Dropped(UNKNOWN, n)
+        return Dropped(UNKNOWN, n, device)
     mv = memoryview(raw)
     tag_at = n - 4 - TAG_LEN
     if not signer.check(mv[tag_at : n - 4], mv[:body_at], mv[body_at:tag_at]):
-        return Dropped(AUTH, n)
+        return Dropped(AUTH, n, device)
     _, mtype, boot, seq = struct.unpack(">BBII", raw[:10])
     return Frame(raw[0], mtype, boot, seq, device, bytes(raw[body_at:tag_at]))
 

@@ -51,7 +51,7 @@ class Regulator:
         self.first: dict[str, float] = {}
         self.duplicates = 0
         self.order_violations = 0
-        self.last_seq: dict[tuple[str, int], int] = {}
+        self.last_seq: dict[tuple[str, str | None, int], int] = {}
         self.proc: subprocess.Popen | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="gasguard-regulator-")
         self._out = Path(self._dir.name) / "messages.txt"
@@ -107,7 +107,7 @@ class Regulator:
                 self.duplicates += 1
                 continue
             self.first[ce_id] = float(t) + self._clock
-            key = (d["device"], d["boot"])
+            key = (d["device"], d.get("instance"), d["boot"])
             if d["seq"] <= self.last_seq.get(key, 0):
                 self.order_violations += 1
             self.last_seq[key] = max(d["seq"], self.last_seq.get(key, 0))
@@ -134,7 +134,10 @@ class Regulator:
 
 
 def _ids(devs: list[SynDevice]) -> set[str]:
-    return {"%s:%d:%d" % (d.device, b, s) for d in devs for b, s in d.acked}
+    return {cloudevents.event_id(d.device, d.inst, b, s) for d in devs for b, s in d.acked}
+
+
+NAIVE_INST = "00000000000000aa"
 
 
 def _keys(n: int) -> dict[str, bytes]:
@@ -155,7 +158,7 @@ async def _baseline(broker: Mosquitto, events: int) -> float:
         payloads.append(
             (
                 cloudevents.topic_events(site, dev),
-                dumps(cloudevents.device_event(site, dev, body, now)),
+                dumps(cloudevents.device_event(site, dev, NAIVE_INST, body, now)),
             )
         )
     reg = Regulator(broker.port, "bench-naive")
@@ -165,7 +168,10 @@ async def _baseline(broker: Mosquitto, events: int) -> float:
             t0 = time.monotonic()
             for topic, payload in payloads:
                 await c.publish(topic, payload, qos=1)
-        want = {"bench-%02d:9:%d" % (i % devices, i // devices + 1) for i in range(events)}
+        want = {
+            cloudevents.event_id("bench-%02d" % (i % devices), NAIVE_INST, 9, i // devices + 1)
+            for i in range(events)
+        }
         await reg.wait_for(want, 300)
         got = want & reg.first.keys()
         return len(got) / (max(reg.first[i] for i in got) - t0)
@@ -246,7 +252,7 @@ def _latencies(devs: list[SynDevice], reg: Regulator) -> list[float]:
         (reg.first[k] - d.sent_at[(b, s)]) * 1000
         for d in devs
         for b, s in d.acked
-        if (k := "%s:%d:%d" % (d.device, b, s)) in reg.first
+        if (k := cloudevents.event_id(d.device, d.inst, b, s)) in reg.first
     )
 
 

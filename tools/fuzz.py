@@ -39,7 +39,7 @@ from typing import Any
 
 from gasguard.tools.micropython import load_firmware_module
 
-TARGETS = ("cbor", "frame", "modbus", "config", "profile")
+TARGETS = ("cbor", "frame", "modbus", "config", "profile", "gateway")
 TIMEOUT_S = 5  # one input taking longer than this is a hang
 RSS_LIMIT_MB = 1024
 MAX_LEN = 4096
@@ -404,6 +404,7 @@ BUILD = {
     "config": _config,
     "profile": _profile,
     "_canary": _canary,
+    "gateway": lambda: __import__("gasguard.tools.fuzz_gateway", fromlist=["build"]).build(),
 }
 
 
@@ -428,7 +429,8 @@ def _instrument_ours(atheris, one) -> None:
 
     fn(one)
     for name, mod in list(sys.modules.items()):
-        if not name.startswith(("gasguard.protocol", "gasguard_fw_", "__main__")):
+        if not name.startswith(("gasguard.protocol", "gasguard.gateway", "gasguard_fw_",
+                                "__main__", "gasguard.tools.fuzz_gateway")):
             continue
         for obj in list(vars(mod).values()):
             if obj is JsonMutator or getattr(obj, "__name__", "") == "JsonMutator":

@@ -35,12 +35,17 @@ CREATE TABLE IF NOT EXISTS devices (
     site TEXT, device TEXT, online INTEGER, valve TEXT, alarm TEXT, last_seen TEXT,
     PRIMARY KEY (site, device));
 """
+# columns added with event/state schema v2, for ledgers made before (ALTER TABLE if missing):
+# events a board lost (its events.lost counts), and what an incident's readings said beyond %LEL
+# (over range: above the detector's measuring range; reading invalid: a value nobody can use)
+ADDED = (("devices", "lost", "INTEGER NOT NULL DEFAULT 0"),
+         ("incidents", "flags", "TEXT NOT NULL DEFAULT ''"))  # fmt: skip
 
 CSV_FIELDS = (
     "incident", "site", "device", "level", "detectors", "peak_lel", "stage", "opened_at",
     "valve_closed_at", "acknowledged_at", "cleared_at", "reset_at", "closed_at",
     "to_valve_closed_s", "to_acknowledged_s", "to_cleared_s", "to_reset_s", "duration_s",
-    "refusals", "open_event",
+    "refusals", "flags", "open_event",
 )  # fmt: skip
 
 
@@ -55,6 +60,16 @@ def _secs(a: str | None, b: str | None) -> float | None:
     return None if ta is None or tb is None else round((tb - ta).total_seconds(), 3)
 
 
+def _flags(d: dict[str, Any]) -> list[str]:
+    """What an alarm's reading said beyond its %LEL (event schema v2)."""
+    out = []
+    if d.get("over_range"):
+        out.append("over range")
+    if "lel_invalid" in d:
+        out.append("reading invalid: %s" % d["lel_invalid"])
+    return out
+
+
 class Ledger:
     def __init__(self, path: str | Path = ":memory:") -> None:
         self.db = sqlite3.connect(str(path))
@@ -62,6 +77,10 @@ class Ledger:
         if str(path) != ":memory:":
             self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        for table, col, decl in ADDED:
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(%s)" % table)}
+            if col not in have:
+                self.db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, col, decl))
         self.duplicates = 0
 
     def close(self) -> None:
@@ -88,7 +107,8 @@ class Ledger:
         d = st["data"]
         with self.db:
             self.db.execute(
-                "INSERT INTO devices VALUES (?,?,?,?,?,?) ON CONFLICT (site, device) DO UPDATE "
+                "INSERT INTO devices (site, device, online, valve, alarm, last_seen)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT (site, device) DO UPDATE "
                 "SET online=excluded.online, valve=excluded.valve, alarm=excluded.alarm, "
                 "last_seen=excluded.last_seen",
                 (
@@ -117,9 +137,15 @@ class Ledger:
         elif kind == "device.offline":
             sets["online"] = 0
         self.db.execute(
-            "INSERT OR IGNORE INTO devices VALUES (?,?,1,'unknown','none',?)",
+            "INSERT OR IGNORE INTO devices (site, device, online, valve, alarm, last_seen)"
+            " VALUES (?,?,1,'unknown','none',?)",
             (d["site"], d["device"], when),
         )
+        if kind == "events.lost":  # the board's flash log or queue dropped events: say so
+            self.db.execute(
+                "UPDATE devices SET lost = lost + ? WHERE site=? AND device=?",
+                (d.get("count", 0), d["site"], d["device"]),
+            )
         cols = ", ".join("%s=?" % k for k in sets)
         self.db.execute(
             "UPDATE devices SET %s WHERE site=? AND device=?" % cols,
@@ -140,10 +166,11 @@ class Ledger:
         if kind in ("alarm.low", "alarm.high"):
             level = kind[6:]
             lel = d.get("lel")
+            flags = _flags(d)
             if inc is None:
                 cur = self.db.execute(
                     "INSERT INTO incidents (site, device, level, detectors, peak_lel, opened_at, "
-                    "stage, alarming, open_event) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "stage, alarming, open_event, flags) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         d["site"],
                         d["device"],
@@ -154,6 +181,7 @@ class Ledger:
                         "opened",
                         json.dumps([] if det is None else [det]),
                         ev["id"],
+                        ", ".join(flags),
                     ),
                 )
                 return "incident #%d opened" % cur.lastrowid
@@ -164,14 +192,16 @@ class Ledger:
                 alarming.add(det)
             peak = max((x for x in (inc["peak_lel"], lel) if x is not None), default=None)
             new_level = "high" if "high" in (inc["level"], level) else "low"
+            old = [f for f in inc["flags"].split(", ") if f]
             self.db.execute(
                 "UPDATE incidents SET level=?, detectors=?, alarming=?, peak_lel=?, "
-                "cleared_at=NULL WHERE incident=?",
+                "cleared_at=NULL, flags=? WHERE incident=?",
                 (
                     new_level,
                     json.dumps(sorted(dets)),
                     json.dumps(sorted(alarming)),
                     peak,
+                    ", ".join(old + [f for f in flags if f not in old]),
                     inc["incident"],
                 ),
             )
@@ -266,12 +296,12 @@ class Ledger:
 def render(ledger: Ledger) -> str:
     """The console's table: one row per device, then the open incidents."""
     lines = [
-        "%-16s %-18s %-7s %-8s %-6s %-5s  %s"
-        % ("SITE", "DEVICE", "ONLINE", "VALVE", "ALARM", "OPEN", "LAST SEEN")
+        "%-16s %-18s %-7s %-8s %-6s %-5s %-5s  %s"
+        % ("SITE", "DEVICE", "ONLINE", "VALVE", "ALARM", "OPEN", "LOST", "LAST SEEN")
     ]
     for d in ledger.devices():
         lines.append(
-            "%-16s %-18s %-7s %-8s %-6s %-5d  %s"
+            "%-16s %-18s %-7s %-8s %-6s %-5d %-5d  %s"
             % (
                 d["site"],
                 d["device"],
@@ -279,12 +309,13 @@ def render(ledger: Ledger) -> str:
                 d["valve"],
                 d["alarm"],
                 d["open_incidents"],
+                d["lost"],
                 d["last_seen"],
             )
         )
     for i in ledger.incidents(open_only=True):
         lines.append(
-            "  incident #%d %s/%s %s alarm, %s since %s (peak %s %%LEL)"
+            "  incident #%d %s/%s %s alarm, %s since %s (peak %s %%LEL)%s"
             % (
                 i["incident"],
                 i["site"],
@@ -293,6 +324,7 @@ def render(ledger: Ledger) -> str:
                 i["stage"],
                 i["opened_at"],
                 i["peak_lel"],
+                " [%s]" % i["flags"] if i["flags"] else "",
             )
         )
     return "\n".join(lines)

@@ -32,6 +32,7 @@ from gasguard.tools.ledger import Ledger, render
 EVENTS = "gasguard/v1/+/+/events"
 STATES = "gasguard/v1/+/+/state"
 GATEWAYS = "gasguard/v1/+/gateway/+/status"
+REJECTED = "gasguard/v1/+/gateway/+/rejected"  # dead letters (cloudevents.topic_rejected)
 
 
 class BrokerUrl:
@@ -114,6 +115,7 @@ class Watcher:
                     await client.subscribe(events, qos=1)
                     await client.subscribe(STATES, qos=1)
                     await client.subscribe(GATEWAYS, qos=1)
+                    await client.subscribe(REJECTED, qos=1)
                     self.connected.set()
                     self.on_line(
                         "watching %s:%d (MQTT %s): %s, %s, %s"
@@ -153,6 +155,14 @@ class Watcher:
             extra = ""
             if d.get("lel") is not None:
                 extra = " det %s %.1f %%LEL" % (d.get("detector"), d["lel"])
+            elif "lel_invalid" in d:  # the board sent a reading nobody can use: say so
+                extra = " det %s READING INVALID (%s)" % (d.get("detector"), d["lel_invalid"])
+            if d.get("over_range"):
+                extra += " OVER RANGE"
+            if d["kind"] == "events.lost":
+                extra += " %s events lost on the board" % d.get("count", "?")
+            if "device_time_invalid" in d:
+                extra += " (device clock invalid: %s)" % d["device_time_invalid"]
             self.on_line(
                 "%s %s/%s %s%s%s"
                 % (payload["time"], d["site"], d["device"], d["kind"], extra,
@@ -160,13 +170,20 @@ class Watcher:
             )  # fmt: skip
         elif topic.endswith("/state"):
             self.ledger.set_state(payload)
+        elif topic.endswith("/rejected"):  # a dead letter: the gateway could not publish it
+            self.on_line(
+                "DEAD LETTER %s/%s via %s: %s"
+                % (d["site"], d["device"], d["gateway"], d["reason"])
+            )
         else:
             self.gateways["%s/%s" % (d["site"], d["gateway"])] = d["status"] == "online"
 
     @staticmethod
     def _subject(payload: dict[str, Any]) -> str:
         d = payload["data"]
-        return d["device"] if "device" in d else "gateway/%s" % d.get("gateway")
+        if "device" in d and payload.get("type") != "gasguard.gateway.rejected":
+            return d["device"]
+        return "gateway/%s" % d.get("gateway")
 
 
 async def watch(

@@ -161,9 +161,11 @@ class BoardRig(Rig):
             if not data:
                 continue
             acks = []
-            for m in self.session.feed(data):
-                if m.mtype == messages.BIRTH:
-                    self._write(self.session.time_sync(self.device, m.boot))
+            msgs = self.session.feed(data)
+            if self.session.replies:  # the handshake (protocol v2): challenges, nonce echoes
+                self._write(self.session.take_replies())
+            for m in msgs:
+                if m.mtype == messages.BIRTH:  # a confirmed session's birth
                     if m.boot not in self._boots:  # births repeat until the time sync lands
                         self._boots.add(m.boot)
                         self._booted(m.body["cause"])

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gasguard.gateway import config, schemas
+from gasguard.gateway import config, identity, schemas
 from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
 from gasguard.gateway.outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
@@ -96,7 +96,6 @@ def _ce_ids(ob: Outbox) -> list[str]:
 
 def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     ob = Outbox(tmp_path / "o.sqlite")
-    assert ob.next_boot() == 1
     ids = ob.add([_item(1), _item(2), _item(1, "d2")])
     assert all(ids) and ids == sorted(ids)  # row ids in arrival order
     # a re-sent event is not queued twice, nor a copy within one batch; the new one gets its id
@@ -108,7 +107,6 @@ def test_outbox_keeps_order_dedups_and_survives_reopening(tmp_path):
     ob.delete([rows["d1"][0].id, rows["d2"][0].id])
     ob.close()
     ob = Outbox(tmp_path / "o.sqlite")  # a restart
-    assert ob.next_boot() == 2
     assert _ce_ids(ob) == ["d1:1:2", "d1:1:3"]
     assert ob.depth() == 2
     assert ob.add([_item(1)]) == [0]  # published and deleted, still remembered as seen
@@ -369,21 +367,32 @@ def test_queued_publishes_go_out_joined_in_order_around_anything_else():
     assert q[1]["qos"] == 1 and q[1]["command"] & 0xF0 == 0x30
 
 
+def test_the_gateway_identity_is_kept_apart_written_whole_and_begun_anew_when_damaged(tmp_path):
+    first = identity.next_boot(tmp_path)
+    again = identity.next_boot(tmp_path)
+    assert (again.instance, again.boot) == (first.instance, 2)
+    assert not list(tmp_path.glob("*.tmp"))  # written through a temporary file, renamed
+    (tmp_path / identity.FILE).write_text('{"instance": "nonsense", "boot": -1}')
+    fresh = identity.next_boot(tmp_path)
+    assert fresh.boot == 1 and fresh.instance != first.instance
+    assert (tmp_path / (identity.FILE + ".damaged")).exists()
+
+
 def test_health_sessions_and_offline():
     now = [100.0]
     h = Health("site-9", offline_after_s=30, clock=lambda: now[0])
     dets = [{"addr": 1, "gas": "methane", "profile": "generic-x10"}]
-    birth = messages.birth("k1", "0.1.0", "abcd", "wdt", "nc", dets)
-    assert "session k1:4 began (reset cause wdt)" in h.birth("k1", 4, birth)
+    birth = messages.birth("k1", "00000000000000aa", "0.1.0", "abcd", "wdt", "nc", dets)
+    assert "session k1:00000000000000aa:4 began (reset cause wdt)" in h.birth("k1", 4, birth)
     assert h.birth("k1", 4, birth) is None  # a repeated birth is the same session
     loop = {"period_ms": 20, "mean_us": 1, "max_us": 2, "overruns": 0}
     hb = messages.heartbeat(5, "open", "none", loop, 60000, 0, [{"state": "ok", "errors": 0}])
     assert h.heartbeat("k1", hb) is True
     assert h.heartbeat("k1", hb) is False  # nothing a regulator watches changed
     now[0] += 31
-    assert h.expire() == [("k1", "no frame for 31 s; session k1:4 ended")]
+    assert h.expire() == [("k1", "no frame for 31 s; session k1:00000000000000aa:4 ended")]
     assert h.expire() == []
-    assert h.seen("k1") == "frames again (session k1:4)"
+    assert h.seen("k1") == "frames again (session k1:00000000000000aa:4)"
     ev = h.state_event("k1")
     jsonschema.Draft202012Validator(json.loads((SCHEMAS / "state.schema.json").read_text())
                                     ).validate(ev)  # fmt: skip
@@ -411,7 +420,7 @@ def test_the_fast_validator_agrees_with_the_reference_one(kind, dev, lel, detail
     if detail is not None:
         body["detail"] = detail
     try:
-        ce = cloudevents.device_event("site-9", dev, body, time.time())
+        ce = cloudevents.device_event("site-9", dev, "00000000000000aa", body, time.time())
     except (ValueError, OverflowError):
         return
     ref_ok = EVENT_REF.is_valid(json.loads(json.dumps(ce)))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import aiomqtt
@@ -14,7 +13,7 @@ import pytest
 
 from gasguard.gateway import schemas
 from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.syndevice import SynDevice, open_link, run_tcp
 
 from .conftest import KEYS, Collector
 
@@ -124,8 +123,7 @@ def test_forged_replayed_and_impersonating_frames_are_dropped_and_the_link_stays
 
     async def scenario():
         async with Collector(mosquitto.port) as col:
-            r, w = await asyncio.open_connection("127.0.0.1", gw.tcp_port)
-            w.write(dev.birth())
+            r, w = await open_link(dev, "127.0.0.1", gw.tcp_port)
             _, good = dev.event("alarm.high", det=0, lel=61.0)
             w.write(good)
             w.write(good)  # replayed frame
@@ -285,8 +283,8 @@ def test_silent_device_goes_offline_and_the_gateway_will_says_offline(mosquitto,
     async def scenario():
         async with Collector(mosquitto.port) as col:
             dev = SynDevice("kitchen-1", KEYS["kitchen-1"])
-            s = socket.create_connection(("127.0.0.1", gw.tcp_port))
-            s.sendall(dev.birth() + dev.heartbeat(valve="open"))
+            r, s = await open_link(dev, "127.0.0.1", gw.tcp_port)
+            s.write(dev.heartbeat(valve="open"))
             await col.wait(
                 lambda: any(p["type"] == "gasguard.device.online" for p in col.events())
             )
@@ -306,11 +304,11 @@ def test_silent_device_goes_offline_and_the_gateway_will_says_offline(mosquitto,
                 10,
                 what="the gateway's last will",
             )
-            return col
+            return col, dev
 
-    col = asyncio.run(scenario())
+    col, dev = asyncio.run(scenario())
     off = [p for p in col.events() if p["type"] == "gasguard.device.offline"][0]
-    assert "session kitchen-1:1 ended" in off["data"]["detail"]
+    assert "session kitchen-1:%s:1 ended" % dev.inst in off["data"]["detail"]
 
 
 def test_a_virtual_board_on_a_serial_link_reports_a_leak_to_the_regulator(

@@ -79,9 +79,9 @@ def test_ledger_follows_each_incident_through_its_lifecycle(tmp_path: Path, mosq
         async def inject() -> None:
             async with aiomqtt.Client("127.0.0.1", mosquitto.port) as c:
                 topic = "gasguard/v1/site-9/kitchen-1/events"
-                dup = _captured_event(ledger, "kitchen-1:1:1")
+                dup = _captured_event(ledger, "kitchen-1:%s:1:1" % dev.inst)
                 await c.publish(topic, json.dumps(dup), qos=1)
-                bad = dict(dup, id="kitchen-1:1:999")
+                bad = dict(dup, id="kitchen-1:%s:1:999" % dev.inst)
                 bad["data"] = dict(dup["data"], lel=5000)
                 await c.publish(topic, json.dumps(bad), qos=1)
 
