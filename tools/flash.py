@@ -30,6 +30,9 @@ from gasguard.tools import configcheck
 from gasguard.tools.vboard import install_firmware
 
 OVERRIDE_FILE = "override.json"  # on the board, beside config.json
+# the safe core's pin map (firmware/lib/gasguard/safe.py): written first, so that a board whose
+# flash is cut short after it still drives this config's valve safe at boot
+PINMAP_FILE = "board.json"
 MIN_VERSION = (1, 23)  # the first release reading bytecode v6.3, what our mpy-cross emits
 MPY_VERSION = (6, 3)
 PLATFORMS = {"esp32": "ESP32", "linux": "virtual board (unix port)"}
@@ -141,6 +144,7 @@ def build_image(
     device_cfg = {k: v for k, v in cfg.items() if k not in ("key_hex", "install")}
     files["config.json"] = json.dumps(device_cfg, indent=1).encode()
     files["key.hex"] = key.hex().encode()
+    files[PINMAP_FILE] = pinmap(device_cfg, key)
     if errors:
         assert override is not None
         files[OVERRIDE_FILE] = json.dumps(
@@ -158,6 +162,14 @@ def build_image(
             indent=1,
         ).encode()
     return files
+
+
+def pinmap(device_cfg: dict, key: bytes) -> bytes:
+    """board.json for a config the firmware accepts: what the firmware itself writes from it."""
+    from gasguard.tools.micropython import load_firmware_module
+
+    cfg = load_firmware_module("config").Config(device_cfg, key=key)
+    return json.dumps(load_firmware_module("safe").pinmap(cfg)).encode()
 
 
 def _sha(data: bytes) -> str:
@@ -331,7 +343,10 @@ def flash(
                info.get("machine", ""))
         )  # fmt: skip
         on_board = board.hashes(sorted(files) + [OVERRIDE_FILE] * (OVERRIDE_FILE not in files))
-        todo = [p for p in sorted(files) if on_board.get(p) != _sha(files[p])]
+        # the pin map first: whatever the flash is cut short by, the next boot's safe core
+        # drives this config's valve
+        order = sorted(files, key=lambda p: (p != PINMAP_FILE, p))
+        todo = [p for p in order if on_board.get(p) != _sha(files[p])]
         # an override made for an earlier config must not reach this one's record
         stale = OVERRIDE_FILE not in files and on_board.get(OVERRIDE_FILE) is not None
         report = {

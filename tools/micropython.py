@@ -40,7 +40,8 @@ def firmware_dir() -> Path:
 def load_firmware_module(name: str):
     """A firmware module (firmware/lib/gasguard/NAME.py) imported into CPython, for the host
     tools that apply its rules (config check, flash) and for fuzzing and property tests:
-    MicroPython's const() and time.ticks_diff() are supplied. Loaded once per process."""
+    MicroPython's const() and time's ticks and sleeps are supplied.
+    Loaded once per process."""
     import importlib.util
     import time as _time
     import types
@@ -54,6 +55,10 @@ def load_firmware_module(name: str):
         sys.modules["micropython"] = mp
     if not hasattr(_time, "ticks_diff"):
         _time.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
+        _time.ticks_add = lambda a, b: a + b  # type: ignore[attr-defined]
+        _time.sleep_us = lambda us: _time.sleep(us / 1e6)  # type: ignore[attr-defined]
+        _time.sleep_ms = lambda ms: _time.sleep(ms / 1e3)  # type: ignore[attr-defined]
+        _time.ticks_ms = lambda: int(_time.monotonic() * 1000)  # type: ignore[attr-defined]
     path = firmware_dir() / "lib" / "gasguard" / (name + ".py")
     spec = importlib.util.spec_from_file_location(key, path)
     assert spec is not None and spec.loader is not None

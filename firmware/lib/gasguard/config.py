@@ -324,7 +324,7 @@ class Config:
     def plain(self):
         """The validated values on an object of a tiny class, so that this module (and the
         profile parser) can be dropped from memory once the config is loaded."""
-        from gasguard.start import Values
+        from gasguard import Values
 
         v = Values()
         for k in (

@@ -28,9 +28,13 @@ def keep_pinmap(cfg, path):
     from gasguard.persist import read_bytes, write_atomic
     from gasguard.safe import pinmap
 
-    text = json.dumps(pinmap(cfg)).encode()
-    if read_bytes(path) != text:
-        write_atomic(path, text)
+    pm = pinmap(cfg)
+    try:
+        same = json.loads(read_bytes(path)) == pm  # as flash wrote it, or as we did
+    except (TypeError, ValueError):
+        same = False
+    if not same:
+        write_atomic(path, json.dumps(pm).encode())
 
 
 def boot(make_board, config_path, key_path, pinmap_path):
