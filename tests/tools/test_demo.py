@@ -78,3 +78,22 @@ def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
     rows = r.stdout.strip().splitlines()
     assert len(rows) == 2 and rows[0].startswith("incident,site,device")
     assert ",hotpot-88-main,high," in rows[1] and ",closed," in rows[1]
+
+
+def test_the_demo_run_twice_against_one_ledger_passes_both_times(tmp_path):
+    """Each run's boards are new boards (fresh flash: boot counters at 1 again). Their events
+    carry the boards' instance ids, so the second run's alarm is a new incident, not a
+    duplicate of the first run's (issue 19 item 8)."""
+    ledger = tmp_path / "ledger.sqlite"
+    for run in (1, 2):
+        r = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "gasguard"), "demo", "--duration", "60"]
+            + ["--ledger", str(ledger)],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=ROOT,
+            check=False,
+        )
+        assert r.returncode == 0, "run %d:\n%s" % (run, r.stdout[-3000:] + r.stderr[-2000:])
+        assert "incidents in the ledger: %d" % run in r.stdout, r.stdout[-2000:]

@@ -189,6 +189,8 @@ class Master:
             g = self.got
         if g > n:
             return self._finish(_E_TRAILING)
+        if n > len(rx):  # more registers than a frame here may hold (profiles ask for <= 32)
+            return self._finish(E_FRAME)
         if not _intact(rx, n):
             return self._finish(_E_CRC)
         if rx[0] != self.slave:

@@ -108,7 +108,7 @@ def wait(board, up, level, period_ms):
     return -1
 
 
-def verify(board, cfg, ok):
+def valve(board, cfg, ok):  # (a name the firmware has already interned: see the header)
     # the valve against its position input, only once every detector passed
     v = cfg.valve
     if not ok:
@@ -167,7 +167,7 @@ def run(stopped=None):
                 elif step == 1:
                     ok = poll(board, cfg)
                 else:
-                    verify(board, cfg, ok)
+                    valve(board, cfg, ok)
             except MemoryError:
                 # the stopped firmware's heap is fragmented: say so, keep the valve closed
                 board.valve.value(0)
