@@ -50,7 +50,9 @@ class ReplayWindow:
 
     def __init__(self, seq: int) -> None:
         self.top = seq
-        self.seen = 1  # bit i: top - i was accepted
+        # bit i: top - i was accepted. Everything up to the anchor counts as seen: a frame of
+        # the same boot from before the confirming birth is from before the session
+        self.seen = (1 << WINDOW) - 1
 
     def accept(self, seq: int) -> bool:
         if seq > self.top:

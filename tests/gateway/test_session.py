@@ -85,6 +85,16 @@ def test_a_recorded_session_is_refused_after_a_gateway_restart():
         assert gw2.counts["challenge"] + gw2.counts["session"] == len(recorded)
 
 
+def test_a_frame_from_before_the_confirming_birth_is_refused_in_the_session():
+    """Frames of the same boot sent before the session was confirmed (recorded from an earlier
+    gateway session, say) are older than its anchor: never accepted in it."""
+    gw, dev = gateway(), SynDevice("kitchen-1", KEY)
+    old = dev.heartbeat(valve="open", alarm="none")  # signed and seen on the wire, not delivered
+    linked(gw, dev)
+    assert gw.feed(old) == [] and gw.counts["replay"] == 1
+    assert len(gw.feed(dev.heartbeat(valve="closed", alarm="high"))) == 1
+
+
 def test_a_replay_inside_the_session_is_refused_and_a_birth_of_the_session_is_not_a_new_one():
     gw, dev = gateway(), SynDevice("kitchen-1", KEY)
     linked(gw, dev)
