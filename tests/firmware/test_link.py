@@ -114,6 +114,7 @@ class Peer:
             data = frame.encode(
                 self.signer, mtype, self.boot, self.seq, "kitchen-1", cbor.dumps(body)
             )
+        self.last = data  # what went out last, for a test to play back
         self.conn.sendall(data)
 
     def wait(self, pred, timeout=10.0):
@@ -413,5 +414,26 @@ def test_a_flash_erase_gives_the_board_a_new_instance_so_its_event_ids_never_rep
         assert again[3]["inst"] != first[3]["inst"]  # ... in another life of the board
         assert peer.wait(lambda f: f[0] == messages.EVENT and peer.frames.index(f) >= mark)
         assert boot_event["id"] == [1, 1]
+    finally:
+        peer.close()
+
+
+def test_a_challenge_played_back_inside_the_session_is_ignored(make_board):
+    peer = Peer()
+    try:
+        b = _linked_board(make_board, peer)
+        peer.wait(lambda f: f[0] == messages.HEARTBEAT)
+        boot = peer.frames[0][1]
+        gn = bytes.fromhex("0102030405060708")
+        peer.send(messages.TIME, messages.time_sync(1764000000, boot, gn=gn))
+        peer.wait(lambda f: f[0] == messages.BIRTH and f[3].get("gn") == gn)
+        recorded = peer.last
+        time.sleep(0.5)
+        n = len([f for f in peer.frames if f[0] == messages.BIRTH])
+        for _ in range(4):  # the same frame again: an old seq of this session
+            peer.conn.sendall(recorded)
+            time.sleep(0.3)
+        assert len([f for f in peer.frames if f[0] == messages.BIRTH]) == n
+        b.wait_line("GASGUARD RUNNING", 5)
     finally:
         peer.close()

@@ -153,15 +153,18 @@ class Link:
                 back = -self.cfg.link["resend_ms"]
                 for e in self.inflight.values():  # whatever was in flight goes again now
                     e[1] = ticks_add(now_ms, back)
-            gn = body.get("gn")
-            if gn is not None and f.boot == self.gw_boot:
-                self.gn = gn  # the gateway asks who we are: a birth that echoes it
-                self.birth_due = True
-            elif gn is not None:
-                self.gn = gn  # another gateway (or one restarted): a new session for it
-                self._ask()
-            if f.boot == self.gw_boot and f.seq > self.gw_seq:
+            elif f.boot == self.gw_boot:
+                if f.seq <= self.gw_seq:  # a replay inside our session
+                    self.rejected += 1
+                    return
                 self.gw_seq = f.seq
+            gn = body.get("gn")
+            if gn is not None:
+                self.gn = gn  # the gateway asks who we are: a birth that echoes it
+                if f.boot == self.gw_boot:
+                    self.birth_due = True
+                else:  # another gateway (or one restarted): a new session for it too
+                    self._ask()
             return
         # acks and commands count only inside the confirmed session, moving forward
         if f.boot != self.gw_boot or f.seq <= self.gw_seq:
