@@ -166,3 +166,34 @@ def test_a_pin_map_that_would_drive_the_valve_with_a_lamp_is_refused(make_board)
     mark = _reboot_into(b, json.dumps(dict(cfg, alarm={"low_alarm_pct": 40})).encode())
     line = _ends_safe(b, mark, "CONFIG ERROR")
     assert "GPIO 25 cannot be that output" in line
+
+
+def test_a_pin_map_with_a_pulse_too_short_to_trip_the_latch_is_refused(make_board):
+    cfg = copy.deepcopy(LATCHING)
+    b = _running_with_valve_open(make_board, cfg)
+    pm = json.loads((b.flash / "board.json").read_text())
+    (b.flash / "board.json").write_text(json.dumps(dict(pm, pulse_ms=0)))
+    mark = _reboot_into(b, json.dumps(dict(cfg, alarm={"low_alarm_pct": 40})).encode())
+    deadline = time.monotonic() + 10
+    while not [x for x in b.lines[mark:] if x.startswith("CONFIG ERROR")]:
+        assert time.monotonic() < deadline, "\n".join(b.lines[mark:])
+        time.sleep(0.05)
+    line = [x for x in b.lines[mark:] if x.startswith("CONFIG ERROR")][0]
+    assert "board.json: bad pulse_ms" in line
+
+
+def test_a_pin_map_that_cannot_be_written_does_not_stop_a_good_boot(make_board):
+    """board.json is a directory: the safe core falls back to the board defaults (it cannot
+    pulse a latching valve it does not know of), but the config is good, so the board boots
+    and its own supervision pulses the valve shut."""
+    cfg = copy.deepcopy(LATCHING)
+    b = _running_with_valve_open(make_board, cfg)
+    (b.flash / "board.json").unlink()
+    (b.flash / "board.json").mkdir()
+    mark = _reboot_into(b)
+    b.wait_line("PIN MAP not written", 10, start=mark)
+    b.wait_line("GASGUARD RUNNING", 10, start=mark)
+    deadline = time.monotonic() + 5
+    while b.valve_open and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not b.valve_open

@@ -14,6 +14,7 @@ import time
 import zlib
 
 import cbor2
+import pytest
 
 from gasguard.protocol import auth, cbor, frame, messages
 
@@ -435,5 +436,43 @@ def test_a_challenge_played_back_inside_the_session_is_ignored(make_board):
             time.sleep(0.3)
         assert len([f for f in peer.frames if f[0] == messages.BIRTH]) == n
         b.wait_line("GASGUARD RUNNING", 5)
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("count", ["4294967295", "-6", "garbage", "99999999999999999999"])
+def test_a_damaged_boot_counter_begins_a_new_instance_and_says_so(make_board, count):
+    """The boot number may only grow within one instance: a counter that cannot be read back as
+    written (out of the header's 32 bits, negative, garbage) would repeat or break event ids, so
+    the board begins a new instance at boot 1, and a tamper event says why."""
+    peer = Peer()
+    try:
+        b = _linked_board(make_board, peer)
+        first = peer.wait(lambda f: f[0] == messages.BIRTH)[0][3]["inst"]
+        b.kill()
+        (b.flash / "data" / "bootcount").write_text(count)
+        mark = len(peer.frames)
+        b.start()
+        birth = peer.wait(lambda f: f[0] == messages.BIRTH and peer.frames.index(f) >= mark)[0]
+        assert birth[1] == 1 and birth[3]["inst"] != first
+        tamper = peer.wait(lambda f: f[0] == messages.EVENT and f[3]["kind"] == "tamper")
+        assert "a new instance begins" in tamper[-1][3]["detail"]
+        b.wait_line("GASGUARD RUNNING", 5)
+    finally:
+        peer.close()
+
+
+def test_a_data_directory_that_cannot_be_written_still_runs_the_board(make_board):
+    peer = Peer()
+    try:
+        b = _linked_board(make_board, peer)
+        peer.wait(lambda f: f[0] == messages.BIRTH)
+        b.kill()
+        (b.flash / "data" / "bootcount").unlink()
+        (b.flash / "data" / "bootcount").mkdir()  # can be neither read nor replaced
+        b.start()
+        b.wait_line("GASGUARD RUNNING", 10)
+        b.wait_line("data not writable", 5)
+        open_valve(b)  # the safety loop runs: a person can reopen once healthy
     finally:
         peer.close()

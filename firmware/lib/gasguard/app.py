@@ -12,7 +12,7 @@ from gasguard import VERSION, detectors, modbus
 from gasguard import events as ev
 from gasguard.eventlog import EventLog
 from gasguard.hmi import Button, Indicators
-from gasguard.persist import instance, makedirs, read_int, write_int
+from gasguard.persist import life, makedirs
 from gasguard.protocol import catalogue as cat
 from gasguard.protocol.profile import OVER, STATE_NAMES
 from gasguard.safety import Safety, Settings
@@ -57,9 +57,7 @@ class App:
         if transport:
             from gasguard.link import Link
         makedirs(root)
-        self.boot = read_int(root + "/bootcount", 0) + 1
-        write_int(root + "/bootcount", self.boot)
-        self.inst = instance(root + "/instance")
+        self.inst, self.boot, trouble = life(root)
         self.reset_cause = board.reset_cause()
         self.queue = ev.EventQueue(32)
         fault_closes = [d[3] for d in cfg.detectors]
@@ -99,6 +97,8 @@ class App:
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
         self._record(ev.BOOT, 255, 0, -1, detail)
+        if trouble:
+            self._record(ev.TAMPER, 255, 0, -1, trouble)
         if not self.log.chain_ok:
             self._record(
                 ev.TAMPER, 255, 0, -1, "event log chain broken at record %d" % self.log.chain_break

@@ -47,16 +47,40 @@ def write_int(path, value):
     write_atomic(path, str(value).encode())
 
 
-def instance(path):
-    """The board's instance id (16 hex characters), made once from 64 random bits: a flash
-    erase or a new board gets a new one, so its events can never take an earlier life's ids."""
-    raw = read_bytes(path)
+def _hex16(raw):
+    # an instance id as written: 16 hex characters, else None
     if raw and len(raw) == 16:
         try:
             int(raw, 16)
             return raw.decode().lower()
         except ValueError:
             pass
-    inst = "".join("%02x" % b for b in os.urandom(8))
-    write_atomic(path, inst.encode())
-    return inst
+    return None
+
+
+def life(root):
+    """(instance id, boot number, trouble or None). The pair is the first part of every event's
+    identity, so the boot number may only grow within one instance, and an instance is 64
+    random bits (16 hex characters) made once: a flash erase or a new board gets a new one. If
+    either file cannot be read back as written (missing, damaged, out of range), a new instance
+    begins at boot 1; if they cannot be written at all, this boot runs as an instance of its
+    own that is not kept. Either way no event id can repeat, and the trouble is said."""
+    ipath = root + "/instance"
+    bpath = root + "/bootcount"
+    inst = _hex16(read_bytes(ipath))
+    raw = read_bytes(bpath)
+    last = int(raw) if raw and raw.isdigit() and len(raw) <= 10 else -1
+    trouble = None
+    if inst is None or not 0 <= last < 0xFFFFFFFE:
+        if inst is not None or last >= 0 or raw:
+            trouble = "instance id or boot counter unreadable: a new instance begins"
+        inst = "".join("%02x" % b for b in os.urandom(8))
+        last = 0
+    try:
+        if last == 0:  # the instance first: a cut between the two keeps ids unique
+            write_atomic(ipath, inst.encode())
+        write_int(bpath, last + 1)
+    except OSError as e:
+        inst = "".join("%02x" % b for b in os.urandom(8))
+        return inst, 1, "data not writable (%s): this boot's instance is not kept" % e
+    return inst, last + 1, trouble

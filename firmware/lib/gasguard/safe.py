@@ -31,6 +31,7 @@ DEFAULTS = {
     "fan": 33,
 }
 _OUT = ("pin", "red", "yellow", "green", "buzzer", "fan")
+_RANGES = {"pulse_ms": (50, 5000), "travel_ms": (100, 30000), "open": (0, 1)}
 _ESP32 = sys.platform == "esp32"
 
 
@@ -74,7 +75,8 @@ def _load(path):
         v = m.get(k)
         if k == "valve" or (k == "pos" and v is None):
             continue
-        if type(v) is not int or not 0 <= v <= (60000 if k[-3:] == "_ms" else 39):
+        lo, hi = _RANGES.get(k, (0, 39))  # the config's own bounds: a 0 ms pulse trips nothing
+        if type(v) is not int or not lo <= v <= hi:
             return DEFAULTS, "board.json: bad " + k
     if m["valve"] == "latching" and m["pos"] is None:
         return DEFAULTS, "board.json: latching valve without position input"
