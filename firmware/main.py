@@ -39,9 +39,9 @@ try:
 
     up = gasguard.start.boot(lambda cfg: hal.Board(cfg, ROOT), CONFIG, KEY, PINMAP)
 except KeyboardInterrupt:
-    gasguard.safe.halt("STOPPED at boot from the console; valve closed", stopped=True)
+    gasguard.safe.halt("STOPPED at boot from the console", stopped=True)
 except Exception as e:  # noqa: BLE001 - whatever stopped the boot: the safe core takes over
-    gasguard.safe.halt("BOOT FAILED: %s: %s; valve closed" % (type(e).__name__, e))
+    gasguard.safe.halt("BOOT FAILED: %s: %s" % (type(e).__name__, e))
 if up:
     # the boot code goes before the firmware proper is loaded, so that loads into its room;
     # from app.run on the loop keeps the valve safe itself (every fault ends in the safe state)
@@ -58,6 +58,6 @@ if up:
         import gasguard.safe
 
         gasguard.safe.start(PINMAP)
-        gasguard.safe.halt("BOOT FAILED: %s: %s; valve closed" % (type(e).__name__, e))
+        gasguard.safe.halt("BOOT FAILED: %s: %s" % (type(e).__name__, e))
     else:
         app.run(up[0], up[1], ROOT)

@@ -17,21 +17,23 @@ OVER = 7  # a reading above the measuring range (valid_tenths' top): a high alar
 STATE_NAMES = DETECTOR_STATES  # indexed by the codes above
 _PROFILE_STATES = STATE_NAMES[:6]
 
-BAD = -999999  # tenths value of a reading that is not a number (NaN, inf, out of raw range)
+BAD = -999999  # tenths value of a reading that is not a number (NaN, -inf, out of raw range)
+# tenths value of a float32 reading too large to hold (2**23 %LEL and up, +inf): still over range
+HUGE = 0x3FFFFFFF  # (the largest small int on a 32-bit MicroPython: no allocation)
 _TYPES = ("int16", "uint16", "float32")
 
 
 def _f32_tenths(hi, lo):
     # IEEE float32 from two registers -> round(value * 10) with small-integer arithmetic only
     exp = (hi >> 7) & 0xFF
-    if exp == 255:
-        return BAD
+    if exp == 255:  # infinite or NaN: +inf is a reading beyond any range, the rest no reading
+        return HUGE if lo == 0 and hi == 0x7F80 else BAD
     if exp == 0:
         return 0  # zero or subnormal
     full10 = (0x800000 | ((hi & 0x7F) << 16) | lo) * 10
     shift = 150 - exp
-    if shift <= 0:
-        return BAD  # |value| >= 2**23: no detector reads that
+    if shift <= 0:  # |value| >= 2**23 %LEL: far above any range, or far below it
+        return BAD if hi & 0x8000 else HUGE
     if shift > 28:
         v = 0
     else:

@@ -203,7 +203,10 @@ def main() -> None:
             ([0, 0, 0, 16, 0, 0, 0, 0, 5], 0, "eol"),
             ([0, 0, 0, 0, 0, 0, 0, 0, 1], 0, "fault"),
             ([0x7FC0, 0, 0, 0, 0, 0, 0, 0, 5], profile.BAD, "fault"),  # NaN
-            ([0x7F80, 0, 0, 0, 0, 0, 0, 0, 5], profile.BAD, "fault"),  # +Inf
+            ([0x7F80, 0, 0, 0, 0, 0, 0, 0, 5], profile.HUGE, "overrange"),  # +Inf
+            ([0xFF80, 0, 0, 0, 0, 0, 0, 0, 5], profile.BAD, "fault"),  # -Inf
+            ([0x4B00, 0x0000, 0, 0, 0, 0, 0, 0, 5], profile.HUGE, "overrange"),  # 2**23
+            ([0x4CBE, 0xBC20, 0, 0, 0, 0, 0, 0, 5], profile.HUGE, "overrange"),  # 1e8
             ([0x42C8, 0x3333, 0, 0, 0, 0, 0, 0, 5], 1001, "overrange"),  # 100.1 %LEL
             ([0x4316, 0x0000, 0, 0, 0, 0, 0, 0, 5], 1500, "overrange"),  # 150.0
         ],

@@ -181,6 +181,7 @@ class App:
         try:
             self.log.append(body)
         except OSError as e:
+            self.lost += 1  # the flash is full or failing: the heartbeat's count says so
             print("event log write failed:", e)
         self.event_seq = seq
         dropped = self.log.dropped_unacked - self.log_dropped

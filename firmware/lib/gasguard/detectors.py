@@ -146,6 +146,8 @@ class Poller:
         if d.fails >= self.fail_limit and ticks_diff(now_ms, d.last_ok) >= self.stale_ms:
             d.due = ticks_add(now_ms, self.fault_retry_ms)
             # silence is "no answer"; garbled, late, wrong or exception answers are a faulty
-            # detector
-            d.state = NOANSWER if r == modbus.E_TIMEOUT else FAULT
+            # detector. Which one is decided once per spell: a late detector alternates
+            # timeouts and late replies, and each change of state would be a fault event
+            if d.state != NOANSWER and d.state != FAULT:
+                d.state = NOANSWER if r == modbus.E_TIMEOUT else FAULT
             self.sink(d.index, d.state, d.tenths)

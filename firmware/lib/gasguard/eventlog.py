@@ -75,6 +75,7 @@ class EventLog:
         self.chain_ok = True
         self.chain_break = -1  # first index whose link to its predecessor does not verify
         self.dropped_unacked = 0
+        self.ack_errors = 0  # acknowledgements that could not be written to flash
 
     def _path(self, k):
         return "%s/%08d.seg" % (self.dir, k)
@@ -208,7 +209,12 @@ class EventLog:
         self.acked_above.sort()
         while self.acked_above and self.acked_above[0] == self.watermark + 1:
             self.watermark = self.acked_above.pop(0)
-        self._save_acks()
+        try:
+            self._save_acks()
+        except OSError:
+            # the flash is full or failing: the ack holds in RAM and the next one saves it
+            # (lost in a power cut, the events are only sent again: the gateway dedups them)
+            self.ack_errors += 1
         return True
 
     def unacked(self, start=0, limit=8):

@@ -153,18 +153,22 @@ class Link:
                 back = -self.cfg.link["resend_ms"]
                 for e in self.inflight.values():  # whatever was in flight goes again now
                     e[1] = ticks_add(now_ms, back)
-            elif f.boot == self.gw_boot:
-                if f.seq <= self.gw_seq:  # a replay inside our session
-                    self.rejected += 1
-                    return
-                self.gw_seq = f.seq
+            elif f.boot == self.gw_boot and f.seq > self.gw_seq:
+                self.gw_seq = f.seq  # inside our session, moving forward
+            elif body.get("gn") is None:
+                self.rejected += 1  # a replay, or another gateway's: nothing to act on
+                return
+            else:
+                # a challenge from outside our session: another gateway, one restarted (its
+                # boot number may even be ours again, after it lost its state) or a recording.
+                # Only a fresh handshake tells: ask for a new session; ours stays until then
+                self.gn = body["gn"]
+                self._ask()
+                return
             gn = body.get("gn")
             if gn is not None:
                 self.gn = gn  # the gateway asks who we are: a birth that echoes it
-                if f.boot == self.gw_boot:
-                    self.birth_due = True
-                else:  # another gateway (or one restarted): a new session for it too
-                    self._ask()
+                self.birth_due = True
             return
         # acks and commands count only inside the confirmed session, moving forward
         if f.boot != self.gw_boot or f.seq <= self.gw_seq:

@@ -48,14 +48,14 @@ def write_int(path, value):
 
 
 def _hex16(raw):
-    # an instance id as written: 16 hex characters, else None
-    if raw and len(raw) == 16:
-        try:
-            int(raw, 16)
-            return raw.decode().lower()
-        except ValueError:
-            pass
-    return None
+    # an instance id exactly as written (16 lowercase hex characters), else None: int(raw, 16)
+    # would also take spaces, signs and underscores, which the gateway then refuses
+    if not raw or len(raw) != 16:
+        return None
+    for c in raw:
+        if not (48 <= c <= 57 or 97 <= c <= 102):
+            return None
+    return raw.decode()
 
 
 def life(root):

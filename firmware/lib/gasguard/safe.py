@@ -13,6 +13,7 @@ from micropython import const
 _PULSES = const(3)  # close pulses for a latching valve before it is reported stuck open
 _RETRY_MS = const(30000)  # a boot failure other than the config: reboot and try again
 _REPEAT_MS = const(10000)  # the console line again, for whoever connects later
+_REPULSE_MS = const(1000)  # a latching valve found open while halted is pulsed again after
 _MAX_MAP = const(512)  # bytes: /board.json is a few integers
 
 # the GasGuard ESP32 board's wiring, used when /board.json cannot be read (an NC valve: without
@@ -172,12 +173,23 @@ def start(path):
     return o
 
 
-def halt(line, config=False, stopped=False):
-    """Every boot failure ends here: valve safe, red and yellow lamps, `line` on the console
-    (repeated for whoever connects later). A bad config waits for the installer (Ctrl-C gives
-    the REPL); any other failure reboots after 30 s to try again (a fragmented heap, say),
-    closed throughout. On the ESP32 the hardware watchdog is fed while it waits. stopped: the
-    boot was interrupted from the console: the REPL at once."""
+def _said(cause, why, stuck):
+    # what the console line says of the valve: only what the safe core knows
+    if stuck:
+        return "%s; VALVE FAULT: %s" % (cause, stuck)
+    if why:
+        return "%s; valve output off on the board's default GPIO %s (pin map: %s; a latching " \
+            "valve is not pulsed without one)" % (cause, DEFAULTS["pin"], why)
+    return cause + "; valve closed"
+
+
+def halt(cause, config=False, stopped=False):
+    """Every boot failure ends here: valve safe, red and yellow lamps, one console line: the
+    cause and the valve's state (repeated for whoever connects later). A latching valve stays
+    watched: reopened by hand (the knob pulled to get gas back), it is pulsed shut again. A bad
+    config waits for the installer (Ctrl-C gives the REPL); any other failure reboots after 30 s
+    to try again (a fragmented heap, say), closed throughout. On the ESP32 the hardware watchdog
+    is fed while it waits. stopped: the boot was interrupted from the console: the REPL at once."""
     o, why = _STATE if _STATE else (None, None)
     if o is None:  # failed before start() ran (cannot happen from main.py): best effort
         o = _Outputs(DEFAULTS)
@@ -186,19 +198,23 @@ def halt(line, config=False, stopped=False):
 
         o.wdt = machine.WDT(timeout=5000)  # a hang in here reboots, closed
     stuck = _drive(o, 1)
-    if why:
-        line += " (pin map: %s, board defaults used)" % why
-    if stuck:
-        line += "; VALVE FAULT: " + stuck
+    watch = o.m["valve"] == "latching" and o.pos is not None
     try:
         if stopped:
             raise KeyboardInterrupt
-        t0 = ticks_ms()
+        t0 = last = ticks_ms()
         while True:
-            print(line)
-            o.idle(_REPEAT_MS)
+            print(_said(cause, why, stuck))
+            for _ in range(_REPEAT_MS // 100):
+                o.idle(100)
+                if watch and o.is_open() and ticks_diff(ticks_ms(), last) >= _REPULSE_MS:
+                    # reopened by hand, or still stuck: shut it again (a stuck one at most
+                    # every _REPULSE_MS, so its coil is not driven without a rest)
+                    last = ticks_ms()
+                    stuck = _drive(o, 1)
+                    print(_said(cause, why, stuck))
             if not config and ticks_diff(ticks_ms(), t0) >= _RETRY_MS:
-                print("rebooting to try again; valve closed")
+                print("rebooting to try again")
                 if _ESP32:
                     import machine
 

@@ -50,7 +50,7 @@ def boot(make_board, config_path, key_path, pinmap_path):
     except ValueError as e:  # config.ConfigError
         # bad or missing config: valve closed, fault lamp, say which field and why; no loop
         safe.halt(
-            "CONFIG ERROR %s: %s; valve closed"
+            "CONFIG ERROR %s: %s"
             % (getattr(e, "field", "config"), getattr(e, "reason", e)),
             True,
         )
