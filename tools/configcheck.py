@@ -47,6 +47,7 @@ PIN_FIELDS = (
 )  # fmt: skip
 # ESP32 (WROOM/WROVER): 6-11 are the SPI flash; 34-39 are input only
 FLASH_GPIOS = range(6, 12)
+NO_GPIOS = (20, 24, 28, 29, 30, 31)  # not bonded out on the ESP32
 INPUT_ONLY = range(34, 40)
 OUTPUT_FIELDS = ("valve.pin", "bus.tx", "bus.de", "pins.buzzer", "pins.red", "pins.yellow",
                  "pins.green", "pins.fan", "link.tx")  # fmt: skip
@@ -259,6 +260,8 @@ def _message(kw: str, value: Any, inst: Any) -> str:
         return "must not be empty"
     if kw == "format":
         return "%s is not a real %s (YYYY-MM-DD)" % (shown, value)
+    if kw == "not" and value == {"enum": list(FLASH_GPIOS) + list(NO_GPIOS)}:
+        return "the ESP32 has no GPIO %s to give (6-11: its SPI flash)" % shown
     if kw in ("pattern", "not"):
         return "%s is not allowed here (see the rule)" % shown
     return "%s breaks the schema's %s rule" % (shown, kw)
@@ -276,7 +279,21 @@ def _get(d: Any, dotted: str) -> Any:
 
 
 def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A number the rules can reason about. NaN, infinities and magnitudes no site has (a
+    100-digit height) are left to the schema's bounds, which report them."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and -1e6 <= v <= 1e6
+
+
+def _address(v: Any) -> int | None:
+    """A Modbus address as the board reads it (JSON's 1.0 is 1), or None."""
+    if _num(v) and v == int(v):
+        return int(v)
+    return None
+
+
+def _length(v: Any) -> bool:
+    """A height or distance in metres the rules can reason about (negative: the schema's)."""
+    return _num(v) and v >= 0
 
 
 def _date(v: Any) -> datetime.date | None:
@@ -345,37 +362,41 @@ def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
             )
         inst = {}
     ceiling = inst.get("ceiling_m")
+    if ceiling is not None and not _length(ceiling):
+        ceiling = False  # there, but the schema's finding: no rule reasons from it
     placed: dict[Any, tuple[int, dict]] = {}
     records = inst.get("detectors")
     for j, p in enumerate(records if isinstance(records, list) else []):
-        if isinstance(p, dict) and isinstance(p.get("address"), int):
-            placed[p["address"]] = (j, p)
+        if isinstance(p, dict) and _address(p.get("address")) is not None:
+            placed[_address(p["address"])] = (j, p)
     for d in dets:
         if not isinstance(d, dict):
             continue
-        addr = d.get("address")
-        if not isinstance(addr, int) or isinstance(addr, bool) or addr not in placed:
+        addr = _address(d.get("address"))
+        if addr is None or addr not in placed:
             err(
                 "install.detectors",
                 "placement record",
-                "no placement for the detector at address %s" % json.dumps(addr),
+                "no placement for the detector at address %s" % json.dumps(d.get("address")),
             )
             continue
         j, p = placed[addr]
         w = "install.detectors[%d]." % j
         h = p.get("mount_height_m")
-        if not _num(h):
+        if h is None:
             err(w + "mount_height_m", "placement record", "missing: height above the floor")
-        elif _num(ceiling) and h > ceiling:
+        elif not _length(h):
+            pass  # the schema's finding (its type or bounds)
+        elif _length(ceiling) and h > ceiling:
             err(
                 w + "mount_height_m",
                 "placement record",
                 "%.2f m is above the %.2f m ceiling" % (h, ceiling),
             )
         elif gas == "ng":
-            if not _num(ceiling):
+            if ceiling is None:
                 err("install.ceiling_m", "placement record", "missing: needed for natural gas")
-            elif ceiling - h > NG_FROM_CEILING_M:
+            elif _length(ceiling) and ceiling - h > NG_FROM_CEILING_M:
                 err(
                     w + "mount_height_m",
                     "mounting height, natural gas (GB 50028 §10.8.2: within 0.3 m of the ceiling)",
@@ -390,8 +411,10 @@ def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
             )
         dist = p.get("distance_m")
         limit = MAX_DISTANCE_M.get(gas) if isinstance(gas, str) else None
-        if not _num(dist):
+        if dist is None:
             err(w + "distance_m", "placement record", "missing: distance from the appliance")
+        elif not _length(dist):
+            pass  # the schema's finding
         elif limit is not None and dist > limit:
             err(
                 w + "distance_m",
@@ -438,6 +461,8 @@ def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
             continue
         if n in FLASH_GPIOS:
             err(f, "pin assignment (ESP32)", "GPIO %d belongs to the SPI flash" % n, False)
+        if n in NO_GPIOS:
+            err(f, "pin assignment (ESP32)", "the ESP32 has no GPIO %d" % n, False)
         if f in OUTPUT_FIELDS and n in INPUT_ONLY:
             err(
                 f,
@@ -453,6 +478,9 @@ def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
 
 
 def _life(err, warn, field, what, when, years, today) -> None:
+    if when > today:  # a typo (9998) or a wrong --today: no life can be counted from it
+        err(field, "service life", "%s is after today (%s): the date it went in?" % (when, today))
+        return
     end = _years_later(when, years)
     left = (end - today).days
     rule = "service life (%s: %d years)" % (what, years)

@@ -305,3 +305,38 @@ def test_install_rules_survive_any_json():
                 continue
             found = check(cfg, TODAY)
             assert any(f.level == "error" for f in found) or value == {}, (path, value)
+
+
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("install.detectors.0.installed", "9998-06-01", "after today"),  # was ValueError
+        ("install.valve_installed", "9995-06-01", "after today"),
+        ("install.detectors.0.installed", "2026-12-01", "after today"),
+        ("install.ceiling_m", -(10**400), "below the minimum 1.8"),  # was OverflowError
+        ("install.detectors.0.mount_height_m", 10**60, "above the maximum 10"),
+        ("install.detectors.0.distance_m", 10**60, "above the maximum 50"),
+        ("install.detectors.0.mount_height_m", 1e308, "above the maximum 10"),
+        ("install.detectors.0.mount_height_m", -5, "below the minimum 0"),
+    ],
+    ids=["year-9998", "valve-year-9995", "tomorrow", "ceiling-400-digits", "height-60-digits",
+         "distance-60-digits", "height-1e308", "height-negative"],  # fmt: skip
+)
+def test_impossible_install_values_are_refused_in_words(tmp_path, path, value, words):
+    """Out-of-world dates and heights: one plain finding on the field, exit 1, no traceback (an
+    install year 9998 or a 400-digit ceiling crashed config check and flash --dry-run)."""
+    f = tmp_path / "cfg.json"
+    f.write_text(json.dumps(edit(good, _set(path, value))))
+    r = run_cli(f, "--today", TODAY.isoformat())
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    field = path.replace(".0.", "[0].")
+    lines = [x for x in r.stdout.splitlines() if x.startswith("error")]
+    assert len(lines) == 1 and field in lines[0] and words in lines[0], r.stdout
+    assert "0" * 61 not in lines[0]  # a 1e308 height is not printed as 300 digits
+
+
+def test_a_float_address_is_the_integer_the_board_reads():
+    """JSON has one kind of number: the board reads address 1.0 as 1, and so does the placement
+    rule (it said "no placement for the detector at address 1.0")."""
+    cfg = edit(good, _set("detectors.0.address", 1.0))
+    assert errors(cfg) == {}

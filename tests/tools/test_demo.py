@@ -97,3 +97,8 @@ def test_the_demo_run_twice_against_one_ledger_passes_both_times(tmp_path):
         )
         assert r.returncode == 0, "run %d:\n%s" % (run, r.stdout[-3000:] + r.stderr[-2000:])
         assert "incidents in the ledger: %d" % run in r.stdout, r.stdout[-2000:]
+        # each run counts its own boards' events, not the ledger's earlier runs
+        for line in r.stdout.splitlines():
+            if line.startswith("events from "):
+                logged, delivered = [int(w) for w in line.split() if w.isdigit()][:2]
+                assert logged == delivered > 0, line

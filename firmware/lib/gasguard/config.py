@@ -310,9 +310,11 @@ class Config:
         _left(lk, w)
         if lkind == "uart" and self.link["path"] is None:  # a real UART, not a pty
             gpios += [(w + n, self.link[n]) for n in ("tx", "rx")]
-        used = {}  # each GPIO once
+        used = {}  # each GPIO once, and one the ESP32 has (no 20, 24, 28-31; 6-11: SPI flash)
         for f, n in gpios:
-            if n is not None and n in used:
+            if n is not None and (n in (20, 24) or 28 <= n <= 31 or 6 <= n <= 11):
+                _fail(f, "GPIO %d: the ESP32 has no such pin to give (6-11: its SPI flash)" % n)
+            elif n is not None and n in used:
                 _fail(f, "GPIO %d is already used by %s" % (n, used[n]))
             elif n is not None:
                 used[n] = f
