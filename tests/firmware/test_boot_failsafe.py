@@ -6,6 +6,7 @@ input. The fault lamp is on and one console line names the cause."""
 
 import copy
 import json
+import shutil
 import time
 
 import pytest
@@ -204,4 +205,27 @@ def test_a_pin_map_that_cannot_be_written_does_not_stop_a_good_boot(make_board):
     deadline = time.monotonic() + 5
     while b.valve_open and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert not b.valve_open
+
+
+def test_an_event_log_that_cannot_be_opened_keeps_the_valve_closed_reboot_after_reboot(make_board):
+    """/data/log replaced by a file: the log cannot open, the firmware stops with the valve
+    safe and the watchdog reboots it to try again; the valve stays shut throughout and the
+    console says why (a full partition is not this: the board runs and counts losses)."""
+    cfg = copy.deepcopy(LATCHING)
+    b = _running_with_valve_open(make_board, cfg)
+    log = b.flash / "data" / "log"
+    assert log.is_dir()
+    shutil.rmtree(log)
+    log.write_text("not a directory")
+    mark = _reboot_into(b)
+    b.wait_line("FATAL: firmware exception; valve closed", 15, start=mark)
+    resets = b.wdt_resets
+    deadline = time.monotonic() + 15
+    while b.wdt_resets == resets and time.monotonic() < deadline:
+        assert not b.valve_open
+        time.sleep(0.2)
+    assert b.wdt_resets > resets, "it does not try again"
+    b.wait_output("yellow", 1, 5)
+    time.sleep(TRAVEL_S + 1.0)
     assert not b.valve_open
