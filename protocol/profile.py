@@ -15,12 +15,10 @@ _EOL = const(5)
 NOANSWER = 6  # set by the poller, never by a profile
 OVER = 7  # a reading above the measuring range (valid_tenths' top): a high alarm, not a fault
 STATE_NAMES = DETECTOR_STATES  # indexed by the codes above
-_PROFILE_STATES = STATE_NAMES[:6]
 
 BAD = -999999  # tenths value of a reading that is not a number (NaN, -inf, out of raw range)
 # tenths value of a float32 reading too large to hold (2**23 %LEL and up, +inf): still over range
 HUGE = 0x3FFFFFFF  # (the largest small int on a 32-bit MicroPython: no allocation)
-_TYPES = ("int16", "uint16", "float32")
 
 
 def _f32_tenths(hi, lo):
@@ -49,7 +47,7 @@ class ProfileError(ValueError):
 
 
 class Profile:
-    """A checked profile (built by profile_parse.build) and its allocation-free decoders."""
+    """A checked profile (made by profile_parse) and its allocation-free decoders."""
 
     # --- hot path: no allocation ---------------------------------------------------------------
 
@@ -93,33 +91,3 @@ class Profile:
             if s > st:
                 st = s
         return st
-
-
-def profiles_dir():
-    here = __file__
-    cut = here.rfind("/")
-    return (here[:cut] if cut >= 0 else ".") + "/profiles"
-
-
-def load(name_or_dict):
-    """A Profile from a dict (inline in a config) or the name of a file in profiles/."""
-    from .profile_parse import build  # the parser is needed at boot only; the device frees it
-
-    if isinstance(name_or_dict, dict):
-        return build(name_or_dict)
-    name = name_or_dict
-    if not isinstance(name, str) or not name or "/" in name or "." in name:
-        raise ProfileError("profile", "invalid profile name %r" % (name,))
-    import json
-
-    try:
-        with open(profiles_dir() + "/" + name + ".json") as f:
-            d = json.load(f)
-    except OSError:
-        raise ProfileError("profile", "no profile named %r" % name) from None
-    except ValueError as e:
-        raise ProfileError("profile", "%s.json is not valid JSON (%s)" % (name, e)) from None
-    p = build(d)
-    if p.name != name:
-        raise ProfileError("name", "file %s.json names itself %r" % (name, p.name))
-    return p

@@ -3,7 +3,10 @@
 # Strict like the config (and protocol/schemas/device-config.schema.json, $defs/profile): each
 # key read is popped from a copy, and a key left over is unknown; every value's type is checked.
 # The helpers share their names with gasguard/config.py's: each name is interned for good.
-from .profile import _PROFILE_STATES, _TYPES, Profile, ProfileError
+from .profile import STATE_NAMES, Profile, ProfileError
+
+_PROFILE_STATES = STATE_NAMES[:6]  # what a profile may name; the rest are the poller's
+_TYPES = ("int16", "uint16", "float32")
 
 _KINDS = ("enum", "bits", "expect")
 
@@ -149,4 +152,32 @@ def build(d):
         )
         _left(rs, w)
     _left(d, "")
+    return p
+
+
+def profiles_dir():
+    here = __file__
+    cut = here.rfind("/")
+    return (here[:cut] if cut >= 0 else ".") + "/profiles"
+
+
+def load(name_or_dict):
+    """A Profile from a dict (inline in a config) or the name of a file in profiles/."""
+    if isinstance(name_or_dict, dict):
+        return build(name_or_dict)
+    name = name_or_dict
+    if not isinstance(name, str) or not name or "/" in name or "." in name:
+        raise ProfileError("profile", "invalid profile name %r" % (name,))
+    import json
+
+    try:
+        with open(profiles_dir() + "/" + name + ".json") as f:
+            d = json.load(f)
+    except OSError:
+        raise ProfileError("profile", "no profile named %r" % name) from None
+    except ValueError as e:
+        raise ProfileError("profile", "%s.json is not valid JSON (%s)" % (name, e)) from None
+    p = build(d)
+    if p.name != name:
+        raise ProfileError("name", "file %s.json names itself %r" % (name, p.name))
     return p

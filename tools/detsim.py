@@ -15,6 +15,7 @@ from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gasguard.protocol import profile as profiles
+from gasguard.protocol import profile_parse
 from gasguard.tools.linepacer import LinePacer
 
 
@@ -23,7 +24,7 @@ class SimDetector:
 
     def __init__(self, address: int, profile: str | dict):
         self.address = address
-        self.profile = profiles.load(profile)
+        self.profile = profile_parse.load(profile)
         self.lel = 0.0
         self.state = "ok"
         self.exception: int | None = None  # answer every request with this exception code

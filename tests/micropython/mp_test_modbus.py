@@ -4,7 +4,7 @@
 import time
 
 from gasguard import detectors, modbus
-from gasguard.protocol import profile
+from gasguard.protocol import profile, profile_parse
 
 # the master's results by number: only those the poller needs have names on the device
 RESULT_NAMES = (
@@ -178,7 +178,7 @@ def _recorder(got):
 def test_a_detector_that_always_answers_late_is_never_believed_and_faults_within_stale_ms():
     for late_ms in (300, 1000):
         bus = _QueueingSlave(late_ms)
-        p = profile.load("generic-x10")
+        p = profile_parse.load("generic-x10")
         d = detectors.Detector(0, 1, p)
         got = []
         poller = detectors.Poller(
@@ -200,7 +200,7 @@ def test_a_detector_that_always_answers_late_is_never_believed_and_faults_within
 
 def test_a_detector_that_missed_once_is_believed_again_on_its_second_answer_in_time():
     bus = ScriptedBus()
-    p = profile.load("generic-x10")
+    p = profile_parse.load("generic-x10")
     d = detectors.Detector(0, 1, p)
     got = []
     poller = detectors.Poller(modbus.Master(bus, 9600, 50), [d], lambda i, s, t: got.append(t))

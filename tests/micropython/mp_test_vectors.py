@@ -3,7 +3,7 @@
 # (via tests/test_vectors.py): the same protocol code must give the same bytes on both.
 import json
 
-from gasguard.protocol import auth, cbor, cobs, frame, messages, profile
+from gasguard.protocol import auth, cbor, cobs, frame, messages, profile, profile_parse
 
 
 def _vectors():
@@ -104,7 +104,7 @@ def test_profile_vectors():
         p = loaded.get(case["profile"])
         if p is None:
             gc.collect()
-            p = loaded[case["profile"]] = profile.load(case["profile"])
+            p = loaded[case["profile"]] = profile_parse.load(case["profile"])
         buf = bytearray()
         for r in case["registers"]:
             buf.append(r >> 8)

@@ -8,7 +8,7 @@ docs/protocol.md quotes them.
 import json
 from pathlib import Path
 
-from gasguard.protocol import auth, cbor, cobs, frame, messages, profile
+from gasguard.protocol import auth, cbor, cobs, frame, messages, profile, profile_parse
 
 KEY = bytes(range(16))  # 000102...0f: the documentation's example device key
 INST = "5f3a9c1e0b7d4a26"  # the board's instance id
@@ -221,7 +221,7 @@ def main() -> None:
         ],
     }
     for name, cases in regs.items():
-        p = profile.load(name)
+        p = profile_parse.load(name)
         for registers, tenths, state in cases:
             buf = b"".join(r.to_bytes(2, "big") for r in registers)
             got_t = p.tenths(buf, 0)

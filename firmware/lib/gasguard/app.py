@@ -96,12 +96,16 @@ class App:
         detail = "reset cause %s; valve closed until reset on site" % self.reset_cause
         if self.log.torn:
             detail += "; %d torn log record cut" % self.log.torn
-        self._record(ev.BOOT, 255, 0, -1, detail)
+        self._record(ev.BOOT, ev.NO_DET, 0, -1, detail)
         if trouble:
-            self._record(ev.TAMPER, 255, 0, -1, trouble)
+            self._record(ev.TAMPER, ev.NO_DET, 0, -1, trouble)
         if not self.log.chain_ok:
             self._record(
-                ev.TAMPER, 255, 0, -1, "event log chain broken at record %d" % self.log.chain_break
+                ev.TAMPER,
+                ev.NO_DET,
+                0,
+                -1,
+                "event log chain broken at record %d" % self.log.chain_break,
             )
 
     # --- the safety cycle: no allocation from here ... -------------------------------------------
@@ -154,7 +158,7 @@ class App:
             detail = ev.detail_text(detail_code, STATE_NAMES)
         t = self.link.unix_time(self.up_s * 1000 + self.up_ms) if self.link else None
         lel = None
-        if det != 255 and kind in (
+        if det != ev.NO_DET and kind in (
             ev.ALARM_LOW,
             ev.ALARM_HIGH,
             ev.ALARM_CLEAR,
@@ -169,7 +173,7 @@ class App:
         body = {"id": [self.boot, seq], "kind": cat.EVENT_KINDS[kind], "up": up}
         for k, v in (
             ("time", t),
-            ("det", None if det == 255 else det),
+            ("det", None if det == ev.NO_DET else det),
             ("lel", lel),
             ("over", True if detail_code == ev.D_OVER else None),
             ("n", n),
@@ -188,7 +192,7 @@ class App:
         if dropped:  # the append rotated out events the gateway never had: say so
             self.log_dropped += dropped
             self.lost += dropped
-            self.queue.push(ev.EVENTS_LOST, 255, dropped, ev.D_LOG_FULL, self.up_s)
+            self.queue.push(ev.EVENTS_LOST, ev.NO_DET, dropped, ev.D_LOG_FULL, self.up_s)
         try:
             print(
                 "EVENT %d %d %s det=%s lel=%s %s"
@@ -219,11 +223,11 @@ class App:
             q.done()
         elif q.lost:
             n = q.lost
-            self._record(ev.EVENTS_LOST, 255, n, ev.D_QUEUE_FULL)
+            self._record(ev.EVENTS_LOST, ev.NO_DET, n, ev.D_QUEUE_FULL)
             q.lost -= n  # (more may have been lost meanwhile: they are reported next)
             self.lost += n
         elif self.valve.knob_timed_out:
-            self._record(ev.RESET_REFUSED, 255, 0, ev.D_KNOB_TIMEOUT)
+            self._record(ev.RESET_REFUSED, ev.NO_DET, 0, ev.D_KNOB_TIMEOUT)
             self.valve.knob_timed_out = False
         if self.link is not None:
             self.link.service(now_ms, self.up_s * 1000 + self.up_ms)
@@ -284,7 +288,7 @@ class App:
             if s.site_level or s.any_alarm or s.fault or s.valve_fault:
                 return False, {"why": "alarm or fault active"}
             self.selftest_until = ticks_add(ticks_ms(), 2000)
-            self.queue.push(ev.SELFTEST, 255, 0, ev.D_NONE, self.up_s)
+            self.queue.push(ev.SELFTEST, ev.NO_DET, 0, ev.D_NONE, self.up_s)
             return True, {"valve": "not exercised remotely"}
         return False, None
 

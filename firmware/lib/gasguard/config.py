@@ -13,6 +13,7 @@ import json
 from micropython import const
 
 from gasguard.protocol import profile as profiles
+from gasguard.protocol import profile_parse
 from gasguard.protocol.catalogue import VALVE_KINDS
 
 # Every name and short string here is interned for good although the module is dropped after
@@ -197,7 +198,7 @@ class Config:
             f = w + "profile" + ("" if isinstance(name, str) else ".")  # inline: its fields
             if name is not None and prof is None:
                 try:
-                    prof = profiles.load(name)
+                    prof = profile_parse.load(name)
                 except profiles.ProfileError as e:
                     _fail(f + (e.field if f[-1] == "." else ""), e.reason)
                 else:

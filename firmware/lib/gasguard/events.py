@@ -5,6 +5,8 @@ from array import array
 from micropython import const
 
 # Event kinds: indexes into gasguard.protocol.messages.EVENT_KINDS
+NO_DET = const(255)  # the detector of an event about none (boot, reset, valve): a byte
+
 ALARM_LOW = const(0)
 ALARM_HIGH = const(1)
 ALARM_CLEAR = const(2)
@@ -76,7 +78,7 @@ class EventQueue:
         # allocates nothing
         self.size = size
         self.kind = bytearray(size)
-        self.det = bytearray(size)  # detector index, 255: none
+        self.det = bytearray(size)  # detector index, NO_DET: none
         self.tenths = array("i", bytes(4 * size))
         self.detail = bytearray(size)
         self.up_s = array("i", bytes(4 * size))

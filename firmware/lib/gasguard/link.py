@@ -78,7 +78,6 @@ class Link:
         self.birth_due = True
         self.last_birth = None
         self.time_base = None  # (unix seconds, uptime ms) once the gateway told us the time
-        self.rejected = 0  # well-framed, signed frames refused: reflected, replayed or bad body
 
     def _signer_for(self, device):
         return self.signer if device == self.cfg.device_id else None
@@ -132,14 +131,12 @@ class Link:
 
     def _handle(self, f, now_ms, up_ms):
         if f.mtype < 0x80:  # a device message reflected back at us
-            self.rejected += 1
             return
         try:
             body = cbor.loads(f.body)
         except cbor.CBORError:
             body = None
         if not _valid_from_gateway(f.mtype, body):
-            self.rejected += 1
             return
         if f.mtype == cat.TIME:
             n = body.get("nonce")
@@ -156,8 +153,7 @@ class Link:
             elif f.boot == self.gw_boot and f.seq > self.gw_seq:
                 self.gw_seq = f.seq  # inside our session, moving forward
             elif body.get("gn") is None:
-                self.rejected += 1  # a replay, or another gateway's: nothing to act on
-                return
+                return  # a replay, or another gateway's: nothing to act on
             else:
                 # a challenge from outside our session: another gateway, one restarted (its
                 # boot number may even be ours again, after it lost its state) or a recording.
@@ -172,7 +168,6 @@ class Link:
             return
         # acks and commands count only inside the confirmed session, moving forward
         if f.boot != self.gw_boot or f.seq <= self.gw_seq:
-            self.rejected += 1
             if f.boot != self.gw_boot and self.nonce is None:
                 self._ask()  # a gateway we have no session with: introduce ourselves
             return

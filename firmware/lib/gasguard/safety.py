@@ -54,8 +54,6 @@ class Safety:
         self.silenced_level = NONE
         self.silence_until = 0
         self.up_s = 0
-        self.resets = 0
-        self.refusals = 0
 
     def _event(self, kind, det, tenths, detail):
         self.q.push(kind, det, tenths, detail, self.up_s)
@@ -153,7 +151,7 @@ class Safety:
         confirm = s.confirm_low if s.confirm_low <= self.n else self.n
         level = HIGH if high else (LOW if lows >= confirm else NONE)
         if level == LOW and self.site_level == NONE and confirm > 1:
-            self._event(ev.ALARM_LOW, 255, 0, ev.D_CONFIRMED)
+            self._event(ev.ALARM_LOW, ev.NO_DET, 0, ev.D_CONFIRMED)
         self.site_level = level
         self.any_alarm = lows > 0
         self.fault = fault
@@ -161,7 +159,7 @@ class Safety:
             # valve_fault is the driver's detail code (stuck open, closed unexpectedly)
             self._event(
                 ev.VALVE_FAULT,
-                255,
+                ev.NO_DET,
                 0,
                 valve_fault if valve_fault is not True else ev.D_VALVE_FAULT,
             )
@@ -178,14 +176,14 @@ class Safety:
             reason = ev.D_VALVE_FAULT
         if reason != ev.D_NONE and not self.latched:
             self.latched = True
-            self._event(ev.VALVE_CLOSED, 255, 0, reason)
+            self._event(ev.VALVE_CLOSED, ev.NO_DET, 0, reason)
 
         # acknowledge: silences the buzzer for a while; never opens anything
         if ack and (level != NONE or fault or valve_fault) and not self.silenced:
             self.silenced = True
             self.silenced_level = level
             self.silence_until = ticks_add(now_ms, s.silence_ms)
-            self._event(ev.ACK, 255, 0, ev.D_NONE)
+            self._event(ev.ACK, ev.NO_DET, 0, ev.D_NONE)
         if self.silenced and (
             level > self.silenced_level
             or ticks_diff(now_ms, self.silence_until) >= 0
@@ -201,21 +199,17 @@ class Safety:
         # Reopen only when every detector is healthy and below the low set point right now.
         for i in range(self.n):
             if not self.healthy[i]:
-                self.refusals += 1
                 self._event(ev.RESET_REFUSED, i, self.tenths[i], ev.D_UNHEALTHY)
                 return
             if self.tenths[i] >= self.s.low or self.level[i] != NONE:
-                self.refusals += 1
                 self._event(ev.RESET_REFUSED, i, self.tenths[i], ev.D_GAS)
                 return
         if self.valve_fault:
-            self.refusals += 1
-            self._event(ev.RESET_REFUSED, 255, 0, ev.D_VALVE_FAULT)
+            self._event(ev.RESET_REFUSED, ev.NO_DET, 0, ev.D_VALVE_FAULT)
             return
         if self.latched:
             self.latched = False
-            self.resets += 1
-            self._event(ev.RESET, 255, 0, ev.D_NONE)
+            self._event(ev.RESET, ev.NO_DET, 0, ev.D_NONE)
 
     def buzzer(self):
         """0 off, 1 alarm (continuous), 2 fault (chirp)."""

@@ -226,7 +226,7 @@ class Board:
         if lk["kind"] == "uart" and path:
             from gasguard.hal.unix_pty import PtyLink
 
-            return PtyLink(path)
+            return PtyLink(path, _read_ready)
         return None
 
     def reset_cause(self):
