@@ -616,15 +616,17 @@ class Gateway:
                 "receive_maximum": p.receive_maximum,
                 "window": p.window,
                 "inflight_peak": p.inflight_peak,
+                "refused_topics": sorted(p.refusals.spells),  # held: the last try was refused
             },  # fmt: skip
+            "states": {"refused": p.refusals.states},  # retained device states
             "frames": dict(self.frames),
             "events": {
                 "received": self.events_in,
                 "committed": self.committer.committed,
                 "duplicates": self.committer.duplicates,
                 "published": p.published,
-                "refused": p.refused,
-                "refused_by_reason": dict(p.refused_by),
+                "refused": p.refusals.events,
+                "refused_by_reason": dict(p.refusals.by_reason),
                 "dropped_by_retention": self.dropped_by_retention,
             },
             "outbox": {
