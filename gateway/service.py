@@ -245,8 +245,9 @@ class LinkProtocol(asyncio.BufferedProtocol):
     in the event loop's read callback itself (no stream and task in between: under load each
     of those hops waited for a turn of the loop, and an alarm made several), LINK_READ bytes
     at most per read so that no link holds the loop for long. Reading pauses while the
-    committer is full. A TCP link must carry a valid frame within hello_s, and one that carries
-    none for idle_s is closed (bytes that are not valid frames do not count: gateway/links.py)."""
+    committer is full. A TCP link must carry a valid frame (one its session accepts) within
+    hello_s, and one that carries none for idle_s is closed (bytes that are not valid frames,
+    recorded frames included, do not count: gateway/links.py)."""
 
     _buf = bytearray(LINK_READ)  # shared: every read is consumed at once, on the one loop
 
