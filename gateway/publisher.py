@@ -478,7 +478,7 @@ class Publisher:
                 if not finished:
                     await wake.wait()
                     continue
-                now = time.time()
+                now = time.time()  # wall, as a row's created (it outlives a restart)
                 batch, finished[:] = finished[:], []
                 for r in batch:
                     if r.id == 0:

@@ -367,8 +367,11 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
+        """clock: the wall clock, for the times the gateway publishes; every duration and
+        deadline is on time.monotonic (a clock stepped by NTP moves neither)."""
         self.cfg = cfg
+        self.clock = clock
         statedir.prepare(cfg.state_dir)  # Fatal(73) naming the path if it is not usable
         try:
             ident = identity.next_boot(cfg.state_dir)
@@ -386,7 +389,7 @@ class Gateway:
         self.worker = OutboxWorker(self.outbox)
         self.devices: dict[str, DeviceState] = {}
         self.frames: Counter[str] = Counter()  # by result, over every link
-        self.health = Health(cfg.site, cfg.offline_after_s)
+        self.health = Health(cfg.site, cfg.offline_after_s, clock)
         self._dirty: set[str] = set()
         self.committer = Committer(self.worker, self._committed, self._send_acks)
         # acks gathered from the batches of finished commits, per link: one write per link
@@ -406,7 +409,7 @@ class Gateway:
         self.events_in = 0
         self.dropped_by_retention = 0
         self.links_up: dict[str, bool] = {}
-        self.started = time.time()
+        self.started = time.monotonic()
         self.tcp_port: int | None = None
         self.status_port: int | None = None
         self.publisher.identity = (self.instance, self.boot)
@@ -419,7 +422,7 @@ class Gateway:
     # --- sessions ------------------------------------------------------------------------------
 
     def session(self) -> LinkSession:
-        s = LinkSession(self.signers, self.boot, devices=self.devices)
+        s = LinkSession(self.signers, self.boot, devices=self.devices, wall=self.clock)
         s.counts = self.frames  # one set of counters for the status page
         s.on_reject = self._rejected_board
         return s
@@ -452,7 +455,7 @@ class Gateway:
         self.publisher.wake.set()
 
     def _gateway_event(self, device: str, kind: str, detail: str) -> Item:
-        now = time.time()
+        now = self.clock()
         # unique for ever: this gateway's instance and boot, and the time in microseconds
         ce_id = "%s:%s:%s:%d:%d" % (
             device, kind.split(".")[-1], self.instance, self.boot, int(now * 1e6)
@@ -466,7 +469,7 @@ class Gateway:
         """Messages from one read of one link. Replies go out through send()."""
         items: list[Item] = []
         ids: dict[str, list[tuple[int, int]]] = {}
-        now = time.time()
+        now = self.clock()
         for m in msgs:
             try:
                 self._message(m, items, ids, now)
@@ -608,7 +611,7 @@ class Gateway:
             "version": VERSION,
             "boot": self.boot,
             "instance": self.instance,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
             "broker": {
                 "url": p.cfg.url,
                 "connected": p.connected,
