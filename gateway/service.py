@@ -636,6 +636,7 @@ class Gateway:
             "outbox": {
                 "depth": self.outbox.depth(),
                 "state": self.committer.blocked or "ok",
+                "data_lost": self.data_lost,  # at this start: a damaged outbox or lost commits
                 "commit_ms": {
                     "p50": percentile(self.committer.commit_ms, 0.5),
                     "p99": percentile(self.committer.commit_ms, 0.99),
@@ -729,7 +730,9 @@ class Gateway:
             self.status_port = await self.http.start(self.cfg.status.host, self.cfg.status.port)
         if self.data_lost:
             self.committer.submit(
-                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost", self.data_lost)]
+                # the schema's 200 characters (the log line has it whole)
+                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost",
+                                     self.data_lost[:200])]  # fmt: skip
             )
         log.info(
             "gateway started",
