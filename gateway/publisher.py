@@ -9,8 +9,8 @@ whose PUBACK was lost arrives twice at worst, with the same CloudEvents id (regu
 A publish the broker refuses (an MQTT 5 PUBACK with a failure reason code: an ACL, a quota) is
 not published: its row stays in the outbox (a retained state stays pending) and its topic is held
 while the other topics go on; one publish to it is tried again after a backoff (refusals.py).
-MQTT 3.1.1 has no way to say so: a 3.1.1 broker acknowledges a publish it
-drops (mosquitto) or closes the connection, so only MQTT 5 can keep a refused event.
+MQTT 3.1.1 has no way to say so: a 3.1.1 broker acknowledges a publish it drops (mosquitto) or
+closes the connection, so only MQTT 5 can keep a refused event.
 """
 
 from __future__ import annotations

@@ -74,12 +74,16 @@ def test_a_board_the_broker_refuses_does_not_hold_up_another_boards_alarms(gatew
                 acl.write_text(EVERYTHING)  # the operator mends the ACL
                 broker.proc.send_signal(signal.SIGHUP)
                 mended = await wait_for(
-                    lambda: sum(p["type"] == "gasguard.alarm.low" for p in col.events("kitchen-1"))
-                    >= 3,
+                    lambda: (
+                        sum(p["type"] == "gasguard.alarm.low" for p in col.events("kitchen-1"))
+                        >= 3
+                    ),
                     40,
                 )
                 # the user-visible end: nothing waits, everything counted as published
                 drained = await wait_for(lambda: gw.status()["outbox"]["depth"] == 0, 10)
+                # the state's own probe comes on its own backoff
+                await wait_for(lambda: len(log_lines(gw, '"broker accepts')) >= 2, 40)
                 return first, later, during, k1_during, mended, drained
 
         first, later, during, k1_during, mended, drained = asyncio.run(scenario())
