@@ -12,6 +12,10 @@ read back from SQLite on the way to the broker). A device with more rows in the 
 buffer holds (a backlog, or everything after a reconnect) is read from the outbox, a batch at a
 time, once its buffer is empty; so at most `cap` rows per device are held in memory.
 
+A topic the broker refuses is held (hold()): a device whose next row is on it leaves the turn
+(its later rows wait too, in order) and the others go on; probe() lets one row of it go,
+release() all. A refused row is put back in its place (requeue()).
+
 Plain bookkeeping, no I/O: the publisher does the reading (Outbox.fetch_devices) and the sending.
 """
 
@@ -35,6 +39,9 @@ class FairQueue:
         self._buf: dict[str, deque[Row]] = {}  # device -> rows read, not yet taken
         self._turn: deque[str] = deque()  # devices with buffered rows, round-robin order
         self._asked: dict[str, int] = {}  # device -> newest id known when it was last read
+        self._held: set[str] = set()  # topics whose rows may not go
+        self._probing: set[str] = set()  # held topics of which one row may go
+        self._parked: dict[str, str] = {}  # device out of the turn -> the held topic it waits on
 
     def known(self, newest: dict[str, int]) -> None:
         """Rows up to these ids are in the outbox (a scan at start): read them from there.
@@ -45,7 +52,7 @@ class FairQueue:
         for dev, rid in newest.items():
             self._newest[dev] = max(rid, self._newest.get(dev, 0))
             self._cursor.pop(dev, None)
-            if self._buf.pop(dev, None):
+            if self._buf.pop(dev, None) and self._parked.pop(dev, None) is None:
                 self._turn.remove(dev)
             self._due.add(dev)
 
@@ -73,8 +80,43 @@ class FairQueue:
         self._cursor.clear()
         self._buf.clear()
         self._turn.clear()
+        self._parked.clear()
         self._asked = {}
         self._due = set(self._newest)
+
+    def hold(self, topic: str) -> None:
+        self._held.add(topic)
+        self._probing.discard(topic)
+
+    def probe(self, topic: str) -> None:
+        """One more row of a held topic may go."""
+        if topic in self._held:
+            self._held.discard(topic)
+            self._probing.add(topic)
+            self._unpark(topic)
+
+    def release(self, topic: str) -> None:
+        self._held.discard(topic)
+        self._probing.discard(topic)
+        self._unpark(topic)
+
+    def _unpark(self, topic: str) -> None:
+        for dev in [d for d, t in self._parked.items() if t == topic]:
+            del self._parked[dev]
+            self._turn.append(dev)
+
+    def requeue(self, row: Row) -> None:
+        """A row taken but not published (refused): back in front of its device's later rows."""
+        dev = row.device
+        buf = self._buf.get(dev)
+        if buf is None:
+            buf = self._buf[dev] = deque()
+        if not buf:
+            self._turn.append(dev)
+        i = 0
+        while i < len(buf) and buf[i].id < row.id:  # only rows in flight were ahead of it
+            i += 1
+        buf.insert(i, row)
 
     def wanted(self) -> dict[str, int]:
         """Devices to read from the outbox now, with their cursors: rows beyond the cursor exist
@@ -116,6 +158,9 @@ class FairQueue:
         urgent = alarms if urgent is None else urgent
         if not turn or max(n, alarms, urgent) <= 0:
             return out
+        held = self._held
+        if held:
+            self._park()
         heads = [d for d in turn if buf[d][0].priority]
         if heads:
             heads.sort(key=lambda d: -buf[d][0].priority)  # stable: in turn within a level
@@ -123,16 +168,36 @@ class FairQueue:
                 b = buf[dev]
                 if len(out) >= (urgent if b[0].priority >= URGENT else alarms):
                     continue
-                out.append(b.popleft())
+                out.append(self._pop(b))
                 if not b:
                     turn.remove(dev)
         while turn and len(out) < n:
             dev = turn.popleft()
             b = buf[dev]
-            out.append(b.popleft())
+            if held and b[0].topic in held:  # a probe went, its topic held again
+                self._parked[dev] = b[0].topic
+                continue
+            out.append(self._pop(b))
             if b:
                 turn.append(dev)
         return out
+
+    def _pop(self, b: deque[Row]) -> Row:
+        r = b.popleft()
+        if self._probing and r.topic in self._probing:  # the probe: the rest waits for it
+            self._probing.discard(r.topic)
+            self._held.add(r.topic)
+        return r
+
+    def _park(self) -> None:
+        """Devices whose next row is on a held topic leave the turn."""
+        buf, held, turn = self._buf, self._held, self._turn
+        parked = {d: buf[d][0].topic for d in turn if buf[d][0].topic in held}
+        if parked:
+            self._parked.update(parked)
+            keep = [d for d in turn if d not in parked]
+            turn.clear()
+            turn.extend(keep)
 
 
 def _first_id(got: dict[str, list[Row]], dev: str) -> int:

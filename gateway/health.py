@@ -1,8 +1,10 @@
 """Device health as the regulator sees it: online/offline with session ids, valve, alarm,
 detectors and loop statistics, from births, heartbeats and events.
 
-Pure logic with an injected clock. It returns what changed; the gateway turns that into a
-retained state publish and, for births and deaths, durable events.
+Pure logic with injected clocks: silence is measured on the monotonic clock (NTP stepping the
+wall clock forward declared every board offline at once, and a step back hid a dead one for as
+long as the step); the wall clock only stamps what is published. It returns what changed; the
+gateway turns that into a retained state publish and, for births and deaths, durable events.
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ class Health:
         site: str,
         offline_after_s: float,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.site = site
         self.offline_after_s = offline_after_s
-        self.clock = clock
+        self.clock = clock  # wall: published times
+        self.monotonic = monotonic  # durations
         self.devices: dict[str, dict[str, Any]] = {}
 
     def _dev(self, device: str) -> dict[str, Any]:
         d = self.devices.get(device)
         if d is None:
-            d = self.devices[device] = {"online": False, "last_seen": 0.0}
+            d = self.devices[device] = {"online": False, "last_seen": 0.0, "seen_at": 0.0}
         return d
 
     def online_count(self) -> int:
@@ -40,7 +44,7 @@ class Health:
     def seen(self, device: str) -> str | None:
         """Any valid frame. Returns a 'device.online' detail when the device came back."""
         d = self._dev(device)
-        d["last_seen"] = self.clock()
+        d["last_seen"], d["seen_at"] = self.clock(), self.monotonic()
         if d["online"] or "session" not in d:
             return None  # a device not yet introduced comes online with its birth
         d["online"] = True
@@ -55,6 +59,7 @@ class Health:
         d.update(
             online=True,
             last_seen=self.clock(),
+            seen_at=self.monotonic(),
             session=session,
             instance=body["inst"],
             boot=boot,
@@ -96,16 +101,16 @@ class Health:
 
     def expire(self) -> list[tuple[str, str]]:
         """Devices silent for offline_after_s: (device, 'device.offline' detail) for each."""
-        now = self.clock()
+        now = self.monotonic()
         out = []
         for dev, d in self.devices.items():
-            if d["online"] and now - d["last_seen"] > self.offline_after_s:
+            if d["online"] and now - d["seen_at"] > self.offline_after_s:
                 d["online"] = False
                 out.append(
                     (
                         dev,
                         "no frame for %.0f s; session %s ended"
-                        % (now - d["last_seen"], d.get("session", "unknown")),
+                        % (now - d["seen_at"], d.get("session", "unknown")),
                     )
                 )
         return out

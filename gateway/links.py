@@ -1,8 +1,9 @@
 """Which TCP device connections the gateway keeps: a cap, and who is shed first.
 
-A connection is *unauthenticated* until it carries a valid frame (right CRC, a provisioned
-device's tag, a well-formed body); it must do so within `hello_s` or it is closed, and any byte
-that is not a valid frame keeps nothing alive (idle means no valid frame).
+A connection is *unauthenticated* until it carries an accepted frame (right CRC, a provisioned
+device's tag, a well-formed body, inside the device's session and replay window); it must do so
+within `hello_s` or it is closed, and any byte that is not such a frame keeps nothing alive (idle
+means no accepted frame).
 
 Past max_links connections, each new one sheds the oldest unauthenticated connection (it has
 had the longest to speak), or if there is none, the authenticated one idle longest. A real board
@@ -10,12 +11,14 @@ sends its birth the moment it connects, so a flood of silent or slow connections
 itself, and 1,000 boards reconnecting at once after a gateway restart (the listen backlog holds
 them) are not shed by each other as long as max_links leaves room for them.
 
-A connection becomes *authenticated* with its first valid frame. A board that reconnects (after
-its Wi-Fi dropped) may still have its old connection open, half-open and silent: the new
-connection replaces it. So a known board reconnecting always gets in.
+A connection becomes *authenticated* with its first accepted frame. A board that reconnects
+(after its Wi-Fi dropped) may still have its old connection open, half-open and silent: the new
+connection replaces it once the board's birth there is accepted (one of its session, or one
+confirming a new session after a challenge). So a known board reconnecting always gets in.
 
-A recorded frame of a real board is authentic too, so it authenticates a connection (though the
-session refuses it); when the board itself connects, its connection replaces that one.
+A recorded frame of a real board is authentic but refused by the session (replay, or a birth
+that does not echo the challenge): it neither authenticates a connection nor replaces the
+board's own, and a connection that carries nothing else is closed after hello_s.
 """
 
 from __future__ import annotations

@@ -76,7 +76,17 @@ class _Collector:
         yield CounterMetricFamily(
             "gasguard_gateway_publishes_refused",
             "Publishes the broker refused (MQTT 5 reason code); the events stay in the outbox",
-            value=p.refused,
+            value=p.refusals.events,
+        )
+        yield CounterMetricFamily(
+            "gasguard_gateway_states_refused",
+            "Retained device states the broker refused (MQTT 5 reason code); kept, tried again",
+            value=p.refusals.states,
+        )
+        yield GaugeMetricFamily(
+            "gasguard_gateway_topics_refused",
+            "Topics the broker refuses now (the last try was refused), held while others go",
+            value=len(p.refusals.spells),
         )
         yield gw.http.metrics.latency.family(
             "gasguard_gateway_publish_latency_seconds", "Outbox commit to broker PUBACK"

@@ -27,6 +27,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
+from .highwater import HighWater
+
 T = TypeVar("T")
 
 SEEN_KEEP_S = 7 * 86400.0  # a device re-sends within minutes; a week is ample
@@ -94,6 +96,7 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._acks: sqlite3.Connection | None = None  # for deletes: see delete()
+        self._mark: HighWater | None = None  # the highest row id committed (highwater.py)
         if reader:
             self.db.execute("PRAGMA query_only=ON")
         else:
@@ -106,6 +109,7 @@ class Outbox:
             # not synced on their own: lost in a power cut, the rows are only published again
             # (same CloudEvents ids); the next commit's sync of the WAL makes them durable
             self._acks.execute("PRAGMA synchronous=NORMAL")
+            self._mark = HighWater(self.path, self.sequence())
         self._count = 0 if reader else self.db.execute("SELECT count(*) FROM outbox").fetchone()[0]
 
     # --- in ------------------------------------------------------------------------------------
@@ -139,6 +143,8 @@ class Outbox:
         )
         n, last = cur.rowcount, cur.lastrowid or 0
         self._count += n
+        if n and self._mark is not None:
+            self._mark.set(last)  # committed: the mark never runs ahead of the log
         if n == len(first):  # no duplicates: the ids are consecutive, in batch order
             ids = dict(zip(first, range(last - n + 1, last + 1), strict=True))
         else:
@@ -150,6 +156,11 @@ class Outbox:
         return [ids.pop(it.ce_id, 0) for it in items]  # pop: a copy later in the batch gets 0
 
     # --- out -----------------------------------------------------------------------------------
+
+    def sequence(self) -> int:
+        """The highest row id ever committed (AUTOINCREMENT's counter: it never goes down)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return row[0] if row else 0
 
     def newest(self) -> dict[str, int]:
         """The highest row id per device: where the publisher's FairQueue starts after a start."""
@@ -218,6 +229,8 @@ class Outbox:
     def close(self) -> None:
         if self._acks is not None:
             self._acks.close()
+        if self._mark is not None:
+            self._mark.close()
         self.db.close()
 
 

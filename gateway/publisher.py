@@ -7,10 +7,10 @@ After a reconnect everything still in the outbox is sent again from the oldest r
 whose PUBACK was lost arrives twice at worst, with the same CloudEvents id (regulators dedupe).
 
 A publish the broker refuses (an MQTT 5 PUBACK with a failure reason code: an ACL, a quota) is
-not published: its row stays in the outbox, is counted as refused, logged at error level with
-its topic and reason, and sent again after a backoff (REFUSED_RETRY_S doubling to
-REFUSED_RETRY_MAX_S). MQTT 3.1.1 has no way to say so: a 3.1.1 broker acknowledges a publish it
-drops (mosquitto) or closes the connection, so only MQTT 5 can keep a refused event.
+not published: its row stays in the outbox (a retained state stays pending) and its topic is held
+while the other topics go on; one publish to it is tried again after a backoff (refusals.py).
+MQTT 3.1.1 has no way to say so: a 3.1.1 broker acknowledges a publish it drops (mosquitto) or
+closes the connection, so only MQTT 5 can keep a refused event.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from gasguard.protocol import cloudevents
 from . import schemas
 from .config import MqttConfig
 from .fairqueue import FairQueue
-from .logs import RateLimited
 from .outbox import OutboxWorker, Row
+from .refusals import Refusals
 
 log = logging.getLogger("gasguard.gateway.mqtt")
 
@@ -52,8 +52,6 @@ log = logging.getLogger("gasguard.gateway.mqtt")
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 1.0
 STABLE_S = 5.0  # a connection up this long resets the backoff (one dropped at once does not)
-REFUSED_RETRY_S = 1.0
-REFUSED_RETRY_MAX_S = 60.0
 DELETE_BATCH = 512
 # publishes in flight beyond the window that only alarms may use: with the window full of
 # routine events, an alarm would otherwise wait for a PUBACK before it could go. Alarms may use
@@ -195,11 +193,7 @@ class Publisher:
         self.wake = asyncio.Event()
         self.connected = False
         self.published = 0
-        self.refused = 0  # PUBACKs with a failure reason code (MQTT 5): the rows stay
-        self.refused_by: dict[str, int] = {}  # reason -> count
-        self._refused_log = RateLimited(log, 10.0, logging.ERROR)
-        self._retry: list[tuple[float, int, Row]] = []  # (due, tries, row) refused rows
-        self._tries: dict[int, int] = {}  # row id -> refusals so far
+        self.refusals = Refusals()  # topics the broker refuses (MQTT 5), across connections
         self.on_latency: Callable[[float], None] | None = None  # ms, for the metrics
         self.connects = 0
         self.last_error: str | None = None
@@ -328,6 +322,8 @@ class Publisher:
         finished: list[Row] = []  # rows whose PUBACK came back
         acked: list[Row] = []
         queue = self.queue
+        refusals = self.refusals
+        spells = refusals.spells  # topic -> its spell: a topic the broker refuses is held
         queue.restart()  # everything not yet deleted, from each device's oldest row
         if not self._scanned:
             queue.known(await self.outbox.newest())
@@ -340,24 +336,25 @@ class Publisher:
             if row is None:  # the gateway status, published through aiomqtt
                 aiomqtt_on_publish(c, userdata, mid, reason_code, properties)
                 return
-            if getattr(reason_code, "is_failure", False) and row.id:
+            if getattr(reason_code, "is_failure", False):
                 refused(row, str(reason_code))
             else:
                 finished.append(row)
+                if spells and row.topic in spells and refusals.accepted(row.topic):
+                    queue.release(row.topic)
             wake.set()
 
         def refused(row: Row, reason: str) -> None:
-            """Not published: the row stays in the outbox and goes again after a backoff."""
-            self.refused += 1
-            self.refused_by[reason] = self.refused_by.get(reason, 0) + 1
-            tries = self._tries[row.id] = self._tries.get(row.id, 0) + 1
-            delay = min(REFUSED_RETRY_S * 2 ** (tries - 1), REFUSED_RETRY_MAX_S)
-            self._retry.append((time.monotonic() + delay, tries, row))
-            loop.call_later(delay, wake.set)
-            self._refused_log.warn(
-                (row.topic, reason), "broker refused a publish: kept, retried",
-                topic=row.topic, reason=reason, event=row.ce_id, retry_in_s=delay,
-            )  # fmt: skip
+            """Not published: the row stays in the outbox (a state stays pending) and its topic
+            is held; the other topics go on."""
+            if row.id:
+                queue.requeue(row)
+                queue.hold(row.topic)
+            else:  # a newer state taken meanwhile goes instead
+                self._pending_states.setdefault(row.device, row.payload)
+            delay = refusals.refused(row.topic, reason, not row.id, row.ce_id)
+            if delay is not None:
+                loop.call_later(delay, wake.set)
 
         def send(topic: str, payload: bytes, retain: bool, row: Row) -> None:
             info = paho.publish(topic, payload, 1, retain)
@@ -411,6 +408,21 @@ class Publisher:
                     self.inflight_peak = len(inflight)
             return len(rows)
 
+        def send_states(room: int) -> None:
+            states = self._pending_states
+            sent = 0
+            for dev in list(states):
+                if sent >= room:
+                    break
+                topic = cloudevents.topic_state(self.site, dev)
+                if spells and refusals.held(topic):
+                    continue  # refused: tried again when its backoff is over
+                payload = states.pop(dev)
+                send(topic, payload, True, Row(0, "", dev, topic, payload, 0.0, 0))
+                sent += 1
+            if sent:
+                writable()
+
         def fill() -> None:
             try:
                 send_ready()
@@ -452,21 +464,11 @@ class Publisher:
                 wake.clear()  # before looking: a commit from now on wakes us again
                 self._pending_states.update(self.take_states(False))
                 room = window - len(inflight)
+                if spells:
+                    for topic in refusals.due():
+                        queue.probe(topic)
                 if self._pending_states and room > 0:  # in the window too: within the cap
-                    states = self._pending_states
-                    for dev in list(states)[:room]:
-                        topic = cloudevents.topic_state(self.site, dev)
-                        send(topic, states.pop(dev), True, Row(0, "", dev, "", b"", 0.0, 0))
-                    writable()
-                if self._retry:
-                    due_now = time.monotonic()
-                    room = max(0, window - len(inflight))
-                    due = [r for r in self._retry if r[0] <= due_now][:room]
-                    if due:
-                        self._retry = [r for r in self._retry if r not in due]
-                        for _, _, row in due:
-                            send(row.topic, row.payload, False, row)
-                        writable()
+                    send_states(room)
                 while True:
                     want = queue.wanted() if len(inflight) < window else None
                     if want:
@@ -476,13 +478,12 @@ class Publisher:
                 if not finished:
                     await wake.wait()
                     continue
-                now = time.time()
+                now = time.time()  # wall, as a row's created (it outlives a restart)
                 batch, finished[:] = finished[:], []
                 for r in batch:
                     if r.id == 0:
                         continue
                     acked.append(r)
-                    self._tries.pop(r.id, None)
                     ms = (now - r.created) * 1000
                     self.latency_ms.append(ms)
                     if self.on_latency is not None:
@@ -498,8 +499,12 @@ class Publisher:
             paho.on_socket_register_write = aiomqtt_register
             paho.on_socket_unregister_write = aiomqtt_unregister
             inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
-            self._retry.clear()  # refused rows too: the next connection starts from the oldest
-            if acked:  # PUBACKed before the connection dropped: do not send them again
+            refusals.lost()
+            # PUBACKed before the connection dropped (some maybe in the very read that saw the
+            # broker close): do not send them again
+            acked += [r for r in finished if r.id]
+            finished.clear()
+            if acked:
                 delete(acked)
             # gone before the next connection reads the outbox again
             await asyncio.gather(*deleting, return_exceptions=True)

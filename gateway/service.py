@@ -245,8 +245,9 @@ class LinkProtocol(asyncio.BufferedProtocol):
     in the event loop's read callback itself (no stream and task in between: under load each
     of those hops waited for a turn of the loop, and an alarm made several), LINK_READ bytes
     at most per read so that no link holds the loop for long. Reading pauses while the
-    committer is full. A TCP link must carry a valid frame within hello_s, and one that carries
-    none for idle_s is closed (bytes that are not valid frames do not count: gateway/links.py)."""
+    committer is full. A TCP link must carry a valid frame (one its session accepts) within
+    hello_s, and one that carries none for idle_s is closed (bytes that are not valid frames,
+    recorded frames included, do not count: gateway/links.py)."""
 
     _buf = bytearray(LINK_READ)  # shared: every read is consumed at once, on the one loop
 
@@ -366,8 +367,11 @@ class LinkProtocol(asyncio.BufferedProtocol):
 
 
 class Gateway:
-    def __init__(self, cfg: GatewayConfig) -> None:
+    def __init__(self, cfg: GatewayConfig, clock: Callable[[], float] = time.time) -> None:
+        """clock: the wall clock, for the times the gateway publishes; every duration and
+        deadline is on time.monotonic (a clock stepped by NTP moves neither)."""
         self.cfg = cfg
+        self.clock = clock
         statedir.prepare(cfg.state_dir)  # Fatal(73) naming the path if it is not usable
         try:
             ident = identity.next_boot(cfg.state_dir)
@@ -385,7 +389,7 @@ class Gateway:
         self.worker = OutboxWorker(self.outbox)
         self.devices: dict[str, DeviceState] = {}
         self.frames: Counter[str] = Counter()  # by result, over every link
-        self.health = Health(cfg.site, cfg.offline_after_s)
+        self.health = Health(cfg.site, cfg.offline_after_s, clock)
         self._dirty: set[str] = set()
         self.committer = Committer(self.worker, self._committed, self._send_acks)
         # acks gathered from the batches of finished commits, per link: one write per link
@@ -405,7 +409,7 @@ class Gateway:
         self.events_in = 0
         self.dropped_by_retention = 0
         self.links_up: dict[str, bool] = {}
-        self.started = time.time()
+        self.started = time.monotonic()
         self.tcp_port: int | None = None
         self.status_port: int | None = None
         self.publisher.identity = (self.instance, self.boot)
@@ -418,7 +422,7 @@ class Gateway:
     # --- sessions ------------------------------------------------------------------------------
 
     def session(self) -> LinkSession:
-        s = LinkSession(self.signers, self.boot, devices=self.devices)
+        s = LinkSession(self.signers, self.boot, devices=self.devices, wall=self.clock)
         s.counts = self.frames  # one set of counters for the status page
         s.on_reject = self._rejected_board
         return s
@@ -451,7 +455,7 @@ class Gateway:
         self.publisher.wake.set()
 
     def _gateway_event(self, device: str, kind: str, detail: str) -> Item:
-        now = time.time()
+        now = self.clock()
         # unique for ever: this gateway's instance and boot, and the time in microseconds
         ce_id = "%s:%s:%s:%d:%d" % (
             device, kind.split(".")[-1], self.instance, self.boot, int(now * 1e6)
@@ -465,7 +469,7 @@ class Gateway:
         """Messages from one read of one link. Replies go out through send()."""
         items: list[Item] = []
         ids: dict[str, list[tuple[int, int]]] = {}
-        now = time.time()
+        now = self.clock()
         for m in msgs:
             try:
                 self._message(m, items, ids, now)
@@ -607,7 +611,7 @@ class Gateway:
             "version": VERSION,
             "boot": self.boot,
             "instance": self.instance,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(time.monotonic() - self.started, 1),
             "broker": {
                 "url": p.cfg.url,
                 "connected": p.connected,
@@ -616,20 +620,23 @@ class Gateway:
                 "receive_maximum": p.receive_maximum,
                 "window": p.window,
                 "inflight_peak": p.inflight_peak,
+                "refused_topics": sorted(p.refusals.spells),  # held: the last try was refused
             },  # fmt: skip
+            "states": {"refused": p.refusals.states},  # retained device states
             "frames": dict(self.frames),
             "events": {
                 "received": self.events_in,
                 "committed": self.committer.committed,
                 "duplicates": self.committer.duplicates,
                 "published": p.published,
-                "refused": p.refused,
-                "refused_by_reason": dict(p.refused_by),
+                "refused": p.refusals.events,
+                "refused_by_reason": dict(p.refusals.by_reason),
                 "dropped_by_retention": self.dropped_by_retention,
             },
             "outbox": {
                 "depth": self.outbox.depth(),
                 "state": self.committer.blocked or "ok",
+                "data_lost": self.data_lost,  # at this start: a damaged outbox or lost commits
                 "commit_ms": {
                     "p50": percentile(self.committer.commit_ms, 0.5),
                     "p99": percentile(self.committer.commit_ms, 0.99),
@@ -723,7 +730,9 @@ class Gateway:
             self.status_port = await self.http.start(self.cfg.status.host, self.cfg.status.port)
         if self.data_lost:
             self.committer.submit(
-                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost", self.data_lost)]
+                # the schema's 200 characters (the log line has it whole)
+                [self._gateway_event(self.cfg.gateway_id, "gateway.data_lost",
+                                     self.data_lost[:200])]  # fmt: skip
             )
         log.info(
             "gateway started",

@@ -127,8 +127,10 @@ class LinkSession:
         self.clock = clock
         self.wall = wall
         self.replies: list[bytes] = []
-        self.valid_at = 0.0  # the clock when this link last carried a valid frame (any device)
-        self.devices_seen: set[str] = set()  # devices whose frames this link carried validly
+        # the clock when this link last carried an accepted frame (any device), and the devices
+        # whose frames it carried: authentic, well-formed and inside the device's session
+        self.valid_at = 0.0
+        self.devices_seen: set[str] = set()
         # told of each frame refused with a device id in it (unknown-device, auth)
         self.on_reject: Callable[[str, str], None] | None = None
 
@@ -169,9 +171,6 @@ class LinkSession:
             self._drop(BODY, len(f.body), f.device)
             return None
         now = self.clock()
-        # authentic and well-formed: this link carries a real board, whatever the session says
-        self.valid_at = now
-        self.devices_seen.add(f.device)
         st = self.state(f.device)
         in_boot = f.boot == st.boot and st.window is not None
         if f.mtype == messages.BIRTH:
@@ -201,6 +200,12 @@ class LinkSession:
             return None
         self.counts["ok"] += 1
         st.last_seen = now
+        # only now does this link carry the board: an authentic frame alone may be a recording
+        # (one replayed on a new connection made the board's own connection look stale), while
+        # the board itself gets here at once with a birth of its session or one confirming a new
+        # one
+        self.valid_at = now
+        self.devices_seen.add(f.device)
         return Message(f.device, f.mtype, f.boot, f.seq, body, f.body)
 
     def _challenge(self, st: DeviceState, boot: int, nonce: bytes | None, now: float) -> None:

@@ -1,6 +1,7 @@
 """The state directory at start: usable (or the gateway says which path is not, and exits 73),
 and an outbox that passes SQLite's check (or it is moved aside, a fresh one started, and what was
-lost said in a gateway.data_lost event)."""
+lost said in a gateway.data_lost event) and holds every commit its high-water mark says was made
+(or the shortfall is said the same way: a damaged or truncated WAL, highwater.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from . import highwater
 from .exits import EX_CANTCREAT, EX_IOERR, Fatal
 from .outbox import Outbox
 
@@ -48,6 +50,28 @@ def _check(path: Path) -> str | None:
     return "; ".join(bad)[:300] if bad else None
 
 
+def _shortfall(path: Path) -> str | None:
+    """None unless the outbox's log ends before commits its high-water mark recorded."""
+    mark = highwater.read(path)
+    if mark is None:
+        return None  # a first start, an older gateway's outbox, or a mark not whole
+    try:
+        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        try:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        return "outbox counter unreadable (%s)" % e
+    seq = row[0] if row else 0
+    if seq >= mark:
+        return None
+    return (
+        "outbox log (WAL) damaged or truncated: rows %d-%d gone, up to %d events acked to"
+        " boards lost (some may have been published)" % (seq + 1, mark, mark - seq)
+    )
+
+
 def _count(path: Path) -> int | None:
     """Unpublished events in a damaged outbox, if SQLite can still count them."""
     try:
@@ -69,7 +93,7 @@ def open_outbox(state_dir: Path, max_events: int, max_age_s: float) -> tuple[Out
         if why is not None:
             n = _count(path)
             aside = path.with_name("%s.damaged-%s" % (OUTBOX, time.strftime("%Y%m%dT%H%M%S")))
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in ("", "-wal", "-shm", highwater.SUFFIX):
                 src = Path(str(path) + suffix)
                 if src.exists():
                     os.replace(src, Path(str(aside) + suffix))
@@ -81,7 +105,12 @@ def open_outbox(state_dir: Path, max_events: int, max_age_s: float) -> tuple[Out
                 extra={"path": str(path), "moved_to": str(aside), "reason": why,
                        "unpublished": n},
             )  # fmt: skip
+        else:
+            lost = _shortfall(path)
+            if lost is not None:
+                log.error("outbox lost commits: events acked to boards may be lost",
+                          extra={"path": str(path), "detail": lost})  # fmt: skip
     try:
-        return Outbox(path, max_events, max_age_s), lost
-    except sqlite3.Error as e:
+        return Outbox(path, max_events, max_age_s), lost  # the mark begins again at the log's
+    except (sqlite3.Error, OSError) as e:
         raise Fatal(EX_IOERR, "outbox %s cannot be opened: %s" % (path, e)) from None

@@ -42,6 +42,12 @@ def render(st: dict[str, Any]) -> str:
         "frames  " + (", ".join("%s %d" % kv for kv in sorted(st["frames"].items())) or "none"),
         "devices %d online of %d" % (st["devices_online"], len(st["devices"])),
     ]
+    refused = st["broker"].get("refused_topics")
+    if refused:
+        lines.append(
+            "refused %s (held, tried again; %d state publishes refused)"
+            % (", ".join(refused), st.get("states", {}).get("refused", 0))
+        )
     if st.get("task_failures"):
         lines.append(
             "tasks   restarted: "

@@ -114,3 +114,70 @@ def test_the_gateway_raises_its_open_file_limit_and_listens_with_a_deep_backlog(
         backlog = int(out.split()[2])
         somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
         assert backlog >= min(4096, somaxconn)
+
+
+def test_a_recorded_frame_on_another_connection_does_not_shed_the_boards_own(
+    mosquitto, gateways
+):
+    """The attack report: one recorded frame of a Wi-Fi board, sent on a fresh connection, made
+    the gateway take that connection for the board's and shed the board's real one as
+    "replaced" (the frame was authentic; the session refused it, but only afterwards)."""
+    gw = gateways.start(gateways.config(mosquitto))
+    dev = SynDevice("kitchen-1", KEYS["kitchen-1"])
+
+    async def scenario():
+        async with Collector(mosquitto.port) as col:
+            r0, w0 = await open_link(dev, "127.0.0.1", gw.tcp_port)
+            _, recorded = dev.event("alarm.low", det=0, lel=12.0)
+            w0.write(recorded)
+            await col.wait(lambda: any(p["type"] == "gasguard.alarm.low"
+                                       for p in col.events()), 10)  # fmt: skip
+            attackers = []
+            for _ in range(3):  # the attacker replays it on new connections
+                ar, aw = await asyncio.open_connection("127.0.0.1", gw.tcp_port)
+                aw.write(recorded)
+                attackers.append(aw)
+                await asyncio.sleep(0.2)
+            shed = await _eof(r0, 1.0)
+            w0.write(dev.event("alarm.high", det=0, lel=66.0)[1])  # the board's real link
+            alarm = await _wait(
+                lambda: any(p["type"] == "gasguard.alarm.high" for p in col.events()), 5
+            )
+            after_attack = gw.status()
+            # the board's Wi-Fi drops without a FIN and it reconnects: the stale link goes
+            r1, w1 = await open_link(dev, "127.0.0.1", gw.tcp_port)
+            replaced = await _eof(r0, 2.0)
+            for w in (*attackers, w0, w1):
+                w.close()
+            return shed, alarm, after_attack, replaced
+
+    shed, alarm, after_attack, replaced = asyncio.run(scenario())
+    assert not shed, "a replayed frame shed the board's own connection"
+    assert alarm
+    assert after_attack["links_shed"].get("replaced", 0) == 0
+    assert after_attack["frames"].get("replay", 0) >= 3  # the recording was seen and refused
+    assert replaced  # a real reconnection still replaces the stale link
+    assert gw.status()["links_shed"].get("replaced") == 1
+
+
+async def _eof(r: asyncio.StreamReader, within: float) -> bool:
+    """Closed by the gateway within the time, whatever it sent before (acks, time frames)."""
+    deadline = time.monotonic() + within
+    try:
+        while time.monotonic() < deadline:
+            if await asyncio.wait_for(r.read(65536), deadline - time.monotonic()) == b"":
+                return True
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return False
+
+
+async def _wait(pred, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from gasguard.gateway import config as gwconfig
+from gasguard.gateway import statedir
 from gasguard.gateway.exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, Fatal
 from gasguard.gateway.outbox import Item, Outbox, OutboxWorker
 from gasguard.gateway.service import Committer, Gateway
+from gasguard.tools.brokers import Mosquitto
 from gasguard.tools.gwrun import write_config
 from gasguard.tools.syndevice import SynDevice, run_tcp
 
@@ -254,3 +256,68 @@ def test_a_full_disk_stops_acknowledgements_until_space_returns(tmp_path):
     assert blocked is not None and "disk full" in blocked
     assert len(acked_while_full) < 40
     assert done == list(range(40)) and after is None  # all, in order, once space returned
+
+
+def _flip_wal(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    p.write_bytes(bytes(data))
+
+
+def _truncate_wal(p: Path) -> None:
+    with open(p, "r+b") as f:
+        f.truncate(p.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [_flip_wal, _truncate_wal])
+def test_a_damaged_outbox_log_that_lost_acked_events_is_reported(gateways, tmp_path, damage):
+    """The attack report: events acked to a board wait in the outbox (broker down), the gateway
+    loses power and the outbox's WAL is damaged or truncated. SQLite takes a bad WAL frame for
+    the end of its log and passes its check: the events after it were gone, silently."""
+    broker = Mosquitto(persistent=True)  # not started: the broker is down
+    cfg = gateways.config(broker)
+    var = cfg.parent / "var"
+    gw = gateways.start(cfg)
+    dev = SynDevice("kitchen-1", KEYS["kitchen-1"])
+    asyncio.run(run_tcp(dev, "127.0.0.1", gw.tcp_port, 200, kinds=("alarm.high",)))
+    assert len(dev.acked) == 200 and gw.status()["outbox"]["depth"] >= 200
+    gw.kill()  # a power cut
+    damage(var / "outbox.sqlite-wal")
+    with broker:  # the broker is back
+
+        async def scenario():
+            async with Collector(broker.port) as col:
+                gw2 = gateways.start(cfg)
+                await col.wait(
+                    lambda: any(p["type"] == "gasguard.gateway.data_lost" for p in col.events()),
+                    15, "gateway.data_lost",
+                )
+                return gw2, col.events()
+
+        gw2, evs = asyncio.run(scenario())
+        st = gw2.status()
+    published = {p["data"]["seq"] for p in evs if p["data"].get("seq")}
+    lost = next(p for p in evs if p["type"] == "gasguard.gateway.data_lost")
+    assert len(published) < 200  # the damage did lose acked events...
+    assert "outbox" in lost["data"]["detail"]  # ...and the regulator is told
+    assert st["outbox"]["data_lost"]
+    log = gw2.log_path.read_text()
+    assert "Traceback" not in log
+    assert any('"level": "error"' in x and "outbox" in x and "lost" in x for x in log.splitlines())
+
+
+def test_the_outbox_high_water_mark_raises_no_false_alarm(tmp_path):
+    """Restarts after a clean stop, after a crash, with everything published and deleted, and
+    a first start with no mark: none reports a loss."""
+    ob, lost = statedir.open_outbox(tmp_path, 1000, 3600)
+    assert lost is None
+    ids = ob.add([Item("k:%d" % i, "kitchen-1", "t", b"{}") for i in range(50)])
+    ob.delete(ids)  # published
+    ob.close()
+    ob, lost = statedir.open_outbox(tmp_path, 1000, 3600)
+    assert lost is None and ob.depth() == 0
+    ob.add([Item("k:%d" % i, "kitchen-1", "t", b"{}") for i in range(50, 60)])
+    ob2, lost = statedir.open_outbox(tmp_path, 1000, 3600)  # a crash: the first never closed
+    assert lost is None and ob2.depth() == 10
+    ob2.close()
+    ob.close()

@@ -380,7 +380,7 @@ def test_the_gateway_identity_is_kept_apart_written_whole_and_begun_anew_when_da
 
 def test_health_sessions_and_offline():
     now = [100.0]
-    h = Health("site-9", offline_after_s=30, clock=lambda: now[0])
+    h = Health("site-9", offline_after_s=30, clock=lambda: now[0], monotonic=lambda: now[0])
     dets = [{"addr": 1, "gas": "methane", "profile": "generic-x10"}]
     birth = messages.birth("k1", "00000000000000aa", "0.1.0", "abcd", "wdt", "nc", dets)
     assert "session k1:00000000000000aa:4 began (reset cause wdt)" in h.birth("k1", 4, birth)
