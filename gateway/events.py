@@ -14,7 +14,7 @@ from .session import Message
 
 # urgent: the valve closed or failed, gas at the high alarm level (the valve must close), a
 # kitchen without gas detection (a detector fault); a low alarm warns, and waits for those
-# (DESIGN.md §5). The regulator gets every one in order per device either way.
+# (docs/design.md §5). The regulator gets every one in order per device either way.
 PRIORITY = {"alarm.high": URGENT, "valve.closed": URGENT, "valve.fault": URGENT,
             "detector.fault": URGENT, "alarm.low": ALARM}  # fmt: skip
 

@@ -1,5 +1,5 @@
-# The regulator stream: MQTT topics and CloudEvents 1.0 structured-JSON payloads (DESIGN.md §2).
-# Every payload built here validates against the JSON Schemas in protocol/schemas/.
+# The regulator stream (docs/design.md §2.4): MQTT topics and CloudEvents 1.0 structured-JSON
+# payloads. Every payload built here validates against the JSON Schemas in protocol/schemas/.
 
 SPECVERSION = "1.0"
 SCHEMA_EVENT = "urn:gasguard:schema:event:2"

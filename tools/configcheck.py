@@ -1,5 +1,5 @@
 """`gasguard config check FILE`: a device config against its schema, the firmware's own validator
-and the install rules an inspector applies (../shared/DESIGN.md §1: GB 15322.1-2019, GB 50028
+and the install rules an inspector applies (docs/design.md §1: GB 15322.1-2019, GB 50028
 §10.8, CJJ/T 146-2011, GB 16808-2025). Every finding at once, each naming the field and the rule.
 
 Three layers, one report:

@@ -1,8 +1,8 @@
 """`gasguard regulator watch` and `gasguard regulator export`: the regulator's console.
 
-It subscribes to every site's stream (DESIGN.md §2), checks each payload against the protocol/
-schemas (a payload that fails is counted and shown with the field and the rule, never stored),
-keeps each event once by its CloudEvents id and feeds the hazard ledger (tools/ledger.py).
+It subscribes to every site's stream (docs/design.md §2.4), checks each payload against the
+protocol/ schemas (a payload that fails is counted and shown with the field and the rule, never
+stored), keeps each event once by its CloudEvents id and feeds the hazard ledger (tools/ledger.py).
 
 On MQTT 5 the event stream is taken through a shared subscription ($share/GROUP/...), so several
 consoles in one group split the work; the retained device state and gateway status are read with a

@@ -1,4 +1,4 @@
-"""The fail-safe matrix (DESIGN.md §5) on the real firmware: MicroPython unix port, pymodbus
+"""The fail-safe matrix (docs/design.md §5) on the real firmware: MicroPython unix port, pymodbus
 detectors on a paced virtual RS-485 line, outputs read from the board's panel."""
 
 import time
