@@ -266,9 +266,9 @@ class Config:
         # of a dict the board keeps would stay in the heap for good; a literal here is interned
         pins = self.pins = {}
         pins["buzzer"] = _int(p, "buzzer", "pins.", 0, 39, 27)
-        pins["red"] = _int(p, "red", "pins.", 0, 39, 12)
-        pins["yellow"] = _int(p, "yellow", "pins.", 0, 39, 13)
-        pins["green"] = _int(p, "green", "pins.", 0, 39, 14)
+        pins["red"] = _int(p, "red", "pins.", 0, 39, 19)
+        pins["yellow"] = _int(p, "yellow", "pins.", 0, 39, 18)
+        pins["green"] = _int(p, "green", "pins.", 0, 39, 23)
         pins["fan"] = _int(p, "fan", "pins.", 0, 39, 33)
         pins["ack"] = _int(p, "ack", "pins.", 0, 39, 34)
         pins["reset"] = _int(p, "reset", "pins.", 0, 39, 35)

@@ -16,8 +16,9 @@ _REPEAT_MS = const(10000)  # the console line again, for whoever connects later
 _REPULSE_MS = const(1000)  # a latching valve found open while halted is pulsed again after
 _MAX_MAP = const(512)  # bytes: /board.json is a few integers
 
-# the GasGuard ESP32 board's wiring, used when /board.json cannot be read (an NC valve: without
-# the pin map a latching valve is left as it is, never pulsed blindly)
+# the GasGuard ESP32 board's wiring (docs/install.md; none on a strapping pin such as GPIO 12,
+# which would set the flash voltage at reset), used when /board.json cannot be read (an NC
+# valve: without the pin map a latching valve is left as it is, never pulsed blindly)
 DEFAULTS = {
     "valve": "nc",
     "pin": 25,
@@ -25,9 +26,9 @@ DEFAULTS = {
     "open": 1,
     "pulse_ms": 500,
     "travel_ms": 2000,
-    "red": 12,
-    "yellow": 13,
-    "green": 14,
+    "red": 19,
+    "yellow": 18,
+    "green": 23,
     "buzzer": 27,
     "fan": 33,
 }
