@@ -98,6 +98,11 @@ def test_detector_not_answering_is_a_fault_that_closes_the_valve(rig: Rig):
     assert "noanswer" in e["detail"]
     rig.wait_valve("closed", 5)
     rig.wait_output("yellow", 1, 2)
+    # the other detector is still polled: its alarm still registers
+    rig.detector(1).set(lel=30.0)
+    rig.wait_event("alarm.low", 5, since=mark, det=0)
+    rig.detector(1).set(lel=0.0)
+    rig.wait_event("alarm.clear", 5, since=mark, det=0)
     mark = rig.mark()
     rig.press("reset", 0.6)
     assert "not healthy" in rig.wait_event("reset.refused", 3, since=mark)["detail"]
@@ -174,6 +179,7 @@ def test_low_alarm_needs_a_second_detector_to_confirm(rig: Rig):
     rig.wait_event("alarm.low", 5, since=mark, det=0)
     time.sleep(1.5)
     assert rig.wait_valve("open", 0.1)  # one detector alone does not close it
+    assert rig.output("fan") == 1  # but the fan runs at any alarm
     assert not [x for x in rig.events()[mark:] if x["kind"] == "valve.closed"]
     rig.detector(2).set(lel=28.0)
     rig.wait_valve("closed", CLOSE_BUDGET_S)
