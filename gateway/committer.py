@@ -181,7 +181,7 @@ class Committer:
                 log.warning("outbox: space again, devices acknowledged")
                 self.blocked = None
             self.commit_ms.append(ms)
-            rows = [
+            rows = [  # positional: one Row per event (id, ce_id, device, topic, payload, ...)
                 Row(rid, it.ce_id, it.device, it.topic, it.payload, created, it.priority)
                 for it, rid in zip(flat, new, strict=True)
                 if rid

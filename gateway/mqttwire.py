@@ -50,6 +50,7 @@ AIOMQTT_PRIVATE = (
     "_client",  # the paho client under it
     "_disconnected",  # the future that fails when the connection is lost
 )
+PACKET_TYPE = 0xF0  # the packet type's bits of a fixed header's first byte
 PUBACK_PLAIN_LEN = 2  # a PUBACK of only a message id: reason Success, no properties
 RECEIVE_MAXIMUM = 65535  # MQTT 5's when the broker's CONNACK names none (§3.2.2.3.3)
 CONNECT_TIMEOUT_S = 10
@@ -155,7 +156,11 @@ def coalesce(out_packets: deque) -> None:
     merged: list[dict] = []
     run: list[dict] = []
     for p in [*out_packets, None]:
-        if p is not None and p["pos"] == 0 and p["qos"] > 0 and p["command"] & 0xF0 == PUBLISH:
+        unsent_publish = (
+            p is not None and p["pos"] == 0 and p["qos"] > 0
+            and p["command"] & PACKET_TYPE == PUBLISH
+        )  # fmt: skip
+        if unsent_publish:
             run.append(p)
             continue
         if len(run) > 1:

@@ -24,6 +24,7 @@ DELETE_BATCH = 512
 # routine events, an alarm would otherwise wait for a PUBACK before it could go. Alarms may use
 # half of it, urgent ones all of it: a flood of gas alarms does not hold up a valve closing
 ALARM_RESERVE = 16
+RESERVE_SHARE = 4  # the reserve is at most a quarter of the broker's Receive Maximum
 STATE_ROW_ID = 0  # a retained state is not an outbox row: nothing to delete once acknowledged
 
 
@@ -37,7 +38,7 @@ class Pump:
         # routine rows get the window, alarms the reserve beyond it, together within the
         # broker's Receive Maximum
         limit = pub.receive_maximum or RECEIVE_MAXIMUM
-        self.reserve = min(ALARM_RESERVE, limit // 4)
+        self.reserve = min(ALARM_RESERVE, limit // RESERVE_SHARE)
         self.window = pub.window = max(1, min(pub.cfg.window, limit - self.reserve))
         pub.inflight_peak = 0
         self.inflight: dict[int, Row] = {}  # mid -> row

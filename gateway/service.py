@@ -40,7 +40,10 @@ from .publisher import Publisher, dumps
 log = logging.getLogger("gasguard.gateway")
 
 VERSION = "0.1.0"
-STATE_REFRESH_S = 60.0
+STATE_REFRESH_S = 60.0  # every online device's retained state is published again this often
+HEALTH_EVERY_MAX_S = 1.0  # devices are checked for going offline at least this often
+RESTART_PAUSE_S = 0.5  # a failed task waits this long for each recent failure,
+RESTART_PAUSE_MAX_S = 10.0  # at most this
 RETENTION_EVERY_S = 30.0
 GIL_SWITCH_S = 0.0002
 REJECT_LOG_EVERY_S = 60.0
@@ -76,20 +79,27 @@ class Gateway:
         self.committer = Committer(self.worker, self._committed)
         self.publisher = Publisher(
             cfg.mqtt,
-            cfg.site,
-            cfg.gateway_id,
-            VERSION,
-            self.worker,
-            self._take_states,
-            self.health.online_count,
+            site=cfg.site,
+            gateway_id=cfg.gateway_id,
+            version=VERSION,
+            outbox=self.worker,
+            states=self._take_states,
+            devices_online=self.health.online_count,
         )
         # a board with a wrong or missing key, or events the schema refuses: by device, not
         # a line per frame
         self.rejected_log = RateLimited(log, REJECT_LOG_EVERY_S)
         self.ingest = Ingest(
-            cfg, clock, self.health, self.committer, self.devices, self.frames,
-            self.rejected_log, self._mark, self._gateway_event,
-        )  # fmt: skip
+            cfg,
+            clock=clock,
+            health=self.health,
+            committer=self.committer,
+            devices=self.devices,
+            frames=self.frames,
+            rejected_log=self.rejected_log,
+            mark=self._mark,
+            gateway_event=self._gateway_event,
+        )
         self.handle = self.ingest.handle  # a link's messages (LinkProtocol calls it per read)
         self.committer.after = self.ingest.send_acks  # acks once their commits have ended
         self.dropped_by_retention = 0
@@ -107,7 +117,9 @@ class Gateway:
     # --- sessions ------------------------------------------------------------------------------
 
     def session(self) -> LinkSession:
-        s = LinkSession(self.signers, self.boot, devices=self.devices, wall=self.clock)
+        s = LinkSession(
+            self.signers, gateway_boot=self.boot, devices=self.devices, wall=self.clock
+        )
         s.counts = self.frames  # one set of counters for the status page
         s.on_reject = self._rejected_board
         return s
@@ -148,14 +160,15 @@ class Gateway:
         ce = schemas.check(
             cloudevents.gateway_event(self.cfg.site, device, kind, ce_id, now, detail)
         )
-        return Item(ce_id, device, cloudevents.topic_events(self.cfg.site, device), dumps(ce))
+        topic = cloudevents.topic_events(self.cfg.site, device)
+        return Item(ce_id=ce_id, device=device, topic=topic, payload=dumps(ce))
 
     # --- housekeeping --------------------------------------------------------------------------
 
     async def _watch_health(self) -> None:
         last_refresh = time.monotonic()
         while True:
-            await asyncio.sleep(min(1.0, self.cfg.heartbeat_s / 2))
+            await asyncio.sleep(min(HEALTH_EVERY_MAX_S, self.cfg.heartbeat_s / 2))
             items = [
                 self._gateway_event(dev, "device.offline", detail)
                 for dev, detail in self.health.expire()
@@ -215,7 +228,7 @@ class Gateway:
                         EX_SOFTWARE, "task %s failed %d times within %.0f s: %r"
                         % (name, RESTARTS, RESTART_WINDOW_S, e)
                     ) from e  # fmt: skip
-                await asyncio.sleep(min(10.0, 0.5 * len(failed)))
+                await asyncio.sleep(min(RESTART_PAUSE_MAX_S, RESTART_PAUSE_S * len(failed)))
 
     async def _listen(self, what: str, factory: Callable[[], Any], host: str, port: int, **kw):
         try:
