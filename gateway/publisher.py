@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections import deque
@@ -27,7 +28,7 @@ import orjson
 
 from gasguard.protocol import cloudevents
 
-from . import mqttwire, schemas
+from . import mqttproto, mqttwire, schemas
 from .config import MqttConfig
 from .fairqueue import FairQueue
 from .mqttwire import MqttError
@@ -47,6 +48,10 @@ log = logging.getLogger("gasguard.gateway.mqtt")
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 1.0
 STABLE_S = 5.0  # a connection up this long resets the backoff (one dropped at once does not)
+# the MQTT client: aiomqtt on paho with its patches (mqttwire), or our own asyncio protocol
+# (mqttproto), measured against each other on gateway-throughput (docs/design.md)
+CLIENTS = {"paho": mqttwire.connect, "asyncio": mqttproto.connect}
+CLIENT_ENV = "GASGUARD_MQTT_CLIENT"
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
@@ -84,7 +89,11 @@ class Publisher:
         self.last_error: str | None = None
         self.latency_ms: deque[float] = deque(maxlen=2000)  # commit -> PUBACK, recent rows
         self.alarm_latency_ms: deque[float] = deque(maxlen=2000)
-        self._conn: mqttwire.Connection | None = None
+        client = os.environ.get(CLIENT_ENV) or "paho"
+        if client not in CLIENTS:
+            raise ValueError("%s=%s: one of %s" % (CLIENT_ENV, client, ", ".join(CLIENTS)))
+        self._connect = CLIENTS[client]
+        self._conn: mqttwire.Connection | mqttproto.Connection | None = None
         self.pending_states: dict[str, bytes] = {}  # device -> retained state, not sent yet
         self.queue = FairQueue()
         self.fill: Callable[[], None] | None = None  # while connected: send what fits now
@@ -123,7 +132,7 @@ class Publisher:
         while not self.closing:
             up_at = None
             try:
-                async with mqttwire.connect(
+                async with self._connect(
                     self.cfg, self.status_topic, self._status(False), self._connack
                 ) as conn:
                     self._conn = conn

@@ -15,6 +15,7 @@ from .mqttwire import RECEIVE_MAXIMUM, Connection, MqttError
 from .outbox import ROUTINE, Row
 
 if TYPE_CHECKING:
+    from . import mqttproto
     from .publisher import Publisher
 
 log = logging.getLogger("gasguard.gateway.mqtt")
@@ -32,7 +33,7 @@ class Pump:
     """Publishes until the connection is lost (then raises MqttError); what was in flight stays
     in the outbox and goes again after the next connect."""
 
-    def __init__(self, pub: Publisher, conn: Connection) -> None:
+    def __init__(self, pub: Publisher, conn: Connection | mqttproto.Connection) -> None:
         self.pub = pub
         self.conn = conn
         # routine rows get the window, alarms the reserve beyond it, together within the
