@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools import micropython
+from gasguard.tools.sim import micropython
 
 _ran: list[str] = []
 _cpython_vectors: set[str] = set()

@@ -23,7 +23,7 @@ def _verdict(missed: list[str]) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     if args.name == "firmware-heap":
-        from gasguard.tools import bench_heap
+        from gasguard.tools.bench import bench_heap
 
         out = bench_heap.run(args.json, args.cycles, args.micropython)
         print(bench_heap.table(out))
@@ -36,7 +36,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("less than 50 % of the heap free")
         return _verdict(missed)
     if args.name == "alarm-latency":
-        from gasguard.tools import bench_latency
+        from gasguard.tools.bench import bench_latency
 
         out = bench_latency.run(args.json, args.samples)
         print(bench_latency.table(out))
@@ -47,7 +47,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("one-dead p99 above 400 ms")
         return _verdict(missed)
     if args.name == "gateway-throughput":
-        from gasguard.tools import bench_gateway
+        from gasguard.tools.bench import bench_gateway
 
         out = bench_gateway.throughput(args.json)
         print(json.dumps(out, indent=2))
@@ -62,7 +62,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("events lost")
         return _verdict(missed)
     if args.name == "recovery":
-        from gasguard.tools import bench_gateway
+        from gasguard.tools.bench import bench_gateway
 
         out = bench_gateway.recovery(args.json, outage_s=args.outage)
         print(json.dumps(out, indent=2))
@@ -73,7 +73,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("backlog drained below 5,000 events/s from the broker's return")
         return _verdict(missed)
     if args.name == "links":
-        from gasguard.tools import bench_links
+        from gasguard.tools.bench import bench_links
 
         out = bench_links.run(args.json, args.links, args.duration)
         print(json.dumps(out, indent=2))
@@ -86,7 +86,7 @@ def _bench(args: argparse.Namespace) -> int:
             missed.append("alarm p99 above 50 ms")
         return _verdict(missed)
     if args.name == "fault-matrix":
-        from gasguard.tools import fault_matrix
+        from gasguard.tools.bench import fault_matrix
 
         out = fault_matrix.run(args.json, args.only)
         failed = [r["fault"] for r in out["cells"] if not r["ok"]]
@@ -223,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--broker", help="use this MQTT broker (default: an embedded amqtt broker)")
     d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
     d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
-    from gasguard.tools import commission, flash, fuzz, regulator
+    from gasguard.tools import regulator
+    from gasguard.tools.bench import fuzz
+    from gasguard.tools.installer import commission, flash
 
     flash.add_parser(sub)
     fuzz.add_parser(sub)
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "regulator":
         return regulator.main(args)
     if args.command == "config":
-        from gasguard.tools import configcheck
+        from gasguard.tools.installer import configcheck
 
         return configcheck.main(args.file, args.json, args.today)
     if args.command == "gateway":
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         return _bench(args)
     if args.command == "vboard":
-        from gasguard.tools import vboard_service
+        from gasguard.tools.sim import vboard_service
 
         return vboard_service.serve(args.config, args.key, args.flash, args.bus)
     parser.print_help()

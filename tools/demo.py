@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools import micropython
-from gasguard.tools.brokers import Amqtt, Broker
-from gasguard.tools.gwrun import GatewayProcess, write_config
 from gasguard.tools.ledger import Ledger, render
 from gasguard.tools.regulator import BrokerUrl, Watcher
-from gasguard.tools.vboard_service import VboardService, read_device_config
+from gasguard.tools.sim import micropython
+from gasguard.tools.sim.brokers import Amqtt, Broker
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.vboard_service import VboardService, read_device_config
 
 SITE_DIR = Path(__file__).resolve().parents[1] / "examples" / "hotpot-88"
 BOARDS = ("kitchen-main.json", "kitchen-back.json")

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from gasguard.tools import micropython, vboard
+from gasguard.tools.sim import micropython, vboard
 
 TOOLS = Path(micropython.__file__).parent / "mpy"
 

@@ -14,8 +14,8 @@ import time
 
 import aiomqtt
 
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS, Collector
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gasguard.tools import fuzz, fuzz_gateway
+from gasguard.tools.bench import fuzz, fuzz_gateway
 
 
 def test_the_receive_path_survives_the_seeds_and_their_mutations():

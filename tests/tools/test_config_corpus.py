@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools import configcheck, micropython
+from gasguard.tools.installer import configcheck
+from gasguard.tools.sim import micropython
 
 CORPUS = Path(__file__).with_name("config-corpus.jsonl")
 LINES = [json.loads(line) for line in CORPUS.read_text().splitlines()]

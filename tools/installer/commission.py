@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.flash import OVERRIDE_FILE, Board, FlashError, check_supported
+from gasguard.tools.installer.flash import OVERRIDE_FILE, Board, FlashError, check_supported
 
 NOT_CONFIRMED = "not confirmed"
 # the board reports each result as a number (selftest.py keeps its interned names to a minimum)
@@ -252,7 +252,7 @@ def commission(
 ) -> tuple[dict[str, Any], Path, Path]:
     install = None
     if config is not None:
-        from gasguard.tools.configcheck import ConfigFileError, read_file
+        from gasguard.tools.installer.configcheck import ConfigFileError, read_file
 
         try:
             _, cfg = read_file(config)

@@ -32,9 +32,9 @@ from typing import Any
 
 from gasguard.gateway.publisher import dumps
 from gasguard.protocol import cloudevents, messages
-from gasguard.tools.brokers import Mosquitto, free_port, stop_process
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto, free_port, stop_process
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 
 class Regulator:

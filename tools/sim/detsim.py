@@ -16,7 +16,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gasguard.protocol import profile as profiles
 from gasguard.protocol import profile_parse
-from gasguard.tools.linepacer import LinePacer
+from gasguard.tools.sim.linepacer import LinePacer
 
 
 class SimDetector:

@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gasguard.tools import micropython
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.vboard import VirtualBoard
+from gasguard.tools.sim import micropython
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.vboard import VirtualBoard
 
 KEY = bytes(range(16))
 ADDRESSES = (1, 2, 3, 4)

@@ -27,9 +27,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.linepacer import PacedCable, PtyCable
-from gasguard.tools.vboard import BootCrash, VirtualBoard, _field
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.linepacer import PacedCable, PtyCable
+from gasguard.tools.sim.vboard import BootCrash, VirtualBoard, _field
 
 
 class ConfigFileError(ValueError):

@@ -24,12 +24,12 @@ from typing import Any
 
 import aiomqtt
 
-from gasguard.tools.bench_gateway import _mosquitto_version
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.vboard_service import VboardService, read_device_config
+from gasguard.tools.bench.bench_gateway import _mosquitto_version
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.vboard_service import VboardService, read_device_config
 
-CONFIG = Path(__file__).resolve().parents[1] / "hil_tests" / "board-config.json"
+CONFIG = Path(__file__).resolve().parents[2] / "hil_tests" / "board-config.json"
 LEAK_BUDGET_MS = 1000  # leak on the detector -> valve closed (alarm path p99 is ~190 ms)
 FAULT_BUDGET_MS = 5000  # a silent detector: fail limit, then the stale time, then closed
 EVENT = re.compile(r"^EVENT (\d+) (\d+) (\S+)")

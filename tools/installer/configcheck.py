@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools import micropython
+from gasguard.tools.sim import micropython
 
 NG_FROM_CEILING_M = 0.3  # natural gas rises: within 0.3 m of the ceiling
 LPG_FROM_FLOOR_M = 0.3  # LPG sinks: within 0.3 m of the floor

@@ -37,14 +37,14 @@ import types
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.micropython import load_firmware_module
+from gasguard.tools.sim.micropython import load_firmware_module
 
 TARGETS = ("cbor", "frame", "modbus", "config", "profile", "gateway")
 TIMEOUT_S = 5  # one input taking longer than this is a hang
 RSS_LIMIT_MB = 1024
 MAX_LEN = 4096
 MAX_LEN_JSON = 9000  # past the board's 8192-byte config bound
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ScriptedBus:
@@ -272,7 +272,7 @@ class JsonMutator:
 
 
 def _schema() -> dict[str, Any]:
-    from gasguard.tools.configcheck import schema
+    from gasguard.tools.installer.configcheck import schema
 
     return schema()
 
@@ -405,7 +405,7 @@ BUILD = {
     "config": _config,
     "profile": _profile,
     "_canary": _canary,
-    "gateway": lambda: __import__("gasguard.tools.fuzz_gateway", fromlist=["build"]).build(),
+    "gateway": lambda: __import__("gasguard.tools.bench.fuzz_gateway", fromlist=["build"]).build(),
 }
 
 
@@ -431,7 +431,7 @@ def _instrument_ours(atheris, one) -> None:
     fn(one)
     for name, mod in list(sys.modules.items()):
         if not name.startswith(("gasguard.protocol", "gasguard.gateway", "gasguard_fw_",
-                                "__main__", "gasguard.tools.fuzz_gateway")):
+                                "__main__", "gasguard.tools.bench.fuzz_gateway")):
             continue
         for obj in list(vars(mod).values()):
             if obj is JsonMutator or getattr(obj, "__name__", "") == "JsonMutator":
@@ -487,7 +487,7 @@ def fuzz(target: str, iterations: int, keep: Path | None = None) -> dict[str, An
             [
                 sys.executable,
                 "-m",
-                "gasguard.tools.fuzz",
+                "gasguard.tools.bench.fuzz",
                 "--child",
                 target,
                 str(iterations),

@@ -26,12 +26,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from gasguard.tools import micropython
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.vboard import install_firmware
+from gasguard.tools.sim import micropython
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.vboard import install_firmware
 
 KEY = bytes(range(16))
-PROBE = Path(__file__).parent / "mpy" / "heap_probe.py"
+PROBE = Path(__file__).parents[1] / "sim" / "mpy" / "heap_probe.py"
 # Measured on this runtime: the dynamic qstr pools hold 20, 40, 80, 160, 320, 640, ... names, so
 # the 621st name allocates a pool of 640 entries (7,104 bytes).
 QSTR_POOL_STEP = 620

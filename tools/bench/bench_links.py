@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.bench_gateway import Regulator, _latencies, _pct
-from gasguard.tools.brokers import Mosquitto, free_port
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.bench.bench_gateway import Regulator, _latencies, _pct
+from gasguard.tools.sim.brokers import Mosquitto, free_port
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 ALARMS = 60
 ALARM_EVERY_S = 0.25

@@ -157,7 +157,7 @@ def mpy_cross(src: Path, out: Path, source_name: str | None = None) -> None:
 
 
 def check_log(flash: Path, root: Path) -> dict:
-    """Open an event log directory written by tools/mpy/log_writer.py the way a board does at
+    """Open an event log directory written by tools/sim/mpy/log_writer.py the way a board does at
     boot (which repairs a torn tail), with the firmware in `flash`; report whether the chain
     verifies and the ids run on."""
     import json

@@ -35,7 +35,7 @@ import time
 import tty
 from pathlib import Path
 
-from gasguard.tools import micropython
+from gasguard.tools.sim import micropython
 
 CRASHED = "firmware crashed at boot, outputs undriven"
 
