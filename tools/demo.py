@@ -19,14 +19,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gasguard.tools.ledger import Ledger, render
 from gasguard.tools.regulator import BrokerUrl, Watcher
 from gasguard.tools.sim import micropython
-from gasguard.tools.sim.brokers import Amqtt, Broker
-from gasguard.tools.sim.gwrun import GatewayProcess, write_config
-from gasguard.tools.sim.vboard_service import VboardService, read_device_config
+
+if TYPE_CHECKING:  # the simulators load when the demo runs, not for `gasguard --help`
+    from gasguard.tools.sim.brokers import Broker
+    from gasguard.tools.sim.gwrun import GatewayProcess
+    from gasguard.tools.sim.vboard_service import VboardService
 
 SITE_DIR = Path(__file__).resolve().parents[1] / "examples" / "hotpot-88"
 BOARDS = ("kitchen-main.json", "kitchen-back.json")
@@ -131,6 +133,10 @@ class Demo:
     # --- the site --------------------------------------------------------------------------------
 
     def bring_up(self) -> None:
+        from gasguard.tools.sim.brokers import Amqtt
+        from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+        from gasguard.tools.sim.vboard_service import VboardService, read_device_config
+
         if self.broker_url is None:
             self.broker = Amqtt().start()
             url = self.broker.url
@@ -349,3 +355,11 @@ def main(broker: str | None, duration: float, ledger: Path | None) -> int:
             print("gasguard demo: %s" % e, file=sys.stderr)
             return 2
     return Demo(broker, duration, ledger).run()
+
+
+def register(sub: Any) -> None:
+    d = sub.add_parser("demo", help="a whole site on this machine: leak, close, ack, reset")
+    d.add_argument("--broker", help="use this MQTT broker (default: an embedded amqtt broker)")
+    d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
+    d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
+    d.set_defaults(run=lambda args: main(args.broker, args.duration, args.ledger))

@@ -25,6 +25,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from gasguard.tools.sim import micropython
 from gasguard.tools.sim.detsim import DetectorBus, SimDetector
@@ -161,3 +162,23 @@ def table(out: dict) -> str:
             )
         )
     return "\n".join("%-44s %s" % r for r in rows)
+
+
+# gasguard bench firmware-heap: the run from the command line, and its targets
+
+
+def run_args(args: Any) -> dict:
+    out = run(args.json, args.cycles, args.micropython)
+    print(table(out))
+    return out
+
+
+def missed(out: dict) -> list[str]:
+    found = []
+    if out["bytes_per_cycle"] != 0 or out["locked_alloc_failures"] != 0:
+        found.append("the steady-state cycle allocates")
+    if not out["fits_110k"]:
+        found.append("the firmware does not boot in a 110k heap")
+    elif out["heap_free_pct"] is None or out["heap_free_pct"] < 50:
+        found.append("less than 50 % of the heap free")
+    return found

@@ -347,3 +347,14 @@ def _row(r: dict[str, Any]) -> str:
 
 def table(out: dict[str, Any]) -> str:
     return "\n".join(_row(r) for r in out["cells"])
+
+
+# gasguard bench fault-matrix: the run from the command line; every cell must hold
+
+
+def run_args(args: Any) -> dict[str, Any]:
+    return run(args.json, args.only)
+
+
+def missed(out: dict[str, Any]) -> list[str]:
+    return [r["fault"] for r in out["cells"] if not r["ok"]]

@@ -576,13 +576,14 @@ def main(args: Any) -> int:
     return 0 if report["result"] == "ok" else 1
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     f = sub.add_parser("fuzz", help="coverage-guided fuzzing of a decoder or loader")
     f.add_argument("target", choices=list(TARGETS) + ["_canary"], metavar="TARGET",
                    help="one of: %s" % ", ".join(TARGETS))  # fmt: skip
     f.add_argument("--iterations", type=int, default=100_000, help="inputs to run")
     f.add_argument("--json", metavar="FILE", help="write the figures here")
     f.add_argument("--keep", metavar="DIR", help="save inputs that crashed or hung here")
+    f.set_defaults(run=main)
 
 
 if __name__ == "__main__":

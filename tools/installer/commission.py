@@ -319,7 +319,7 @@ def main(args: Any) -> int:
     return 1
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     c = sub.add_parser("commission", help="run the on-device self-test, write the record")
     c.add_argument("--port", required=True, help="serial port or a vboard REPL pty")
     c.add_argument("--config", help="the device config (JSON) whose install block to record")
@@ -330,3 +330,4 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="do not ask what was seen: recorded as not confirmed (the verdict says so), exit 0",
     )
+    c.set_defaults(run=main)

@@ -566,3 +566,12 @@ def main(path: str, as_json: bool = False, today: str | None = None) -> int:
             % (path, errors, len(found) - errors, "" if errors else " - fit to install")
         )
     return 1 if errors else 0
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("config", help="check a device config against the install rules")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("file", help="device config (JSON)")
+    c.add_argument("--json", action="store_true", help="print the findings as JSON")
+    c.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
+    c.set_defaults(run=lambda args: main(args.file, args.json, args.today))

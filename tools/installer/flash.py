@@ -425,7 +425,7 @@ def main(args: Any) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     f = sub.add_parser("flash", help="put firmware, config and key on a board over its REPL")
     f.add_argument("--port", required=True, help="serial port (/dev/ttyUSB0) or a vboard REPL pty")
     f.add_argument("--config", required=True, help="device config (JSON)")
@@ -440,3 +440,4 @@ def add_parser(sub: Any) -> None:
         "who and what go on the board and into the commissioning record",
     )
     f.add_argument("--installer", help="who overrides (name and licence number)")
+    f.set_defaults(run=main)

@@ -18,7 +18,8 @@ from time import sleep_ms, ticks_diff, ticks_ms, ticks_us
 
 from micropython import const
 
-from gasguard import VERSION, detectors, modbus
+from gasguard import detectors, modbus
+from gasguard.protocol import VERSION
 from gasguard.protocol.profile import NOANSWER, OK, STATE_NAMES
 
 _LAMP_MS = const(700)  # long enough for a person to see each one
