@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasguard.tools.bench.fuzz import ScriptedBus
-from gasguard.tools.sim.micropython import load_firmware_module
+from gasguard.tools.device import load_firmware_module
 
 mb = load_firmware_module("modbus")
 mb.sleep_us = lambda us: None  # the tests' time is their own: the 3.5-character silence is too

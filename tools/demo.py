@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from gasguard.tools.ledger import Ledger, render
 from gasguard.tools.regulator import BrokerUrl, Watcher
-from gasguard.tools.sim import micropython
 
 if TYPE_CHECKING:  # the simulators load when the demo runs, not for `gasguard --help`
     from gasguard.tools.sim.brokers import Broker
@@ -133,9 +132,10 @@ class Demo:
     # --- the site --------------------------------------------------------------------------------
 
     def bring_up(self) -> None:
+        from gasguard.tools.device import read_device_config
         from gasguard.tools.sim.brokers import Amqtt
         from gasguard.tools.sim.gwrun import GatewayProcess, write_config
-        from gasguard.tools.sim.vboard_service import VboardService, read_device_config
+        from gasguard.tools.sim.vboard_service import VboardService
 
         if self.broker_url is None:
             self.broker = Amqtt().start()
@@ -343,6 +343,8 @@ def _ledger_marks(path: Path) -> tuple[int, int]:
 
 
 def main(broker: str | None, duration: float, ledger: Path | None) -> int:
+    from gasguard.tools.sim import micropython
+
     try:
         micropython.find_micropython()
     except (FileNotFoundError, RuntimeError) as e:

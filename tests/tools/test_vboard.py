@@ -15,7 +15,7 @@ import time
 import tty
 from pathlib import Path
 
-from gasguard.tools.sim.vboard import install_firmware
+from gasguard.tools.image import install_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"

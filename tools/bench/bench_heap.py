@@ -27,9 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools.image import install_firmware
 from gasguard.tools.sim import micropython
 from gasguard.tools.sim.detsim import DetectorBus, SimDetector
-from gasguard.tools.sim.vboard import install_firmware
 
 KEY = bytes(range(16))
 PROBE = Path(__file__).parents[1] / "sim" / "mpy" / "heap_probe.py"

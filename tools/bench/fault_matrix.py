@@ -25,9 +25,10 @@ from typing import Any
 import aiomqtt
 
 from gasguard.tools.bench.bench_gateway import _mosquitto_version
+from gasguard.tools.device import read_device_config
 from gasguard.tools.sim.brokers import Mosquitto
 from gasguard.tools.sim.gwrun import GatewayProcess, write_config
-from gasguard.tools.sim.vboard_service import VboardService, read_device_config
+from gasguard.tools.sim.vboard_service import VboardService
 
 CONFIG = Path(__file__).resolve().parents[2] / "hil_tests" / "board-config.json"
 LEAK_BUDGET_MS = 1000  # leak on the detector -> valve closed (alarm path p99 is ~190 ms)

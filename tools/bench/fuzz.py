@@ -37,7 +37,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.sim.micropython import load_firmware_module
+from gasguard.tools.device import load_firmware_module
 
 TARGETS = ("cbor", "frame", "modbus", "config", "profile", "gateway")
 TIMEOUT_S = 5  # one input taking longer than this is a hang

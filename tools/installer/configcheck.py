@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.sim import micropython
+from gasguard.tools import device
 
 NG_FROM_CEILING_M = 0.3  # natural gas rises: within 0.3 m of the ceiling
 LPG_FROM_FLOOR_M = 0.3  # LPG sinks: within 0.3 m of the floor
@@ -90,7 +90,7 @@ class ConfigFileError(ValueError):
 
 def _firmware_config():
     """The firmware's config validator, loaded from firmware/ (it is plain Python)."""
-    return micropython.load_firmware_module("config")
+    return device.load_firmware_module("config")
 
 
 def max_bytes() -> int:

@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools.image import install_firmware
 from gasguard.tools.installer import configcheck
-from gasguard.tools.sim.vboard import install_firmware
 
 OVERRIDE_FILE = "override.json"  # on the board, beside config.json
 # the safe core's pin map (firmware/lib/gasguard/safe.py): written first, so that a board whose
@@ -166,7 +166,7 @@ def build_image(
 
 def pinmap(device_cfg: dict, key: bytes) -> bytes:
     """board.json for a config the firmware accepts: what the firmware itself writes from it."""
-    from gasguard.tools.sim.micropython import load_firmware_module
+    from gasguard.tools.device import load_firmware_module
 
     cfg = load_firmware_module("config").Config(device_cfg, key=key)
     return json.dumps(load_firmware_module("safe").pinmap(cfg)).encode()
