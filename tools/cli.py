@@ -41,7 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] == "gasguard":
+            raise  # our own code is missing: a bug, not an install choice
+        # each role installs its own extra (pyproject.toml): this command needs another one
+        print(
+            "gasguard %s: needs the Python package %r, which this install lacks (install the "
+            "extra for this role, e.g. pip install 'gasguard[sim]')" % (args.command, e.name),
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":
