@@ -1,7 +1,100 @@
-"""`python -m gasguard.gateway --config FILE`: the same as `gasguard gateway --config FILE`."""
+"""The gateway's own entry: `python -m gasguard.gateway --config FILE`, and what `gasguard gateway`
+delegates to. It imports nothing from tools/, so a site box needs only the gateway's extra."""
 
+from __future__ import annotations
+
+import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
-from gasguard.tools.cli import main
 
-sys.exit(main(["gateway", *sys.argv[1:]]))
+def _add_arguments(g: argparse.ArgumentParser) -> None:
+    g.add_argument("action", nargs="?", choices=["run", "status"], default="run")
+    g.add_argument("--config", required=True, type=Path, help="gateway config (TOML)")
+    g.add_argument("--json", action="store_true", help="status: print the raw JSON")
+    g.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def register(sub: Any) -> None:
+    """Adds `gateway` to a subparsers object (gasguard's command line)."""
+    g = sub.add_parser("gateway", help="run the site gateway, or show a running one's status")
+    _add_arguments(g)
+    g.set_defaults(run=run)
+
+
+def _status(cfg: Any, as_json: bool) -> int:
+    import json
+    import urllib.request
+
+    if cfg.status is None:
+        print("gasguard gateway status: the config has no [status] listen", file=sys.stderr)
+        return 2
+    url = "http://%s:%d/status" % (cfg.status.host, cfg.status.port)
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            st = json.load(r)
+    except OSError as e:
+        print("gasguard gateway status: no gateway answers at %s (%s)" % (url, e), file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(st, indent=2))
+    else:
+        from gasguard.gateway.status import render
+
+        print(render(st))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from gasguard.gateway import config as gwconfig
+
+    try:
+        cfg = gwconfig.load(args.config)
+    except gwconfig.ConfigError as e:
+        print("gasguard gateway: %s: %s" % (args.config, e), file=sys.stderr)
+        return 2
+    if args.action == "status":
+        return _status(cfg, args.json)
+    import asyncio
+    import json
+    import logging
+
+    from gasguard.gateway import logs
+    from gasguard.gateway.exits import EX_SOFTWARE, Fatal
+    from gasguard.gateway.service import Gateway
+
+    logs.setup(args.log_level)
+    log = logging.getLogger("gasguard.gateway")
+
+    def ready(gw: Gateway) -> None:
+        # one machine-readable line for whoever started us (tests, the demo)
+        ports = {"tcp_port": gw.tcp_port, "status_port": gw.status_port, "boot": gw.boot}
+        print(json.dumps(ports), flush=True)
+
+    async def serve() -> None:
+        await Gateway(cfg).run_until_signalled(ready)
+
+    # a failure that cannot be survived exits non-zero (sysexits, gateway/exits.py), so that a
+    # service manager's restart-on-failure starts it again
+    try:
+        asyncio.run(serve())
+    except Fatal as e:
+        log.critical("gateway stopped: %s" % e.message, extra={"exit_code": e.code})
+        print("gasguard gateway: %s" % e.message, file=sys.stderr)
+        return e.code
+    except Exception as e:  # noqa: BLE001 - a bug: say it and exit 70
+        log.critical("gateway failed", exc_info=True, extra={"exit_code": EX_SOFTWARE})
+        print("gasguard gateway: internal error: %r" % e, file=sys.stderr)
+        return EX_SOFTWARE
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gasguard gateway")
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

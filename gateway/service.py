@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gasguard.gateway.session import DeviceState, LinkSession
-from gasguard.protocol import cloudevents
+from gasguard.protocol import VERSION, cloudevents
 from gasguard.protocol.auth import Signer
 
 from . import identity, limits, schemas, statedir, statusjson
@@ -39,7 +39,6 @@ from .publisher import Publisher, dumps
 
 log = logging.getLogger("gasguard.gateway")
 
-VERSION = "0.1.0"
 STATE_REFRESH_S = 60.0  # every online device's retained state is published again this often
 HEALTH_EVERY_MAX_S = 1.0  # devices are checked for going offline at least this often
 RESTART_PAUSE_S = 0.5  # a failed task waits this long for each recent failure,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools import micropython
+from gasguard.tools.sim import micropython
 
 from .rigs.base import Rig
 from .rigs.board_rig import BoardRig

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gasguard.tools import fault_matrix
+from gasguard.tools.bench import fault_matrix
 
 
 @pytest.mark.parametrize("cell", list(fault_matrix.CELLS))

@@ -3,6 +3,7 @@
 # CPython (as gasguard.protocol).
 import sys
 
+VERSION = "0.1.0"  # the release: firmware, gateway and tools (pyproject reads it too)
 PROTOCOL_VERSION = 2
 
 # const(): MicroPython's compile-time constant (a private `_NAME = const(...)` keeps no name on

@@ -8,10 +8,17 @@ repo=$PWD
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# the device's import layout: gasguard/ with protocol/ inside it
-mkdir -p "$work/gasguard"
-cp -r firmware/lib/gasguard/. "$work/gasguard/"
-cp -r protocol "$work/gasguard/protocol"
+# the device's import layout, gasguard/ with protocol/ inside it, as firmware/manifest.py has it
+"$repo/.venv/bin/python" - "$work" <<'PY'
+import shutil, sys
+from pathlib import Path
+from gasguard.tools import image
+for src, name in image.files():
+    if name.startswith("lib/"):
+        dst = Path(sys.argv[1]) / name[len("lib/"):]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dst)
+PY
 # only the stub packages' own files: site-packages also holds CPython modules mypy must not see
 "$repo/.venv/bin/python" - "$site" "$work/stubs" <<'PY'
 import shutil, sys

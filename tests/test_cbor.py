@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasguard.protocol import cbor
-from gasguard.tools import micropython
+from gasguard.tools.sim import micropython
 
 U64 = 2**64
 ints = st.integers(min_value=-U64, max_value=U64 - 1)

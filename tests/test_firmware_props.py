@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gasguard.tools.fuzz import ScriptedBus
-from gasguard.tools.micropython import load_firmware_module
+from gasguard.tools.bench.fuzz import ScriptedBus
+from gasguard.tools.device import load_firmware_module
 
 mb = load_firmware_module("modbus")
 mb.sleep_us = lambda us: None  # the tests' time is their own: the 3.5-character silence is too

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gasguard.tools.fuzz import TARGETS
+from gasguard.tools.bench.fuzz import TARGETS
 
 SHORT = 30_000
 

@@ -21,13 +21,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiomqtt
-
-from gasguard.gateway import schemas
 from gasguard.gateway.config import is_loopback, split_broker_url
 from gasguard.tools.ledger import Ledger, render
+
+if TYPE_CHECKING:  # aiomqtt and the schemas load when the console runs, not for --help
+    import aiomqtt
 
 EVENTS = "gasguard/v1/+/+/events"
 STATES = "gasguard/v1/+/+/state"
@@ -79,6 +79,8 @@ class Watcher:
         self.gateways: dict[str, bool] = {}
 
     def _client(self) -> aiomqtt.Client:
+        import aiomqtt
+
         ctx = None
         if self.broker.tls:
             ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -106,6 +108,8 @@ class Watcher:
         )
 
     async def run(self) -> None:
+        import aiomqtt
+
         backoff = 0.5
         while True:
             try:
@@ -132,6 +136,8 @@ class Watcher:
             backoff = min(backoff * 2, 30.0)
 
     def handle(self, topic: str, raw: Any) -> None:
+        from gasguard.gateway import schemas
+
         self.received += 1
         try:
             payload = json.loads(raw)
@@ -263,7 +269,7 @@ def main_export(args: Any) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     r = sub.add_parser("regulator", help="the regulator's console: live alarms and hazard ledger")
     rs = r.add_subparsers(dest="action", required=True)
     w = rs.add_parser("watch", help="subscribe to the alarm stream and keep the hazard ledger")
@@ -281,6 +287,7 @@ def add_parser(sub: Any) -> None:
     e = rs.add_parser("export", help="write the ledger's incidents as CSV")
     e.add_argument("--ledger", required=True, help="SQLite ledger written by watch")
     e.add_argument("--out", help="CSV file (default: stdout)")
+    r.set_defaults(run=main)
 
 
 def main(args: Any) -> int:

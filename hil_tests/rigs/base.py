@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from gasguard.tools.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
 
 
 def unsupported(reason: str) -> NoReturn:

@@ -28,7 +28,7 @@ import serial
 
 from gasguard.gateway.session import LinkSession, ack_frames
 from gasguard.protocol import messages
-from gasguard.tools.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
 
 from .base import Rig
 

@@ -1,4 +1,4 @@
-"""VirtualRig: the firmware in the MicroPython unix port (tools/vboard.py) with the pymodbus
+"""VirtualRig: the firmware in the MicroPython unix port (tools/sim/vboard.py) with the pymodbus
 detector simulator behind the paced line, all in this process.
 
 Wiring: detector bus = a LinePacer pty pair at the config's baud; outputs, buttons and the watchdog
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.vboard import VirtualBoard
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.vboard import VirtualBoard
 
 from .base import Rig
 

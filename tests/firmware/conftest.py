@@ -8,8 +8,8 @@ import warnings
 
 import pytest
 
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.vboard import VirtualBoard
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.vboard import VirtualBoard
 
 KEY = bytes(range(16))
 SLACK_OOM_TOLERATED = 3  # per board and test; see make_board

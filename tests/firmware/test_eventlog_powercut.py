@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from gasguard.tools import micropython, vboard
+from gasguard.tools import image
+from gasguard.tools.sim import micropython
 
 TOOLS = Path(micropython.__file__).parent / "mpy"
 
@@ -21,7 +22,7 @@ def _env(flash: Path) -> dict:
 def test_power_cuts_during_log_writes_lose_at_most_the_record_in_progress(tmp_path):
     flash = tmp_path / "flash"
     flash.mkdir()
-    vboard.install_firmware(flash)
+    image.install_firmware(flash)
     root = tmp_path / "data"
     root.mkdir()
     rnd = random.Random(7)

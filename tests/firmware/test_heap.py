@@ -1,10 +1,12 @@
 """The steady-state safety cycle allocates nothing: proven with micropython.heap_lock() on the
-real firmware polling pymodbus detectors (tools/mpy/heap_probe.py), with the bytecode in a ROMFS
-image (a board built with a ROMFS partition) and as .mpy files in the heap (stock MicroPython)."""
+real firmware polling pymodbus detectors (tools/sim/mpy/heap_probe.py), with the bytecode in a
+ROMFS image (a board built with a ROMFS partition) and as .mpy files in the heap (stock
+MicroPython)."""
 
 import pytest
 
-from gasguard.tools import bench_heap, micropython
+from gasguard.tools.bench import bench_heap
+from gasguard.tools.sim import micropython
 
 
 @pytest.mark.parametrize("layout", ["romfs", "files"])

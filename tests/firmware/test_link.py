@@ -364,7 +364,7 @@ def test_events_the_full_flash_log_drops_unacknowledged_are_reported(make_board,
     nobody acknowledged. The board says so, in an event and in every heartbeat."""
     import subprocess
 
-    from gasguard.tools import micropython
+    from gasguard.tools.sim import micropython
 
     port = socket.create_server(("127.0.0.1", 0))
     free = port.getsockname()[1]

@@ -13,8 +13,8 @@ import struct
 import threading
 import time
 
-from gasguard.tools.linepacer import LinePacer
-from gasguard.tools.vboard import VirtualBoard
+from gasguard.tools.sim.linepacer import LinePacer
+from gasguard.tools.sim.vboard import VirtualBoard
 
 from .conftest import BASE_CONFIG, KEY, open_valve
 

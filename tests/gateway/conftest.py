@@ -11,8 +11,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gasguard.tools.brokers import Amqtt, Broker, Mosquitto, free_port
-from gasguard.tools.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.brokers import Amqtt, Broker, Mosquitto, free_port
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
 
 KEYS = {"kitchen-%d" % i: bytes([0x40 + i]) * 16 for i in range(1, 4)}
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gasguard.tools.brokers import Broker
-from gasguard.tools.gwrun import GatewayProcess, write_config
 from gasguard.tools.ledger import Ledger
 from gasguard.tools.regulator import BrokerUrl, Watcher
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Broker
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS
 

@@ -12,8 +12,8 @@ import time
 
 import aiomqtt
 
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS, Collector
 
@@ -28,7 +28,7 @@ def test_publishes_the_broker_refuses_stay_in_the_outbox_and_go_once_allowed(gat
     acl.write_text(ONLY_STATUS)
     # run as whoever runs the test (as root mosquitto would drop to a user that cannot read it)
     conf = "allow_anonymous true\nacl_file %s\nuser %s\n" % (acl, getpass.getuser())
-    # mosquitto 2.0.11 with max_queued_messages 0 (tools/brokers.py's default) drops an MQTT 5
+    # mosquitto 2.0.11 with max_queued_messages 0 (tools/sim/brokers.py's default) drops an MQTT 5
     # client right after refusing its QoS 1 publish; a broker in service queues messages
     conf += "max_queued_messages 1000\n"
     with Mosquitto(extra_conf=conf) as broker:

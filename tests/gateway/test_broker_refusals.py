@@ -1,7 +1,7 @@
 """A broker that refuses one board's topics (an MQTT 5 ACL) must not hold up the other boards.
 
-mosquitto 2.0 with tools/brokers.py's max_queued_messages 0 answers a refused QoS 1 publish with
-PUBACK 0x87 and then closes the connection: every try of a refused row costs a reconnect. Real
+mosquitto 2.0 with tools/sim/brokers.py's max_queued_messages 0 answers a refused QoS 1 publish
+with PUBACK 0x87 and then closes the connection: every try of a refused row costs a reconnect. Real
 mosquitto, the real gateway process."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 
 import aiomqtt
 
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS, Collector
 

@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 from .conftest import KEYS, Collector
 

@@ -14,8 +14,8 @@ from gasguard.gateway import config as gwconfig
 from gasguard.gateway import events, schemas
 from gasguard.gateway.service import Gateway
 from gasguard.protocol import cbor, cloudevents
-from gasguard.tools.gwrun import write_config
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.sim.gwrun import write_config
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 from .conftest import KEYS, Collector
 

@@ -23,9 +23,9 @@ from gasguard.gateway.committer import Committer
 from gasguard.gateway.exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, Fatal
 from gasguard.gateway.outbox import Item, Outbox, OutboxWorker
 from gasguard.gateway.service import Gateway
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.gwrun import write_config
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.gwrun import write_config
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS, Collector
 

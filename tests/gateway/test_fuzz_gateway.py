@@ -1,11 +1,12 @@
-"""The fuzz target over the gateway's receive path (tools/fuzz_gateway.py): its seeds (issue 20's
-hostile inputs) and mutations of them run through without an exception, and atheris drives it."""
+"""The fuzz target over the gateway's receive path (tools/bench/fuzz_gateway.py): its seeds
+(issue 20's hostile inputs) and mutations of them run through without an exception, and atheris
+drives it."""
 
 from __future__ import annotations
 
 import pytest
 
-from gasguard.tools import fuzz, fuzz_gateway
+from gasguard.tools.bench import fuzz, fuzz_gateway
 
 
 def test_the_receive_path_survives_the_seeds_and_their_mutations():

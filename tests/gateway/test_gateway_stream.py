@@ -13,8 +13,8 @@ import pytest
 
 from gasguard.gateway import schemas
 from gasguard.gateway.publisher import CLIENT_ENV
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.syndevice import SynDevice, open_link, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.syndevice import SynDevice, open_link, run_tcp
 
 from .conftest import KEYS, Collector
 
@@ -321,8 +321,9 @@ def test_a_virtual_board_on_a_serial_link_reports_a_leak_to_the_regulator(
     import json as _json
     from pathlib import Path
 
-    from gasguard.tools.gwrun import write_config
-    from gasguard.tools.vboard_service import VboardService, read_device_config
+    from gasguard.tools.device import read_device_config
+    from gasguard.tools.sim.gwrun import write_config
+    from gasguard.tools.sim.vboard_service import VboardService
 
     cfg, key = read_device_config(Path(__file__).parents[2] / "hil_tests" / "board-config.json")
     with VboardService(cfg, key, flash=tmp_path / "flash") as board:

@@ -12,8 +12,8 @@ from gasguard.gateway import config as gwconfig
 from gasguard.gateway.health import Health
 from gasguard.gateway.service import Gateway
 from gasguard.protocol import messages
-from gasguard.tools.gwrun import write_config
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.sim.gwrun import write_config
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 from .conftest import KEYS, Collector
 

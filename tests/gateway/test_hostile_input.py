@@ -9,7 +9,7 @@ import asyncio
 import json
 
 from gasguard.protocol import cbor, frame, messages
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 from .conftest import KEYS, Collector
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiomqtt
 
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 from .conftest import KEYS
 

@@ -10,7 +10,7 @@ from gasguard.gateway.session import (
     ack_frames,
 )
 from gasguard.protocol import messages
-from gasguard.tools.syndevice import SynDevice
+from gasguard.tools.sim.syndevice import SynDevice
 
 KEY = bytes(range(16))
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 
-from gasguard.tools.syndevice import SynDevice, open_link, run_tcp
+from gasguard.tools.sim.syndevice import SynDevice, open_link, run_tcp
 
 from .conftest import KEYS
 

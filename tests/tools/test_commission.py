@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools.vboard_service import VboardService, read_device_config
+from gasguard.tools.device import read_device_config
+from gasguard.tools.sim.vboard_service import VboardService
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"
@@ -142,7 +143,7 @@ def test_the_self_test_loads_without_new_interned_names():
     """The stopped firmware's heap is fragmented: a new interned name can need the names' pool
     to double (7 KB at once), which is how the self-test ran out of heap (issue 19 item 10).
     Loading it after a stop interns its module and file names and nothing else."""
-    from gasguard.tools.flash import Board
+    from gasguard.tools.installer.flash import Board
 
     cfg, key = read_device_config(EXAMPLE)  # with the link: the most names a board interns
     with VboardService(cfg, key) as svc:

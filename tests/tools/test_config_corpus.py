@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools import configcheck, micropython
+from gasguard.tools import device, image
+from gasguard.tools.installer import configcheck
 
 CORPUS = Path(__file__).with_name("config-corpus.jsonl")
 LINES = [json.loads(line) for line in CORPUS.read_text().splitlines()]
@@ -43,7 +44,7 @@ def _node(d, path: str):
 
 
 def firmware_first(cfg: dict) -> str | None:
-    fw = micropython.load_firmware_module("config")
+    fw = device.load_firmware_module("config")
     try:
         fw.Config(cfg)
     except fw.ConfigError as e:
@@ -77,7 +78,7 @@ def test_bad_configs_are_refused_for_their_field(case):
     cfg = build(case)
     field = case["field"]
     # the board: first error at boot, and every error as config check collects them
-    fw = micropython.load_firmware_module("config")
+    fw = device.load_firmware_module("config")
     assert firmware_first(cfg) == field
     assert [e.field for e in fw.collect(cfg)] == [field]
     # the schema: exactly that field, or nothing when the rule is beyond it (and says why)
@@ -114,7 +115,7 @@ def _file_bytes(f: dict) -> bytes:
 
 @pytest.mark.parametrize("f", cases("file"), ids=ids("file"))
 def test_whole_files_load_or_are_refused_alike(f, tmp_path):
-    fw = micropython.load_firmware_module("config")
+    fw = device.load_firmware_module("config")
     path = tmp_path / "config.json"
     path.write_bytes(_file_bytes(f))
     try:
@@ -139,7 +140,7 @@ def test_whole_files_load_or_are_refused_alike(f, tmp_path):
 def test_the_schema_names_every_shipped_profile():
     s = configcheck.schema()
     names = s["properties"]["detectors"]["items"]["properties"]["profile"]["then"]["enum"]
-    shipped = sorted(p.stem for p in (micropython.protocol_dir() / "profiles").glob("*.json"))
+    shipped = sorted(p.stem for p in (image.protocol_dir() / "profiles").glob("*.json"))
     assert sorted(names) == shipped
     # and each shipped profile file is a valid inline profile
     from jsonschema import Draft202012Validator
@@ -147,7 +148,7 @@ def test_the_schema_names_every_shipped_profile():
     v = Draft202012Validator({**s["$defs"]["profile"], "$defs": s["$defs"]})
     for name in shipped:
         profile = json.loads(
-            (micropython.protocol_dir() / "profiles" / (name + ".json")).read_text()
+            (image.protocol_dir() / "profiles" / (name + ".json")).read_text()
         )
         assert list(v.iter_errors(profile)) == [], name
 

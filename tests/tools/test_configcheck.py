@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gasguard.tools.configcheck import check
+from gasguard.tools.installer.configcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"

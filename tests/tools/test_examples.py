@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from gasguard.gateway import config as gwconfig
-from gasguard.tools.configcheck import check
+from gasguard.tools.installer.configcheck import check
 
 SITE = Path(__file__).resolve().parents[2] / "examples" / "hotpot-88"
 DEVICES = sorted(SITE.glob("kitchen-*.json"))

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import serial
 
-from gasguard.tools.flash import FlashError, check_supported
-from gasguard.tools.vboard_service import VboardService, read_device_config
+from gasguard.tools.device import read_device_config
+from gasguard.tools.installer.flash import FlashError, check_supported
+from gasguard.tools.sim.vboard_service import VboardService
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"

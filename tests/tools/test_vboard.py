@@ -15,7 +15,7 @@ import time
 import tty
 from pathlib import Path
 
-from gasguard.tools.vboard import install_firmware
+from gasguard.tools.image import install_firmware
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "hotpot-88" / "kitchen-main.json"
@@ -136,7 +136,7 @@ def test_external_bus_runs_at_the_configured_baud_rate(tmp_path):
 
 
 def test_paced_cable_paces_both_ways():
-    from gasguard.tools.linepacer import PacedCable
+    from gasguard.tools.sim.linepacer import PacedCable
 
     cable = PacedCable(9600).start()
     fds = []
@@ -176,4 +176,4 @@ def test_a_crash_before_the_panel_exists_is_not_a_closed_valve(tmp_path):
     assert rc == 1, err
     assert "firmware crashed at boot, outputs undriven" in err
     assert "hal" in err or "mpy" in err  # the console's last lines say what broke
-    assert "tools/vboard" not in err  # the firmware's traceback, not the harness's
+    assert "tools/sim/vboard" not in err  # the firmware's traceback, not the harness's

@@ -1,8 +1,6 @@
 # GasGuard firmware (MicroPython, ESP32). The protocol package sits beside it as gasguard.protocol.
 import sys
 
-VERSION = "0.1.0"
-
 
 class Values:
     """The validated configuration values (see config.Config.plain): a class that stays when the

@@ -8,11 +8,12 @@ from time import sleep_ms, ticks_add, ticks_diff, ticks_ms, ticks_us
 
 from micropython import const
 
-from gasguard import VERSION, detectors, modbus
+from gasguard import detectors, modbus
 from gasguard import events as ev
 from gasguard.eventlog import EventLog
 from gasguard.hmi import Button, Indicators
 from gasguard.persist import life, makedirs
+from gasguard.protocol import VERSION
 from gasguard.protocol import catalogue as cat
 from gasguard.protocol.profile import OVER, STATE_NAMES
 from gasguard.safety import Safety, Settings

@@ -3,10 +3,10 @@
 #
 # Order matters: detectors first; the valve is only opened, for a moment, when every detector
 # answered with a clean-air reading. Each step prints one "SELFTEST {json}" line as it finishes
-# (the host, tools/commission.py, reads them as they come); "result" is a number (0 info, 1 pass,
-# 2 fail, 3 driven: a person must confirm it, 4 skipped). The valve ends closed whatever happens:
-# a step that fails (a silent detector, the heap running short) is reported as a failed check and
-# the next step still runs; the host then restarts the board.
+# (the host, tools/installer/commission.py, reads them as they come); "result" is a number
+# (0 info, 1 pass, 2 fail, 3 driven: a person must confirm it, 4 skipped). The valve ends closed
+# whatever happens: a step that fails (a silent detector, the heap running short) is reported as
+# a failed check and the next step still runs; the host then restarts the board.
 #
 # This module is loaded into the stopped firmware's fragmented heap, where a new interned name
 # can need the interned names' pool to double (a 7 KB block that may not be there): it uses only
@@ -18,7 +18,8 @@ from time import sleep_ms, ticks_diff, ticks_ms, ticks_us
 
 from micropython import const
 
-from gasguard import VERSION, detectors, modbus
+from gasguard import detectors, modbus
+from gasguard.protocol import VERSION
 from gasguard.protocol.profile import NOANSWER, OK, STATE_NAMES
 
 _LAMP_MS = const(700)  # long enough for a person to see each one

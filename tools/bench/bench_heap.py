@@ -25,13 +25,14 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from gasguard.tools import micropython
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.vboard import install_firmware
+from gasguard.tools.image import install_firmware
+from gasguard.tools.sim import micropython
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
 
 KEY = bytes(range(16))
-PROBE = Path(__file__).parent / "mpy" / "heap_probe.py"
+PROBE = Path(__file__).parents[1] / "sim" / "mpy" / "heap_probe.py"
 # Measured on this runtime: the dynamic qstr pools hold 20, 40, 80, 160, 320, 640, ... names, so
 # the 621st name allocates a pool of 640 entries (7,104 bytes).
 QSTR_POOL_STEP = 620
@@ -161,3 +162,23 @@ def table(out: dict) -> str:
             )
         )
     return "\n".join("%-44s %s" % r for r in rows)
+
+
+# gasguard bench firmware-heap: the run from the command line, and its targets
+
+
+def run_args(args: Any) -> dict:
+    out = run(args.json, args.cycles, args.micropython)
+    print(table(out))
+    return out
+
+
+def missed(out: dict) -> list[str]:
+    found = []
+    if out["bytes_per_cycle"] != 0 or out["locked_alloc_failures"] != 0:
+        found.append("the steady-state cycle allocates")
+    if not out["fits_110k"]:
+        found.append("the firmware does not boot in a 110k heap")
+    elif out["heap_free_pct"] is None or out["heap_free_pct"] < 50:
+        found.append("less than 50 % of the heap free")
+    return found

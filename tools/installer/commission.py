@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.flash import OVERRIDE_FILE, Board, FlashError, check_supported
+from gasguard.tools.installer.flash import OVERRIDE_FILE, Board, FlashError, check_supported
 
 NOT_CONFIRMED = "not confirmed"
 # the board reports each result as a number (selftest.py keeps its interned names to a minimum)
@@ -252,7 +252,7 @@ def commission(
 ) -> tuple[dict[str, Any], Path, Path]:
     install = None
     if config is not None:
-        from gasguard.tools.configcheck import ConfigFileError, read_file
+        from gasguard.tools.installer.configcheck import ConfigFileError, read_file
 
         try:
             _, cfg = read_file(config)
@@ -319,7 +319,7 @@ def main(args: Any) -> int:
     return 1
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     c = sub.add_parser("commission", help="run the on-device self-test, write the record")
     c.add_argument("--port", required=True, help="serial port or a vboard REPL pty")
     c.add_argument("--config", help="the device config (JSON) whose install block to record")
@@ -330,3 +330,4 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="do not ask what was seen: recorded as not confirmed (the verdict says so), exit 0",
     )
+    c.set_defaults(run=main)

@@ -1,5 +1,5 @@
 """Detector simulator: a pymodbus RTU server with one SimDevice per detector, each built from its
-protocol/ profile, behind a LinePacer. Tests and the virtual board set concentrations, ramps,
+protocol/ profile, behind a LinePacer. Tests and the virtual board set concentrations,
 states (warm-up, fault, end of life, ...), exception responses and silence at run time."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from gasguard.protocol import profile as profiles
 from gasguard.protocol import profile_parse
-from gasguard.tools.linepacer import LinePacer
+from gasguard.tools.sim.linepacer import LinePacer
 
 
 class SimDetector:
@@ -31,13 +31,11 @@ class SimDetector:
         self.reads = 0
         self.writes: list[tuple[int, int, list[int]]] = []
         self.changed_at = time.perf_counter()
-        self._ramp: tuple[float, float, float, float] | None = None
 
     # --- what a test sets ------------------------------------------------------------------------
 
     def set(self, lel: float | None = None, state: str | None = None) -> float:
         """Change the reading and/or state now; returns the perf_counter time of the change."""
-        self._ramp = None
         if lel is not None:
             self.lel = lel
         if state is not None:
@@ -47,25 +45,12 @@ class SimDetector:
         self.changed_at = time.perf_counter()
         return self.changed_at
 
-    def ramp(self, to_lel: float, seconds: float) -> None:
-        now = time.perf_counter()
-        self._ramp = (now, seconds, self.lel, to_lel)
-
-    def current_lel(self) -> float:
-        if self._ramp is not None:
-            t0, dur, a, b = self._ramp
-            f = min(1.0, (time.perf_counter() - t0) / dur)
-            self.lel = a + (b - a) * f
-            if f >= 1.0:
-                self._ramp = None
-        return self.lel
-
     # --- encoding: the inverse of profile decoding -----------------------------------------------
 
     def registers(self) -> list[int]:
         p = self.profile
         regs = [0] * p.count
-        tenths = round(self.current_lel() * 10)
+        tenths = round(self.lel * 10)
         if p.rtype == 2:  # float32
             hi, lo = struct.unpack(">HH", struct.pack(">f", tenths / 10))
             if p.swap:
@@ -181,10 +166,6 @@ class DetectorBus:
         if self._error is not None:
             raise RuntimeError("detector simulator failed to start") from self._error
         return self
-
-    def poll_floor_ms(self, nregs: int = 2) -> float:
-        """Line time of one read transaction (request + response) at this baud rate."""
-        return self.pacer.line_time_s(8 + 5 + 2 * nregs) * 1000
 
     def stop(self) -> None:
         if self._loop is not None and self._server is not None:

@@ -37,14 +37,14 @@ import types
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.micropython import load_firmware_module
+from gasguard.tools.device import load_firmware_module
 
 TARGETS = ("cbor", "frame", "modbus", "config", "profile", "gateway")
 TIMEOUT_S = 5  # one input taking longer than this is a hang
 RSS_LIMIT_MB = 1024
 MAX_LEN = 4096
 MAX_LEN_JSON = 9000  # past the board's 8192-byte config bound
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class ScriptedBus:
@@ -272,7 +272,7 @@ class JsonMutator:
 
 
 def _schema() -> dict[str, Any]:
-    from gasguard.tools.configcheck import schema
+    from gasguard.tools.installer.configcheck import schema
 
     return schema()
 
@@ -405,7 +405,7 @@ BUILD = {
     "config": _config,
     "profile": _profile,
     "_canary": _canary,
-    "gateway": lambda: __import__("gasguard.tools.fuzz_gateway", fromlist=["build"]).build(),
+    "gateway": lambda: __import__("gasguard.tools.bench.fuzz_gateway", fromlist=["build"]).build(),
 }
 
 
@@ -431,7 +431,7 @@ def _instrument_ours(atheris, one) -> None:
     fn(one)
     for name, mod in list(sys.modules.items()):
         if not name.startswith(("gasguard.protocol", "gasguard.gateway", "gasguard_fw_",
-                                "__main__", "gasguard.tools.fuzz_gateway")):
+                                "__main__", "gasguard.tools.bench.fuzz_gateway")):
             continue
         for obj in list(vars(mod).values()):
             if obj is JsonMutator or getattr(obj, "__name__", "") == "JsonMutator":
@@ -487,7 +487,7 @@ def fuzz(target: str, iterations: int, keep: Path | None = None) -> dict[str, An
             [
                 sys.executable,
                 "-m",
-                "gasguard.tools.fuzz",
+                "gasguard.tools.bench.fuzz",
                 "--child",
                 target,
                 str(iterations),
@@ -576,13 +576,14 @@ def main(args: Any) -> int:
     return 0 if report["result"] == "ok" else 1
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     f = sub.add_parser("fuzz", help="coverage-guided fuzzing of a decoder or loader")
     f.add_argument("target", choices=list(TARGETS) + ["_canary"], metavar="TARGET",
                    help="one of: %s" % ", ".join(TARGETS))  # fmt: skip
     f.add_argument("--iterations", type=int, default=100_000, help="inputs to run")
     f.add_argument("--json", metavar="FILE", help="write the figures here")
     f.add_argument("--keep", metavar="DIR", help="save inputs that crashed or hung here")
+    f.set_defaults(run=main)
 
 
 if __name__ == "__main__":

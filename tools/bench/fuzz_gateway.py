@@ -72,7 +72,7 @@ def seeds() -> list[bytes]:
 
 
 def build():
-    """(one_input, seeds) for tools/fuzz.py."""
+    """(one_input, seeds) for tools/bench/fuzz.py."""
     signer = Signer(KEY)
     fmt = JsonFormatter()
 

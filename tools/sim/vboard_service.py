@@ -27,37 +27,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.detsim import DetectorBus, SimDetector
-from gasguard.tools.linepacer import PacedCable, PtyCable
-from gasguard.tools.vboard import BootCrash, VirtualBoard, _field
-
-
-class ConfigFileError(ValueError):
-    pass
-
-
-def read_device_config(path: Path, key_path: Path | None = None) -> tuple[dict, bytes]:
-    """The device config and its key (from --key, else the config's key_hex)."""
-    try:
-        cfg = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigFileError("%s: cannot read (%s)" % (path, e.strerror)) from None
-    except ValueError as e:
-        raise ConfigFileError("%s: not valid JSON (%s)" % (path, e)) from None
-    if not isinstance(cfg, dict):
-        raise ConfigFileError("%s: the top level must be an object" % path)
-    if key_path is not None:
-        text = Path(key_path).read_text().strip()
-    else:
-        text = cfg.get("key_hex", "")
-    try:
-        key = bytes.fromhex(text)
-    except ValueError:
-        raise ConfigFileError("key: not hexadecimal") from None
-    if len(key) < 16:
-        raise ConfigFileError("key: missing or shorter than 16 bytes (use --key or key_hex)")
-    return cfg, key
-
+from gasguard.tools.sim.detsim import DetectorBus, SimDetector
+from gasguard.tools.sim.linepacer import PacedCable, PtyCable
+from gasguard.tools.sim.vboard import BootCrash, VirtualBoard, _field
 
 VALVE_TRAVEL_S = 0.3  # a real valve takes 1-2 s; the virtual one is quicker to keep tests short
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)

@@ -26,8 +26,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools import configcheck
-from gasguard.tools.vboard import install_firmware
+from gasguard.tools.image import install_firmware
+from gasguard.tools.installer import configcheck
 
 OVERRIDE_FILE = "override.json"  # on the board, beside config.json
 # the safe core's pin map (firmware/lib/gasguard/safe.py): written first, so that a board whose
@@ -166,7 +166,7 @@ def build_image(
 
 def pinmap(device_cfg: dict, key: bytes) -> bytes:
     """board.json for a config the firmware accepts: what the firmware itself writes from it."""
-    from gasguard.tools.micropython import load_firmware_module
+    from gasguard.tools.device import load_firmware_module
 
     cfg = load_firmware_module("config").Config(device_cfg, key=key)
     return json.dumps(load_firmware_module("safe").pinmap(cfg)).encode()
@@ -425,7 +425,7 @@ def main(args: Any) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     f = sub.add_parser("flash", help="put firmware, config and key on a board over its REPL")
     f.add_argument("--port", required=True, help="serial port (/dev/ttyUSB0) or a vboard REPL pty")
     f.add_argument("--config", required=True, help="device config (JSON)")
@@ -440,3 +440,4 @@ def add_parser(sub: Any) -> None:
         "who and what go on the board and into the commissioning record",
     )
     f.add_argument("--installer", help="who overrides (name and licence number)")
+    f.set_defaults(run=main)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gasguard.tools.brokers import free_port, stop_process
+from gasguard.tools.sim.brokers import free_port, stop_process
 
 
 def write_config(

@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools import micropython
+from gasguard.tools import device
 
 NG_FROM_CEILING_M = 0.3  # natural gas rises: within 0.3 m of the ceiling
 LPG_FROM_FLOOR_M = 0.3  # LPG sinks: within 0.3 m of the floor
@@ -90,7 +90,7 @@ class ConfigFileError(ValueError):
 
 def _firmware_config():
     """The firmware's config validator, loaded from firmware/ (it is plain Python)."""
-    return micropython.load_firmware_module("config")
+    return device.load_firmware_module("config")
 
 
 def max_bytes() -> int:
@@ -566,3 +566,12 @@ def main(path: str, as_json: bool = False, today: str | None = None) -> int:
             % (path, errors, len(found) - errors, "" if errors else " - fit to install")
         )
     return 1 if errors else 0
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("config", help="check a device config against the install rules")
+    c.add_argument("action", choices=["check"])
+    c.add_argument("file", help="device config (JSON)")
+    c.add_argument("--json", action="store_true", help="print the findings as JSON")
+    c.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
+    c.set_defaults(run=lambda args: main(args.file, args.json, args.today))

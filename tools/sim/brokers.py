@@ -2,7 +2,7 @@
 embedded amqtt broker (pure Python, MQTT 3.1.1) in a process of its own so it can be stopped,
 killed and restarted like a real one.
 
-`python -m gasguard.tools.brokers amqtt PORT` runs the amqtt broker alone.
+`python -m gasguard.tools.sim.brokers amqtt PORT` runs the amqtt broker alone.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Amqtt(Broker):
     kind = "amqtt"
 
     def _argv(self) -> list[str]:
-        return [sys.executable, "-m", "gasguard.tools.brokers", "amqtt", str(self.port)]
+        return [sys.executable, "-m", "gasguard.tools.sim.brokers", "amqtt", str(self.port)]
 
 
 async def _serve_amqtt(port: int) -> None:
@@ -186,5 +186,5 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "amqtt":
         asyncio.run(_serve_amqtt(int(sys.argv[2])))
     else:
-        print("usage: python -m gasguard.tools.brokers amqtt PORT", file=sys.stderr)
+        print("usage: python -m gasguard.tools.sim.brokers amqtt PORT", file=sys.stderr)
         sys.exit(2)

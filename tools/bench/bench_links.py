@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.bench_gateway import Regulator, _latencies, _pct
-from gasguard.tools.brokers import Mosquitto, free_port
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.syndevice import SynDevice, open_link
+from gasguard.tools.bench.bench_gateway import Regulator, _latencies, _pct
+from gasguard.tools.sim.brokers import Mosquitto, free_port
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.syndevice import SynDevice, open_link
 
 ALARMS = 60
 ALARM_EVERY_S = 0.25
@@ -182,3 +182,23 @@ def run(json_path: str | None, links: int = 1000, duration: float = 30.0) -> dic
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+# gasguard bench links: the run from the command line, and its targets
+
+
+def run_args(args: Any) -> dict[str, Any]:
+    out = run(args.json, args.links, args.duration)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def missed(out: dict[str, Any]) -> list[str]:
+    found = []
+    if out["linked"] < out["links"]:
+        found.append("%d of %d boards linked" % (out["linked"], out["links"]))
+    if out["rss_mb"] > 150:
+        found.append("gateway RSS above 150 MB")
+    if out["alarm_p99_ms"] is None or out["alarm_p99_ms"] > 50:
+        found.append("alarm p99 above 50 ms")
+    return found

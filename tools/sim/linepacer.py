@@ -133,9 +133,6 @@ class LinePacer:
             t.start()
         return self
 
-    def line_time_s(self, nbytes: int) -> float:
-        return nbytes * self.char_s
-
     def _read_loop(self) -> None:
         pending = bytearray()
         last = 0.0

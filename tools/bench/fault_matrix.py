@@ -24,12 +24,13 @@ from typing import Any
 
 import aiomqtt
 
-from gasguard.tools.bench_gateway import _mosquitto_version
-from gasguard.tools.brokers import Mosquitto
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.vboard_service import VboardService, read_device_config
+from gasguard.tools.bench.bench_gateway import _mosquitto_version
+from gasguard.tools.device import read_device_config
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.vboard_service import VboardService
 
-CONFIG = Path(__file__).resolve().parents[1] / "hil_tests" / "board-config.json"
+CONFIG = Path(__file__).resolve().parents[2] / "hil_tests" / "board-config.json"
 LEAK_BUDGET_MS = 1000  # leak on the detector -> valve closed (alarm path p99 is ~190 ms)
 FAULT_BUDGET_MS = 5000  # a silent detector: fail limit, then the stale time, then closed
 EVENT = re.compile(r"^EVENT (\d+) (\d+) (\S+)")
@@ -347,3 +348,14 @@ def _row(r: dict[str, Any]) -> str:
 
 def table(out: dict[str, Any]) -> str:
     return "\n".join(_row(r) for r in out["cells"])
+
+
+# gasguard bench fault-matrix: the run from the command line; every cell must hold
+
+
+def run_args(args: Any) -> dict[str, Any]:
+    return run(args.json, args.only)
+
+
+def missed(out: dict[str, Any]) -> list[str]:
+    return [r["fault"] for r in out["cells"] if not r["ok"]]

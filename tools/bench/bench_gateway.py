@@ -32,9 +32,9 @@ from typing import Any
 
 from gasguard.gateway.publisher import dumps
 from gasguard.protocol import cloudevents, messages
-from gasguard.tools.brokers import Mosquitto, free_port, stop_process
-from gasguard.tools.gwrun import GatewayProcess, write_config
-from gasguard.tools.syndevice import SynDevice, run_tcp
+from gasguard.tools.sim.brokers import Mosquitto, free_port, stop_process
+from gasguard.tools.sim.gwrun import GatewayProcess, write_config
+from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
 
 class Regulator:
@@ -331,3 +331,40 @@ def recovery(
     if json_path:
         Path(json_path).write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+# gasguard bench gateway-throughput and recovery: the runs from the command line, and their targets
+
+
+def throughput_args(args: Any) -> dict:
+    out = throughput(args.json)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def throughput_missed(out: dict) -> list[str]:
+    found = []
+    if out["events_per_s"] < 10_000:
+        found.append("durable throughput below 10,000 events/s")
+    if out["ratio"] < 2.5:
+        found.append("less than 2.5 times the naive baseline")
+    if out["alarm_p99_ms"] is None or out["alarm_p99_ms"] > 50:
+        found.append("alarm p99 above 50 ms under load")
+    if out["lost"]:
+        found.append("events lost")
+    return found
+
+
+def recovery_args(args: Any) -> dict:
+    out = recovery(args.json, outage_s=args.outage)
+    print(json.dumps(out, indent=2))
+    return out
+
+
+def recovery_missed(out: dict) -> list[str]:
+    found = []
+    if out["lost"] or out["order_violations"]:
+        found.append("events lost or out of order")
+    if out["drain_events_per_s"] is None or out["drain_events_per_s"] < 5000:
+        found.append("backlog drained below 5,000 events/s from the broker's return")
+    return found

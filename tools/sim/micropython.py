@@ -20,54 +20,6 @@ class MicroPythonMissing(RuntimeError):
     pass
 
 
-def package_root() -> Path:
-    """Directory holding the protocol/ and firmware/ sources (the repo, or the installed wheel)."""
-    from gasguard import protocol
-
-    return Path(protocol.__file__).resolve().parent.parent
-
-
-def protocol_dir() -> Path:
-    from gasguard import protocol
-
-    return Path(protocol.__file__).resolve().parent
-
-
-def firmware_dir() -> Path:
-    return package_root() / "firmware"
-
-
-def load_firmware_module(name: str):
-    """A firmware module (firmware/lib/gasguard/NAME.py) imported into CPython, for the host
-    tools that apply its rules (config check, flash) and for fuzzing and property tests:
-    MicroPython's const() and time's ticks and sleeps are supplied.
-    Loaded once per process."""
-    import importlib.util
-    import time as _time
-    import types
-
-    key = "gasguard_fw_" + name
-    if key in sys.modules:
-        return sys.modules[key]
-    if not hasattr(sys.modules.get("micropython"), "const"):  # absent, or a stray namespace
-        mp = types.ModuleType("micropython")
-        mp.const = lambda x: x  # type: ignore[attr-defined]
-        sys.modules["micropython"] = mp
-    if not hasattr(_time, "ticks_diff"):
-        _time.ticks_diff = lambda a, b: a - b  # type: ignore[attr-defined]
-        _time.ticks_add = lambda a, b: a + b  # type: ignore[attr-defined]
-        _time.sleep_us = lambda us: _time.sleep(us / 1e6)  # type: ignore[attr-defined]
-        _time.sleep_ms = lambda ms: _time.sleep(ms / 1e3)  # type: ignore[attr-defined]
-        _time.ticks_ms = lambda: int(_time.monotonic() * 1000)  # type: ignore[attr-defined]
-    path = firmware_dir() / "lib" / "gasguard" / (name + ".py")
-    spec = importlib.util.spec_from_file_location(key, path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[key] = mod  # found again by name (and by the fuzzer's instrumentation)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def find_micropython() -> str:
     """Path of the `micropython` executable, preferring the one beside this interpreter."""
     beside = Path(sys.executable).parent / "micropython"
@@ -82,24 +34,26 @@ def find_micropython() -> str:
     )
 
 
-def stage(dest: Path, firmware: bool = True) -> Path:
-    """Make dest look like a board's filesystem: /lib/gasguard/protocol and the firmware files.
+def stage(dest: Path, firmware: bool = True, protocol_extra: tuple[str, ...] = ()) -> Path:
+    """Make dest look like a board's filesystem: the device image (firmware/manifest.py) as
+    source, the protocol's part only unless `firmware`; `protocol_extra` adds host-only protocol
+    modules (messages.py) for tests that check they run under MicroPython too.
 
     Uses symlinks, so a test sees edits at once; returns the lib directory to put on sys.path.
     """
-    lib = dest / "lib" / "gasguard"
-    lib.mkdir(parents=True, exist_ok=True)
-    link = lib / "protocol"
-    if not link.exists():
-        link.symlink_to(protocol_dir(), target_is_directory=True)
-    fw = firmware_dir()
-    if firmware and fw.is_dir():
-        for src in (fw / "lib" / "gasguard").glob("*"):
-            if src.name != "__pycache__" and not (lib / src.name).exists():
-                (lib / src.name).symlink_to(src, target_is_directory=src.is_dir())
-        for name in ("boot.py", "main.py", "rom.py"):
-            if (fw / name).is_file() and not (dest / name).exists():
-                (dest / name).symlink_to(fw / name)
+    from gasguard.tools import image
+
+    wanted = [
+        (src, name)
+        for src, name in image.files()
+        if firmware or name.startswith("lib/gasguard/protocol/")
+    ]
+    wanted += [(image.protocol_dir() / n, "lib/gasguard/protocol/" + n) for n in protocol_extra]
+    for src, name in wanted:
+        dst = dest / name
+        if not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
     return dest / "lib"
 
 
@@ -145,19 +99,8 @@ def version() -> str:
     return out.stdout.strip()
 
 
-def mpy_cross(src: Path, out: Path, source_name: str | None = None) -> None:
-    """Compile one file to MicroPython bytecode. `source_name` is what tracebacks call the file
-    (default: the source's file name)."""
-    exe = Path(sys.executable).parent / "mpy-cross"
-    name = source_name or src.name
-    cmd = [str(exe) if exe.exists() else "mpy-cross", "-o", str(out), "-s", name, str(src)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        raise RuntimeError("mpy-cross failed on %s: %s" % (src, proc.stderr.strip()))
-
-
 def check_log(flash: Path, root: Path) -> dict:
-    """Open an event log directory written by tools/mpy/log_writer.py the way a board does at
+    """Open an event log directory written by tools/sim/mpy/log_writer.py the way a board does at
     boot (which repairs a torn tail), with the firmware in `flash`; report whether the chain
     verifies and the ids run on."""
     import json

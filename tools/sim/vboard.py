@@ -19,23 +19,20 @@ its panel exists (a module missing after a broken flash, a HAL that cannot load)
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import io
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import termios
 import threading
 import time
 import tty
 from pathlib import Path
 
-from gasguard.tools import micropython
+from gasguard.tools.image import install_firmware
+from gasguard.tools.sim import micropython
 
 CRASHED = "firmware crashed at boot, outputs undriven"
 
@@ -58,77 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def module_name(mpy: Path) -> str:
-    """Dotted module name of a .mpy under lib/ ("gasguard/protocol/frame.mpy" ->
-    "gasguard.protocol.frame"). Compiled in as the file's name for tracebacks: the import
-    interns the module name anyway, so each file costs one qstr fewer (qstrs are never freed
-    and their pool grows by doubling: on a 110 KB heap a few dozen decide a 7 KB step)."""
-    parts = list(mpy.with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-LAYOUTS = ("files", "romfs")
-ROM_IMAGE = "romfs.img"
-
-
-def install_firmware(flash: Path, layout: str = "files", extra: tuple[Path, ...] = ()) -> int:
-    """Lay the firmware into a flash directory as a board gets it: main.py and boot.py as source,
-    rom.mpy, and the rest as .mpy bytecode with the profiles as JSON (and the `extra` modules, at
-    the top of lib/). Either as files under lib/gasguard (`files`: what stock MicroPython runs
-    from its littlefs, and what `gasguard flash` copies), or as one ROMFS image whose lib/ mounts
-    at /rom (`romfs`: a build with a ROMFS partition, where the bytecode stays in flash).
-    Returns the number of files compiled."""
-    if layout not in LAYOUTS:
-        raise ValueError("layout must be one of %s" % ", ".join(LAYOUTS))
-    if layout == "romfs":
-        from mpremote.romfs import make_romfs
-
-        with tempfile.TemporaryDirectory() as tmp:
-            n = _install_lib(Path(tmp), extra)
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints the tree
-                image = make_romfs(tmp, mpy_cross=False)
-            (flash / ROM_IMAGE).write_bytes(image)
-        shutil.rmtree(flash / "lib", ignore_errors=True)  # it would be shadowed: don't keep it
-    else:
-        n = _install_lib(flash, extra)
-        (flash / ROM_IMAGE).unlink(missing_ok=True)
-    fw = micropython.firmware_dir()
-    for name in ("boot.py", "main.py"):
-        shutil.copy(fw / name, flash / name)
-    # bytecode, not source: compiling source interns every local name as a qstr for good
-    micropython.mpy_cross(fw / "rom.py", flash / "rom.mpy", "rom")
-    return n + 1
-
-
-def _install_lib(root: Path, extra: tuple[Path, ...]) -> int:
-    fw = micropython.firmware_dir()
-    jobs = [
-        (src, root / "lib" / "gasguard" / src.relative_to(fw / "lib" / "gasguard"))
-        for src in (fw / "lib" / "gasguard").rglob("*.py")
-    ]
-    proto = micropython.protocol_dir()
-    jobs += [
-        (src, root / "lib" / "gasguard" / "protocol" / src.relative_to(proto))
-        for src in proto.rglob("*.py")
-    ]
-    jobs += [(src, root / "lib" / src.name) for src in extra]
-    n = 0
-    for src, dst in jobs:
-        out = dst.with_suffix(".mpy")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
-            continue
-        micropython.mpy_cross(src, out, module_name(out.relative_to(root / "lib")))
-        n += 1
-    for src in (proto / "profiles").glob("*.json"):
-        dst = root / "lib" / "gasguard" / "protocol" / "profiles" / src.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, dst)
-    return n
 
 
 class VirtualBoard:

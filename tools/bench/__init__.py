@@ -1,0 +1,1 @@
+"""Benchmarks and fuzzers, each owning its pass/fail targets."""

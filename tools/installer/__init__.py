@@ -1,0 +1,1 @@
+"""Installer commands: flash a board, check its config, commission it on site."""
