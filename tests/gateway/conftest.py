@@ -109,3 +109,14 @@ class Collector:
                     % (what, len(self.messages), [p.get("type") for _, p, _ in self.messages[-8:]])
                 )
             await asyncio.sleep(0.05)
+
+
+async def until(pred, timeout: float) -> bool:
+    """Poll a user-visible condition until a deadline (True if it came): the gateway's counters
+    move asynchronously (a delete after its PUBACK), so one read races them."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True

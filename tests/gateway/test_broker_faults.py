@@ -15,7 +15,7 @@ import aiomqtt
 from gasguard.tools.sim.brokers import Mosquitto
 from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
-from .conftest import KEYS, Collector
+from .conftest import KEYS, Collector, until
 
 ONLY_STATUS = "topic readwrite gasguard/v1/+/gateway/#\ntopic read gasguard/v1/#\n"
 EVERYTHING = "topic readwrite gasguard/v1/#\n"
@@ -65,17 +65,6 @@ def test_publishes_the_broker_refuses_stay_in_the_outbox_and_go_once_allowed(gat
     ev_errors = [e for e in errors if e["topic"] == "gasguard/v1/site-9/kitchen-1/events"]
     assert len(ev_errors) == 1  # once for the spell, not once per try
     assert "authori" in ev_errors[0]["reason"].lower()
-
-
-async def until(pred, timeout: float) -> bool:
-    """Poll a user-visible condition until a deadline: the gateway's counters move
-    asynchronously (a delete after its PUBACK), so one read races them."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
 
 
 def test_a_broker_that_comes_back_gets_the_backlog_within_two_seconds(gateways):

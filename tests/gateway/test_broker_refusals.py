@@ -10,14 +10,13 @@ import asyncio
 import getpass
 import json
 import signal
-import time
 
 import aiomqtt
 
 from gasguard.tools.sim.brokers import Mosquitto
 from gasguard.tools.sim.syndevice import SynDevice, run_tcp
 
-from .conftest import KEYS, Collector
+from .conftest import KEYS, Collector, until
 
 EVERYTHING = "topic readwrite gasguard/v1/#\n"
 K1_EVENTS = "gasguard/v1/site-9/kitchen-1/events"
@@ -34,15 +33,6 @@ def acl_broker(tmp_path, rules: str) -> tuple[Mosquitto, object]:
 
 def log_lines(gw, text: str) -> list[dict]:
     return [json.loads(x) for x in gw.log_path.read_text().splitlines() if text in x]
-
-
-async def wait_for(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
 
 
 def high(col: Collector, dev: str) -> int:
@@ -63,17 +53,17 @@ def test_a_board_the_broker_refuses_does_not_hold_up_another_boards_alarms(gatew
             async with Collector(broker.port, aiomqtt.ProtocolVersion.V5) as col:
                 await run_tcp(d1, "127.0.0.1", gw.tcp_port, 3, kinds=("alarm.low",))
                 await run_tcp(d2, "127.0.0.1", gw.tcp_port, 5, kinds=("alarm.high",))
-                first = await wait_for(lambda: high(col, "kitchen-2") >= 5, 5)
+                first = await until(lambda: high(col, "kitchen-2") >= 5, 5)
                 await asyncio.sleep(5)  # kitchen-1 is tried again meanwhile (reconnects)
                 await run_tcp(d2, "127.0.0.1", gw.tcp_port, 3, kinds=("alarm.high",))
-                later = await wait_for(lambda: high(col, "kitchen-2") >= 8, 5)
+                later = await until(lambda: high(col, "kitchen-2") >= 8, 5)
                 # and they left the outbox, counted as published (not sent again and again)
-                await wait_for(lambda: gw.status()["events"]["published"] >= 8, 5)
+                await until(lambda: gw.status()["events"]["published"] >= 8, 5)
                 during = gw.status()
                 k1_during = col.events("kitchen-1")
                 acl.write_text(EVERYTHING)  # the operator mends the ACL
                 broker.proc.send_signal(signal.SIGHUP)
-                mended = await wait_for(
+                mended = await until(
                     lambda: (
                         sum(p["type"] == "gasguard.alarm.low" for p in col.events("kitchen-1"))
                         >= 3
@@ -81,9 +71,9 @@ def test_a_board_the_broker_refuses_does_not_hold_up_another_boards_alarms(gatew
                     40,
                 )
                 # the user-visible end: nothing waits, everything counted as published
-                drained = await wait_for(lambda: gw.status()["outbox"]["depth"] == 0, 10)
+                drained = await until(lambda: gw.status()["outbox"]["depth"] == 0, 10)
                 # the state's own probe comes on its own backoff
-                await wait_for(lambda: len(log_lines(gw, '"broker accepts')) >= 2, 40)
+                await until(lambda: len(log_lines(gw, '"broker accepts')) >= 2, 40)
                 return first, later, during, k1_during, mended, drained
 
         first, later, during, k1_during, mended, drained = asyncio.run(scenario())
@@ -115,7 +105,7 @@ def test_a_refused_retained_state_is_counted_logged_and_holds_up_nothing(gateway
         async def scenario():
             async with Collector(broker.port, aiomqtt.ProtocolVersion.V5) as col:
                 await run_tcp(dev, "127.0.0.1", gw.tcp_port, 3, kinds=("alarm.high",))
-                ok = await wait_for(lambda: high(col, "kitchen-1") >= 3, 5)
+                ok = await until(lambda: high(col, "kitchen-1") >= 3, 5)
                 await asyncio.sleep(4)  # a few more tries of the state
                 return ok, col
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gasguard.tools.sim.syndevice import SynDevice, open_link
 
-from .conftest import KEYS, Collector
+from .conftest import KEYS, Collector, until
 
 TCP = "\n[links.tcp]\nhost = \"127.0.0.1\"\nport = %d\nmax_links = %d\nhello_s = %s\n"
 
@@ -140,7 +140,7 @@ def test_a_recorded_frame_on_another_connection_does_not_shed_the_boards_own(
                 await asyncio.sleep(0.2)
             shed = await _eof(r0, 1.0)
             w0.write(dev.event("alarm.high", det=0, lel=66.0)[1])  # the board's real link
-            alarm = await _wait(
+            alarm = await until(
                 lambda: any(p["type"] == "gasguard.alarm.high" for p in col.events()), 5
             )
             after_attack = gw.status()
@@ -172,12 +172,3 @@ async def _eof(r: asyncio.StreamReader, within: float) -> bool:
     except ConnectionError:
         return True
     return False
-
-
-async def _wait(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True

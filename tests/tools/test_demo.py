@@ -23,11 +23,8 @@ def readme_demo_command() -> str:
     return demo.strip()
 
 
-def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
-    ledger = tmp_path / "ledger.sqlite"
-    cmd = readme_demo_command()
-    assert cmd == ".venv/bin/gasguard demo"
-    r = subprocess.run(
+def run_demo(ledger):
+    return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "gasguard"), "demo", "--duration", "60"]
         + ["--ledger", str(ledger)],
         capture_output=True,
@@ -36,6 +33,21 @@ def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
         cwd=ROOT,
         check=False,
     )
+
+
+def assert_every_event_delivered(out: str, devices) -> None:
+    """Each board's summary line: as many events in the regulator's ledger as it logged."""
+    for dev in devices:
+        line = next(x for x in out.splitlines() if x.startswith("events from %s" % dev))
+        logged, delivered = [int(w) for w in line.split() if w.isdigit()][:2]
+        assert logged == delivered > 0, line
+
+
+def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    cmd = readme_demo_command()
+    assert cmd == ".venv/bin/gasguard demo"
+    r = run_demo(ledger)
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
     # the story a newcomer reads, in order
@@ -55,10 +67,7 @@ def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
     assert -1 not in at and at == sorted(at), out
     assert "incidents in the ledger: 1" in out
     assert "closed (valve reset on site)" in out
-    for dev in ("hotpot-88-main", "hotpot-88-back"):
-        line = next(x for x in out.splitlines() if x.startswith("events from %s" % dev))
-        logged, delivered = [int(w) for w in line.split() if w.isdigit()][:2]
-        assert logged == delivered > 0, line
+    assert_every_event_delivered(out, ("hotpot-88-main", "hotpot-88-back"))
 
     # the kept ledger exports: one incident, closed, with its steps
     r = subprocess.run(
@@ -86,19 +95,8 @@ def test_the_demo_run_twice_against_one_ledger_passes_both_times(tmp_path):
     duplicate of the first run's (issue 19 item 8)."""
     ledger = tmp_path / "ledger.sqlite"
     for run in (1, 2):
-        r = subprocess.run(
-            [str(ROOT / ".venv" / "bin" / "gasguard"), "demo", "--duration", "60"]
-            + ["--ledger", str(ledger)],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            cwd=ROOT,
-            check=False,
-        )
+        r = run_demo(ledger)
         assert r.returncode == 0, "run %d:\n%s" % (run, r.stdout[-3000:] + r.stderr[-2000:])
         assert "incidents in the ledger: %d" % run in r.stdout, r.stdout[-2000:]
         # each run counts its own boards' events, not the ledger's earlier runs
-        for line in r.stdout.splitlines():
-            if line.startswith("events from "):
-                logged, delivered = [int(w) for w in line.split() if w.isdigit()][:2]
-                assert logged == delivered > 0, line
+        assert_every_event_delivered(r.stdout, ("hotpot-88-main", "hotpot-88-back"))
