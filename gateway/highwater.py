@@ -40,13 +40,16 @@ def read(outbox: Path) -> int | None:
     return rid if zlib.crc32(data[:8]) == crc else None
 
 
+NO_ROW = -1  # row ids start at 1
+
+
 class HighWater:
     """Written in place (one 12-byte write, no rename) on the outbox's writer thread."""
 
     def __init__(self, outbox: Path, rid: int) -> None:
         self._fd = os.open(path_for(outbox), os.O_RDWR | os.O_CREAT, 0o600)
         self._synced_at = 0.0
-        self.rid = -1
+        self.rid = NO_ROW  # so that the first set() writes
         self.set(rid, sync=True)
 
     def set(self, rid: int, sync: bool = False) -> None:

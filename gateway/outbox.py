@@ -196,10 +196,6 @@ class Outbox:
     def depth(self) -> int:
         return self._count
 
-    def oldest_age(self) -> float:
-        row = self.db.execute("SELECT min(created) FROM outbox").fetchone()
-        return 0.0 if row[0] is None else max(0.0, self.clock() - row[0])
-
     # --- bounds --------------------------------------------------------------------------------
 
     def enforce_retention(self) -> Counter[str]:

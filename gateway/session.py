@@ -81,20 +81,22 @@ class Message:
         return messages.TYPE_NAMES[self.mtype]
 
 
+NO_SESSION = -1  # the boot of a device no birth has confirmed a session of (boots are >= 0)
+NEVER = -1e9  # a clock reading long past: the first challenge is not held back
+
+
 @dataclass(slots=True)
 class DeviceState:
     """One device's session, shared by every link the device may use."""
 
     device: str
-    boot: int = -1  # the confirmed session's boot; -1: none
+    boot: int = NO_SESSION  # the confirmed session's boot
     inst: str = ""  # the board's instance id, from the confirming birth
     window: ReplayWindow | None = None
-    birth: dict[str, Any] | None = None
-    last_seen: float = 0.0
     tx_seq: int = 0
     gn: bytes | None = None  # the outstanding challenge
     gn_at: float = 0.0
-    challenged_at: float = -1e9
+    challenged_at: float = NEVER
     answered: bytes | None = None  # the last birth nonce answered outside the session
 
 
@@ -190,7 +192,6 @@ class LinkSession:
                 return None
             if "nonce" in body:  # the board's challenge: echoed, which confirms our session
                 self.replies.append(self.time_sync(f.device, f.boot, nonce=body["nonce"]))
-            st.birth = body
         elif not in_boot:
             self._drop(SESSION, len(f.body), f.device)
             self._challenge(st, f.boot, None, now)
@@ -199,7 +200,6 @@ class LinkSession:
             self._drop(REPLAY, len(f.body), f.device)
             return None
         self.counts["ok"] += 1
-        st.last_seen = now
         # only now does this link carry the board: an authentic frame alone may be a recording
         # (one replayed on a new connection made the board's own connection look stale), while
         # the board itself gets here at once with a birth of its session or one confirming a new

@@ -19,9 +19,10 @@ import pytest
 
 from gasguard.gateway import config as gwconfig
 from gasguard.gateway import statedir
+from gasguard.gateway.committer import Committer
 from gasguard.gateway.exits import EX_CANTCREAT, EX_IOERR, EX_OSERR, EX_SOFTWARE, Fatal
 from gasguard.gateway.outbox import Item, Outbox, OutboxWorker
-from gasguard.gateway.service import Committer, Gateway
+from gasguard.gateway.service import Gateway
 from gasguard.tools.sim.brokers import Mosquitto
 from gasguard.tools.sim.gwrun import write_config
 from gasguard.tools.sim.syndevice import SynDevice, run_tcp

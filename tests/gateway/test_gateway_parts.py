@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gasguard.gateway import config, identity, schemas
+from gasguard.gateway.committer import Committer, _alarm_first
 from gasguard.gateway.fairqueue import FairQueue
 from gasguard.gateway.health import Health
+from gasguard.gateway.mqttwire import coalesce
 from gasguard.gateway.outbox import ALARM, ROUTINE, URGENT, Item, Outbox, OutboxWorker, Row
-from gasguard.gateway.publisher import coalesce
-from gasguard.gateway.service import Committer, _alarm_first
 from gasguard.protocol import cloudevents, messages
 
 SCHEMAS = Path(__file__).parents[2] / "protocol" / "schemas"

@@ -12,6 +12,7 @@ import jsonschema
 import pytest
 
 from gasguard.gateway import schemas
+from gasguard.gateway.publisher import CLIENT_ENV
 from gasguard.tools.sim.brokers import Mosquitto
 from gasguard.tools.sim.syndevice import SynDevice, open_link, run_tcp
 
@@ -49,12 +50,14 @@ def _assert_complete_in_order(col: Collector, dev: SynDevice) -> None:
 
 
 @pytest.mark.parametrize(
-    "broker_kind,protocol",
-    [("mosquitto", "5"), ("mosquitto", "3.1.1"), ("amqtt", "3.1.1")],
-)
+    "broker_kind,protocol,client",
+    [("mosquitto", "5", "paho"), ("mosquitto", "3.1.1", "paho"), ("amqtt", "3.1.1", "paho"),
+     ("mosquitto", "5", "asyncio"), ("mosquitto", "3.1.1", "asyncio")],
+)  # fmt: skip
 def test_every_event_reaches_the_regulator_as_a_valid_cloudevent(
-    request, gateways, broker_kind, protocol
+    request, gateways, monkeypatch, broker_kind, protocol, client
 ):
+    monkeypatch.setenv(CLIENT_ENV, client)  # the gateway's MQTT client (publisher.py)
     broker = request.getfixturevalue("mosquitto" if broker_kind == "mosquitto" else "amqtt_broker")
     gw = gateways.start(gateways.config(broker, protocol=protocol))
 

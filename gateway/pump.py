@@ -1,0 +1,230 @@
+"""One connection's publishing: the outbox's rows and the retained device states sent through
+the wire (gateway/mqttwire.py) within a window of QoS 1 publishes in flight, each PUBACK
+matched to its row by message id, acknowledged rows deleted in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from gasguard.protocol import cloudevents
+
+from .mqttwire import RECEIVE_MAXIMUM, Connection, MqttError
+from .outbox import ROUTINE, Row
+
+if TYPE_CHECKING:
+    from . import mqttproto
+    from .publisher import Publisher
+
+log = logging.getLogger("gasguard.gateway.mqtt")
+
+DELETE_BATCH = 512
+# publishes in flight beyond the window that only alarms may use: with the window full of
+# routine events, an alarm would otherwise wait for a PUBACK before it could go. Alarms may use
+# half of it, urgent ones all of it: a flood of gas alarms does not hold up a valve closing
+ALARM_RESERVE = 16
+RESERVE_SHARE = 4  # the reserve is at most a quarter of the broker's Receive Maximum
+STATE_ROW_ID = 0  # a retained state is not an outbox row: nothing to delete once acknowledged
+
+
+class Pump:
+    """Publishes until the connection is lost (then raises MqttError); what was in flight stays
+    in the outbox and goes again after the next connect."""
+
+    def __init__(self, pub: Publisher, conn: Connection | mqttproto.Connection) -> None:
+        self.pub = pub
+        self.conn = conn
+        # routine rows get the window, alarms the reserve beyond it, together within the
+        # broker's Receive Maximum
+        limit = pub.receive_maximum or RECEIVE_MAXIMUM
+        self.reserve = min(ALARM_RESERVE, limit // RESERVE_SHARE)
+        self.window = pub.window = max(1, min(pub.cfg.window, limit - self.reserve))
+        pub.inflight_peak = 0
+        self.inflight: dict[int, Row] = {}  # mid -> row
+        self.finished: list[Row] = []  # rows whose PUBACK came back
+        self.acked: list[Row] = []  # finished rows not yet deleted
+        self.queue = pub.queue
+        self.refusals = pub.refusals
+        self.spells = pub.refusals.spells  # topic -> its spell: a refused topic is held
+        self.deleting: set[asyncio.Future] = set()
+        self.loop = asyncio.get_running_loop()
+
+    # --- acks --------------------------------------------------------------------------------
+
+    def on_ack(self, mid: int, refused: str | None) -> bool:
+        row = self.inflight.pop(mid, None)
+        if row is None:
+            return False  # the gateway status, published through the client itself
+        if refused is not None:
+            self.refused(row, refused)
+        else:
+            self.finished.append(row)
+            spells = self.spells
+            if spells and row.topic in spells and self.refusals.accepted(row.topic):
+                self.queue.release(row.topic)
+        self.pub.wake.set()
+        return True
+
+    def refused(self, row: Row, reason: str) -> None:
+        """Not published: the row stays in the outbox (a state stays pending) and its topic is
+        held; the other topics go on."""
+        if row.id:
+            self.queue.requeue(row)
+            self.queue.hold(row.topic)
+        else:  # a newer state taken meanwhile goes instead
+            self.pub.pending_states.setdefault(row.device, row.payload)
+        delay = self.refusals.refused(row.topic, reason, not row.id, row.ce_id)
+        if delay is not None:
+            self.loop.call_later(delay, self.pub.wake.set)
+
+    # --- sends -------------------------------------------------------------------------------
+
+    def send(self, topic: str, payload: bytes, retain: bool, row: Row) -> None:
+        self.inflight[self.conn.publish(topic, payload, retain)] = row
+
+    def send_ready(self) -> int:
+        """Send the queued rows that fit in the window (alarms: in the window and half its
+        reserve; urgent ones: all of it) and write them; how many went."""
+        inflight = self.inflight
+        room = self.window - len(inflight)
+        reserve = self.reserve
+        rows = self.queue.take(room, room + reserve // 2, room + reserve)
+        for r in rows:
+            self.send(r.topic, r.payload, False, r)
+        if rows:
+            self.conn.flush()
+            if len(inflight) > self.pub.inflight_peak:
+                self.pub.inflight_peak = len(inflight)
+        return len(rows)
+
+    def send_states(self, room: int) -> None:
+        pub = self.pub
+        states = pub.pending_states
+        sent = 0
+        for dev in list(states):
+            if sent >= room:
+                break
+            topic = cloudevents.topic_state(pub.site, dev)
+            if self.spells and self.refusals.held(topic):
+                continue  # refused: tried again when its backoff is over
+            payload = states.pop(dev)
+            row = Row(
+                id=STATE_ROW_ID, ce_id="", device=dev, topic=topic, payload=payload,
+                created=0.0, priority=ROUTINE,
+            )  # fmt: skip
+            self.send(topic, payload, True, row)
+            sent += 1
+        if sent:
+            self.conn.flush()
+
+    def fill(self) -> None:
+        """Rows just committed: sent at once if the window has room."""
+        try:
+            self.send_ready()
+        except MqttError:
+            # the connection is going: the pump sees it; an unsent row stays in the outbox
+            self.pub.fill = None
+
+    # --- deletes -----------------------------------------------------------------------------
+
+    def delete(self, rows: list[Row]) -> None:
+        """Not awaited: the pump goes on publishing while the writer thread deletes (after the
+        group commits queued ahead of it)."""
+        fut = self.pub.outbox.delete([r.id for r in rows])
+        self.deleting.add(fut)
+        n = len(rows)
+        fut.add_done_callback(lambda f: self.deleted(f, n))
+
+    def deleted(self, f: asyncio.Future, n: int) -> None:
+        self.deleting.discard(f)
+        err = "cancelled" if f.cancelled() else f.exception()
+        if err is not None:
+            # they stay in the outbox and go out again after the next reconnect
+            log.error("outbox delete failed", extra={"error": repr(err)})
+        else:
+            self.pub.published += n
+
+    def record(self, batch: list[Row]) -> None:
+        """Acknowledged rows: their latency noted, queued for deletion."""
+        pub = self.pub
+        now = time.time()  # wall, as a row's created (it outlives a restart)
+        for r in batch:
+            if r.id == STATE_ROW_ID:
+                continue
+            self.acked.append(r)
+            ms = (now - r.created) * 1000
+            pub.latency_ms.append(ms)
+            if pub.on_latency is not None:
+                pub.on_latency(ms)
+            if r.priority:
+                pub.alarm_latency_ms.append(ms)
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def _on_lost(self, f: asyncio.Future) -> None:
+        if not f.cancelled():
+            f.exception()  # seen here: aiomqtt raises it from its own context as well
+        self.pub.wake.set()
+
+    async def run(self) -> None:
+        pub = self.pub
+        queue = self.queue
+        queue.restart()  # everything not yet deleted, from each device's oldest row
+        if not pub.scanned:
+            queue.known(await pub.outbox.newest())
+            pub.scanned = True
+        await self.conn.attach(self.on_ack)
+        lost = self.conn.lost
+        lost.add_done_callback(self._on_lost)
+        pub.pending_states = pub.take_states(True)  # the broker may have lost them
+        pub.fill = self.fill
+        wake = pub.wake
+        inflight = self.inflight
+        window = self.window
+        try:
+            while True:
+                if lost.done():
+                    raise MqttError("connection lost")
+                wake.clear()  # before looking: a commit from now on wakes us again
+                pub.pending_states.update(pub.take_states(False))
+                room = window - len(inflight)
+                if self.spells:
+                    for topic in self.refusals.due():
+                        queue.probe(topic)
+                if pub.pending_states and room > 0:  # in the window too: within the cap
+                    self.send_states(room)
+                while True:
+                    want = queue.wanted() if len(inflight) < window else None
+                    if want:
+                        queue.filled(await pub.outbox.fetch_devices(want, queue.batch))
+                    if not self.send_ready():
+                        break
+                if not self.finished:
+                    await wake.wait()
+                    continue
+                batch, self.finished[:] = self.finished[:], []
+                self.record(batch)
+                if self.acked and (
+                    len(self.acked) >= DELETE_BATCH or len(inflight) < window // 2
+                ):
+                    self.delete(self.acked)
+                    self.acked = []
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        self.pub.fill = None
+        self.conn.detach()
+        self.inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
+        self.refusals.lost()
+        # PUBACKed before the connection dropped (some maybe in the very read that saw the
+        # broker close): do not send them again
+        self.acked += [r for r in self.finished if r.id]
+        self.finished.clear()
+        if self.acked:
+            self.delete(self.acked)
+            self.acked = []
+        # gone before the next connection reads the outbox again
+        await asyncio.gather(*self.deleting, return_exceptions=True)
