@@ -211,7 +211,7 @@ def split_broker_url(url: str) -> tuple[bool, str, int]:
         raise ValueError("bad port") from None
 
 
-def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
+def _mqtt(t: dict, base: Path, site: str, gw: str, files: bool = True) -> MqttConfig:
     p = "mqtt"
     _no_extra(
         t,
@@ -242,13 +242,13 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
         if v is None:
             return None
         f = (base / v).resolve()
-        if not f.is_file():
+        if files and not f.is_file():
             raise ConfigError("mqtt." + name, "no such file %s" % f)
         return f
 
     password = os.environ.get(PASSWORD_ENV)
     pw_file = path_of("password_file")
-    if password is None and pw_file is not None:
+    if password is None and pw_file is not None and files:
         password = pw_file.read_text().strip()
     cert, key = path_of("cert_file"), path_of("key_file")
     if (cert is None) != (key is None):
@@ -274,7 +274,10 @@ def _mqtt(t: dict, base: Path, site: str, gw: str) -> MqttConfig:
     )
 
 
-def parse(data: dict, base: Path) -> GatewayConfig:
+def parse(data: dict, base: Path, files: bool = True) -> GatewayConfig:
+    """The gateway's config from its TOML. files=False checks it away from the site box (config
+    check on an installer's laptop): the MQTT password, CA and certificate files it names are the
+    box's and are not looked for; the keys file is read all the same."""
     _no_extra(data, ("gateway", "links", "mqtt", "outbox", "status"), "")
     g = _get(data, "gateway", "", (dict,))
     _no_extra(
@@ -325,7 +328,7 @@ def parse(data: dict, base: Path) -> GatewayConfig:
         gateway_id=gw,
         keys=keys,
         state_dir=(base / _get(g, "state_dir", "gateway", (str,), "var")).resolve(),
-        mqtt=_mqtt(_get(data, "mqtt", "", (dict,)), base, site, gw),
+        mqtt=_mqtt(_get(data, "mqtt", "", (dict,)), base, site, gw, files),
         serial=tuple(serial),
         tcp=tcp,
         heartbeat_s=float(_get(g, "heartbeat_s", "gateway", (int, float), 10, _range(1, 3600))),

@@ -340,3 +340,12 @@ def test_a_float_address_is_the_integer_the_board_reads():
     rule (it said "no placement for the detector at address 1.0")."""
     cfg = edit(good, _set("detectors.0.address", 1.0))
     assert errors(cfg) == {}
+
+
+@pytest.mark.parametrize("value", ["30/11/2026", "2026-11-31", "２０２６-０９-１５", 20260915])
+def test_an_install_date_not_in_iso_form_is_named_with_the_form_to_use(value):
+    """Dates in a config are ISO (YYYY-MM-DD) only: anything else is one finding that shows the
+    value and the form, never a traceback or a guess at day and month."""
+    found = [f for f in check(edit(good, _set("install.valve_installed", value)), TODAY)]
+    (f,) = [f for f in found if f.field == "install.valve_installed"]
+    assert json.dumps(value, ensure_ascii=False) in f.message and "YYYY-MM-DD" in f.message

@@ -15,6 +15,9 @@ Three layers, one report:
                              "distance_m": 2.5, "above_appliance": false,
                              "installed": "2026-09-15"}]}
 
+Given several files or a site directory, `gasguard config check` checks each device config so
+and then the site as a whole (tools/installer/sitecheck.py: keys, ids, heartbeats, links).
+
 `gasguard flash` refuses exactly what this refuses; its --override covers only install-rule
 findings (`Finding.overridable`), never what the board itself would refuse.
 """
@@ -297,12 +300,18 @@ def _length(v: Any) -> bool:
 
 
 def _date(v: Any) -> datetime.date | None:
-    if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v):
+    if not isinstance(v, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", v):
         return None
     try:
         return datetime.date.fromisoformat(v)
     except ValueError:
         return None
+
+
+def _not_a_date(v: Any) -> str:
+    if v is None:
+        return "missing: the date it went in (YYYY-MM-DD)"
+    return "%s is not a date: write it as YYYY-MM-DD" % json.dumps(v, ensure_ascii=False)[:40]
 
 
 def _years_later(d: datetime.date, years: int) -> datetime.date:
@@ -430,12 +439,12 @@ def install_rules(cfg: dict[str, Any], today: datetime.date) -> list[Finding]:
         # -- service life
         when = _date(p.get("installed"))
         if when is None:
-            err(w + "installed", "service life", "missing or not a date (YYYY-MM-DD)")
+            err(w + "installed", "service life", _not_a_date(p.get("installed")))
         else:
             _life(err, warn, w + "installed", "detector", when, DETECTOR_LIFE_Y, today)
     vwhen = _date(inst.get("valve_installed"))
     if inst and vwhen is None:
-        err("install.valve_installed", "service life", "missing or not a date (YYYY-MM-DD)")
+        err("install.valve_installed", "service life", _not_a_date(inst.get("valve_installed")))
     elif vwhen is not None:
         _life(err, warn, "install.valve_installed", "valve", vwhen, VALVE_LIFE_Y, today)
 
@@ -540,38 +549,74 @@ def check_file(path: Path, today: datetime.date | None = None) -> tuple[bytes, A
     return raw, cfg, check(cfg, today)
 
 
-def main(path: str, as_json: bool = False, today: str | None = None) -> int:
+def _refuse(message: str, as_json: bool) -> int:
+    """Input that is no config or no date: exit 2, and with --json still one JSON document."""
+    print("gasguard config check: %s" % message, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": message}))
+    return 2
+
+
+def main(paths: list[str], as_json: bool = False, today: str | None = None) -> int:
+    """One device config as before; several files or a directory as a site (sitecheck)."""
     day = None
     if today is not None:
         day = _date(today)
         if day is None:
-            print("gasguard config check: --today %r is not a date (YYYY-MM-DD)" % today,
-                  file=sys.stderr)  # fmt: skip
-            return 2
+            return _refuse(
+                "--today %r is not a date: write it as YYYY-MM-DD (today is %s)"
+                % (today, datetime.date.today()),
+                as_json,
+            )
+    one = Path(paths[0])
+    if len(paths) > 1 or one.is_dir() or one.suffix == ".toml":
+        from gasguard.tools.installer import sitecheck
+
+        try:
+            return sitecheck.main(paths, as_json, day)
+        except ConfigFileError as e:
+            return _refuse(str(e), as_json)
     try:
-        _, _, found = check_file(Path(path), day)
+        _, _, found = check_file(one, day)
     except ConfigFileError as e:
-        print("gasguard config check: %s: %s" % (path, e), file=sys.stderr)
-        return 2
+        return _refuse("%s: %s" % (one, e), as_json)
     errors = sum(1 for f in found if f.level == "error")
     if as_json:
         print(
-            json.dumps({"file": path, "errors": errors, "findings": [f.as_dict() for f in found]})
-        )
+            json.dumps({"file": str(one), "errors": errors,
+                        "findings": [f.as_dict() for f in found]})
+        )  # fmt: skip
     else:
         for f in found:
             print(f)
         print(
             "%s: %d error(s), %d warning(s)%s"
-            % (path, errors, len(found) - errors, "" if errors else " - fit to install")
+            % (one, errors, len(found) - errors, "" if errors else " - fit to install")
         )
     return 1 if errors else 0
 
 
+EXIT_CODES = (
+    "exit codes: 0 fit to install (warnings at most), 1 findings, 2 bad usage or input (a file "
+    "that is not JSON or TOML, a directory without device configs, a date not YYYY-MM-DD)"
+)
+
+
 def register(sub: Any) -> None:
-    c = sub.add_parser("config", help="check a device config against the install rules")
-    c.add_argument("action", choices=["check"])
-    c.add_argument("file", help="device config (JSON)")
-    c.add_argument("--json", action="store_true", help="print the findings as JSON")
-    c.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
-    c.set_defaults(run=lambda args: main(args.file, args.json, args.today))
+    # `config` holds its own subcommands, so `config check --help` is the help of `config check`
+    c = sub.add_parser("config", help="check device configs and a site against the install rules")
+    actions = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ck = actions.add_parser(
+        "check",
+        help="check device configs, or a whole site, against the install rules",
+        description="Check one device config, or a site (several files or a directory of "
+        "device configs, the gateway config and its keys file) as a whole.",
+        epilog=EXIT_CODES,
+    )
+    ck.add_argument(
+        "paths", nargs="+", metavar="PATH",
+        help="device config (JSON), gateway config or keys file (TOML), or a site directory",
+    )  # fmt: skip
+    ck.add_argument("--json", action="store_true", help="print the findings as JSON only")
+    ck.add_argument("--today", help="judge service life as of this date (YYYY-MM-DD)")
+    ck.set_defaults(run=lambda args: main(args.paths, args.json, args.today))
