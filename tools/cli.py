@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, epilog=exitcodes.epilog(epilog), **kwargs)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> Parser:
     parser = Parser(prog="gasguard", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--version",
@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     for name in COMMANDS:
         importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
