@@ -72,6 +72,10 @@ def test_self_test_passes_and_writes_the_record(board, tmp_path):
     assert len(rec["install"]["detectors"]) == 2
     md = next(tmp_path.glob("commissioning-hotpot-88-main-*.md")).read_text()
     assert "| valve | pass |" in md and "ceiling above the wok line" in md
+    # a detector is named as the regulator's console and the demo name it (issue 22)
+    assert "| detector 2 (Modbus address 2) | pass |" in md
+    assert "| detector 1 (Modbus address 1) | ceiling above the wok line" in md
+    assert re.search(r"detector 1 \(Modbus address 1\) +PASS", r.stdout), r.stdout
     # back in service: restarted, valve closed until a person resets it
     assert "cause soft" in b.wait_line("GASGUARD RUNNING", 20, start=lines)
     b.wait_output("valve", 0, 5)
