@@ -245,3 +245,22 @@ def test_the_link_port_is_named_in_a_second_without_binary(tmp_path):
         assert seen_after < 3.0, seen_after
         # the board was left alone: still running, nothing on its console about it
         assert not any("Traceback" in x for x in svc.board.lines[mark:])
+
+
+def test_a_board_that_goes_away_mid_test_is_exit_3_in_words(board, tmp_path):
+    """The USB cable pulled during the self-test: no traceback and no record, exit 3 (device
+    unreachable), and what to do."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", board.board.repl_path]
+        + ["--config", str(EXAMPLE), "--out", str(tmp_path), "--installer", "Wang Wei", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert "self-test on" in proc.stdout.readline()
+    board.board.stop()  # the REPL pty goes: what a pulled USB cable does to /dev/ttyUSB0
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "the board went away during the self-test" in err and "run the same command" in err
+    assert "Traceback" not in out + err and list(tmp_path.iterdir()) == []

@@ -183,13 +183,13 @@ def markdown(rec: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        "| Site | %s |" % rec["site"],
-        "| Device | %s |" % rec["device"],
-        "| Date | %s |" % rec["date"],
+        "| Site | %s |" % human.figure(rec["site"]),
+        "| Device | %s |" % human.figure(rec["device"]),
+        "| Date | %s |" % human.local_time(rec["date"]),
         "| Firmware | GasGuard %s on MicroPython %s (%s) |"
-        % (rec["firmware"], rec["micropython"], rec["platform"]),
-        "| Config digest | `%s` |" % rec["config_digest"],
-        "| Installer | %s |" % (rec["installer"] or ""),
+        % tuple(human.figure(rec[k]) for k in ("firmware", "micropython", "platform")),
+        "| Config digest | `%s` |" % human.figure(rec["config_digest"]),
+        "| Installer | %s |" % human.figure(rec["installer"]),
         "| **Verdict** | **%s** |" % rec["verdict"],
     ]
     ov = rec.get("install_rules_overridden")
@@ -302,6 +302,12 @@ def commission(
         if not any(r["check"] == "end" for r in results):
             raise FlashError("the self-test did not finish: %s" % results[-1:])
         override = read_override(board)
+    except OSError as e:  # the cable pulled, the board unpowered (pyserial's errors are OSErrors)
+        raise FlashError(
+            "the board went away during the self-test (%s): no record was written; reconnect "
+            "it and run the same command again" % (str(e).strip() or type(e).__name__),
+            exitcodes.UNREACHABLE,
+        ) from None
     finally:
         try:
             board.restart(info.get("platform", "esp32"))
