@@ -82,10 +82,14 @@ def test_usage_errors_still_exit_2():
     assert r.returncode == exitcodes.BAD_INPUT and "usage:" in r.stderr
 
 
-def test_config_check_json_is_json_only():
-    r = gasguard("config", "check", str(EXAMPLE), "--json", "--today", "2026-11-30")
-    json.loads(r.stdout)  # the whole of stdout, nothing before or after
-    assert r.returncode == 0, r.stdout + r.stderr
+@pytest.mark.parametrize("config, code", [(EXAMPLE, 0), (None, 1)])
+def test_config_check_json_is_json_only(tmp_path, config, code):
+    if config is None:  # a config with errors: the findings are still JSON, and only JSON
+        config = tmp_path / "bad.json"
+        config.write_text('{"device_id": "x"}')
+    r = gasguard("config", "check", str(config), "--json", "--today", "2026-11-30")
+    found = json.loads(r.stdout)  # the whole of stdout, nothing before or after
+    assert r.returncode == code and (found["errors"] > 0) == bool(code), r.stdout + r.stderr
 
 
 def test_vboard_prints_its_endpoints_as_json_only():
