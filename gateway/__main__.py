@@ -18,7 +18,15 @@ def _add_arguments(g: argparse.ArgumentParser) -> None:
 
 def register(sub: Any) -> None:
     """Adds `gateway` to a subparsers object (gasguard's command line)."""
-    g = sub.add_parser("gateway", help="run the site gateway, or show a running one's status")
+    g = sub.add_parser(
+        "gateway",
+        help="run the site gateway, or show a running one's status",
+        epilog="here:\n"
+        "  gateway status: 3 when no gateway answers at the config's [status] listen\n"
+        "  gateway run (a service): a failure it cannot survive exits with a sysexits code\n"
+        "  for the service manager (gateway/exits.py: 2 config, 70 software, 71 OS error,\n"
+        "  73 cannot create, 74 I/O error)",
+    )
     _add_arguments(g)
     g.set_defaults(run=run)
 
@@ -36,7 +44,7 @@ def _status(cfg: Any, as_json: bool) -> int:
             st = json.load(r)
     except OSError as e:
         print("gasguard gateway status: no gateway answers at %s (%s)" % (url, e), file=sys.stderr)
-        return 1
+        return 3  # the gasguard convention (tools/exitcodes.py, which a site box lacks)
     if as_json:
         print(json.dumps(st, indent=2))
     else:

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+MISSING = "—"  # a figure not measured yet (no alarm published since the start): never "None"
+
+
+def _ms(value: Any) -> str:
+    return MISSING if value is None else "%s ms" % value
+
+
+def _or_missing(value: Any) -> Any:
+    return MISSING if value is None else value
+
 
 def render(st: dict[str, Any]) -> str:
     b = st["broker"]
@@ -11,8 +21,14 @@ def render(st: dict[str, Any]) -> str:
     lat = st["publish_latency_ms"]
     lines = [
         "gateway %s at site %s, version %s, instance %s boot %d, up %.0f s"
-        % (st["gateway"], st["site"], st["version"], st.get("instance"), st["boot"],
-           st["uptime_s"]),
+        % (
+            st["gateway"],
+            st["site"],
+            st["version"],
+            _or_missing(st.get("instance")),
+            st["boot"],
+            st["uptime_s"],
+        ),
         "broker  %s: %s (%d connects)%s"
         % (
             b["url"],
@@ -29,15 +45,14 @@ def render(st: dict[str, Any]) -> str:
             ev.get("refused", 0),
             ev["dropped_by_retention"],
         ),  # fmt: skip
-        "outbox  %d waiting (%s); commit p99 %s ms; publish latency p50 %s ms, p99 %s ms,"
-        " alarms p99 %s ms"
+        "outbox  %d waiting (%s); commit p99 %s; publish latency p50 %s, p99 %s, alarms p99 %s"
         % (
             st["outbox"]["depth"],
             st["outbox"].get("state", "ok"),
-            st["outbox"]["commit_ms"]["p99"],
-            lat["p50"],
-            lat["p99"],
-            lat["alarm_p99"],
+            _ms(st["outbox"]["commit_ms"]["p99"]),
+            _ms(lat["p50"]),
+            _ms(lat["p99"]),
+            "— (no alarms yet)" if lat["alarm_p99"] is None else _ms(lat["alarm_p99"]),
         ),
         "frames  " + (", ".join("%s %d" % kv for kv in sorted(st["frames"].items())) or "none"),
         "devices %d online of %d" % (st["devices_online"], len(st["devices"])),
@@ -56,7 +71,7 @@ def render(st: dict[str, Any]) -> str:
     for dev, d in st["devices"].items():
         lines.append(
             "  %-20s %-8s instance %-16s valve %-7s alarm %-5s lost %s pending %s"
-            % (dev, "online" if d["online"] else "OFFLINE", d.get("instance"), d["valve"],
-               d["alarm"], d.get("lost"), d.get("pending"))
+            % (dev, "online" if d["online"] else "OFFLINE",
+               *(_or_missing(d.get(k)) for k in ("instance", "valve", "alarm", "lost", "pending")))
         )  # fmt: skip
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gasguard.tools import exitcodes, human
 from gasguard.tools.ledger import Ledger, render
 from gasguard.tools.regulator import BrokerUrl, Watcher
 
@@ -37,6 +38,10 @@ LEAK_LEL = 60.0  # %LEL: above the 50 %LEL high alarm
 
 class DemoFailed(RuntimeError):
     pass
+
+
+class Unreachable(DemoFailed):
+    """The --broker did not answer: exit 3, not a failed demo."""
 
 
 class Regulator:
@@ -57,7 +62,7 @@ class Regulator:
     def start(self) -> Regulator:
         self._thread.start()
         if not self._ready.wait(20):
-            raise DemoFailed("the regulator console could not subscribe at %s" % self.url)
+            raise Unreachable("the regulator console could not subscribe at %s" % self.url)
         return self
 
     def _line(self, s: str) -> None:
@@ -111,6 +116,7 @@ class Demo:
         self.t0 = time.monotonic()
         self._tmp = tempfile.TemporaryDirectory(prefix="gasguard-demo-")
         self.dir = Path(self._tmp.name)
+        self.kept = ledger is not None
         self.ledger_path = ledger or self.dir / "ledger.sqlite"
         self.broker: Broker | None = None
         self.boards: list[VboardService] = []
@@ -207,7 +213,7 @@ class Demo:
                 )
             if self.gateway is not None:
                 print("  gateway log: %s" % self.gateway.log_path.read_text()[-1500:])
-            return 1
+            return exitcodes.UNREACHABLE if isinstance(e, Unreachable) else exitcodes.FAILED
         finally:
             self.tear_down()
 
@@ -222,8 +228,8 @@ class Demo:
 
         mark = len(main.board.history)
         self.say(
-            "LEAK: the detector at Modbus address %d in %s reads %.0f %%LEL"
-            % (LEAK_DETECTOR, dev, LEAK_LEL)
+            "LEAK: %s in %s reads %.0f %%LEL"
+            % (human.detector_in(main.config, LEAK_DETECTOR), dev, LEAK_LEL)
         )
         t_leak = time.perf_counter()
         main.apply({"det": LEAK_DETECTOR, "lel": LEAK_LEL})
@@ -285,32 +291,36 @@ class Demo:
         ledger.close()
         print()
         print("== summary ==")
-        print("time to valve close:     %.0f ms (leak on the detector -> valve output)"
+        print("time to valve close: %.0f ms (leak on the detector -> valve output)"
               % self.figures["valve_close_ms"])  # fmt: skip
+        events = []
         for b in self.boards:
             dev = b.config["device_id"]
-            logged = len(b.board.events())
-            got = delivered.get(dev, 0)
-            print(
-                "events from %-16s %d logged on the board, %d in the regulator's ledger"
-                % (dev + ":", logged, got)
-            )
+            events.append((dev, len(b.board.events()), delivered.get(dev, 0)))
+        print(human.table(("events from", "logged on the board", "in the regulator's ledger"),
+                          events))  # fmt: skip
+        for dev, logged, got in events:
             if got < logged:
                 raise DemoFailed("%s: %d of %d events reached the regulator" % (dev, got, logged))
         print(
             "incidents in the ledger: %d%s"
             % (len(every), " (%d from this run)" % len(incidents) if self.marks[1] else "")
         )
-        for i in incidents:
-            print(
-                "  #%d %s/%s %s alarm, peak %.0f %%LEL: valve closed +%ss, acknowledged +%ss, "
-                "gas cleared +%ss, reset +%ss, %s"
-                % (i["incident"], i["site"], i["device"], i["level"], i["peak_lel"] or 0,
-                   i["to_valve_closed_s"], i["to_acknowledged_s"], i["to_cleared_s"],
-                   i["to_reset_s"], i["stage"])
-            )  # fmt: skip
+        print(human.table(
+            ("#", "device", "alarm", "peak", "valve closed", "acknowledged", "gas cleared",
+             "reset", "stage"),
+            ((i["incident"], "%s/%s" % (i["site"], i["device"]), i["level"],
+              human.figure(i["peak_lel"], "%.0f %%LEL"),
+              *(human.figure(i[k], "+%ss") for k in ("to_valve_closed_s", "to_acknowledged_s",
+                                                     "to_cleared_s", "to_reset_s")),
+              i["stage"]) for i in incidents),
+        ))  # fmt: skip
         print(table)
-        print("ledger: %s (gasguard regulator export --ledger FILE)" % self.ledger_path)
+        if self.kept:
+            print("ledger: %s (gasguard regulator export --ledger %s)"
+                  % (self.ledger_path, self.ledger_path))  # fmt: skip
+        else:  # it lives in the run's temporary directory: a path would name nothing after it
+            print("ledger: not kept (give --ledger FILE to keep it for gasguard regulator export)")
         print("demo complete in %.1f s" % (time.monotonic() - self.t0))
         if len(incidents) != 1 or incidents[0]["stage"] != "closed":
             raise DemoFailed("expected this run's one incident in the ledger, closed")
@@ -349,13 +359,13 @@ def main(broker: str | None, duration: float, ledger: Path | None) -> int:
         micropython.find_micropython()
     except (FileNotFoundError, RuntimeError) as e:
         print("gasguard demo: %s (run bash scripts/setup.sh)" % e, file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     if broker is not None:
         try:
             BrokerUrl(broker)
         except ValueError as e:
             print("gasguard demo: %s" % e, file=sys.stderr)
-            return 2
+            return exitcodes.BAD_INPUT
     return Demo(broker, duration, ledger).run()
 
 

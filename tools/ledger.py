@@ -21,6 +21,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any, TextIO
 
+from gasguard.tools import human
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY, site TEXT, device TEXT, kind TEXT, time TEXT, payload TEXT);
@@ -226,7 +228,7 @@ class Ledger:
                 alarming.clear()
             if alarming:
                 self._set(n, alarming=json.dumps(sorted(alarming)))
-                return "incident #%d: detector %s clear" % (n, det)
+                return "incident #%d: %s clear" % (n, human.detector(det))
             if inc["valve_closed_at"] is None:  # nothing to reopen: the hazard is over
                 self._set(n, alarming="[]", cleared_at=when, closed_at=when, stage="closed")
                 return "incident #%d closed (gas cleared)" % n
@@ -294,36 +296,27 @@ class Ledger:
 
 
 def render(ledger: Ledger) -> str:
-    """The console's table: one row per device, then the open incidents."""
-    lines = [
-        "%-16s %-18s %-7s %-8s %-6s %-5s %-5s  %s"
-        % ("SITE", "DEVICE", "ONLINE", "VALVE", "ALARM", "OPEN", "LOST", "LAST SEEN")
-    ]
-    for d in ledger.devices():
-        lines.append(
-            "%-16s %-18s %-7s %-8s %-6s %-5d %-5d  %s"
-            % (
-                d["site"],
-                d["device"],
-                "yes" if d["online"] else "NO",
-                d["valve"],
-                d["alarm"],
-                d["open_incidents"],
-                d["lost"],
-                d["last_seen"],
-            )
-        )
+    """The console's table: one row per device, then the open incidents (local times)."""
+    devices = human.table(
+        ("SITE", "DEVICE", "ONLINE", "VALVE", "ALARM", "OPEN", "LOST", "LAST SEEN"),
+        (
+            (d["site"], d["device"], "yes" if d["online"] else "NO", d["valve"], d["alarm"],
+             d["open_incidents"], d["lost"], human.local_time(d["last_seen"]))
+            for d in ledger.devices()
+        ),
+    )  # fmt: skip
+    lines = [devices]
     for i in ledger.incidents(open_only=True):
         lines.append(
-            "  incident #%d %s/%s %s alarm, %s since %s (peak %s %%LEL)%s"
+            "  incident #%d %s/%s %s alarm, %s since %s (peak %s)%s"
             % (
                 i["incident"],
                 i["site"],
                 i["device"],
                 i["level"],
                 i["stage"],
-                i["opened_at"],
-                i["peak_lel"],
+                human.local_time(i["opened_at"]),
+                human.figure(i["peak_lel"], "%s %%LEL", "no reading"),
                 " [%s]" % i["flags"] if i["flags"] else "",
             )
         )

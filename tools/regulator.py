@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gasguard.gateway.config import is_loopback, split_broker_url
+from gasguard.tools import exitcodes, human
 from gasguard.tools.ledger import Ledger, render
 
 if TYPE_CHECKING:  # aiomqtt and the schemas load when the console runs, not for --help
@@ -76,6 +77,7 @@ class Watcher:
         self.received = 0
         self.invalid = 0
         self.connected = asyncio.Event()
+        self.reached = False  # subscribed at least once: else the run ends with exit 3
         self.gateways: dict[str, bool] = {}
 
     def _client(self) -> aiomqtt.Client:
@@ -121,6 +123,7 @@ class Watcher:
                     await client.subscribe(GATEWAYS, qos=1)
                     await client.subscribe(REJECTED, qos=1)
                     self.connected.set()
+                    self.reached = True
                     self.on_line(
                         "watching %s:%d (MQTT %s): %s, %s, %s"
                         % (self.broker.host, self.broker.port, self.mqtt, events, STATES, GATEWAYS)
@@ -160,9 +163,12 @@ class Watcher:
                 return  # a duplicate (a retry after a lost PUBACK): already in the ledger
             extra = ""
             if d.get("lel") is not None:
-                extra = " det %s %.1f %%LEL" % (d.get("detector"), d["lel"])
+                extra = " %s %.1f %%LEL" % (human.detector(d.get("detector")), d["lel"])
             elif "lel_invalid" in d:  # the board sent a reading nobody can use: say so
-                extra = " det %s READING INVALID (%s)" % (d.get("detector"), d["lel_invalid"])
+                extra = " %s READING INVALID (%s)" % (
+                    human.detector(d.get("detector")),
+                    d["lel_invalid"],
+                )
             if d.get("over_range"):
                 extra += " OVER RANGE"
             if d["kind"] == "events.lost":
@@ -171,7 +177,7 @@ class Watcher:
                 extra += " (device clock invalid: %s)" % d["device_time_invalid"]
             self.on_line(
                 "%s %s/%s %s%s%s"
-                % (payload["time"], d["site"], d["device"], d["kind"], extra,
+                % (human.local_time(payload["time"]), d["site"], d["device"], d["kind"], extra,
                    " -> " + what if what else "")
             )  # fmt: skip
         elif topic.endswith("/state"):
@@ -218,7 +224,7 @@ def main_watch(args: Any) -> int:
         broker = BrokerUrl(args.broker, args.insecure_plaintext)
     except ValueError as e:
         print("gasguard regulator watch: %s" % e, file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     password = None
     if args.password_file:
         password = Path(args.password_file).read_text().strip()
@@ -249,13 +255,20 @@ def main_watch(args: Any) -> int:
         )
     )
     ledger.close()
-    return 0
+    if not w.reached:
+        print(
+            "gasguard regulator watch: never reached the broker at %s:%d"
+            % (broker.host, broker.port),
+            file=sys.stderr,
+        )
+        return exitcodes.UNREACHABLE
+    return exitcodes.OK
 
 
 def main_export(args: Any) -> int:
     if not Path(args.ledger).exists():
         print("gasguard regulator export: %s: no such ledger" % args.ledger, file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     ledger = Ledger(args.ledger)
     try:
         if args.out:
@@ -272,7 +285,12 @@ def main_export(args: Any) -> int:
 def register(sub: Any) -> None:
     r = sub.add_parser("regulator", help="the regulator's console: live alarms and hazard ledger")
     rs = r.add_subparsers(dest="action", required=True)
-    w = rs.add_parser("watch", help="subscribe to the alarm stream and keep the hazard ledger")
+    w = rs.add_parser(
+        "watch",
+        help="subscribe to the alarm stream and keep the hazard ledger",
+        epilog="here:\n  3  the broker was never reached (it is retried until --duration or ^C)\n"
+        "times are shown in this machine's local time, with its offset from UTC",
+    )
     w.add_argument("--broker", required=True, help="mqtts://HOST[:PORT] (mqtt:// on loopback)")
     w.add_argument("--ledger", help="SQLite file for the hazard ledger (default: in memory)")
     w.add_argument("--mqtt", choices=["5", "3.1.1"], default="5", help="protocol version")

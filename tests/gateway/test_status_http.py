@@ -6,6 +6,7 @@ board's instance and its heartbeat's lost count."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -77,3 +78,9 @@ def test_status_routes_are_exact_get_only_and_bounded(mosquitto, gateways):
     ).stdout  # fmt: skip
     line = next(x for x in text.splitlines() if "kitchen-1" in x)
     assert dev.inst in line and "lost 7" in line, text
+    assert "None" not in text, text  # a figure not measured yet is "—" (issue 22)
+    raw = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "gateway", "status", "--config",
+         str(gw.config), "--json"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(raw)["devices"]["kitchen-1"]["lost"] == 7  # stdout is the JSON, only

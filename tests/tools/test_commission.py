@@ -72,6 +72,10 @@ def test_self_test_passes_and_writes_the_record(board, tmp_path):
     assert len(rec["install"]["detectors"]) == 2
     md = next(tmp_path.glob("commissioning-hotpot-88-main-*.md")).read_text()
     assert "| valve | pass |" in md and "ceiling above the wok line" in md
+    # a detector is named as the regulator's console and the demo name it (issue 22)
+    assert "| detector 2 (Modbus address 2) | pass |" in md
+    assert "| detector 1 (Modbus address 1) | ceiling above the wok line" in md
+    assert re.search(r"detector 1 \(Modbus address 1\) +PASS", r.stdout), r.stdout
     # back in service: restarted, valve closed until a person resets it
     assert "cause soft" in b.wait_line("GASGUARD RUNNING", 20, start=lines)
     b.wait_output("valve", 0, 5)
@@ -163,3 +167,100 @@ def test_the_self_test_loads_without_new_interned_names():
     # the pool the firmware already has, with room to spare for the next firmware change
     room = 20 * (2 ** pools[0] - 1) - after
     assert pools[0] == pools[1] and room >= 16, "too near the names' pool step: %s" % out
+
+
+def test_each_run_writes_its_own_record(board, tmp_path):
+    """Issue 22: a second run in the same minute overwrote the first record."""
+    for _ in range(2):
+        r = commission(board, tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        board.board.wait_line("GASGUARD RUNNING", 20, start=len(board.board.lines) - 1)
+    records = sorted(tmp_path.glob("commissioning-hotpot-88-main-*.json"))
+    assert len(records) == 2 and len(list(tmp_path.glob("*.md"))) == 2, records
+    # each one says so on the terminal, under its own name
+    assert all(json.loads(p.read_text())["verdict"].startswith("NOT CONFIRMED") for p in records)
+
+
+def test_records_made_in_the_same_second_keep_their_own_names(tmp_path):
+    from datetime import datetime
+
+    from gasguard.tools.installer.commission import write_record
+
+    when = datetime(2026, 11, 30, 14, 5, 9).astimezone()
+    rec = {"device": "hotpot-88-main", "site": "s", "date": when.isoformat(), "checks": []}
+    rec.update(dict.fromkeys(("firmware", "micropython", "platform", "config_digest"), "x"))
+    rec.update(installer="Wang Wei", verdict="PASS")
+    paths = [write_record(tmp_path, dict(rec, n=n), when)[1] for n in range(3)]
+    assert len(set(paths)) == 3
+    assert [json.loads(p.read_text())["n"] for p in paths] == [0, 1, 2]
+    assert paths[0].name == "commissioning-hotpot-88-main-20261130-140509.json"
+
+
+@pytest.mark.parametrize("left_out", ["--installer", "--config"])
+def test_a_record_without_installer_or_config_is_refused(tmp_path, left_out):
+    """Issue 22: a missing --installer or --config went unremarked. Refused before the board is
+    touched (the port here does not even exist), exit 2, naming what to add."""
+    argv = ["commission", "--port", str(tmp_path / "ttyUSB9"), "--out", str(tmp_path), "--yes"]
+    argv += ["--config", str(EXAMPLE), "--installer", "Wang Wei"]
+    i = argv.index(left_out)
+    del argv[i : i + 2]
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the record needs %s" % left_out in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_link_port_is_named_in_a_second_without_binary(tmp_path):
+    """Issue 22: commission at the board's link UART dumped 2 kB of binary, waited 7 s and sent
+    the installer off to reinstall MicroPython. It says what the port is, in words."""
+    cfg, key = read_device_config(EXAMPLE)  # as installed: with its UART link to the gateway
+    with VboardService(cfg, key) as svc:
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+        time.sleep(1.5)  # no gateway on the link: the board sends a birth every second
+        mark = len(svc.board.lines)
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gasguard.tools.cli", "commission"]
+            + ["--port", svc.link_endpoint, "--config", str(EXAMPLE), "--installer", "Wang Wei"]
+            + ["--out", str(tmp_path), "--yes"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        err = proc.stderr.readline()  # the first line the installer sees
+        seen_after = time.monotonic() - t0
+        out, rest = proc.communicate(timeout=30)
+        text = (out + err + rest).decode("utf-8")  # no binary: it decodes, and prints
+        assert proc.returncode == 2, text
+        assert "the board's link UART, not its USB REPL" in err.decode()
+        assert all(c.isprintable() or c in "\n" for c in text), text
+        assert "MicroPython installed" not in text and list(tmp_path.iterdir()) == []
+        # within a second of the probe starting (the rest is Python importing the command)
+        assert seen_after < 3.0, seen_after
+        # the board was left alone: still running, nothing on its console about it
+        assert not any("Traceback" in x for x in svc.board.lines[mark:])
+
+
+def test_a_board_that_goes_away_mid_test_is_exit_3_in_words(board, tmp_path):
+    """The USB cable pulled during the self-test: no traceback and no record, exit 3 (device
+    unreachable), and what to do."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", board.board.repl_path]
+        + ["--config", str(EXAMPLE), "--out", str(tmp_path), "--installer", "Wang Wei", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    assert "self-test on" in proc.stdout.readline()
+    board.board.stop()  # the REPL pty goes: what a pulled USB cable does to /dev/ttyUSB0
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, out + err
+    assert "the board went away during the self-test" in err and "run the same command" in err
+    assert "Traceback" not in out + err and list(tmp_path.iterdir()) == []

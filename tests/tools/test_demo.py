@@ -26,7 +26,7 @@ def readme_demo_command() -> str:
 def run_demo(ledger):
     return subprocess.run(
         [str(ROOT / ".venv" / "bin" / "gasguard"), "demo", "--duration", "60"]
-        + ["--ledger", str(ledger)],
+        + (["--ledger", str(ledger)] if ledger else []),
         capture_output=True,
         text=True,
         timeout=90,
@@ -36,9 +36,11 @@ def run_demo(ledger):
 
 
 def assert_every_event_delivered(out: str, devices) -> None:
-    """Each board's summary line: as many events in the regulator's ledger as it logged."""
+    """Each board's row in the summary: as many events in the regulator's ledger as it
+    logged."""
+    summary = out.split("== summary ==")[1]
     for dev in devices:
-        line = next(x for x in out.splitlines() if x.startswith("events from %s" % dev))
+        line = next(x for x in summary.splitlines() if x.split()[:1] == [dev])
         logged, delivered = [int(w) for w in line.split() if w.isdigit()][:2]
         assert logged == delivered > 0, line
 
@@ -100,3 +102,21 @@ def test_the_demo_run_twice_against_one_ledger_passes_both_times(tmp_path):
         assert "incidents in the ledger: %d" % run in r.stdout, r.stdout[-2000:]
         # each run counts its own boards' events, not the ledger's earlier runs
         assert_every_event_delivered(r.stdout, ("hotpot-88-main", "hotpot-88-back"))
+
+
+def test_the_demo_prints_no_path_it_deletes_and_names_detectors_as_everywhere():
+    """Issue 22: the demo printed a ledger path deleted when it exits, and called the detector
+    "Modbus address 1" where the console said "det 0"."""
+    r = run_demo(None)
+    out = r.stdout
+    assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
+    assert "ledger: not kept (give --ledger FILE" in out
+    for word in out.split():
+        if word.startswith("/") and "gasguard-demo-" in word:  # a path into the run's own dir
+            assert Path(word.strip("():,")).exists(), word
+    assert "LEAK: detector 1 (Modbus address 1) in hotpot-88-main" in out
+    leak = next(x for x in out.splitlines() if "regulator |" in x and "alarm.high" in x)
+    assert "detector 1 " in leak and "det 0" not in leak, leak
+    summary = out.split("== summary ==")[1]
+    assert "None" not in summary, summary
+    assert_every_event_delivered(out, ("hotpot-88-main", "hotpot-88-back"))

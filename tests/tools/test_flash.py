@@ -226,7 +226,7 @@ def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factor
     out = tmp_path / "record"
     r = subprocess.run(
         [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
-         "--config", str(p), "--out", str(out), "--yes"],
+         "--config", str(p), "--out", str(out), "--yes", "--installer", "Wang Wei"],
         capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr

@@ -32,6 +32,7 @@ from typing import Any
 
 from gasguard.gateway.publisher import dumps
 from gasguard.protocol import cloudevents, messages
+from gasguard.tools import human
 from gasguard.tools.sim.brokers import Mosquitto, free_port, stop_process
 from gasguard.tools.sim.gwrun import GatewayProcess, write_config
 from gasguard.tools.sim.syndevice import SynDevice, run_tcp
@@ -338,7 +339,7 @@ def recovery(
 
 def throughput_args(args: Any) -> dict:
     out = throughput(args.json)
-    print(json.dumps(out, indent=2))
+    print(human.figures(out))
     return out
 
 
@@ -357,7 +358,7 @@ def throughput_missed(out: dict) -> list[str]:
 
 def recovery_args(args: Any) -> dict:
     out = recovery(args.json, outage_s=args.outage)
-    print(json.dumps(out, indent=2))
+    print(human.figures(out))
     return out
 
 

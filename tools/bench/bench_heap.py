@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools import human
 from gasguard.tools.image import install_firmware
 from gasguard.tools.sim import micropython
 from gasguard.tools.sim.detsim import DetectorBus, SimDetector
@@ -156,12 +157,12 @@ def table(out: dict) -> str:
         rows.append(
             (
                 "heap free after boot: %s" % r["run"],
-                "%s %% (%s qstrs)" % (r.get("heap_free_pct"), r.get("qstrs"))
+                "%s (%s qstrs)" % (human.figure(r.get("heap_free_pct"), "%s %%"), r.get("qstrs"))
                 if r.get("ok")
                 else "FAILED: %s" % r.get("error"),
             )
         )
-    return "\n".join("%-44s %s" % r for r in rows)
+    return human.table(("firmware-heap", ""), rows)
 
 
 # gasguard bench firmware-heap: the run from the command line, and its targets

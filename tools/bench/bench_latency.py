@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools import human
 from gasguard.tools.sim import micropython
 from gasguard.tools.sim.detsim import DetectorBus, SimDetector
 from gasguard.tools.sim.vboard import VirtualBoard
@@ -135,15 +136,16 @@ def run(json_path: str | None, samples: int = 200) -> dict:
 
 
 def table(out: dict) -> str:
-    lines = [
-        "%d detectors at %d baud, %d samples each, bus floor %.1f ms per poll round"
-        % (out["detectors"], out["baud"], out["samples"], out["bus_floor_ms"])
+    title = "%d detectors at %d baud, %d samples each, bus floor %.1f ms per poll round" % (
+        out["detectors"], out["baud"], out["samples"], out["bus_floor_ms"])  # fmt: skip
+    rows = [
+        (k.replace("_", " "), *(human.figure(out[k][f], "%.1f") for f in FIELDS))
+        for k in ("live", "one_dead")
     ]
-    lines.append("%-10s %8s %8s %8s" % ("", "p50 ms", "p99 ms", "max ms"))
-    for k in ("live", "one_dead"):
-        r = out[k]
-        lines.append("%-10s %8.1f %8.1f %8.1f" % (k, r["p50_ms"], r["p99_ms"], r["max_ms"]))
-    return "\n".join(lines)
+    return human.table(("detectors", "p50 ms", "p99 ms", "max ms"), rows, title=title)
+
+
+FIELDS = ("p50_ms", "p99_ms", "max_ms")
 
 
 # gasguard bench alarm-latency: the run from the command line, and its targets

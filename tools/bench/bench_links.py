@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools import human
 from gasguard.tools.bench.bench_gateway import Regulator, _latencies, _pct
 from gasguard.tools.sim.brokers import Mosquitto, free_port
 from gasguard.tools.sim.gwrun import GatewayProcess, write_config
@@ -189,7 +190,7 @@ def run(json_path: str | None, links: int = 1000, duration: float = 30.0) -> dic
 
 def run_args(args: Any) -> dict[str, Any]:
     out = run(args.json, args.links, args.duration)
-    print(json.dumps(out, indent=2))
+    print(human.figures(out))
     return out
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiomqtt
 
+from gasguard.tools import human
 from gasguard.tools.bench.bench_gateway import _mosquitto_version
 from gasguard.tools.device import read_device_config
 from gasguard.tools.sim.brokers import Mosquitto
@@ -336,7 +337,7 @@ def _row(r: dict[str, Any]) -> str:
     return "%-42s valve %-10s %7s ms (budget %5d)  events %3d delivered %3d lost %d dup %d  %s" % (
         r["fault"],
         r["valve"],
-        r["time_to_safe_ms"],
+        human.figure(r["time_to_safe_ms"]),
         r["budget_ms"],
         r["events_logged"],
         r["delivered_unique"],
@@ -347,7 +348,15 @@ def _row(r: dict[str, Any]) -> str:
 
 
 def table(out: dict[str, Any]) -> str:
-    return "\n".join(_row(r) for r in out["cells"])
+    return human.table(
+        ("fault", "valve", "to safe ms", "budget ms", "events", "delivered", "lost", "dup", ""),
+        (
+            (r["fault"], r["valve"], human.figure(r["time_to_safe_ms"]), r["budget_ms"],
+             r["events_logged"], r["delivered_unique"], r["lost"], r["duplicates"],
+             "ok" if r["ok"] else "FAILED")
+            for r in out["cells"]
+        ),
+    )  # fmt: skip
 
 
 # gasguard bench fault-matrix: the run from the command line; every cell must hold

@@ -9,6 +9,12 @@ never PASS. An install-rule override that `gasguard flash --override` left on th
 into the record. The record goes to Markdown (to hand to the restaurant and the regulator) and
 JSON (for their systems), and the board restarts into normal operation with the valve closed
 until a reset on site, whatever happened on the way (a failed self-test included).
+
+The record needs both --installer and --config (a legal record names who and what was
+installed): without either it is refused (exit 2), never asked for, so that a script gets the
+same answer as a person. The port is identified first (tools/installer/port.py): the link UART
+or another device is refused in a second (exit 2), silence or a busy port is exit 3. Each run
+writes its own record: commissioning-<device>-<local date and time>[-N].md and .json.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gasguard.tools import exitcodes, human
+from gasguard.tools.installer import port as ports
 from gasguard.tools.installer.flash import OVERRIDE_FILE, Board, FlashError, check_supported
 
 NOT_CONFIRMED = "not confirmed"
@@ -53,12 +61,21 @@ def _load_selftest(board: Board) -> None:
                 ) from None
 
 
+def check_name(check: str, place: int | None = None) -> str:
+    """A check as people read it; the board names a detector "detector.ADDRESS" and reports the
+    detectors in its config's order (place)."""
+    if check.startswith("detector."):
+        return human.detector(place, int(check.split(".", 1)[1]))
+    return check
+
+
 def run_selftest(board: Board, echo) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     partial = b""
+    detectors = 0
 
     def consume(data: bytes) -> None:
-        nonlocal partial
+        nonlocal partial, detectors
         partial += data
         *lines, partial = partial.split(b"\n")
         for raw in lines:
@@ -67,10 +84,14 @@ def run_selftest(board: Board, echo) -> list[dict[str, Any]]:
                 r = json.loads(line[9:])
                 if isinstance(r.get("result"), int):
                     r["result"] = RESULTS[r["result"]]
+                if str(r.get("check")).startswith("detector."):
+                    r["name"] = check_name(r["check"], detectors)
+                    detectors += 1
                 results.append(r)
                 if r["result"] != "info":
                     echo(
-                        "  %-12s %-8s %s" % (r["check"], r["result"].upper(), r.get("detail", ""))
+                        "  %-31s %-8s %s"
+                        % (r.get("name", r["check"]), r["result"].upper(), r.get("detail", ""))
                     )
 
     _load_selftest(board)
@@ -162,13 +183,13 @@ def markdown(rec: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        "| Site | %s |" % rec["site"],
-        "| Device | %s |" % rec["device"],
-        "| Date | %s |" % rec["date"],
+        "| Site | %s |" % human.figure(rec["site"]),
+        "| Device | %s |" % human.figure(rec["device"]),
+        "| Date | %s |" % human.local_time(rec["date"]),
         "| Firmware | GasGuard %s on MicroPython %s (%s) |"
-        % (rec["firmware"], rec["micropython"], rec["platform"]),
-        "| Config digest | `%s` |" % rec["config_digest"],
-        "| Installer | %s |" % (rec["installer"] or ""),
+        % tuple(human.figure(rec[k]) for k in ("firmware", "micropython", "platform")),
+        "| Config digest | `%s` |" % human.figure(rec["config_digest"]),
+        "| Installer | %s |" % human.figure(rec["installer"]),
         "| **Verdict** | **%s** |" % rec["verdict"],
     ]
     ov = rec.get("install_rules_overridden")
@@ -190,7 +211,8 @@ def markdown(rec: dict[str, Any]) -> str:
         if "confirmed" in c:
             conf = {True: "yes", False: "NO", None: "NOT CONFIRMED"}[c["confirmed"]]
         lines.append(
-            "| %s | %s | %s | %s |" % (c["check"], c["result"], c.get("detail", ""), conf)
+            "| %s | %s | %s | %s |"
+            % (c.get("name", c["check"]), c["result"], c.get("detail", ""), conf)
         )
     if ov:
         lines += [
@@ -224,7 +246,7 @@ def markdown(rec: dict[str, Any]) -> str:
             lines.append(
                 "| %s | %s | %s | %s | %s |"
                 % (
-                    d.get("address"),
+                    d.get("name", d.get("address")),
                     d.get("location", ""),
                     d.get("mount_height_m", ""),
                     d.get("distance_m", ""),
@@ -259,7 +281,18 @@ def commission(
         except ConfigFileError as e:
             raise FlashError("%s: cannot read the install record (%s)" % (config, e), 2) from None
         install = cfg.get("install") if isinstance(cfg, dict) else None
-    board = Board(port)  # from here the firmware is stopped: it is restarted whatever happens
+        if isinstance(install, dict) and isinstance(install.get("detectors"), list):
+            install = dict(install, detectors=[
+                dict(d, name=human.detector_in(cfg, d.get("address"))) if isinstance(d, dict)
+                else d for d in install["detectors"]])  # fmt: skip
+    # the link UART or a silent port is named in a second, before mpremote waits on it
+    found = ports.identify(port)
+    if found.kind != ports.REPL:
+        raise FlashError(found.message, found.code)
+    try:
+        board = Board(port)  # from here the firmware is stopped: it is restarted whatever happens
+    except FlashError as e:  # the port opened a moment ago: the REPL went away, or never came
+        raise FlashError(str(e), exitcodes.UNREACHABLE) from None
     info: dict[str, Any] = {}
     try:
         info = board.identify()
@@ -269,6 +302,12 @@ def commission(
         if not any(r["check"] == "end" for r in results):
             raise FlashError("the self-test did not finish: %s" % results[-1:])
         override = read_override(board)
+    except OSError as e:  # the cable pulled, the board unpowered (pyserial's errors are OSErrors)
+        raise FlashError(
+            "the board went away during the self-test (%s): no record was written; reconnect "
+            "it and run the same command again" % (str(e).strip() or type(e).__name__),
+            exitcodes.UNREACHABLE,
+        ) from None
     finally:
         try:
             board.restart(info.get("platform", "esp32"))
@@ -280,15 +319,43 @@ def commission(
     confirm(results, ask)
     now = datetime.datetime.now().astimezone()
     rec = record(results, info, installer, install, now, override)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = "commissioning-%s-%s" % (rec["device"], now.strftime("%Y%m%d-%H%M"))
-    md, js = out_dir / (stem + ".md"), out_dir / (stem + ".json")
-    md.write_text(markdown(rec))
-    js.write_text(json.dumps(rec, indent=2))
+    md, js = write_record(out_dir, rec, now)
     return rec, md, js
 
 
+def write_record(out_dir: Path, rec: dict[str, Any], when: datetime.datetime) -> tuple[Path, Path]:
+    """commissioning-<device>-<local date-time>[-N].md and .json, never over an earlier record:
+    the .json is created exclusively, so two runs in the same second get -2, -3, ..."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "commissioning-%s-%s" % (rec["device"], when.strftime("%Y%m%d-%H%M%S"))
+    for n in range(1, 1000):
+        name = stem if n == 1 else "%s-%d" % (stem, n)
+        js, md = out_dir / (name + ".json"), out_dir / (name + ".md")
+        try:
+            with open(js, "x") as f:
+                f.write(json.dumps(rec, indent=2))
+        except FileExistsError:
+            continue
+        md.write_text(markdown(rec))
+        return md, js
+    raise FlashError("%s: 999 records for %s this second" % (out_dir, stem), 2)
+
+
+def missing(args: Any) -> list[str]:
+    """What the record cannot be made without, in words."""
+    out = []
+    if not (args.installer or "").strip():
+        out.append("--installer NAME (who commissions: name and licence number)")
+    if not args.config:
+        out.append("--config FILE (the device config: its install block goes into the record)")
+    return out
+
+
 def main(args: Any) -> int:
+    lacking = missing(args)
+    if lacking:
+        print("gasguard commission: the record needs %s" % " and ".join(lacking), file=sys.stderr)
+        return exitcodes.BAD_INPUT
     ask = not args.yes and sys.stdin.isatty()
     if not args.yes and not ask:
         print(
@@ -306,8 +373,9 @@ def main(args: Any) -> int:
         )
     except FlashError as e:
         print("gasguard commission: %s" % e, file=sys.stderr)
-        print("the board was restarted: the valve stays closed until staff reset it on site",
-              file=sys.stderr)  # fmt: skip
+        if e.code == exitcodes.FAILED:  # the board was reached and stopped: it was restarted
+            print("the board was restarted: the valve stays closed until staff reset it on site",
+                  file=sys.stderr)  # fmt: skip
         return e.code
     print("verdict: %s" % rec["verdict"])
     if rec.get("install_rules_overridden"):
@@ -320,10 +388,19 @@ def main(args: Any) -> int:
 
 
 def register(sub: Any) -> None:
-    c = sub.add_parser("commission", help="run the on-device self-test, write the record")
-    c.add_argument("--port", required=True, help="serial port or a vboard REPL pty")
-    c.add_argument("--config", help="the device config (JSON) whose install block to record")
-    c.add_argument("--installer", help="name (and licence number) of the installer")
+    c = sub.add_parser(
+        "commission",
+        help="run the on-device self-test, write the record",
+        epilog="here:\n"
+        "  1  the verdict is not PASS (with --yes, NOT CONFIRMED is 0)\n"
+        "  2  --installer or --config missing, or the port is the board's link UART (or\n"
+        "     another device), not its USB REPL\n"
+        "  3  nothing answers on the port, or another program holds it",
+    )
+    c.add_argument("--port", required=True, help="the board's USB serial port, or a vboard REPL")
+    c.add_argument("--config", help="the device config (JSON) whose install block to record "
+                   "(required)")  # fmt: skip
+    c.add_argument("--installer", help="name and licence number of the installer (required)")
     c.add_argument("--out", default=".", help="directory for the record (default: here)")
     c.add_argument(
         "--yes",
