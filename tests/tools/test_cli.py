@@ -66,11 +66,6 @@ def test_the_readme_command_table_states_the_exit_codes():
     assert all(code.split("  ")[1] in table for code in CODES), table
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools/installer/configcheck.py's register() makes `check` a positional choice of "
-    "`config`, not a subcommand: fixed there at the merge (its owner's file)",
-)
 def test_config_check_help_is_its_own(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["config", "check", "--help"])

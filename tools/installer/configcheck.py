@@ -596,9 +596,10 @@ def main(paths: list[str], as_json: bool = False, today: str | None = None) -> i
     return 1 if errors else 0
 
 
-EXIT_CODES = (
-    "exit codes: 0 fit to install (warnings at most), 1 findings, 2 bad usage or input (a file "
-    "that is not JSON or TOML, a directory without device configs, a date not YYYY-MM-DD)"
+EXIT_CODES = (  # this command's part of the --help epilog (tools/exitcodes.py adds the rest)
+    "here:\n  0  fit to install (warnings at most)\n  1  findings\n"
+    "  2  a file that is not JSON or TOML, a directory without device configs, a date not "
+    "YYYY-MM-DD"
 )
 
 
