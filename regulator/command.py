@@ -9,10 +9,13 @@ Importing this module loads neither paho nor psycopg: `gasguard --help` stays li
 from __future__ import annotations
 
 import argparse
+import fcntl
+import os
 import re
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -95,11 +98,36 @@ def _reach(host: str, port: int) -> None:
         raise ConnectionError("%s:%d: %s" % (host, port, e.strerror or e)) from None
 
 
+def _claim(cfg: Any):
+    """One ingest per group and node: a second one would reuse the workers' client ids, and an
+    MQTT broker closes the older connection of an id when a newer one connects; the two would
+    knock each other off for ever (mosquitto says nothing to the client it closes). Held by an
+    flock on a file named after the ids, released when this process ends, however it ends."""
+    path = os.path.join(
+        tempfile.gettempdir(), "gasguard-ingest-%s-%s.lock" % (cfg.group, cfg.node)
+    )
+    f = open(path, "a+")  # noqa: SIM115 - held for the process's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        raise ValueError(
+            "an ingest in group %s already runs on this machine as node %s (pid %s): its workers "
+            "have these client ids; stop it, or give this one another --group or --node"
+            % (cfg.group, cfg.node, f.read().strip() or "?")
+        ) from None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
 def main_ingest(args: Any) -> int:
     from .store import NotOurDatabase, StoreUnreachable, open_store
 
     try:
         cfg = _config(args)
+        lock = _claim(cfg)  # noqa: F841 - held until this process ends
     except (ValueError, OSError) as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE

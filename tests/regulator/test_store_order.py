@@ -112,3 +112,23 @@ def test_ingest_refuses_a_database_that_is_not_a_regulator_one(tmp_path):
     db = sqlite3.connect(path)
     tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert tables == {"invoices"}  # nothing created in it
+
+
+def test_a_nul_in_a_string_the_schema_admits_is_stored(db_url):
+    """PostgreSQL text cannot hold NUL; JSON can ("\\u0000"), so a publisher can send one."""
+    import json
+
+    from gasguard.protocol import cloudevents
+
+    topic, raw = board_event(SITE, DEV, "selftest", 1, 1)
+    ce = json.loads(raw)
+    ce["data"]["detail"] = "bad\u0000detail"
+    dl = cloudevents.rejected(SITE, "gw-1", DEV, "why\u0000not", b"\x00", 1_760_000_000, "gw-1:1")
+    store = store_in(
+        db_url,
+        [(topic, json.dumps(ce).encode()),
+         (cloudevents.topic_rejected(SITE, "gw-1"), json.dumps(dl).encode())],
+    )  # fmt: skip
+    assert store.rows("SELECT count(*) AS n FROM events")[0]["n"] == 1
+    assert store.rows("SELECT reason FROM dead_letters")[0]["reason"] == "why\\0not"
+    store.close()
