@@ -95,6 +95,18 @@ def _text(s: str) -> str:
     return s.replace("\x00", "\\0")  # PostgreSQL text cannot hold NUL; a publisher can send it
 
 
+def transient(e: BaseException) -> bool:
+    """A lost, busy or deadlocked database (retry the whole batch), not a row it refuses."""
+    if isinstance(e, StoreUnreachable | sqlite3.OperationalError):
+        return True
+    import sys
+
+    psycopg = sys.modules.get("psycopg")  # loaded if, and only if, a PostgresStore was made
+    # OperationalError: a lost connection, a server shutting down, a deadlock, a serialization
+    # failure; what a row itself breaks (DataError, IntegrityError) is not worth a retry
+    return psycopg is not None and isinstance(e, psycopg.OperationalError)
+
+
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 

@@ -13,7 +13,6 @@ them).
 from __future__ import annotations
 
 import signal
-import sqlite3
 import ssl
 import sys
 import time
@@ -21,7 +20,15 @@ from dataclasses import dataclass
 
 from . import boundary
 from .mqttseam import BrokerUnreachable, Inbox, Received, SessionTakenOver
-from .store import NotOurDatabase, Rejection, Store, StoreUnreachable, Written, open_store
+from .store import (
+    NotOurDatabase,
+    Rejection,
+    Store,
+    StoreUnreachable,
+    Written,
+    open_store,
+    transient,
+)
 
 BATCH_MAX = 500  # messages in one transaction: what is waiting, up to this
 IDLE_WAIT_S = 0.2  # how long take() waits for a first message (and how soon a stop is seen)
@@ -69,17 +76,6 @@ def classify(r: Received) -> boundary.Message | Rejection:
         return Rejection(r.topic, "check failed: %s: %s" % (type(e).__name__, e), r.payload)
 
 
-def _transient(e: BaseException) -> bool:
-    """A lost or busy database (retry the whole batch), not a row it refuses."""
-    if isinstance(e, sqlite3.OperationalError):
-        return True
-    try:
-        import psycopg
-    except ImportError:
-        return False
-    return isinstance(e, psycopg.OperationalError | psycopg.errors.TransactionRollbackError)
-
-
 class Stopped(Exception):
     """Asked to stop while the database was away: the batch stays unacknowledged (re-sent)."""
 
@@ -113,7 +109,7 @@ class Worker:
                     self.store = self._open()
                 return self.store.write(items, self.index)
             except Exception as e:  # noqa: BLE001
-                if not _transient(e):
+                if not transient(e):
                     return self._one_by_one(items, e)
                 self.log("worker %d: database: %s; retrying" % (self.index, str(e)[:200]))
                 if self.stopping:
@@ -130,7 +126,7 @@ class Worker:
             try:
                 w = self.store.write([it], self.index)  # type: ignore[union-attr]
             except Exception as e:  # noqa: BLE001
-                if _transient(e):
+                if transient(e):
                     raise
                 topic = (
                     it.topic

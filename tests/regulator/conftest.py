@@ -66,13 +66,19 @@ class PostgresServer:
             )
 
     def start(self) -> PostgresServer:
-        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C")  # fmt: skip
+        if not self.data.exists():
+            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                      "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C")  # fmt: skip
         opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60" % (
             self.port, self.dir)  # fmt: skip
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
                   str(self.dir / "log"), "-w", "-t", "60", "start")  # fmt: skip
         return self
+
+    def halt(self) -> None:
+        """Stop the server as a crash would (its data stays: start() brings it back)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                  "stop")  # fmt: skip
 
     def url(self, db: str = "postgres") -> str:
         return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, db)
@@ -86,8 +92,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
-                      "stop")  # fmt: skip
+            if (self.data / "postmaster.pid").exists():
+                self.halt()
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -13,7 +13,7 @@ import pytest
 
 from gasguard.protocol import cloudevents
 
-from .conftest import INSTANCE, Publisher, board_event, rows, wait_rows
+from .conftest import INSTANCE, PostgresServer, Publisher, board_event, rows, wait_rows
 
 KINDS = ["alarm.high", "valve.closed", "ack", "alarm.clear", "reset"]
 NEW_INSTANCE = "00000000000000b2"
@@ -209,6 +209,35 @@ def test_nothing_is_lost_when_ingest_is_killed_mid_stream(broker, db_url, ingest
     wait_rows(
         db_url, "SELECT count(*) AS n FROM events", lambda r: r[0]["n"] == len(events), timeout=60
     )
+
+
+def test_nothing_is_lost_while_postgresql_is_down(broker, ingests):
+    """The database crashes mid-stream and comes back: the workers hold their batches
+    unacknowledged, retry, and every event is stored once."""
+    server = PostgresServer().start()  # its own: this one is stopped under the ingest
+    try:
+        db = server.create_database("restarts")
+        ing = ingests(broker.url, db, workers=2).start()
+        events = [board_event("site-1", "kitchen-%d" % (i % 20), "selftest", 1, i)
+                  for i in range(1000)]  # fmt: skip
+        pub = Publisher(broker.port, "bulk-publisher")
+        try:
+            pub.send_many(events[:300])
+            wait_rows(db, "SELECT count(*) AS n FROM events", lambda r: r and r[0]["n"] == 300)
+            server.halt()
+            pub.send_many(events[300:])
+            time.sleep(2.0)  # the workers find the database gone and retry
+            assert ing.running(), ing.output()
+            server.start()
+        finally:
+            pub.close()
+        wait_rows(
+            db, "SELECT count(*) AS n FROM events", lambda r: r and r[0]["n"] == 1000, timeout=60
+        )
+        assert "retrying" in ing.output()
+        ing.stop()
+    finally:
+        server.stop()
 
 
 def test_two_ingests_in_different_groups_both_get_everything(broker, db_url, tmp_path, ingests,
