@@ -42,6 +42,7 @@ class Refused(ValueError):
 class Message:
     """A checked message: kind is the topic's (events, state, status, rejected)."""
 
+    topic: str
     kind: str
     site: str
     subject: str  # the device, or the gateway for status and rejected
@@ -196,4 +197,4 @@ def check(topic: str, raw: bytes) -> Message:
         if field in d:
             d[field] = canonical_time(d[field], "data." + field)
     _consistent(kind, site, subject, payload)
-    return Message(kind, site, subject, payload, raw.decode("utf-8"))
+    return Message(topic, kind, site, subject, payload, raw.decode("utf-8"))

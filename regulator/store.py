@@ -92,7 +92,9 @@ def now() -> str:
 
 
 def _text(s: str) -> str:
-    return s.replace("\x00", "\\0")  # PostgreSQL text cannot hold NUL; a publisher can send it
+    """JSON can carry what a database's text cannot: NUL (PostgreSQL) and lone surrogates
+    ("\\ud800", not UTF-8 at all). A publisher may send either."""
+    return s.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
 
 
 def transient(e: BaseException) -> bool:

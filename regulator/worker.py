@@ -107,10 +107,15 @@ class Worker:
             try:
                 if self.store is None:
                     self.store = self._open()
-                return self.store.write(items, self.index)
+                try:
+                    return self.store.write(items, self.index)
+                except Exception as e:  # noqa: BLE001
+                    if transient(e):
+                        raise
+                    return self._one_by_one(items, e)
             except Exception as e:  # noqa: BLE001
                 if not transient(e):
-                    return self._one_by_one(items, e)
+                    raise
                 self.log("worker %d: database: %s; retrying" % (self.index, str(e)[:200]))
                 if self.stopping:
                     raise Stopped from None
@@ -128,14 +133,9 @@ class Worker:
             except Exception as e:  # noqa: BLE001
                 if transient(e):
                     raise
-                topic = (
-                    it.topic
-                    if isinstance(it, Rejection)
-                    else "gasguard/v1/%s/%s/%s" % (it.site, it.subject, it.kind)
-                )
                 raw = it.raw if isinstance(it, Rejection) else it.text.encode()
                 w = self.store.write(  # type: ignore[union-attr]
-                    [Rejection(topic, "store: %s: %s" % (type(e).__name__, e), raw)], self.index
+                    [Rejection(it.topic, "store: %s: %s" % (type(e).__name__, e), raw)], self.index
                 )  # fmt: skip
             out.events += w.events
             out.duplicates += w.duplicates

@@ -115,7 +115,8 @@ def test_ingest_refuses_a_database_that_is_not_a_regulator_one(tmp_path):
 
 
 def test_a_nul_in_a_string_the_schema_admits_is_stored(db_url):
-    """PostgreSQL text cannot hold NUL; JSON can ("\\u0000"), so a publisher can send one."""
+    """PostgreSQL text cannot hold NUL, neither database a lone surrogate; JSON can carry both
+    ("\\u0000", "\\ud800"), so a publisher can send them."""
     import json
 
     from gasguard.protocol import cloudevents
@@ -123,12 +124,14 @@ def test_a_nul_in_a_string_the_schema_admits_is_stored(db_url):
     topic, raw = board_event(SITE, DEV, "selftest", 1, 1)
     ce = json.loads(raw)
     ce["data"]["detail"] = "bad\u0000detail"
-    dl = cloudevents.rejected(SITE, "gw-1", DEV, "why\u0000not", b"\x00", 1_760_000_000, "gw-1:1")
+    dl = cloudevents.rejected(
+        SITE, "gw-1", DEV, "why\u0000not\ud800", b"\x00", 1_760_000_000, "gw-1:1"
+    )
     store = store_in(
         db_url,
         [(topic, json.dumps(ce).encode()),
          (cloudevents.topic_rejected(SITE, "gw-1"), json.dumps(dl).encode())],
     )  # fmt: skip
     assert store.rows("SELECT count(*) AS n FROM events")[0]["n"] == 1
-    assert store.rows("SELECT reason FROM dead_letters")[0]["reason"] == "why\\0not"
+    assert store.rows("SELECT reason FROM dead_letters")[0]["reason"] == "why\\0not?"
     store.close()
