@@ -3,8 +3,9 @@
 Every batch is one transaction, so the worker acknowledges its messages to the broker only after
 all of them are durable. Concurrency between workers (processes, possibly on several machines):
 events are unique by CloudEvents id under a primary key (a duplicate is a no-op insert); a
-device's incidents change only while its `devices` row is locked (PostgreSQL: SELECT ... FOR
-UPDATE in a sorted order, so two batches never deadlock; SQLite: BEGIN IMMEDIATE, one writer).
+device's incidents change only while its `devices` row is locked (PostgreSQL: the batch's upsert
+of its device rows, in sorted order, so two batches do not deadlock; SQLite: BEGIN IMMEDIATE,
+one writer).
 In order, an event advances the device's latest incident; an event that sorts before what the
 device already applied (a late or reordered delivery, another worker's batch) rebuilds that
 device's incidents from all its events in the board's order (regulator/incidents.py).
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     n {serial}, topic TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
     excerpt TEXT NOT NULL, received_at TEXT NOT NULL, worker INTEGER NOT NULL);
 """
+ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
 INCIDENT_COLS = (
     "open_event", "site", "device", "ordinal", "level", "stage", "detectors", "alarming",
@@ -137,7 +139,6 @@ def open_store(url: str, *, create: bool = False) -> Store:
 
 class Store:
     placeholder = "?"
-    for_update = ""
     serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self) -> None:
@@ -198,33 +199,31 @@ class Store:
         out = Written()
         at = now()
         with self.transaction():
-            devices: dict[tuple[str, str], list[Message]] = {}
-            states: dict[tuple[str, str], Message] = {}
             for it in items:
                 if isinstance(it, Rejection):
                     self._reject(it, at, worker)
                     out.rejected += 1
             msgs = [it for it in items if isinstance(it, Message)]
-            # sorted: two batches holding the same ids insert them in one order (no deadlock)
-            for m in sorted((m for m in msgs if m.kind == "events"), key=_by_id):
-                if self._insert_event(m, at):
-                    out.events += 1
-                    devices.setdefault((m.site, m.subject), []).append(m)
-                else:
-                    out.duplicates += 1
+            events = {m.payload["id"]: m for m in msgs if m.kind == "events"}
+            inserted = self._insert_events(sorted(events.values(), key=_by_id), at)
+            out.events = len(inserted)
+            out.duplicates = sum(1 for m in msgs if m.kind == "events") - out.events
+            devices: dict[tuple[str, str], list[Message]] = {}
+            for m in sorted(inserted, key=_by_id):
+                devices.setdefault((m.site, m.subject), []).append(m)
             for m in sorted((m for m in msgs if m.kind == "rejected"), key=_by_id):
                 self._dead_letter(m)
+            states: dict[tuple[str, str], Message] = {}
             for m in msgs:  # retained state and status: the last one read wins (one reader)
                 if m.kind == "state":
                     states[(m.site, m.subject)] = m
                 elif m.kind == "status":
                     self._gateway(m, at)
-            for site, device in sorted(set(devices) | set(states)):
-                self._lock_device(site, device)
-                if (site, device) in states:
-                    self._state(states[(site, device)])
-                if (site, device) in devices:
-                    self._device_events(site, device, devices[(site, device)])
+            self._touch_devices(devices, states)
+            for key in sorted(states):
+                self._state(states[key])
+            for (site, device), new in sorted(devices.items()):
+                self._device_events(site, device, new)
         return out
 
     def _reject(self, r: Rejection, at: str, worker: int) -> None:
@@ -235,16 +234,27 @@ class Store:
             (_text(r.topic[:300]), _text(r.reason[:300]), len(r.raw), _text(excerpt), at, worker),
         )
 
-    def _insert_event(self, m: Message, at: str) -> bool:
-        p, d = m.payload, m.payload["data"]
-        cur = self.x(
-            "INSERT INTO events (id, site, device, kind, instance, boot, seq, detector, lel, "
-            "time, ingested_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
-            "ON CONFLICT (id) DO NOTHING",
-            (p["id"], m.site, m.subject, d["kind"], d.get("instance"), d.get("boot"),
-             d.get("seq"), d.get("detector"), d.get("lel"), p["time"], at, _text(m.text)),
-        )  # fmt: skip
-        return cur.rowcount == 1
+    def _insert_events(self, msgs: list[Message], at: str) -> list[Message]:
+        """Insert many rows a statement (sorted by id: two batches holding the same ids take
+        them in one order, so they cannot deadlock); returns those that were new."""
+        new: list[Message] = []
+        for n in range(0, len(msgs), ROWS_PER_INSERT):
+            chunk = msgs[n : n + ROWS_PER_INSERT]
+            params: list[Any] = []
+            for m in chunk:
+                p, d = m.payload, m.payload["data"]
+                params += (p["id"], m.site, m.subject, d["kind"], d.get("instance"),
+                           d.get("boot"), d.get("seq"), d.get("detector"), d.get("lel"),
+                           p["time"], at, _text(m.text))  # fmt: skip
+            rows = self.x(
+                "INSERT INTO events (id, site, device, kind, instance, boot, seq, detector, lel, "
+                "time, ingested_at, payload) VALUES %s ON CONFLICT (id) DO NOTHING RETURNING id"
+                % ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+                params,
+            ).fetchall()
+            ids = {r[0] for r in rows}
+            new += [m for m in chunk if m.payload["id"] in ids]
+        return new
 
     def _dead_letter(self, m: Message) -> None:
         p, d = m.payload, m.payload["data"]
@@ -267,16 +277,30 @@ class Store:
              m.payload["time"], at),
         )  # fmt: skip
 
-    def _lock_device(self, site: str, device: str) -> None:
-        self.x(
-            "INSERT INTO devices (site, device) VALUES (?,?) "
-            "ON CONFLICT (site, device) DO NOTHING",
-            (site, device),
-        )
-        self.x(
-            "SELECT site FROM devices WHERE site = ? AND device = ?" + self.for_update,
-            (site, device),
-        ).fetchone()
+    def _touch_devices(
+        self, events: dict[tuple[str, str], list[Message]], states: dict[tuple[str, str], Message]
+    ) -> None:
+        """Make or update every device row this batch touches, in one statement and in sorted
+        order: the upsert locks each row until commit (PostgreSQL), so the incidents below are
+        advanced by one transaction at a time, and two batches lock rows in the same order."""
+        rows: list[Any] = []
+        keys = sorted(set(events) | set(states))
+        for key in keys:
+            new = events.get(key, [])
+            last = max((m.payload["time"] for m in new), default=None)
+            lost = sum(m.payload["data"].get("count", 0) for m in new
+                       if m.payload["data"]["kind"] == "events.lost")  # fmt: skip
+            rows += (*key, last, lost)
+        for n in range(0, len(keys), ROWS_PER_INSERT):
+            count = min(ROWS_PER_INSERT, len(keys) - n)
+            self.x(
+                "INSERT INTO devices AS d (site, device, last_seen, lost) VALUES %s "
+                "ON CONFLICT (site, device) DO UPDATE SET lost = d.lost + excluded.lost, "
+                "last_seen = CASE WHEN excluded.last_seen IS NOT NULL AND (d.last_seen IS NULL "
+                "OR d.last_seen < excluded.last_seen) THEN excluded.last_seen "
+                "ELSE d.last_seen END" % ",".join(["(?,?,?,?)"] * count),
+                rows[4 * n : 4 * (n + count)],
+            )
 
     def _state(self, m: Message) -> None:
         d = m.payload["data"]
@@ -291,15 +315,6 @@ class Store:
         )  # fmt: skip
 
     def _device_events(self, site: str, device: str, new: list[Message]) -> None:
-        last = max(m.payload["time"] for m in new)
-        lost = sum(m.payload["data"].get("count", 0) for m in new
-                   if m.payload["data"]["kind"] == "events.lost")  # fmt: skip
-        self.x(
-            "UPDATE devices SET lost = lost + ?, "
-            "last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END "
-            "WHERE site = ? AND device = ?",
-            (lost, last, last, site, device),
-        )
         for m in sorted(new, key=lambda m: m.payload["time"]):  # the gateway's view, by time
             kind = m.payload["data"]["kind"]
             if kind in ("device.online", "device.offline"):
@@ -445,7 +460,6 @@ class SqliteStore(Store):
 
 class PostgresStore(Store):
     placeholder = "%s"
-    for_update = " FOR UPDATE"
     serial = "BIGSERIAL PRIMARY KEY"
 
     def __init__(self, url: str) -> None:
@@ -459,7 +473,7 @@ class PostgresStore(Store):
             raise StoreUnreachable("--db: %s" % str(e).strip().splitlines()[0]) from None
 
     def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        return self.db.execute(self._q(sql), tuple(params), prepare=True)
+        return self.db.execute(self._q(sql), tuple(params))  # prepared once used 5 times
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -12,6 +12,7 @@ them).
 
 from __future__ import annotations
 
+import os
 import signal
 import ssl
 import sys
@@ -85,6 +86,7 @@ class Worker:
         self.cfg, self.index = cfg, index
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.stopping = False
+        self.parent = os.getppid()
         self.total = Written()
         self.store: Store | None = None
 
@@ -205,6 +207,9 @@ class Worker:
     def _loop(self, inbox: Inbox) -> int:
         reported = time.monotonic()
         while not self.stopping:
+            if os.getppid() != self.parent:  # the ingest was killed: its lock on our ids is gone
+                self.log("worker %d: the ingest process is gone: stopping" % self.index)
+                break
             batch = inbox.take(BATCH_MAX, IDLE_WAIT_S)
             if batch:
                 w = self.commit([classify(m) for m in batch])

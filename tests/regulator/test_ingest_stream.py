@@ -67,6 +67,30 @@ def test_workers_share_the_stream_each_event_once_incidents_in_board_order(
     assert sum(1 for n in stored if n) >= 2, ing.output()  # the workers did share the stream
 
 
+def test_many_incidents_on_few_devices_across_four_workers(broker, db_url, ingests, publisher):
+    """Contention: 3 devices, 10 alarms each handled to the end, every event three times,
+    shuffled over 4 workers: the workers keep taking events of the same device at once."""
+    events = [
+        board_event("site-1", "kitchen-%d" % d, k, 3, 100 + 10 * n + i)
+        for d in range(3)
+        for n in range(10)
+        for i, k in enumerate(KINDS)
+    ]
+    ingests(broker.url, db_url, workers=4).start()
+    stream = events * 3
+    random.Random(11).shuffle(stream)
+    publisher.send_many(stream)
+    wait_rows(db_url, "SELECT count(*) AS n FROM events", lambda r: r and r[0]["n"] == len(events))
+    got = wait_rows(
+        db_url,
+        "SELECT device, ordinal, stage FROM incidents ORDER BY device, ordinal",
+        lambda r: len(r) == 30 and all(x["stage"] == "closed" for x in r),
+    )
+    assert [(r["device"], r["ordinal"]) for r in got] == [
+        ("kitchen-%d" % d, n + 1) for d in range(3) for n in range(10)
+    ]
+
+
 def test_rogue_messages_land_in_rejected_with_their_reason_and_ingest_goes_on(
     broker, db_url, ingests, publisher
 ):
@@ -284,3 +308,22 @@ def test_exit_codes(broker, tmp_path, broker_url, db, code, says):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert proc.returncode == code, proc.stderr
     assert says in proc.stderr
+
+
+def test_workers_stop_when_the_ingest_process_is_killed(broker, tmp_path, ingests):
+    """kill -9 of the parent alone frees its lock on the client ids: its workers must not stay
+    behind holding them."""
+    import os
+    import signal
+
+    ing = ingests(broker.url, str(tmp_path / "r.db"), workers=2).start()
+    os.kill(ing.proc.pid, signal.SIGKILL)
+    ing.proc.wait()
+    deadline = time.monotonic() + 10
+    while (
+        "the ingest process is gone" not in ing.output()
+        or ing.output().count("process is gone") < 2
+    ):
+        assert time.monotonic() < deadline, ing.output()
+        time.sleep(0.1)
+    ingests(broker.url, str(tmp_path / "r.db"), workers=2).start()  # the ids are free again

@@ -12,10 +12,10 @@ from .conftest import board_event
 class RefusesOne(SqliteStore):
     """A real SQLite store that refuses one event the way a database refuses a value."""
 
-    def _insert_event(self, m, at):
-        if m.payload["id"].endswith(":1:13"):
+    def _insert_events(self, msgs, at):
+        if any(m.payload["id"].endswith(":1:13") for m in msgs):
             raise ValueError("value out of range for this column")
-        return super()._insert_event(m, at)
+        return super()._insert_events(msgs, at)
 
 
 def test_a_message_the_database_refuses_is_rejected_alone(tmp_path):
