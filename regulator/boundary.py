@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime
 import json
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import fastjsonschema
 
+from gasguard.gateway import schemas
 from gasguard.protocol import cloudevents
 
 MAX_BYTES = 32 * 1024  # the largest payload the gateway makes (a dead letter's 1 KiB body as hex,
@@ -51,8 +51,7 @@ class Message:
 
 
 def _compile(name: str):
-    text = resources.files("gasguard.protocol.schemas").joinpath(name).read_text()
-    schema = json.loads(text)
+    schema = schemas.load(name)  # the gateway's reader: one place knows where schemas live
     schema["$schema"] = "http://json-schema.org/draft-07/schema#"  # fastjsonschema's dialect
     return fastjsonschema.compile(schema)
 
