@@ -132,7 +132,12 @@ def main_ingest(args: Any) -> int:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
     try:
-        open_store(cfg.db, create=True).close()
+        store = open_store(cfg.db, create=True)
+        try:  # how many workers this group and node ran last: their sessions hold messages
+            before = int(store.meta(_workers_key(cfg)) or 0)
+            store.set_meta(_workers_key(cfg), str(max(before, cfg.workers)))
+        finally:
+            store.close()
     except NotOurDatabase as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
@@ -144,10 +149,30 @@ def main_ingest(args: Any) -> int:
     except ConnectionError as e:
         print("%s: broker unreachable: %s" % (PROG, e), file=sys.stderr)
         return EXIT_UNREACHABLE
-    return supervise(cfg)
+    return supervise(cfg, range(cfg.workers, before))
 
 
-def supervise(cfg: Any) -> int:
+def _workers_key(cfg: Any) -> str:
+    return "workers:%s:%s" % (cfg.group, cfg.node)
+
+
+def _drained(cfg: Any) -> None:
+    """Every dropped worker's session is empty and gone: remember the new count."""
+    from .store import open_store
+
+    store = open_store(cfg.db)
+    try:
+        store.set_meta(_workers_key(cfg), str(cfg.workers))
+    finally:
+        store.close()
+    print("%s: the sessions of workers no longer run are drained" % PROG, flush=True)
+
+
+def supervise(cfg: Any, drain: range = range(0)) -> int:
+    """Run the workers, and a drainer for each index in `drain`: with fewer workers than
+    last time, the broker still holds the dropped workers' sessions and the messages it queued
+    in them (a shared subscription's share included); a drainer stores those, then ends the
+    session."""
     import multiprocessing
 
     from . import worker
@@ -165,11 +190,19 @@ def supervise(cfg: Any) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for p in procs:
+    drainers = [
+        ctx.Process(target=worker.main, args=(cfg, i, True), name="drain-%d" % i, daemon=False)
+        for i in drain
+    ]
+    for p in procs + drainers:
         p.start()
     print("%s: %d workers in group %s" % (PROG, cfg.workers, cfg.group), flush=True)
     code = 0
     while not stopping:
+        if drainers and all(p.exitcode is not None for p in drainers):
+            if all(p.exitcode == 0 for p in drainers):
+                _drained(cfg)
+            drainers = []  # one that failed leaves the count: the next start drains again
         ended = [p for p in procs if p.exitcode is not None]
         if ended:
             code = ended[0].exitcode or 0
@@ -178,10 +211,10 @@ def supervise(cfg: Any) -> int:
                   file=sys.stderr)  # fmt: skip
             break
         time.sleep(0.2)
-    for p in procs:
+    for p in procs + drainers:
         if p.exitcode is None:
             p.terminate()  # SIGTERM: the worker finishes its batch and leaves
-    for p in procs:
+    for p in procs + drainers:
         p.join(15)
         if p.exitcode is None:
             p.kill()

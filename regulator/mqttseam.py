@@ -57,8 +57,11 @@ class Inbox:
         tls: ssl.SSLContext | None = None,
         username: str | None = None,
         password: str | None = None,
+        drain: bool = False,
     ) -> None:
-        self.host, self.port, self.topics = host, port, topics
+        """drain: the session of a worker no longer run; unsubscribe its topics and take only
+        what already queued in it."""
+        self.host, self.port, self.topics, self.drain = host, port, topics, drain
         self.queue: queue.Queue[Received] = queue.Queue()
         self.connection = 0
         self.connected = threading.Event()
@@ -105,8 +108,10 @@ class Inbox:
             return
         self.connection += 1
         self._drop_queued()
-        opts = SubscribeOptions(qos=1)
-        client.subscribe([(t, opts) for t in self.topics])
+        if self.drain:
+            client.unsubscribe(self.topics)
+        else:
+            client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
@@ -150,6 +155,11 @@ class Inbox:
             if m.qos and m.connection == self.connection:
                 self.client.ack(m.mid, m.qos)
 
-    def close(self) -> None:
-        self.client.disconnect()
+    def close(self, forget: bool = False) -> None:
+        """forget: end the session on the broker too (a drained worker's)."""
+        props = None
+        if forget:
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        self.client.disconnect(properties=props)
         self.client.loop_stop()

@@ -192,6 +192,18 @@ class Store:
             raise NotOurDatabase("--db: regulator schema %r, this ingest needs %r"
                                  % (mark and mark[0], SCHEMA_MARK))  # fmt: skip
 
+    def meta(self, key: str) -> str | None:
+        row = self.x("SELECT value FROM regulator_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.x(
+                "INSERT INTO regulator_meta VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
     # --- a batch ---------------------------------------------------------------------------------
 
     def write(self, items: list[Message | Rejection], worker: int = 0) -> Written:

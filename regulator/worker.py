@@ -34,6 +34,7 @@ from .store import (
 BATCH_MAX = 500  # messages in one transaction: what is waiting, up to this
 IDLE_WAIT_S = 0.2  # how long take() waits for a first message (and how soon a stop is seen)
 REPORT_EVERY_S = 10.0
+DRAIN_IDLE_S = 2.0  # a drained session that has given nothing for this long is empty
 EVENTS = "gasguard/v1/+/+/events"
 DEAD_LETTERS = "gasguard/v1/+/gateway/+/rejected"
 STATES = "gasguard/v1/+/+/state"
@@ -82,8 +83,8 @@ class Stopped(Exception):
 
 
 class Worker:
-    def __init__(self, cfg: Config, index: int, log=None) -> None:
-        self.cfg, self.index = cfg, index
+    def __init__(self, cfg: Config, index: int, log=None, drain: bool = False) -> None:
+        self.cfg, self.index, self.drain = cfg, index, drain
         self.log = log or (lambda s: print(s, file=sys.stderr, flush=True))
         self.stopping = False
         self.parent = os.getppid()
@@ -173,19 +174,26 @@ class Worker:
             tls=tls,
             username=cfg.username,
             password=cfg.password,
+            drain=self.drain,
         )
         try:
             inbox.start()
         except BrokerUnreachable as e:
             self.log("gasguard regulator ingest: broker unreachable: %s" % e)
             return EXIT_UNREACHABLE
-        print(
-            "worker %d: subscribed as %s to %s"
-            % (self.index, cfg.client_id(self.index), ", ".join(cfg.topics(self.index))),
-            flush=True,
-        )
+        if self.drain:
+            print("worker %d: draining %s, a worker no longer run"
+                  % (self.index, cfg.client_id(self.index)), flush=True)  # fmt: skip
+        else:
+            print(
+                "worker %d: subscribed as %s to %s"
+                % (self.index, cfg.client_id(self.index), ", ".join(cfg.topics(self.index))),
+                flush=True,
+            )
+        drained = False
         try:
-            return self._loop(inbox)
+            drained = self._loop(inbox)
+            return EXIT_OK
         except Stopped:
             return EXIT_OK
         except SessionTakenOver:
@@ -195,7 +203,7 @@ class Worker:
             )
             return EXIT_FAILED
         finally:
-            inbox.close()
+            inbox.close(forget=drained)
             self._drop_store()
             self.log(self._summary())
 
@@ -204,14 +212,18 @@ class Worker:
         return "worker %d: stored %d events, %d duplicates, %d rejected" % (
             self.index, t.events, t.duplicates, t.rejected)  # fmt: skip
 
-    def _loop(self, inbox: Inbox) -> int:
-        reported = time.monotonic()
+    def _loop(self, inbox: Inbox) -> bool:
+        """Until stopped; a drainer until its session gave nothing for DRAIN_IDLE_S (True)."""
+        reported = heard = time.monotonic()
         while not self.stopping:
+            if self.drain and time.monotonic() - heard > DRAIN_IDLE_S:
+                return True
             if os.getppid() != self.parent:  # the ingest was killed: its lock on our ids is gone
                 self.log("worker %d: the ingest process is gone: stopping" % self.index)
                 break
             batch = inbox.take(BATCH_MAX, IDLE_WAIT_S)
             if batch:
+                heard = time.monotonic()
                 w = self.commit([classify(m) for m in batch])
                 inbox.ack(batch)
                 self.total.events += w.events
@@ -220,12 +232,12 @@ class Worker:
             if time.monotonic() - reported > REPORT_EVERY_S:
                 reported = time.monotonic()
                 self.log(self._summary() + " so far")
-        return EXIT_OK
+        return False
 
 
-def main(cfg: Config, index: int) -> None:
+def main(cfg: Config, index: int, drain: bool = False) -> None:
     """A worker process's entry (multiprocessing target): its exit code is the outcome."""
-    w = Worker(cfg, index)
+    w = Worker(cfg, index, drain=drain)
 
     def stop(signum, frame) -> None:
         w.stopping = True
