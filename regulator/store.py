@@ -14,6 +14,7 @@ device's incidents from all its events in the board's order (regulator/incidents
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -54,8 +55,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
     reason TEXT NOT NULL, body_hex TEXT NOT NULL, received TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rejected (
-    n {serial}, topic TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
-    excerpt TEXT NOT NULL, received_at TEXT NOT NULL, worker INTEGER NOT NULL);
+    topic TEXT NOT NULL, digest TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
+    excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
+    times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
 """
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
@@ -139,7 +141,6 @@ def open_store(url: str, *, create: bool = False) -> Store:
 
 class Store:
     placeholder = "?"
-    serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
 
     def __init__(self) -> None:
         self._sql: dict[str, str] = {}
@@ -180,7 +181,7 @@ class Store:
                 raise NotOurDatabase("--db: no regulator tables (the ingest makes them)")
         if create:
             with self.transaction():
-                for stmt in TABLES.format(serial=self.serial).split(";"):
+                for stmt in TABLES.split(";"):
                     if stmt.strip():
                         self.x(stmt)
                 self.x(
@@ -239,12 +240,17 @@ class Store:
         return out
 
     def _reject(self, r: Rejection, at: str, worker: int) -> None:
+        """One row per topic and payload, counting how often it came: a rogue retained message
+        comes again at every subscribe, and must not grow the table at every restart."""
         excerpt = r.raw[:EXCERPT_BYTES].decode("utf-8", "replace")
+        digest = hashlib.sha256(r.raw).hexdigest()[:32]
         self.x(
-            "INSERT INTO rejected (topic, reason, bytes, excerpt, received_at, worker) "
-            "VALUES (?,?,?,?,?,?)",
-            (_text(r.topic[:300]), _text(r.reason[:300]), len(r.raw), _text(excerpt), at, worker),
-        )
+            "INSERT INTO rejected AS r VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (topic, digest) "
+            "DO UPDATE SET times = r.times + 1, last_at = excluded.last_at, "
+            "reason = excluded.reason, worker = excluded.worker",
+            (_text(r.topic[:300]), digest, _text(r.reason[:300]), len(r.raw), _text(excerpt),
+             at, at, worker),
+        )  # fmt: skip
 
     def _insert_events(self, msgs: list[Message], at: str) -> list[Message]:
         """Insert many rows a statement (sorted by id: two batches holding the same ids take
@@ -472,7 +478,6 @@ class SqliteStore(Store):
 
 class PostgresStore(Store):
     placeholder = "%s"
-    serial = "BIGSERIAL PRIMARY KEY"
 
     def __init__(self, url: str) -> None:
         super().__init__()

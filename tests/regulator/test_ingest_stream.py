@@ -137,6 +137,20 @@ def test_rogue_messages_land_in_rejected_with_their_reason_and_ingest_goes_on(
     wait_rows(db_url, "SELECT count(*) AS n FROM events", lambda r: r[0]["n"] == 2)
 
 
+def test_a_rogue_retained_message_is_one_row_however_often_it_comes(
+    broker, db_url, ingests, publisher
+):
+    """A retained message comes again at every subscribe: each restart counts it, once."""
+    topic = cloudevents.topic_state("site-1", "kitchen-1")
+    publisher.send(topic, b'{"specversion": "1.0", "dataschema": []}', retain=True)
+    ing = ingests(broker.url, db_url)
+    for times in (1, 2, 3):
+        ing.start()
+        q = "SELECT topic, times FROM rejected"
+        wait_rows(db_url, q, lambda r, n=times: r == [{"topic": topic, "times": n}])
+        assert ing.stop() == 0
+
+
 def test_dead_letters_are_ingested(broker, db_url, ingests, publisher):
     ingests(broker.url, db_url).start()
     dl = cloudevents.rejected(
@@ -284,7 +298,10 @@ def test_a_second_ingest_with_the_same_client_ids_refuses_to_start(broker, tmp_p
     assert second.proc.wait(30) == 2
     assert "already runs on this machine" in second.output()
     # another machine (node) in the group is welcome: it gets its own client ids
-    ingests(broker.url, db, "--group", "g1", "--node", "other-host", "--no-retained").start()
+    other = ingests(broker.url, db, "--group", "g1", "--node", "other-host", "--no-retained")
+    other.start()
+    assert "gasguard-ingest-g1-other-host-0 to $share/g1/" in other.output()
+    assert "/state" not in other.output()  # the first machine's worker 0 reads retained ones
     time.sleep(1.0)
     assert first.running() and "ended" not in first.output()
 
