@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: socat, mosquitto, mosquitto-clients and openssl (apt), and
-# the Python environment at .venv/ with GasGuard and its test tools. Safe to run again: it skips what is already there.
+# Installs what a fresh machine lacks: socat, mosquitto, mosquitto-clients, openssl and the
+# PostgreSQL 15 server binaries (apt), and the Python environment at .venv/ with GasGuard and its
+# test tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,9 +10,17 @@ command -v socat >/dev/null || need+=(socat)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v openssl >/dev/null || need+=(openssl)  # certificates for the broker TLS tests
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)  # the benches' regulator
+# the regulator tests start their own PostgreSQL server (initdb + pg_ctl): the binaries only
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql-15)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
+  if [[ " ${need[*]} " == *" postgresql-15 "* ]]; then
+    # no cluster of its own started at install: the tests make theirs in a temporary directory
+    $sudo mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" |
+      $sudo tee /etc/postgresql-common/createcluster.d/gasguard.conf >/dev/null
+  fi
   echo "setup: installing ${need[*]} with apt-get"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" \

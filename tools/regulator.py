@@ -285,6 +285,9 @@ def main_export(args: Any) -> int:
 def register(sub: Any) -> None:
     r = sub.add_parser("regulator", help="the regulator's console: live alarms and hazard ledger")
     rs = r.add_subparsers(dest="action", required=True)
+    from gasguard.regulator.command import register_ingest  # loads no client or driver
+
+    register_ingest(rs)
     w = rs.add_parser(
         "watch",
         help="subscribe to the alarm stream and keep the hazard ledger",

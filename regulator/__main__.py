@@ -1,0 +1,5 @@
+import sys
+
+from gasguard.regulator.command import main
+
+sys.exit(main())

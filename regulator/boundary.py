@@ -1,0 +1,202 @@
+"""The ingest's border: one MQTT message in, a checked payload or a refusal with its reason out.
+
+Nothing a publisher sends may raise out of here: the checks run cheapest first (size, topic,
+nesting depth before the parser, then JSON, schema, calendar, topic against payload), and any
+failure is a Refused whose reason lands in the `rejected` table. The schema is chosen by the
+topic, never by the payload's own `dataschema` (a list there must not pick, or break, anything).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import fastjsonschema
+
+from gasguard.gateway import schemas
+from gasguard.protocol import cloudevents
+
+MAX_BYTES = 32 * 1024  # the largest payload the gateway makes (a dead letter's 1 KiB body as hex,
+# a state with 8 detectors) is under 4 KiB: the cap leaves room and bounds the parser's work
+MAX_DEPTH = 8  # the deepest legitimate payload (state → data → detectors → item) is 4
+TIME_FIELDS = ("time", "received", "device_time", "last_seen")
+
+# topic kind -> (schema file, the dataschema it must name)
+SCHEMAS = {
+    "events": ("event.schema.json", cloudevents.SCHEMA_EVENT),
+    "state": ("state.schema.json", cloudevents.SCHEMA_STATE),
+    "status": ("gateway-status.schema.json", cloudevents.SCHEMA_GATEWAY),
+    "rejected": ("rejected.schema.json", cloudevents.SCHEMA_REJECTED),
+}
+# the event kinds a board itself raises: their id is {device}:{instance}:{boot}:{seq}
+BOARD_KINDS = frozenset(cloudevents.EVENT_TYPES)
+
+
+class Refused(ValueError):
+    """A message ingest will not store; str() is the reason kept in `rejected`."""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A checked message: kind is the topic's (events, state, status, rejected)."""
+
+    topic: str
+    kind: str
+    site: str
+    subject: str  # the device, or the gateway for status and rejected
+    payload: dict[str, Any]  # its times in canonical_time's spelling
+    text: str  # the payload as it came, kept as evidence
+
+
+def _compile(name: str):
+    schema = schemas.load(name)  # the gateway's reader: one place knows where schemas live
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"  # fastjsonschema's dialect
+    return fastjsonschema.compile(schema)
+
+
+_VALIDATORS = {kind: _compile(name) for kind, (name, _) in SCHEMAS.items()}
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """gasguard/v1/{site}/{device}/events|state or gasguard/v1/{site}/gateway/{gw}/status|rejected
+    -> (kind, site, subject)."""
+    parts = topic.split("/")
+    if len(parts) == 5 and parts[:2] == ["gasguard", "v1"] and parts[4] in ("events", "state"):
+        return parts[4], parts[2], parts[3]
+    if (
+        len(parts) == 6
+        and parts[:2] == ["gasguard", "v1"]
+        and parts[3] == "gateway"
+        and parts[5] in ("status", "rejected")
+    ):
+        return parts[5], parts[2], parts[4]
+    raise Refused("topic: not a GasGuard stream topic")
+
+
+def nesting_depth(raw: bytes, limit: int) -> int:
+    """The deepest [ / { nesting in JSON text, counted without parsing (strings skipped), stopping
+    as soon as it passes limit: json.loads recurses, so a deep document must never reach it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for b in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # two readers could take different values: refuse the doubt
+        raise Refused("json: a key appears twice in one object")
+    return obj
+
+
+def _no_constant(name: str) -> Any:
+    raise Refused("json: %s is not JSON" % name)
+
+
+def decode(raw: bytes) -> Any:
+    if len(raw) > MAX_BYTES:
+        raise Refused("size: %d bytes, more than %d" % (len(raw), MAX_BYTES))
+    # fewer brackets than the cap cannot nest past it (counted in C): most messages stop here
+    opened = raw.count(b"[") + raw.count(b"{")
+    if opened > MAX_DEPTH and nesting_depth(raw, MAX_DEPTH) > MAX_DEPTH:
+        raise Refused("json: nested deeper than %d" % MAX_DEPTH)
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise Refused("json: not UTF-8") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        if isinstance(e, Refused):
+            raise
+        raise Refused("json: %s" % str(e)[:120]) from None
+
+
+def calendar_time(value: str, field: str) -> datetime.datetime:
+    """The schemas' pattern admits 2025-02-30T10:00:00Z (an older one 2025-13-45T99:99:99Z):
+    only a calendar refuses them."""
+    try:
+        t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Refused("%s: %r is not a real UTC date and time" % (field, value[:40])) from None
+    if not cloudevents.TIME_MIN <= t.timestamp() < cloudevents.TIME_MAX:
+        raise Refused("%s: %r is outside 2000-2100" % (field, value[:40]))
+    return t
+
+
+def canonical_time(value: str, field: str) -> str:
+    """One spelling per instant (milliseconds always), so stored times sort as text."""
+    t = calendar_time(value, field)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def _schema(kind: str, payload: dict[str, Any]) -> None:
+    try:
+        _VALIDATORS[kind](payload)
+    except fastjsonschema.JsonSchemaException as e:
+        name = getattr(e, "name", "") or "payload"
+        field = name[5:] if name.startswith("data.") else "payload"
+        message = getattr(e, "message", str(e)).replace(name, field, 1)
+        raise Refused("schema: %s" % message[:200]) from None
+
+
+def _consistent(kind: str, site: str, subject: str, payload: dict[str, Any]) -> None:
+    d = payload["data"]
+    if d["site"] != site:
+        raise Refused("data.site: %r, but the topic's site is %r" % (d["site"], site))
+    if kind in ("events", "state"):
+        if d["device"] != subject:
+            raise Refused("data.device: %r, but the topic's device is %r" % (d["device"], subject))
+        want = "gasguard://%s/%s" % (site, subject)
+    else:
+        if d["gateway"] != subject:
+            raise Refused(
+                "data.gateway: %r, but the topic's gateway is %r" % (d["gateway"], subject)
+            )
+        want = "gasguard://%s/gateway/%s" % (site, subject)
+    if payload["source"] != want:
+        raise Refused("source: %r, but the topic says %r" % (payload["source"], want))
+    if kind != "events":
+        return
+    kinds = dict(cloudevents.EVENT_TYPES, **cloudevents.GATEWAY_EVENT_TYPES)
+    if kinds[d["kind"]] != payload["type"]:
+        raise Refused("type: %r does not match data.kind %r" % (payload["type"], d["kind"]))
+    if d["kind"] in BOARD_KINDS:
+        want_id = cloudevents.event_id(subject, d["instance"], d["boot"], d["seq"])
+        if payload["id"] != want_id:  # a forged id could shadow the board's real event
+            raise Refused("id: %r, but device, instance, boot and seq make %r"
+                          % (payload["id"], want_id))  # fmt: skip
+
+
+def check(topic: str, raw: bytes) -> Message:
+    """Raise Refused, or return the message with its times spelled one way."""
+    kind, site, subject = parse_topic(topic)
+    payload = decode(raw)
+    if not isinstance(payload, dict):
+        raise Refused("json: not an object")
+    _schema(kind, payload)
+    payload["time"] = canonical_time(payload["time"], "time")
+    d = payload["data"]
+    for field in TIME_FIELDS[1:]:
+        if field in d:
+            d[field] = canonical_time(d[field], "data." + field)
+    _consistent(kind, site, subject, payload)
+    return Message(topic, kind, site, subject, payload, raw.decode("utf-8"))

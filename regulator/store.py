@@ -1,0 +1,507 @@
+"""The ingest's store: one schema on PostgreSQL (psycopg 3) or SQLite, written a batch at a time.
+
+Every batch is one transaction, so the worker acknowledges its messages to the broker only after
+all of them are durable. Concurrency between workers (processes, possibly on several machines):
+events are unique by CloudEvents id under a primary key (a duplicate is a no-op insert); a
+device's incidents change only while its `devices` row is locked (PostgreSQL: the batch's upsert
+of its device rows, in sorted order, so two batches do not deadlock; SQLite: BEGIN IMMEDIATE,
+one writer).
+In order, an event advances the device's latest incident; an event that sorts before what the
+device already applied (a late or reordered delivery, another worker's batch) rebuilds that
+device's incidents from all its events in the board's order (regulator/incidents.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from . import incidents
+from .boundary import Message
+
+SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+    instance TEXT, boot BIGINT, seq BIGINT, detector INTEGER, lel DOUBLE PRECISION,
+    time TEXT NOT NULL, ingested_at TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_device ON events (site, device, instance);
+CREATE TABLE IF NOT EXISTS devices (
+    site TEXT NOT NULL, device TEXT NOT NULL,
+    online INTEGER, online_time TEXT, last_seen TEXT, lost BIGINT NOT NULL DEFAULT 0,
+    instance TEXT, boot BIGINT, fw TEXT, valve TEXT, alarm TEXT, state_time TEXT,
+    cursor_first TEXT, cursor_instance TEXT, cursor_boot BIGINT, cursor_seq BIGINT,
+    PRIMARY KEY (site, device));
+CREATE TABLE IF NOT EXISTS incidents (
+    open_event TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,
+    ordinal INTEGER NOT NULL, level TEXT NOT NULL, stage TEXT NOT NULL,
+    detectors TEXT NOT NULL, alarming TEXT NOT NULL, peak_lel DOUBLE PRECISION,
+    opened_at TEXT NOT NULL, valve_closed_at TEXT, acknowledged_at TEXT, cleared_at TEXT,
+    reset_at TEXT, closed_at TEXT, last_event TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS incidents_device ON incidents (site, device, ordinal);
+CREATE TABLE IF NOT EXISTS gateways (
+    site TEXT NOT NULL, gateway TEXT NOT NULL, online INTEGER NOT NULL, version TEXT,
+    devices_online INTEGER, status_time TEXT NOT NULL, updated_at TEXT NOT NULL,
+    PRIMARY KEY (site, gateway));
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
+    reason TEXT NOT NULL, body_hex TEXT NOT NULL, received TEXT NOT NULL, payload TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rejected (
+    topic TEXT NOT NULL, digest TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
+    excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
+    times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
+"""
+ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
+EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
+INCIDENT_COLS = (
+    "open_event", "site", "device", "ordinal", "level", "stage", "detectors", "alarming",
+    "peak_lel", "opened_at", "valve_closed_at", "acknowledged_at", "cleared_at", "reset_at",
+    "closed_at", "last_event",
+)  # fmt: skip
+
+
+class StoreUnreachable(RuntimeError):
+    """The database cannot be opened or reached (exit 3)."""
+
+
+class NotOurDatabase(ValueError):
+    """The database holds other tables and no regulator mark: refuse to write into it (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    topic: str
+    reason: str
+    raw: bytes
+
+
+@dataclass
+class Written:
+    events: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+
+
+def now() -> str:
+    t = datetime.datetime.now(datetime.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+
+
+def _text(s: str) -> str:
+    """JSON can carry what a database's text cannot: NUL (PostgreSQL) and lone surrogates
+    ("\\ud800", not UTF-8 at all). A publisher may send either."""
+    return s.replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
+
+
+def transient(e: BaseException) -> bool:
+    """A lost, busy or deadlocked database (retry the whole batch), not a row it refuses."""
+    if isinstance(e, StoreUnreachable | sqlite3.OperationalError):
+        return True
+    import sys
+
+    psycopg = sys.modules.get("psycopg")  # loaded if, and only if, a PostgresStore was made
+    # OperationalError: a lost connection, a server shutting down, a deadlock, a serialization
+    # failure; what a row itself breaks (DataError, IntegrityError) is not worth a retry
+    return psycopg is not None and isinstance(e, psycopg.OperationalError)
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def check_url(url: str) -> None:
+    """ValueError (exit 2) unless url is postgresql://... or a file path for SQLite."""
+    if not url:
+        raise ValueError("--db: empty")
+    if "://" in url and not is_postgres(url):
+        raise ValueError(
+            "--db: %r is neither postgresql://... nor a file path" % url.split(":")[0]
+        )
+
+
+def open_store(url: str, *, create: bool = False) -> Store:
+    """create: make the tables (the ingest's parent does, once, before its workers start)."""
+    check_url(url)
+    store: Store = PostgresStore(url) if is_postgres(url) else SqliteStore(url)
+    try:
+        store.prepare(create)
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+class Store:
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._sql: dict[str, str] = {}
+
+    # --- the dialect seam: subclasses hold the connection ----------------------------------------
+
+    def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        raise NotImplementedError
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        raise NotImplementedError
+        yield
+
+    def table_names(self) -> set[str]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _q(self, sql: str) -> str:
+        q = self._sql.get(sql)
+        if q is None:
+            q = self._sql[sql] = sql.replace("?", self.placeholder)
+        return q
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def prepare(self, create: bool) -> None:
+        tables = self.table_names()
+        if "regulator_meta" not in tables:
+            if tables:
+                raise NotOurDatabase(
+                    "--db: holds other tables (%s) and is not a regulator database: refusing to "
+                    "write into it" % ", ".join(sorted(tables)[:5])
+                )
+            if not create:
+                raise NotOurDatabase("--db: no regulator tables (the ingest makes them)")
+        if create:
+            with self.transaction():
+                for stmt in TABLES.split(";"):
+                    if stmt.strip():
+                        self.x(stmt)
+                self.x(
+                    "INSERT INTO regulator_meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING",
+                    (SCHEMA_MARK,),
+                )
+        mark = self.x("SELECT value FROM regulator_meta WHERE key = 'schema'").fetchone()
+        if mark is None or mark[0] != SCHEMA_MARK:
+            raise NotOurDatabase("--db: regulator schema %r, this ingest needs %r"
+                                 % (mark and mark[0], SCHEMA_MARK))  # fmt: skip
+
+    def meta(self, key: str) -> str | None:
+        row = self.x("SELECT value FROM regulator_meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.x(
+                "INSERT INTO regulator_meta VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # --- a batch ---------------------------------------------------------------------------------
+
+    def write(self, items: list[Message | Rejection], worker: int = 0) -> Written:
+        """Store one batch, all or nothing. Messages are already checked (regulator/boundary)."""
+        out = Written()
+        at = now()
+        with self.transaction():
+            for it in items:
+                if isinstance(it, Rejection):
+                    self._reject(it, at, worker)
+                    out.rejected += 1
+            msgs = [it for it in items if isinstance(it, Message)]
+            events = {m.payload["id"]: m for m in msgs if m.kind == "events"}
+            inserted = self._insert_events(sorted(events.values(), key=_by_id), at)
+            out.events = len(inserted)
+            out.duplicates = sum(1 for m in msgs if m.kind == "events") - out.events
+            devices: dict[tuple[str, str], list[Message]] = {}
+            for m in sorted(inserted, key=_by_id):
+                devices.setdefault((m.site, m.subject), []).append(m)
+            for m in sorted((m for m in msgs if m.kind == "rejected"), key=_by_id):
+                self._dead_letter(m)
+            states: dict[tuple[str, str], Message] = {}
+            for m in msgs:  # retained state and status: the last one read wins (one reader)
+                if m.kind == "state":
+                    states[(m.site, m.subject)] = m
+                elif m.kind == "status":
+                    self._gateway(m, at)
+            self._touch_devices(devices, states)
+            for key in sorted(states):
+                self._state(states[key])
+            for (site, device), new in sorted(devices.items()):
+                self._device_events(site, device, new)
+        return out
+
+    def _reject(self, r: Rejection, at: str, worker: int) -> None:
+        """One row per topic and payload, counting how often it came: a rogue retained message
+        comes again at every subscribe, and must not grow the table at every restart."""
+        excerpt = r.raw[:EXCERPT_BYTES].decode("utf-8", "replace")
+        digest = hashlib.sha256(r.raw).hexdigest()[:32]
+        self.x(
+            "INSERT INTO rejected AS r VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (topic, digest) "
+            "DO UPDATE SET times = r.times + 1, last_at = excluded.last_at, "
+            "reason = excluded.reason, worker = excluded.worker",
+            (_text(r.topic[:300]), digest, _text(r.reason[:300]), len(r.raw), _text(excerpt),
+             at, at, worker),
+        )  # fmt: skip
+
+    def _insert_events(self, msgs: list[Message], at: str) -> list[Message]:
+        """Insert many rows a statement (sorted by id: two batches holding the same ids take
+        them in one order, so they cannot deadlock); returns those that were new."""
+        new: list[Message] = []
+        for n in range(0, len(msgs), ROWS_PER_INSERT):
+            chunk = msgs[n : n + ROWS_PER_INSERT]
+            params: list[Any] = []
+            for m in chunk:
+                p, d = m.payload, m.payload["data"]
+                params += (p["id"], m.site, m.subject, d["kind"], d.get("instance"),
+                           d.get("boot"), d.get("seq"), d.get("detector"), d.get("lel"),
+                           p["time"], at, _text(m.text))  # fmt: skip
+            rows = self.x(
+                "INSERT INTO events (id, site, device, kind, instance, boot, seq, detector, lel, "
+                "time, ingested_at, payload) VALUES %s ON CONFLICT (id) DO NOTHING RETURNING id"
+                % ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk)),
+                params,
+            ).fetchall()
+            ids = {r[0] for r in rows}
+            new += [m for m in chunk if m.payload["id"] in ids]
+        return new
+
+    def _dead_letter(self, m: Message) -> None:
+        p, d = m.payload, m.payload["data"]
+        self.x(
+            "INSERT INTO dead_letters VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+            (p["id"], m.site, m.subject, d["device"], _text(d["reason"]), d["body_hex"],
+             d["received"], _text(m.text)),
+        )  # fmt: skip
+
+    def _gateway(self, m: Message, at: str) -> None:
+        """In arrival order, not by time: a last will carries the time its gateway connected,
+        older than the online status it published after; it must still win when it comes."""
+        d = m.payload["data"]
+        self.x(
+            "INSERT INTO gateways VALUES (?,?,?,?,?,?,?) ON CONFLICT (site, gateway) DO UPDATE "
+            "SET online = excluded.online, version = excluded.version, "
+            "devices_online = excluded.devices_online, status_time = excluded.status_time, "
+            "updated_at = excluded.updated_at",
+            (m.site, m.subject, int(d["status"] == "online"), d["version"], d["devices_online"],
+             m.payload["time"], at),
+        )  # fmt: skip
+
+    def _touch_devices(
+        self, events: dict[tuple[str, str], list[Message]], states: dict[tuple[str, str], Message]
+    ) -> None:
+        """Make or update every device row this batch touches, in one statement and in sorted
+        order: the upsert locks each row until commit (PostgreSQL), so the incidents below are
+        advanced by one transaction at a time, and two batches lock rows in the same order."""
+        rows: list[Any] = []
+        keys = sorted(set(events) | set(states))
+        for key in keys:
+            new = events.get(key, [])
+            last = max((m.payload["time"] for m in new), default=None)
+            lost = sum(m.payload["data"].get("count", 0) for m in new
+                       if m.payload["data"]["kind"] == "events.lost")  # fmt: skip
+            rows += (*key, last, lost)
+        for n in range(0, len(keys), ROWS_PER_INSERT):
+            count = min(ROWS_PER_INSERT, len(keys) - n)
+            self.x(
+                "INSERT INTO devices AS d (site, device, last_seen, lost) VALUES %s "
+                "ON CONFLICT (site, device) DO UPDATE SET lost = d.lost + excluded.lost, "
+                "last_seen = CASE WHEN excluded.last_seen IS NOT NULL AND (d.last_seen IS NULL "
+                "OR d.last_seen < excluded.last_seen) THEN excluded.last_seen "
+                "ELSE d.last_seen END" % ",".join(["(?,?,?,?)"] * count),
+                rows[4 * n : 4 * (n + count)],
+            )
+
+    def _state(self, m: Message) -> None:
+        d = m.payload["data"]
+        self.x(
+            "UPDATE devices SET online = ?, online_time = ?, instance = ?, boot = ?, fw = ?, "
+            "valve = ?, alarm = ?, state_time = ?, "
+            "last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END "
+            "WHERE site = ? AND device = ?",
+            (int(d["online"]), m.payload["time"], d.get("instance"), d.get("boot"), d.get("fw"),
+             d.get("valve"), d.get("alarm"), m.payload["time"], d["last_seen"], d["last_seen"],
+             m.site, m.subject),
+        )  # fmt: skip
+
+    def _device_events(self, site: str, device: str, new: list[Message]) -> None:
+        for m in sorted(new, key=lambda m: m.payload["time"]):  # the gateway's view, by time
+            kind = m.payload["data"]["kind"]
+            if kind in ("device.online", "device.offline"):
+                self.x(
+                    "UPDATE devices SET online = ?, online_time = ? WHERE site = ? AND device = ? "
+                    "AND (online_time IS NULL OR online_time <= ?)",
+                    (int(kind == "device.online"), m.payload["time"], site, device,
+                     m.payload["time"]),
+                )  # fmt: skip
+        moves = [m for m in new if m.payload["data"]["kind"] in incidents.KINDS]
+        if moves:
+            self._advance(site, device, moves)
+
+    # --- incidents in the board's order ----------------------------------------------------------
+
+    def _first_times(self, site: str, device: str) -> dict[str, str]:
+        rows = self.x(
+            "SELECT instance, MIN(time) FROM events WHERE site = ? AND device = ? "
+            "AND instance IS NOT NULL GROUP BY instance",
+            (site, device),
+        ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def _advance(self, site: str, device: str, moves: list[Message]) -> None:
+        firsts = self._first_times(site, device)  # sees this batch's inserts: same transaction
+        new = sorted((_event(m.payload, firsts) for m in moves), key=lambda t: t[0])
+        cur = self.x(
+            "SELECT cursor_first, cursor_instance, cursor_boot, cursor_seq FROM devices "
+            "WHERE site = ? AND device = ?",
+            (site, device),
+        ).fetchone()
+        cursor = None if cur[1] is None else incidents.OrderKey(cur[0], cur[1], cur[2], cur[3])
+        in_order = cursor is None or (
+            firsts.get(cursor.instance) == cursor.first_time and new[0][0] > cursor
+        )
+        if in_order:
+            latest = self._latest_incident(site, device)
+            events = [e for _, e in new]
+        else:  # a late or reordered event: replay the device's whole history in order
+            self.x("DELETE FROM incidents WHERE site = ? AND device = ?", (site, device))
+            latest = None
+            history = self._history(site, device, firsts)
+            events = [e for _, e in sorted(history, key=lambda t: t[0])]
+        for inc in incidents.fold(latest, events, site, device):
+            self._save_incident(inc)
+        top = events[-1].key  # in order, every new event sorts after the cursor
+        self.x(
+            "UPDATE devices SET cursor_first = ?, cursor_instance = ?, cursor_boot = ?, "
+            "cursor_seq = ? WHERE site = ? AND device = ?",
+            (top.first_time, top.instance, top.boot, top.seq, site, device),
+        )
+
+    def _history(self, site: str, device: str, firsts: dict[str, str]) -> list[tuple]:
+        kinds = sorted(incidents.KINDS)
+        rows = self.x(
+            "SELECT id, kind, time, instance, boot, seq, detector, lel FROM events "
+            "WHERE site = ? AND device = ? AND kind IN (%s)" % ",".join("?" * len(kinds)),
+            (site, device, *kinds),
+        ).fetchall()
+        out = []
+        for r in rows:
+            key = incidents.OrderKey(firsts[r[3]], r[3], r[4], r[5])
+            out.append((key, incidents.Event(r[0], r[1], r[2], key, r[6], r[7])))
+        return out
+
+    def _latest_incident(self, site: str, device: str) -> incidents.Incident | None:
+        row = self.x(
+            "SELECT %s FROM incidents WHERE site = ? AND device = ? ORDER BY ordinal DESC LIMIT 1"
+            % ", ".join(INCIDENT_COLS),
+            (site, device),
+        ).fetchone()
+        if row is None:
+            return None
+        r = dict(zip(INCIDENT_COLS, row, strict=True))
+        r["detectors"] = json.loads(r["detectors"])
+        r["alarming"] = json.loads(r["alarming"])
+        return incidents.Incident(**r)
+
+    def _save_incident(self, inc: incidents.Incident) -> None:
+        r = inc.row()
+        r["detectors"] = json.dumps(r["detectors"])
+        r["alarming"] = json.dumps(r["alarming"])
+        sets = ", ".join("%s = excluded.%s" % (c, c) for c in INCIDENT_COLS[1:])
+        self.x(
+            "INSERT INTO incidents (%s) VALUES (%s) ON CONFLICT (open_event) DO UPDATE SET %s"
+            % (", ".join(INCIDENT_COLS), ",".join("?" * len(INCIDENT_COLS)), sets),
+            [r[c] for c in INCIDENT_COLS],
+        )
+
+    # --- reading (tests, consoles) ---------------------------------------------------------------
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.x(sql, params)
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _by_id(m: Message) -> str:
+    return m.payload["id"]
+
+
+def _event(p: dict[str, Any], firsts: dict[str, str]) -> tuple[incidents.OrderKey, Any]:
+    d = p["data"]
+    key = incidents.OrderKey(firsts[d["instance"]], d["instance"], d["boot"], d["seq"])
+    ev = incidents.Event(p["id"], d["kind"], p["time"], key, d.get("detector"), d.get("lel"))
+    return key, ev
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        try:
+            # autocommit: transactions are explicit, BEGIN IMMEDIATE takes the write lock first
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a committed batch survives power loss
+        except sqlite3.Error as e:
+            raise StoreUnreachable("--db %s: %s" % (path, e)) from None
+
+    def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.db.execute(sql, tuple(params))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def table_names(self) -> set[str]:
+        try:
+            rows = self.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            return {r[0] for r in rows if not r[0].startswith("sqlite_")}
+        except sqlite3.DatabaseError as e:  # a file that is not SQLite at all
+            raise NotOurDatabase("--db: %s" % e) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class PostgresStore(Store):
+    placeholder = "%s"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        import psycopg
+
+        self._psycopg = psycopg
+        try:
+            self.db = psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.Error as e:
+            raise StoreUnreachable("--db: %s" % str(e).strip().splitlines()[0]) from None
+
+    def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
+        return self.db.execute(self._q(sql), tuple(params))  # prepared once used 5 times
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.db.transaction():
+            yield
+
+    def table_names(self) -> set[str]:
+        rows = self.db.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,121 @@
+"""Every rogue message the issue names is refused at the border with a reason, never raised."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gasguard.protocol import cloudevents
+from gasguard.regulator import boundary
+
+from .conftest import board_event
+
+
+def _event(**change) -> tuple[str, dict]:
+    topic, raw = board_event("site-1", "kitchen-1", "alarm.high", 1, 5, lel=62.5)
+    ce = json.loads(raw)
+    for k, v in change.items():
+        if k.startswith("data_"):
+            ce["data"][k[5:]] = v
+        else:
+            ce[k] = v
+    return topic, ce
+
+
+def _refused(topic: str, raw: bytes | str) -> str:
+    if isinstance(raw, str):
+        raw = raw.encode()
+    with pytest.raises(boundary.Refused) as e:
+        boundary.check(topic, raw)
+    return str(e.value)
+
+
+def test_a_good_event_passes_with_its_times_spelled_one_way():
+    topic, raw = board_event("site-1", "kitchen-1", "alarm.high", 1, 5, lel=62.5)
+    m = boundary.check(topic, raw)
+    assert (m.kind, m.site, m.subject) == ("events", "site-1", "kitchen-1")
+    assert m.payload["time"].endswith(".000Z")
+    assert m.text == raw.decode()
+
+
+def test_deeply_nested_json_is_refused_without_recursion():
+    topic, _ = _event()
+    # under the size cap, and far deeper than json.loads can recurse (about 1,000)
+    for bomb in ("[" * 16_000 + "]" * 16_000, '{"a":' * 5_000 + "1" + "}" * 5_000):
+        assert "nested deeper" in _refused(topic, bomb)
+
+
+def test_nesting_inside_strings_does_not_count():
+    assert boundary.nesting_depth(b'{"a": "[[[[[[[[[[[[[[[[[[[[\\"[[["}', 8) == 1
+
+
+def test_dataschema_list_is_refused_by_the_topics_schema():
+    topic, ce = _event(dataschema=[])
+    assert "dataschema" in _refused(topic, json.dumps(ce))
+
+
+def test_state_payload_on_an_events_topic_is_refused():
+    st = cloudevents.device_state(
+        "site-1", "kitchen-1", {"online": True, "last_seen": 1_760_000_000}, 1_760_000_000
+    )
+    reason = _refused(cloudevents.topic_events("site-1", "kitchen-1"), json.dumps(st))
+    assert reason.startswith("schema:")
+
+
+def test_a_time_matching_the_pattern_but_not_a_date_is_refused():
+    topic, ce = _event(time="2025-13-45T99:99:99Z")  # the issue's (today's pattern refuses it)
+    assert "time" in _refused(topic, json.dumps(ce))
+    for day in ("2025-02-30", "2025-04-31"):  # the pattern admits these: only a calendar can't
+        topic, ce = _event(time=day + "T10:00:00Z")
+        assert "time: '%sT10:00:00Z' is not a real UTC date" % day in _refused(
+            topic, json.dumps(ce)
+        )
+    topic, ce = _event(data_received="2025-02-29T10:00:00Z")  # 2025 is no leap year
+    assert "data.received" in _refused(topic, json.dumps(ce))
+
+
+def test_topic_device_must_match_the_payload():
+    _, ce = _event()
+    reason = _refused(cloudevents.topic_events("site-1", "kitchen-2"), json.dumps(ce))
+    assert "data.device" in reason
+    reason = _refused(cloudevents.topic_events("site-2", "kitchen-1"), json.dumps(ce))
+    assert "data.site" in reason
+
+
+def test_source_must_match_the_topic():
+    topic, ce = _event(source="gasguard://site-1/kitchen-9")
+    assert "source" in _refused(topic, json.dumps(ce))
+
+
+def test_an_id_that_is_not_the_boards_own_is_refused():
+    """A forged id could claim (and so shadow) another event's id."""
+    topic, ce = _event(id="kitchen-1:%s:1:4" % "00000000000000a1")
+    assert _refused(topic, json.dumps(ce)).startswith("id:")
+
+
+def test_type_must_match_kind():
+    topic, ce = _event(type="gasguard.alarm.low")
+    assert _refused(topic, json.dumps(ce)).startswith("type:")
+
+
+@pytest.mark.parametrize(
+    "raw, why",
+    [
+        (b"x" * (boundary.MAX_BYTES + 1), "size"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[1, 2]", "not an object"),
+        (b'{"a": NaN}', "NaN is not JSON"),
+        (b'{"id": "a", "id": "b"}', "twice"),
+        (b"{", "json"),
+        (b"", "json"),
+    ],
+)
+def test_malformed_payloads_are_refused(raw, why):
+    topic, _ = _event()
+    assert why in _refused(topic, raw)
+
+
+def test_foreign_topics_are_refused():
+    _, ce = _event()
+    assert _refused("gasguard/v1/site-1/kitchen-1/other", json.dumps(ce)).startswith("topic")
