@@ -48,7 +48,8 @@ _VALIDATORS = {uri: _compile(f) for uri, f in _FILES.items()}
 
 def check(payload: dict[str, Any]) -> dict[str, Any]:
     """Raise SchemaError unless payload validates against the schema its dataschema names."""
-    v = _VALIDATORS.get(payload.get("dataschema"))  # type: ignore[arg-type]
+    ds = payload.get("dataschema")
+    v = _VALIDATORS.get(ds) if isinstance(ds, str) else None  # [] or {} is unhashable
     if v is None:
         raise SchemaError("dataschema", "unknown schema %r" % payload.get("dataschema"))
     try:

@@ -430,3 +430,10 @@ def test_the_fast_validator_agrees_with_the_reference_one(kind, dev, lel, detail
     except schemas.SchemaError:
         fast_ok = False
     assert fast_ok == ref_ok
+
+
+@pytest.mark.parametrize("dataschema", [[], {}, None, 7, "https://example.org/other"])
+def test_a_payload_naming_no_known_schema_is_a_schema_error_not_a_crash(dataschema):
+    # `"dataschema": []` once raised TypeError (unhashable) out of the regulator's console
+    with pytest.raises(schemas.SchemaError, match="dataschema"):
+        schemas.check({"dataschema": dataschema})
