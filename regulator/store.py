@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import incidents
+from . import audit, hazards, incidents
 from .boundary import Message
 
 SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS rejected (
     excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
     times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
 """
+TABLES += hazards.TABLES + audit.TABLES
+DIALECT_DDL = [hazards.dialect_ddl, audit.dialect_ddl]  # sequences, triggers: each backend's own
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
 INCIDENT_COLS = (
@@ -184,6 +186,8 @@ class Store:
                 for stmt in TABLES.split(";"):
                     if stmt.strip():
                         self.x(stmt)
+                for ddl in DIALECT_DDL:
+                    ddl(self, isinstance(self, PostgresStore))
                 self.x(
                     "INSERT INTO regulator_meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING",
                     (SCHEMA_MARK,),

@@ -1,0 +1,301 @@
+"""The hazard ledger (隐患台账): every incident and compliance finding becomes a hazard with a
+responsible person and a deadline, and is closed by whoever checked it.
+
+    open → dispatched (to a responsible person, with a deadline) → rectified (what was done)
+         → closed (verified and signed by someone other than who rectified it, and other than the
+           responsible person: 谁检查、谁签名、谁负责)
+
+A dispatched hazard may be dispatched again (another person, another deadline), and so may a
+rectified one whose check failed; a closed hazard is final. Every change is one transaction with
+its audit row (regulator/audit.py). sync() raises hazards idempotently: `source` is unique, so
+an incident or finding seen twice, or by two syncs at once, is one hazard.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from . import audit
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS hazards (
+    id INTEGER PRIMARY KEY, source TEXT NOT NULL UNIQUE, site TEXT NOT NULL,
+    subject TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL, severity TEXT NOT NULL,
+    summary TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'open', responsible TEXT,
+    deadline TEXT NOT NULL, opened_at TEXT NOT NULL, dispatched_at TEXT, rectified_at TEXT,
+    rectified_by TEXT, verified_by TEXT, closed_at TEXT, closed_by TEXT, note TEXT,
+    check_note TEXT,
+    CHECK (status IN ('open', 'dispatched', 'rectified', 'closed')),
+    CHECK (status <> 'closed' OR (closed_by <> rectified_by AND closed_by <> responsible)));
+CREATE INDEX IF NOT EXISTS hazards_site ON hazards (site, status);
+CREATE INDEX IF NOT EXISTS hazards_deadline ON hazards (status, deadline);
+"""
+
+COLS = (
+    "id", "source", "site", "subject", "kind", "severity", "summary", "status", "responsible",
+    "deadline", "opened_at", "dispatched_at", "rectified_at", "rectified_by", "verified_by",
+    "closed_at", "closed_by", "note", "check_note",
+)  # fmt: skip
+SYNC_ACTOR = "system:sync"
+
+# Severity: an incident's alarm level; a compliance finding is "normal". The deadline counts from
+# when the hazard was found (the incident opened, the finding first held).
+DEADLINES = {
+    "high": datetime.timedelta(hours=24),  # a high alarm: gas near the explosive range
+    "low": datetime.timedelta(hours=72),  # a low alarm
+    "normal": datetime.timedelta(days=7),  # a compliance finding (no alarm, wrong gas, ...)
+}
+
+# what each action may start from
+FROM = {
+    "dispatch": ("open", "dispatched", "rectified"),
+    "rectify": ("dispatched",),
+    "close": ("rectified",),
+}
+
+
+class WorkflowError(ValueError):
+    """An action the hazard's state, or the person, does not allow (exit 2)."""
+
+
+def dialect_ddl(store: Any, postgres: bool) -> None:
+    # SQLite numbers an INTEGER PRIMARY KEY itself. Only when missing: ALTER TABLE locks the
+    # table, and every ingest start runs this while syncs may be writing
+    if postgres and not _has_default(store, "hazards"):
+        store.x("CREATE SEQUENCE IF NOT EXISTS hazards_id_seq OWNED BY hazards.id")
+        store.x("ALTER TABLE hazards ALTER COLUMN id SET DEFAULT nextval('hazards_id_seq')")
+
+
+def _has_default(store: Any, table: str) -> bool:
+    row = store.x(
+        "SELECT column_default FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = ? AND column_name = 'id'",
+        (table,),
+    ).fetchone()
+    return row is not None and row[0] is not None
+
+
+def load_deadlines(path: str | Path) -> dict[str, datetime.timedelta]:
+    """A TOML file: [deadlines] high = "24h", low = "72h", normal = "7d" (any of them)."""
+    try:
+        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ValueError("--deadlines %s: %s" % (path, e)) from None
+    table = doc.get("deadlines")
+    if not isinstance(table, dict) or set(doc) != {"deadlines"}:
+        raise ValueError("--deadlines %s: one [deadlines] table, nothing else" % path)
+    out = dict(DEADLINES)
+    for key, value in table.items():
+        if key not in DEADLINES:
+            raise ValueError(
+                "--deadlines %s: %r is not one of %s" % (path, key, ", ".join(DEADLINES))
+            )
+        m = re.fullmatch(r"(\d{1,4})([hd])", value) if isinstance(value, str) else None
+        if m is None or int(m.group(1)) == 0:
+            raise ValueError('--deadlines %s: %s = %r: hours or days, e.g. "24h" or "7d"'
+                             % (path, key, value))  # fmt: skip
+        n = int(m.group(1))
+        out[key] = datetime.timedelta(hours=n) if m.group(2) == "h" else datetime.timedelta(days=n)
+    return out
+
+
+def _parse(t: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+
+def _due(found: str, period: datetime.timedelta) -> str:
+    return audit.spell(_parse(found) + period)
+
+
+# --- raising hazards -------------------------------------------------------------------------
+
+
+def _raise(store: Any, now: str, h: dict[str, Any]) -> int | None:
+    row = store.x(
+        "INSERT INTO hazards (source, site, subject, kind, severity, summary, status, deadline, "
+        "opened_at) VALUES (?,?,?,?,?,?,'open',?,?) ON CONFLICT (source) DO NOTHING RETURNING id",
+        (h["source"], h["site"], h["subject"], h["kind"], h["severity"], h["summary"],
+         h["deadline"], h["opened_at"]),
+    ).fetchone()  # fmt: skip
+    if row is None:
+        return None  # another sync raised it meanwhile
+    audit.record(store, now, SYNC_ACTOR, "hazard.raise", "hazard:%d" % row[0], None,
+                 get(store, row[0]))  # fmt: skip
+    return row[0]
+
+
+def _incident_summary(level: str, peak: float | None) -> str:
+    peak_text = "" if peak is None else ", peak %.1f %%LEL" % peak
+    return "%s gas alarm%s" % (level, peak_text)
+
+
+def sync(store: Any, now: str, deadlines: dict[str, datetime.timedelta] = DEADLINES) -> list[int]:
+    """Raise a hazard for each incident and current finding that has none; raise a low alarm's
+    hazard to high when its incident did (the shorter deadline). Returns the new ids."""
+    new: list[int] = []
+    with store.transaction():
+        found = store.rows(
+            "SELECT i.open_event, i.site, i.device, i.level, i.opened_at, i.peak_lel "
+            "FROM incidents i LEFT JOIN hazards h ON h.source = 'incident:' || i.open_event "
+            "WHERE h.id IS NULL ORDER BY i.opened_at, i.open_event"
+        )
+        for i in found:
+            severity = "high" if i["level"] == "high" else "low"
+            hid = _raise(store, now, {
+                "source": "incident:" + i["open_event"], "site": i["site"],
+                "subject": i["device"], "kind": "alarm", "severity": severity,
+                "summary": _incident_summary(i["level"], i["peak_lel"]),
+                "deadline": _due(i["opened_at"], deadlines[severity]),
+                "opened_at": i["opened_at"],
+            })  # fmt: skip
+            new += [hid] if hid else []
+        if "findings" in store.table_names():  # the compliance checks' table
+            for f in store.rows(
+                "SELECT f.site, f.subject, f.kind, f.detail, f.since FROM findings f "
+                "LEFT JOIN hazards h "
+                "ON h.source = 'finding:' || f.site || ':' || f.subject || ':' || f.kind "
+                "WHERE h.id IS NULL AND f.cleared_at IS NULL ORDER BY f.since, f.site"
+            ):
+                since = f["since"] or now
+                hid = _raise(store, now, {
+                    "source": "finding:%s:%s:%s" % (f["site"], f["subject"], f["kind"]),
+                    "site": f["site"], "subject": f["subject"], "kind": f["kind"],
+                    "severity": "normal", "summary": f["detail"] or f["kind"],
+                    "deadline": _due(since, deadlines["normal"]), "opened_at": since,
+                })  # fmt: skip
+                new += [hid] if hid else []
+        _escalate(store, now, deadlines)
+    return new
+
+
+def _escalate(store: Any, now: str, deadlines: dict[str, datetime.timedelta]) -> None:
+    for r in store.rows(
+        "SELECT h.id, i.peak_lel FROM hazards h JOIN incidents i "
+        "ON h.source = 'incident:' || i.open_event "
+        "WHERE h.severity = 'low' AND i.level = 'high' AND h.status <> 'closed'"
+    ):
+        before = get(store, r["id"])
+        due = min(before["deadline"], _due(before["opened_at"], deadlines["high"]))
+        store.x(
+            "UPDATE hazards SET severity = 'high', deadline = ?, summary = ? WHERE id = ?",
+            (due, _incident_summary("high", r["peak_lel"]), r["id"]),
+        )
+        audit.record(store, now, SYNC_ACTOR, "hazard.escalate", "hazard:%d" % r["id"], before,
+                     get(store, r["id"]))  # fmt: skip
+
+
+# --- the workflow ----------------------------------------------------------------------------
+
+
+def get(store: Any, hazard: int) -> dict[str, Any]:
+    rows = store.rows("SELECT %s FROM hazards WHERE id = ?" % ", ".join(COLS), (hazard,))
+    if not rows:
+        raise WorkflowError("hazard %d: no such hazard" % hazard)
+    return rows[0]
+
+
+def _refuse(action: str, h: dict[str, Any]) -> WorkflowError:
+    n, status = h["id"], h["status"]
+    if status == "closed":
+        return WorkflowError("hazard %d was closed by %s at %s: a closed hazard is final"
+                             % (n, h["closed_by"], h["closed_at"]))  # fmt: skip
+    if action == "rectify" and status == "open":
+        return WorkflowError("hazard %d is open: dispatch it to a responsible person first" % n)
+    if action == "rectify":
+        return WorkflowError("hazard %d is already rectified (by %s): it waits for its check"
+                             % (n, h["rectified_by"]))  # fmt: skip
+    return WorkflowError("hazard %d is %s: only a rectified hazard can be checked and closed"
+                         % (n, status))  # fmt: skip
+
+
+def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str, Any],
+          check=None) -> dict[str, Any]:  # fmt: skip
+    with store.transaction():
+        before = get(store, hazard)
+        if before["status"] not in FROM[action]:
+            raise _refuse(action, before)
+        if check:
+            check(before)
+        cur = store.x(
+            "UPDATE hazards SET %s WHERE id = ? AND status = ?"
+            % ", ".join("%s = ?" % k for k in sets),
+            (*sets.values(), hazard, before["status"]),
+        )
+        if cur.rowcount != 1:  # PostgreSQL: another transaction moved it first
+            raise WorkflowError("hazard %d changed meanwhile: look again" % hazard)
+        after = get(store, hazard)
+        audit.record(store, at, by, "hazard." + action, "hazard:%d" % hazard, before, after)
+    return after
+
+
+def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at: str,
+             note: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """To a responsible person, by a deadline (default: the one its severity gave). Again from
+    dispatched (another person or deadline) or rectified (the check found it not done)."""
+
+    def check(h: dict[str, Any]) -> None:
+        if (deadline or h["deadline"]) <= at:
+            raise WorkflowError("hazard %d: deadline %s has already passed: give a later one"
+                                % (hazard, deadline or h["deadline"]))  # fmt: skip
+
+    sets: dict[str, Any] = {"status": "dispatched", "responsible": to, "dispatched_at": at,
+                            "rectified_at": None, "rectified_by": None}  # fmt: skip
+    if deadline:
+        sets["deadline"] = deadline
+    if note:
+        sets["check_note"] = note
+    return _move(store, hazard, "dispatch", by, at, sets, check)
+
+
+def rectify(store: Any, hazard: int, note: str, by: str, at: str) -> dict[str, Any]:
+    """What was done about it (整改情况); by whoever reports it."""
+    if not note.strip():
+        raise WorkflowError("--note: say what was done to rectify it")
+    sets = {"status": "rectified", "rectified_at": at, "rectified_by": by, "note": note.strip()}
+    return _move(store, hazard, "rectify", by, at, sets)
+
+
+def close(store: Any, hazard: int, by: str, at: str, note: str | None = None) -> dict[str, Any]:
+    """Verified on site and closed (销号) by `by`, who signs for it: not whoever rectified it
+    and not the responsible person."""
+
+    def check(h: dict[str, Any]) -> None:
+        why = "whoever checks and signs must be someone else (谁检查、谁签名、谁负责)"
+        if by == h["rectified_by"]:
+            raise WorkflowError("hazard %d was rectified by %s: %s" % (hazard, by, why))
+        if by == h["responsible"]:
+            raise WorkflowError("hazard %d: %s is responsible for it: %s" % (hazard, by, why))
+
+    sets = {"status": "closed", "verified_by": by, "closed_by": by, "closed_at": at,
+            "check_note": note.strip() if note else None}  # fmt: skip
+    return _move(store, hazard, "close", by, at, sets, check)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def listing(store: Any, now: str, *, overdue: bool = False, site: str | None = None,
+            status: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Hazards by deadline; overdue: past their deadline and not closed."""
+    where, params = [], []
+    if overdue:
+        where.append("status <> 'closed' AND deadline < ?")
+        params.append(now)
+    if site:
+        where.append("site = ?")
+        params.append(site)
+    if status:
+        where.append("status = ?")
+        params.append(status)
+    rows = store.rows(
+        "SELECT %s FROM hazards%s ORDER BY deadline, id"
+        % (", ".join(COLS), " WHERE " + " AND ".join(where) if where else ""),
+        params,
+    )
+    for r in rows:
+        r["overdue"] = r["status"] != "closed" and r["deadline"] < now
+    return rows

@@ -1,0 +1,109 @@
+"""Opening the regulator's database for a command that reads or edits the ledger, and the
+command-line checks those commands share (who acts, what time they mean).
+
+Unlike the ingest, these never make a database: a SQLite path that does not exist, or a file
+that is not a regulator database, is refused before anything is written to it (opening it the
+store's way would create the file, or switch a foreign file to WAL). A command that writes may
+add the ledger's own tables to a regulator database made before they existed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sqlite3
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+LEDGER_TABLES = {"hazards", "audit", "audit_purge"}
+NAME_CHARS = 100
+
+
+def _check_sqlite(path: str) -> None:
+    from .store import NotOurDatabase
+
+    if not os.path.isfile(path):
+        raise NotOurDatabase("--db %s: no such database file" % path)
+    try:  # read-only: a foreign file stays byte for byte as it was
+        db = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(path), uri=True)
+        try:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise NotOurDatabase("--db %s: %s" % (path, e)) from None
+    if "regulator_meta" not in names:
+        raise NotOurDatabase("--db %s: not a regulator database (no regulator_meta)" % path)
+
+
+def open_ledger(url: str, *, write: bool = False) -> Any:
+    """The store of an existing regulator database (NotOurDatabase: exit 2; StoreUnreachable:
+    exit 3). write: add the ledger's tables if this database predates them."""
+    from .store import check_url, is_postgres, open_store
+
+    check_url(url)
+    if not is_postgres(url):
+        _check_sqlite(url)
+    store = open_store(url)
+    if write and not LEDGER_TABLES <= store.table_names():
+        try:
+            store.prepare(True)  # CREATE ... IF NOT EXISTS: the mark is already checked
+        except BaseException:
+            store.close()
+            raise
+    return store
+
+
+@contextmanager
+def ledger(url: str, *, write: bool = False) -> Iterator[Any]:
+    store = open_ledger(url, write=write)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def guarded(prog: str, body: Callable[[], int]) -> int:
+    """Run a command's body: a refusal is one line on stderr and exit 2, an unreachable
+    database exit 3."""
+    from .store import StoreUnreachable
+
+    try:
+        return body()
+    except StoreUnreachable as e:
+        print("%s: database unreachable: %s" % (prog, e), file=sys.stderr)
+        return 3
+    except ValueError as e:  # bad input, not our database, an illegal transition
+        print("%s: %s" % (prog, e), file=sys.stderr)
+        return 2
+
+
+def actor(option: str, name: str) -> str:
+    """A person's name as given (--by, --to): trimmed, not empty, one line, not too long."""
+    name = name.strip()
+    if not name:
+        raise ValueError("%s: a name is needed" % option)
+    if len(name) > NAME_CHARS or any(c < " " or c == "\x7f" for c in name):
+        raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
+    return name
+
+
+def when(option: str, text: str) -> datetime.datetime:
+    """An ISO 8601 time from the command line. Without an offset it is this machine's local
+    time (what the person sees on the wall); a date alone means the end of that day."""
+    try:
+        t = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            "%s %r: not an ISO 8601 time (e.g. 2026-12-01T18:00 or 2026-12-01)" % (option, text)
+        ) from None
+    if len(text.strip()) == 10:  # YYYY-MM-DD
+        t = t.replace(hour=23, minute=59, second=59)
+    if t.tzinfo is None:
+        t = t.astimezone()  # local
+    if not 2000 <= t.year <= 2100:
+        raise ValueError("%s %r: not a plausible date" % (option, text))
+    return t
