@@ -193,15 +193,29 @@ def _list(args: Any) -> int:
             print(json.dumps(r, ensure_ascii=False))
         return 0
     print(human.table(
-        ("#", "at", "actor", "action", "target", "before", "after"),
+        ("#", "at", "actor", "action", "target", "change"),
         [(r["id"], human.local_time(r["at"]), r["actor"], r["action"], r["target"],
-          _short(r["before"]), _short(r["after"])) for r in rows],
+          changes(r["before"], r["after"])) for r in rows],
     ))  # fmt: skip
     return 0
 
 
-def _short(row: dict[str, Any] | None) -> str | None:
-    return None if row is None else json.dumps(row, ensure_ascii=False)[:120]
+def changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    """What a change changed, one field a line: "status: open → dispatched" (--json has all)."""
+    if before is None or after is None:
+        row = after if before is None else before
+        kept = {k: v for k, v in (row or {}).items() if v is not None}  # what it was made with
+        return "%s: %s" % ("new" if before is None else "gone", _text(kept, 200))
+    keys = [k for k in after if before.get(k) != after[k]] + [k for k in before if k not in after]
+    return (
+        "\n".join("%s: %s → %s" % (k, _text(before.get(k)), _text(after.get(k))) for k in keys)
+        or "(nothing)"
+    )
+
+
+def _text(v: Any, room: int = 60) -> str:
+    s = "—" if v is None else v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+    return s if len(s) <= room else s[: room - 1] + "…"
 
 
 def main_purge(args: Any) -> int:

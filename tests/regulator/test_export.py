@@ -139,3 +139,28 @@ def test_a_postgres_database_that_is_not_ours_is_refused_without_creating_tables
         with psycopg.connect(u) as c:
             got = c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
             assert [r[0] for r in got] == want
+
+
+def test_export_of_a_regulator_database_older_than_the_ledger_creates_nothing(tmp_path, capsys):
+    """A database the ingest made before the ledger existed: export reads an empty ledger and
+    adds no table; the first command that writes (sync) adds them."""
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 1')")
+    db.execute("CREATE TABLE incidents (open_event TEXT PRIMARY KEY)")
+    db.commit()
+    db.close()
+
+    def tables() -> list[str]:
+        c = sqlite3.connect(old)
+        try:
+            return sorted(r[0] for r in c.execute("SELECT name FROM sqlite_master"))
+        finally:
+            c.close()
+
+    before = tables()
+    assert run("export", "--db", str(old), "--out", str(tmp_path / "x.csv")) == 0
+    assert run("hazards", "list", "--db", str(old)) == 0
+    assert tables() == before
+    assert "0 hazards" in capsys.readouterr().out

@@ -5,6 +5,7 @@ commands' exit codes."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 
@@ -14,6 +15,7 @@ from gasguard.regulator import audit, hazards
 from gasguard.regulator.hazards import WorkflowError
 from gasguard.regulator.store import open_store
 
+from .conftest import board_event, rows, wait_rows
 from .ledger_helpers import NOW, finding, incident, made_store, run
 
 
@@ -283,3 +285,25 @@ def test_commands_refuse_a_database_that_is_not_a_regulator_one(tmp_path, capsys
 def test_an_unreachable_postgres_is_exit_3(capsys):
     assert run("hazards", "list", "--db", "postgresql://nobody@127.0.0.1:1/x") == 3
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_an_alarm_from_the_stream_becomes_one_hazard_while_the_ingest_runs(
+    broker, db_url, ingests, publisher
+):
+    """The real path: a board's high alarm through mosquitto and the ingest into incidents, then
+    sync (twice, and again after the valve reset closed the incident) gives one hazard."""
+    # a group of its own: another test run on this machine may hold the default one's lock
+    ing = ingests(broker.url, db_url, "--group", "hazards-test-%d" % os.getpid()).start()
+    publisher.send(*board_event("site-a", "kitchen-1", "alarm.high", 1, 1, lel=55.0))
+    wait_rows(db_url, "SELECT open_event FROM incidents", lambda r: len(r) == 1)
+    assert run("hazards", "sync", "--db", db_url) == 0
+    assert run("hazards", "sync", "--db", db_url) == 0
+    for seq, kind in ((2, "alarm.clear"), (3, "reset")):
+        publisher.send(*board_event("site-a", "kitchen-1", kind, 1, seq))
+    wait_rows(db_url, "SELECT stage FROM incidents", lambda r: r and r[0]["stage"] == "closed")
+    assert run("hazards", "sync", "--db", db_url) == 0
+    got = rows(db_url, "SELECT site, subject, kind, severity, status, summary FROM hazards")
+    assert got == [{"site": "site-a", "subject": "kitchen-1", "kind": "alarm",
+                    "severity": "high", "status": "open",
+                    "summary": "high gas alarm, peak 55.0 %LEL"}]  # fmt: skip
+    assert ing.stop() == 0
