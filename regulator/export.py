@@ -84,10 +84,11 @@ def write_xlsx(path: Path, rows: Iterable[list[str]]) -> None:
     ws = wb.active
     ws.title = "隐患台账"
     ws.append(HEADERS)
-    for row in rows:
+    for n, row in enumerate(rows, 2):
         ws.append(row)
-        for cell in ws[ws.max_row]:
-            if isinstance(cell.value, str) and risky(cell.value):
+        for col, value in enumerate(row, 1):
+            if risky(value):
+                cell = ws.cell(row=n, column=col)
                 cell.data_type = "s"  # openpyxl took "=..." for a formula: it is text
                 cell.quotePrefix = True  # and Excel keeps it text when someone edits it
     ws.freeze_panes = "A2"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .opening import actor, guarded, ledger, when
+from .opening import actor, guarded, hazard_id, ledger, note, when
 
 PROG = "gasguard regulator hazards"
 STATUSES = ("open", "dispatched", "rectified", "closed")
@@ -43,17 +43,17 @@ def register_hazards(sub: Any) -> Any:
     ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--json", action="store_true", help="JSON, times in UTC")
     d = cmd("dispatch", "give a hazard to a responsible person, with a deadline", main_dispatch)
-    d.add_argument("id", type=int)
+    d.add_argument("id", type=hazard_id)
     d.add_argument("--to", required=True, help="the responsible person (整改责任人)")
     d.add_argument("--deadline", help="ISO 8601 (default: the one its severity gave)")
     d.add_argument("--by", required=True, help="who dispatches it")
     d.add_argument("--note", help="why (e.g. what the last check found)")
     r = cmd("rectify", "record what was done about a dispatched hazard", main_rectify)
-    r.add_argument("id", type=int)
+    r.add_argument("id", type=hazard_id)
     r.add_argument("--note", required=True, help="what was done (整改情况)")
     r.add_argument("--by", required=True, help="who reports it")
     c = cmd("close", "verify a rectified hazard on site and close it (销号)", main_close)
-    c.add_argument("id", type=int)
+    c.add_argument("id", type=hazard_id)
     c.add_argument("--by", required=True, help="who checked and signs: not who rectified it")
     c.add_argument("--note", help="what the check found")
     return p
@@ -84,10 +84,11 @@ def main_list(args: Any) -> int:
 
         from .hazards import listing
 
+        site = actor("--site", args.site) if args.site is not None else None
         with ledger(args.db) as store:
             rows = []
             if "hazards" in store.table_names():
-                rows = listing(store, _now(), overdue=args.overdue, site=args.site,
+                rows = listing(store, _now(), overdue=args.overdue, site=site,
                                status=args.status)  # fmt: skip
         if args.json:
             print(json.dumps(rows, ensure_ascii=False, indent=1))
@@ -122,7 +123,7 @@ def main_dispatch(args: Any) -> int:
         to, by = actor("--to", args.to), actor("--by", args.by)
         deadline = spell(when("--deadline", args.deadline)) if args.deadline else None
         with ledger(args.db, write=True) as store:
-            _show(dispatch(store, args.id, to, deadline, by, _now(), args.note))
+            _show(dispatch(store, args.id, to, deadline, by, _now(), note("--note", args.note)))
         return 0
 
     return guarded(PROG + " dispatch", body)
@@ -132,9 +133,9 @@ def main_rectify(args: Any) -> int:
     def body() -> int:
         from .hazards import rectify
 
-        by = actor("--by", args.by)
+        by, text = actor("--by", args.by), note("--note", args.note) or ""
         with ledger(args.db, write=True) as store:
-            _show(rectify(store, args.id, args.note, by, _now()))
+            _show(rectify(store, args.id, text, by, _now()))
         return 0
 
     return guarded(PROG + " rectify", body)
@@ -144,9 +145,9 @@ def main_close(args: Any) -> int:
     def body() -> int:
         from .hazards import close
 
-        by = actor("--by", args.by)
+        by, text = actor("--by", args.by), note("--note", args.note)
         with ledger(args.db, write=True) as store:
-            _show(close(store, args.id, by, _now(), args.note))
+            _show(close(store, args.id, by, _now(), text))
         return 0
 
     return guarded(PROG + " close", body)

@@ -20,6 +20,7 @@ from typing import Any
 
 LEDGER_TABLES = {"hazards", "audit", "audit_purge"}
 NAME_CHARS = 100
+NOTE_CHARS = 2000  # a note is a paragraph for the ledger, not a report: attach those elsewhere
 
 
 def _check_sqlite(path: str) -> None:
@@ -84,11 +85,40 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 def actor(option: str, name: str) -> str:
     """A person's name as given (--by, --to): trimmed, not empty, one line, not too long."""
     name = name.strip()
+    _encodable(option, name)
     if not name:
         raise ValueError("%s: a name is needed" % option)
     if len(name) > NAME_CHARS or any(c < " " or c == "\x7f" for c in name):
         raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
     return name
+
+
+def _encodable(option: str, text: str) -> None:
+    try:  # what the shell passed may be bytes that are not UTF-8 (surrogate escapes)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("%s: not UTF-8 text" % option) from None
+    if "\x00" in text:
+        raise ValueError("%s: holds a NUL character" % option)
+
+
+def note(option: str, text: str | None) -> str | None:
+    """A free-text note: trimmed, at most NOTE_CHARS, UTF-8, lines allowed."""
+    if text is None or not text.strip():
+        return None
+    _encodable(option, text)
+    if len(text.strip()) > NOTE_CHARS:
+        raise ValueError("%s: at most %d characters" % (option, NOTE_CHARS))
+    return text.strip()
+
+
+def hazard_id(text: str) -> int:
+    """argparse type for a hazard's number: a positive integer the database can hold."""
+    import argparse
+
+    if not text.isdigit() or not 1 <= int(text) < 2**31:
+        raise argparse.ArgumentTypeError("%r is not a hazard number" % text)
+    return int(text)
 
 
 def when(option: str, text: str) -> datetime.datetime:

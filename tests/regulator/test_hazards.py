@@ -269,6 +269,29 @@ def test_commands_end_to_end_and_their_exit_codes(store, db_url, capsys):
     assert e.value.code == 2
 
 
+def test_commands_refuse_hostile_input_without_a_traceback(store, db_url, capsys):
+    incident(store, "ev")
+    (hid,) = hazards.sync(store, NOW)
+    h = str(hid)
+    base = ("--db", db_url, "--by", "李四")
+    for argv, says in (
+        (("dispatch", h, "--to", "张\x00三", *base), "NUL"),
+        (("dispatch", h, "--to", "张三", "--note", "x\x00y", *base), "NUL"),
+        (("dispatch", h, "--to", "\udcff", *base), "UTF-8"),
+        (("dispatch", h, "--to", "张" * 101, *base), "at most"),
+        (("dispatch", h, "--to", "张三", "--note", "长" * 2001, *base), "at most"),
+        (("list", "--db", db_url, "--site", "s\x00"), "NUL"),
+    ):
+        assert run("hazards", *argv) == 2, argv
+        assert says in capsys.readouterr().err
+    for bad in ("99999999999999999999", "-1", "0", "1e3"):
+        with pytest.raises(SystemExit) as e:
+            run("hazards", "close", bad, "--db", db_url, "--by", "x")
+        assert e.value.code == 2
+    assert hazards.get(store, hid)["status"] == "open"
+    assert [e["action"] for e in audit.entries(store)] == ["hazard.raise"]
+
+
 def test_commands_refuse_a_database_that_is_not_a_regulator_one(tmp_path, capsys):
     missing = tmp_path / "typo.db"
     assert run("hazards", "list", "--db", str(missing)) == 2
