@@ -211,6 +211,36 @@ def test_a_failed_check_sends_it_back_to_dispatched(store):
     assert h["deadline"] == "2026-12-02T00:00:00.000Z"
 
 
+def test_two_checkers_closing_at_once_one_signs(store, db_url):
+    incident(store, "ev")
+    (hid,) = hazards.sync(store, NOW)
+    hazards.dispatch(store, hid, "张三", None, "李四", NOW)
+    hazards.rectify(store, hid, "done", "张三", NOW)
+    done: list[str] = []
+    refused: list[str] = []
+    start = threading.Barrier(4)
+
+    def close_as(name: str) -> None:
+        s = open_store(db_url)
+        try:
+            start.wait(10)
+            hazards.close(s, hid, name, NOW)
+            done.append(name)
+        except WorkflowError as e:
+            refused.append(str(e))
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=close_as, args=("检查员%d" % n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(done) == 1 and len(refused) == 3, refused
+    assert hazards.get(store, hid)["closed_by"] == done[0]
+    assert [e["actor"] for e in audit.entries(store) if e["action"] == "hazard.close"] == done
+
+
 def test_overdue_lists_open_hazards_past_their_deadline_only(store):
     incident(store, "old", opened_at="2026-11-28T00:00:00.000Z")  # high: due 11-29
     incident(store, "new", device="d2", opened_at="2026-11-30T11:00:00.000Z")  # due 12-01
