@@ -191,6 +191,13 @@ def halt(cause, config=False, stopped=False):
     config waits for the installer (Ctrl-C gives the REPL); any other failure reboots after 30 s
     to try again (a fragmented heap, say), closed throughout. On the ESP32 the hardware watchdog
     is fed while it waits. stopped: the boot was interrupted from the console: the REPL at once."""
+    if not config and not stopped:
+        try:  # a firmware that does not load: the previous install, if the board has one
+            import fallback
+
+            fallback.run(cause)
+        except Exception:  # noqa: BLE001 - none to go back to (or no room): halt here
+            pass
     o, why = _STATE if _STATE else (None, None)
     if o is None:  # failed before start() ran (cannot happen from main.py): best effort
         o = _Outputs(DEFAULTS)
