@@ -218,3 +218,50 @@ def test_flash_json_is_json_alone_on_success_and_on_failure(bench, tmp_path):
         assert r.returncode == code, r.stdout + r.stderr
         failed = json.loads(r.stdout)
         assert failed["ok"] is False and failed["exit_code"] == code and failed["error"]
+
+
+@pytest.mark.parametrize(
+    "cut_at",
+    [b"_gg_point('b')\x04", b"f=open('gg/a/key.hex','wb')"],
+    ids=["the-fallback-just-dropped", "between-config-and-key"],
+)
+def test_later_flashes_alternate_installs_and_a_cut_leaves_the_running_one(
+    bench, tmp_path, cut_at
+):
+    """Each flash stages into the install the board does not boot and keeps the running one as
+    its fallback: the bench install, then gg/a, then gg/b. A cut in the third (a new key and
+    heartbeat), which first stops naming gg/a as the fallback because it is about to overwrite
+    it, leaves gg/b."""
+    b = bench.board
+    fresh(bench)
+    site = json.loads(bench.site.read_text())
+    spare = tmp_path / "spare.json"
+    spare.write_text(json.dumps(dict(site, device_id="spare-9")))
+    rekeyed = tmp_path / "rekeyed.json"
+    rekeyed.write_text(json.dumps(dict(site, heartbeat_s=15, key_hex="5a" * 32)))
+    pointer = bench.flash / "gg" / "current"
+    for config, install, names in ((bench.site, "gg/a", ["a", "."]),
+                                   (spare, "gg/b", ["b", "a"])):  # fmt: skip
+        r = flash(b.repl_path, "--config", str(config), "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert json.loads(r.stdout)["install"] == install
+        assert pointer.read_text().split() == names
+    assert not (bench.flash / "lib").exists()  # the bench install went once nothing named it
+    assert not (bench.flash / "config.json").exists()
+
+    with UsbCable(b.repl_path, cut_at=cut_at) as cable:
+        r = flash(cable.path, "--config", str(rekeyed))
+    assert r.returncode == 3 and LOST_BEFORE in r.stderr, r.stdout + r.stderr
+    assert pointer.read_text().split()[0] == "b"
+    mark = len(b.lines)
+    b.power_cycle()
+    assert "GASGUARD RUNNING spare-9" in b.wait_line("GASGUARD RUNNING", 20, start=mark)
+    b.wait_output("valve", 0, 5)
+
+    mark = len(b.lines)
+    again = flash(b.repl_path, "--config", str(rekeyed), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)["install"] == "gg/a"
+    assert pointer.read_text().split() == ["a", "b"]
+    b.wait_line("GASGUARD RUNNING " + NEW, 20, start=mark)
+    assert (bench.flash / "gg" / "a" / "key.hex").read_text() == "5a" * 32

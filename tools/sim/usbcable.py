@@ -1,7 +1,8 @@
 """A USB serial cable to a virtual board's REPL pty that a test can pull out: after `cut_after`
-bytes from the host (counted, not timed, so a cut falls at the same place every run) both ends
-go dead as a pulled cable's do. The host opens `path`; what it sent is kept in `sent`, so a first
-run with no cut shows where each step of a transfer begins."""
+bytes from the host, or right after the host has sent the bytes `cut_at` (counted, not timed, so
+a cut falls at the same place every run), both ends go dead as a pulled cable's do. The host
+opens `path`; what it sent is kept in `sent`, so a first run with no cut shows where each step
+of a transfer begins."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import tty
 
 
 class UsbCable:
-    def __init__(self, board_path: str, cut_after: int | None = None) -> None:
+    def __init__(
+        self, board_path: str, cut_after: int | None = None, cut_at: bytes | None = None
+    ) -> None:
         self.cut_after = cut_after
+        self.cut_at = cut_at
         self.sent = bytearray()
         self.pulled = threading.Event()
         self._master, self._slave = os.openpty()
@@ -51,6 +55,11 @@ class UsbCable:
                     if fd == self._board:
                         os.write(self._master, data)
                         continue
+                    if self.cut_at is not None and self.cut_after is None:
+                        seen = (self.sent[-len(self.cut_at) :] + data).find(self.cut_at)
+                        if seen >= 0:  # cut right after it
+                            self.cut_after = len(self.sent) - min(len(self.sent),
+                                len(self.cut_at)) + seen + len(self.cut_at)  # fmt: skip
                     if self.cut_after is not None:
                         data = data[: self.cut_after - len(self.sent)]
                     self.sent += data
