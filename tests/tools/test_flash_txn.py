@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
+import tty
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import serial
 
 from gasguard.tools.device import read_device_config
 from gasguard.tools.image import module_name, mpy_cross
-from gasguard.tools.installer.flash import LOST_BEFORE
+from gasguard.tools.installer.flash import LOST_BEFORE, Board, FlashError
 from gasguard.tools.sim.usbcable import UsbCable
 from gasguard.tools.sim.vboard_service import VboardService
 
@@ -192,10 +198,10 @@ def test_a_config_the_firmware_refuses_at_boot_fails_the_flash_with_the_boards_w
     fresh(bench)
     r = flash(bench.board.repl_path, "--config", str(wrong_port_config(bench, tmp_path)))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "did not boot the new firmware; it says:" in r.stderr
-    said = r.stderr.split("it says:", 1)[1]
+    assert "the new firmware did not come up cleanly; the board says:" in r.stderr
+    said = r.stderr.split("the board says:", 1)[1]
     assert "FATAL: firmware exception; valve closed" in said and "ENOENT" in said, said
-    assert "Traceback" not in r.stderr.split("it says:", 1)[0]  # none of flash's own
+    assert "Traceback" not in r.stderr.split("the board says:", 1)[0]  # none of flash's own
     assert "restarted" in r.stdout and "running:" not in r.stdout
     bench.board.wait_output("valve", 0, 5)
 
@@ -265,3 +271,52 @@ def test_later_flashes_alternate_installs_and_a_cut_leaves_the_running_one(
     assert pointer.read_text().split() == ["a", "b"]
     b.wait_line("GASGUARD RUNNING " + NEW, 20, start=mark)
     assert (bench.flash / "gg" / "a" / "key.hex").read_text() == "5a" * 32
+
+
+@pytest.fixture
+def console():
+    """A board's console as flash watches it after the restart: (Board, type a line)."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    board = Board.__new__(Board)  # only its port: no REPL to enter
+    board.port = os.ttyname(slave)
+    board.t = SimpleNamespace(serial=serial.Serial(board.port, 115200))
+
+    def say(*lines: str, after: float = 0.0) -> None:
+        def later() -> None:
+            time.sleep(after)
+            os.write(master, "".join(x + "\r\n" for x in lines).encode())
+
+        threading.Thread(target=later, daemon=True).start()
+
+    yield board, say
+    board.t.serial.close()
+    os.close(master)
+    os.close(slave)
+
+
+def test_a_fault_just_after_the_running_line_still_fails_the_flash(console):
+    board, say = console
+    say("GASGUARD RUNNING kitchen-1 boot 3 cause soft heap free 15008 of 111232")
+    say("FATAL: firmware exception; valve closed, waiting for the watchdog",
+        "OSError: [Errno 2] ENOENT", after=0.8)  # fmt: skip
+    with pytest.raises(FlashError) as e:
+        board.watch_boot(10, lambda line: None)
+    assert e.value.code == 1 and "FATAL" in str(e.value) and "ENOENT" in str(e.value)
+
+
+def test_a_board_that_never_says_it_runs_fails_the_flash_in_time(console):
+    board, say = console
+    say("ets Jun  8 2016 00:22:57", "rst:0xc (SW_CPU_RESET),boot:0x13")  # the ESP32's ROM
+    t0 = time.monotonic()
+    with pytest.raises(FlashError) as e:
+        board.watch_boot(1.5, lambda line: None)
+    assert time.monotonic() - t0 < 3
+    assert "did not say it runs within 2 s" in str(e.value) and "SW_CPU_RESET" in str(e.value)
+    assert "mpremote connect " + board.port in str(e.value)
+
+
+def test_a_clean_boot_is_the_running_line(console):
+    board, say = console
+    say("EVENT 1 1 boot det=None", "GASGUARD RUNNING kitchen-1 boot 1 cause power heap free 1")
+    assert board.watch_boot(10, lambda line: None).startswith("GASGUARD RUNNING kitchen-1")

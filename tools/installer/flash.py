@@ -390,14 +390,14 @@ class Board:
         seen: list[str] = []
         while True:
             now = time.monotonic()
-            if running and now >= settle:
-                return running
-            if failed and now >= settle:
+            if failed and now >= settle:  # first: a fault after the running line counts
                 raise FlashError(
-                    "the board did not boot the new firmware; it says:\n  %s\nits valve stays "
-                    "closed; fix what it names and run the same command again"
+                    "the new firmware did not come up cleanly; the board says:\n  %s\nits valve "
+                    "stays closed; fix what it names and run the same command again"
                     % "\n  ".join(failed[:12])
                 )
+            if running and now >= settle:
+                return running
             if now >= deadline:
                 raise FlashError(
                     "the board did not say it runs within %.0f s of the restart (no %r line); "
