@@ -5,16 +5,10 @@ import sys
 
 if sys.platform == "esp32":
     ROOT = "/data"
-    CONFIG = "/config.json"
-    KEY = "/key.hex"
-    PINMAP = "/board.json"
 else:
     import os
 
     ROOT = os.getcwd() + "/data"
-    CONFIG = "config.json"
-    KEY = "key.hex"
-    PINMAP = "board.json"
     # the virtual board's ROMFS partition, if it was given one (on a board it is mounted before
     # boot.py); looked for here so that a board without one spends no heap on importing rom
     try:
@@ -26,7 +20,27 @@ else:
 
         rom.mount()
 
-import gasguard.safe  # noqa: E402 (module names only: the boot code is dropped once it is done)
+# The install to boot (docs/firmware.md, "Installs"): gg/current names it, then the one before
+# it; none named is the board's root, as the bench lays a board out. Its lib/ alone goes on
+# sys.path, so no module can come from another install. (Few names: each is a qstr for good.)
+try:
+    with open("gg/current") as f:
+        HERE = "gg/%s/" % f.read().split()[0]
+except (OSError, IndexError):
+    HERE = ""
+if HERE:
+    sys.path[:] = [HERE + "lib"] + [p for p in sys.path if p[-3:] != "lib"]
+CONFIG = HERE + "config.json"
+KEY = HERE + "key.hex"
+PINMAP = HERE + "board.json"
+
+try:
+    import gasguard.safe  # noqa: E402 (module names only: the boot code is dropped once done)
+except Exception as e:  # noqa: BLE001 - no safe core here: the previous install has one
+    import fallback
+
+    fallback.run(e)
+    raise
 
 gasguard.safe.start(PINMAP)
 up = None

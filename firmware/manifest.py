@@ -7,8 +7,8 @@
 # at the board's root, as source: what MicroPython runs first at reset
 ROOT_SOURCE = ("boot.py", "main.py")
 
-# at the board's root, as bytecode
-ROOT_BYTECODE = ("rom.py",)
+# at the board's root, as bytecode (outside the installs, as main.py is: docs/firmware.md)
+ROOT_BYTECODE = ("rom.py", "fallback.py")
 
 # the firmware package, lib/gasguard/ on the board, as bytecode. hal/unix*.py serve the virtual
 # board (the unix port); an ESP32 never imports them.

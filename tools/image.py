@@ -85,10 +85,12 @@ def mpy_cross(src: Path, out: Path, source_name: str | None = None) -> None:
 
 
 def install_firmware(flash: Path, layout: str = "files", extra: tuple[Path, ...] = ()) -> int:
-    """Lay the image into a flash directory as a board gets it: ROOT_SOURCE (main.py, boot.py)
-    as source, rom.mpy, and the rest as .mpy bytecode with the profiles as JSON (and the `extra`
-    modules, at the top of lib/). Either as files under lib/gasguard (`files`: what stock
-    MicroPython runs from its littlefs, and what `gasguard flash` copies), or as one ROMFS image
+    """Lay the image into a flash directory as the bench lays a board out (the install at the
+    root; `gasguard flash` puts the same files in an install directory, docs/firmware.md):
+    ROOT_SOURCE (main.py, boot.py) as source, ROOT_BYTECODE (rom.mpy, fallback.mpy), and the
+    rest as .mpy bytecode with the profiles as JSON (and the `extra` modules, at the top of
+    lib/). Either as files under lib/gasguard (`files`: what stock MicroPython runs from its
+    littlefs, and what `gasguard flash` copies), or as one ROMFS image
     whose lib/ mounts at /rom (`romfs`: a build with a ROMFS partition, where the bytecode stays
     in flash). Returns the number of files compiled."""
     if layout not in LAYOUTS:

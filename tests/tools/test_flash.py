@@ -59,21 +59,24 @@ def test_flashed_board_runs_the_new_config(factory_board, tmp_path):
     mark = len(b.lines)
     r = flash("--port", b.repl_path, "--config", str(cfg_path), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    report = json.loads(r.stdout.strip().splitlines()[-1])
-    # the firmware on the bench board was this build: only identity, key and pin map change,
-    # the pin map first (a flash cut short after it still boots this config's valve safe)
-    assert report["copied"][0] == "board.json"
+    report = json.loads(r.stdout)
+    # the firmware on the bench board was this build: only identity, key and pin map go over
+    # the wire; the firmware is copied on the board into the new install
     assert sorted(report["copied"]) == ["board.json", "config.json", "key.hex"]
-    assert report["skipped"] > 20 and report["verified"] and report["restarted"]
+    assert report["skipped"] > 20 and report["seeded"] > 20
+    assert report["verified"] and report["restarted"]
+    assert report["running"].startswith("GASGUARD RUNNING hotpot-88-main")
 
     # it reboots and runs as the kitchen's board, with the kitchen's key and config
     line = b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
     assert "cause soft" in line
     key = json.loads(EXAMPLE.read_text())["key_hex"]
-    assert (svc.flash / "key.hex").read_text() == key
-    on_board = json.loads((svc.flash / "config.json").read_text())
+    inst = b.installed()
+    assert inst == svc.flash / "gg" / report["install"].removeprefix("gg/")
+    assert (inst / "key.hex").read_text() == key
+    on_board = json.loads((inst / "config.json").read_text())
     assert on_board["device_id"] == "hotpot-88-main" and "key_hex" not in on_board
-    pinmap = json.loads((svc.flash / "board.json").read_text())
+    pinmap = json.loads((inst / "board.json").read_text())
     assert pinmap["pin"] == on_board["valve"]["pin"] and pinmap["red"] == on_board["pins"]["red"]
     b.wait_output("valve", 0, 5)  # closed after the restart until a person resets
     b.reset_until_open(hold_s=1.3)  # and it works: reset on site opens the valve
@@ -82,9 +85,9 @@ def test_flashed_board_runs_the_new_config(factory_board, tmp_path):
     # flashing the same again copies nothing; --dry-run writes nothing
     again = flash("--port", b.repl_path, "--config", str(cfg_path), "--dry-run", "--json")
     assert again.returncode == 0, again.stdout + again.stderr
-    rep = json.loads(again.stdout.strip().splitlines()[-1])
+    rep = json.loads(again.stdout)
     assert rep["copied"] == [] and rep["dry_run"] and not rep["restarted"]
-    assert "0 files differ" in again.stdout
+    assert "0 files differ" in again.stderr  # --json: the words go to stderr
 
 
 def test_changed_firmware_file_is_copied_and_verified(factory_board, tmp_path):
@@ -93,7 +96,7 @@ def test_changed_firmware_file_is_copied_and_verified(factory_board, tmp_path):
     target.write_bytes(target.read_bytes()[:-7])  # a damaged or stale file on the board
     r = flash("--port", svc.board.repl_path, "--config", str(site_config(svc, tmp_path)), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    report = json.loads(r.stdout.strip().splitlines()[-1])
+    report = json.loads(r.stdout)
     assert "lib/gasguard/safety.mpy" in report["copied"]
     svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
 
@@ -216,10 +219,10 @@ def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factor
     r = flash("--port", b.repl_path, "--config", str(p), "--json", "--override", why,
               "--installer", "Wang Wei (licence 44-0912)")  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
-    report = json.loads(r.stdout.strip().splitlines()[-1])
+    report = json.loads(r.stdout)
     assert [f["field"] for f in report["overridden"]] == ["install.detectors[0].mount_height_m"]
-    assert "OVERRIDDEN by Wang Wei" in r.stdout
-    on_board = json.loads((svc.flash / "override.json").read_text())
+    assert "OVERRIDDEN by Wang Wei" in r.stderr
+    on_board = json.loads((b.installed() / "override.json").read_text())
     assert on_board["by"] == "Wang Wei (licence 44-0912)" and on_board["reason"] == why
     b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
 
@@ -241,6 +244,6 @@ def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factor
     mark = len(b.lines)
     r = flash("--port", b.repl_path, "--config", str(site_config(svc, tmp_path)), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert json.loads(r.stdout.strip().splitlines()[-1])["removed"] == ["override.json"]
-    assert not (svc.flash / "override.json").exists()
+    assert json.loads(r.stdout)["removed"] == ["override.json"]
+    assert not (b.installed() / "override.json").exists()
     b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)

@@ -106,7 +106,8 @@ def read_override(board: Board) -> dict[str, Any] | None:
     """The install-rule override `gasguard flash --override` left on the board, if any. (Only
     names the board has interned already: see _load_selftest.)"""
     text = board.t.exec(
-        "try:\n    print(open(%r).read())\nexcept OSError:\n    print(0)\n" % OVERRIDE_FILE
+        "try:\n    print(open(%r).read())\nexcept OSError:\n    print(0)\n"
+        % board.install_file(OVERRIDE_FILE)
     ).decode()
     if text.strip() == "0":
         return None

@@ -5,34 +5,64 @@ Steps: check the config exactly as `gasguard config check` does (schema, the fir
 validator, the install rules) and refuse it on any error; compile the firmware with mpy-cross;
 connect with mpremote's serial transport without a soft reset (the running firmware is
 interrupted with Ctrl-C, which leaves the valve closed); refuse a board whose MicroPython cannot
-load our bytecode; hash what is on the board in one round trip and copy only files that differ;
-write config.json (without the install block and the key, which go to the commissioning record
-and key.hex) and key.hex; read every digest back and compare; restart the board.
+load our bytecode. Then a transaction (docs/firmware.md, "Installs"): the whole install (lib/,
+config.json without the install block and the key, key.hex, board.json) is staged in the board's
+other install directory, gg/a or gg/b; a file already there or in the running install is not
+sent again (the running install's copy is copied on the board); every digest is read back, and
+only then one rename of gg/current switches the board to it, naming the running install as the
+fallback. A cut at any moment leaves the old install or the new one, never a mix. Last, the
+board restarts and flash watches its console until the firmware says it runs (or shows the
+board's own error: exit 1).
+
+Exit codes: 0 flashed and running; 1 the board refused or failed to boot it; 2 bad input (the
+config, the key, an option); 3 the board went away (the port vanished) or never answered.
 
 `--override REASON` flashes a config whose only errors are install-rule findings (placement,
-service life, backup power, ...) and writes who overrode what and why to override.json on the
-board, where `gasguard commission` reads it into the commissioning record. What the board itself
-would refuse at boot, and an ESP32 pin that cannot work, can never be overridden.
+service life, backup power, ...) and writes who overrode what and why to override.json in the
+install, where `gasguard commission` reads it into the commissioning record. What the board
+itself would refuse at boot, and an ESP32 pin that cannot work, can never be overridden.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import getpass
 import hashlib
 import json
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gasguard.tools.image import install_firmware
+from gasguard.tools.image import install_firmware, manifest
 from gasguard.tools.installer import configcheck
 
-OVERRIDE_FILE = "override.json"  # on the board, beside config.json
-# the safe core's pin map (firmware/lib/gasguard/safe.py): written first, so that a board whose
-# flash is cut short after it still drives this config's valve safe at boot
-PINMAP_FILE = "board.json"
+OVERRIDE_FILE = "override.json"  # in the install, beside config.json
+PINMAP_FILE = "board.json"  # the safe core's pin map (firmware/lib/gasguard/safe.py)
+POINTER = "gg/current"  # the install to run, and the previous one (firmware/main.py)
+ROOT_INSTALL = "."  # a board laid out by the bench: the install is the root itself
+# what a board held at its root before installs had directories of their own
+LEGACY = ("lib", "config.json", "key.hex", PINMAP_FILE, OVERRIDE_FILE)
+BOOT_TIMEOUT_S = 40.0  # from the restart to the firmware's running line (ESP32: about 5 s)
+SETTLE_S = 2.0  # after the running line: a fault in the first cycles still counts (100 cycles)
+HEALTHY = "GASGUARD RUNNING"
+# the firmware's own lines for a boot that did not reach a running loop
+FAILED = ("BOOT FAILED", "FATAL", "CONFIG ERROR", "VALVE FAULT", "Traceback")
+LOST_BEFORE = (
+    "the board went away during the copy; the old firmware is still in place — reconnect and "
+    "run the same command again"
+)
+LOST_SWITCHING = (
+    "the board went away as the new firmware was being switched in; it boots the old one or the "
+    "new one, never a mix — reconnect and run the same command again"
+)
+LOST_AFTER = (
+    "the board went away after the new firmware was switched in (it boots with it) — "
+    "reconnect and run the same command again to see it come up"
+)
 MIN_VERSION = (1, 23)  # the first release reading bytecode v6.3, what our mpy-cross emits
 MPY_VERSION = (6, 3)
 PLATFORMS = {"esp32": "ESP32", "linux": "virtual board (unix port)"}
@@ -40,44 +70,12 @@ CHUNK = 512
 
 
 class FlashError(Exception):
-    """What went wrong, in words an installer can act on; exit code 1 (board) or 2 (input)."""
+    """What went wrong, in words an installer can act on; exit code 1 (board), 2 (input) or 3
+    (the board unreachable)."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-class Progress:
-    """One line on stderr redrawn in place: [#####.....] 12/40 files, 35/120 kB."""
-
-    def __init__(self, total_bytes: int, files: int, enabled: bool) -> None:
-        self.total = max(total_bytes, 1)
-        self.files = files
-        self.done_files = 0
-        self.done = 0
-        self.enabled = enabled
-
-    def file_done(self, size: int) -> None:
-        self.done_files += 1
-        self.done += size
-        self.draw(0)
-
-    def draw(self, partial: int) -> None:
-        if not self.enabled:
-            return
-        n = self.done + partial
-        width = 30
-        fill = int(width * n / self.total)
-        sys.stderr.write(
-            "\r  [%s%s] %d/%d files, %.0f/%.0f kB"
-            % ("#" * fill, "." * (width - fill), self.done_files, self.files, n / 1024,
-               self.total / 1024)
-        )  # fmt: skip
-        sys.stderr.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
 
 
 def read_key(cfg: Any, key_path: Path | None) -> bytes:
@@ -201,6 +199,55 @@ gc.collect()
 """
 HASH_BATCH = 6
 
+# Defined on the board once, beside _gg_hash: copy a file on the board, remove a file or a tree,
+# list the files under a directory, and switch gg/current by one rename (atomic on LittleFS).
+_TXN = """
+import os
+def _gg_copy(a, b):
+    buf = bytearray(256)
+    mv = memoryview(buf)
+    s = open(a, 'rb')
+    d = open(b, 'wb')
+    while True:
+        n = s.readinto(buf)
+        if not n:
+            break
+        d.write(mv[:n])
+    s.close()
+    d.close()
+def _gg_rm(p):
+    try:
+        m = os.stat(p)[0]
+    except OSError:
+        return
+    if m & 0x4000:
+        for e in list(os.ilistdir(p)):
+            _gg_rm(p + '/' + e[0])
+        os.rmdir(p)
+    else:
+        os.remove(p)
+def _gg_walk(p):
+    try:
+        es = list(os.ilistdir(p))
+    except OSError:
+        return
+    for e in es:
+        if e[1] & 0x4000:
+            _gg_walk(p + '/' + e[0])
+        else:
+            print(p + '/' + e[0])
+def _gg_point(text):
+    try:
+        os.mkdir('gg')
+    except OSError:
+        pass
+    f = open('gg/current.new', 'w')
+    f.write(text)
+    f.close()
+    os.rename('gg/current.new', 'gg/current')
+"""
+COPY_BATCH = 4
+
 
 class Board:
     """The board's REPL through mpremote's serial transport."""
@@ -250,6 +297,10 @@ class Board:
         )
         return {"platform": plat, "version": version, "mpy": mpy, "machine": machine}
 
+    def install_file(self, name: str) -> str:
+        """The path of `name` in the install the board runs (gg/current names it)."""
+        return install_dir(self.installs()[0]) + name
+
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         self.t.exec(_HASHER)
         out: dict[str, str | None] = {}
@@ -260,6 +311,40 @@ class Board:
                 if path:
                     out[path] = None if digest == "-" else digest
         return out
+
+    def load_helpers(self) -> None:
+        self.t.exec(_HASHER)
+        self.t.exec(_TXN)
+
+    def installs(self) -> list[str]:
+        """What gg/current names: the running install first, then its fallback."""
+        text = self.t.exec(
+            "try:\n    print(open(%r).read())\nexcept OSError:\n    print('')\n" % POINTER
+        ).decode()
+        names = text.split()
+        return names if names else [ROOT_INSTALL]
+
+    def walk(self, top: str) -> list[str]:
+        text = self.t.exec("_gg_walk(%r)" % top).decode()
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def copy_on_board(self, pairs: list[tuple[str, str]]) -> None:
+        for i in range(0, len(pairs), COPY_BATCH):
+            self.t.exec(
+                "for a, b in %r:\n    _gg_copy(a, b)\ngc.collect()" % (pairs[i : i + COPY_BATCH],)
+            )
+
+    def remove_all(self, paths: list[str]) -> None:
+        if paths:
+            self.t.exec("for p in %r:\n    _gg_rm(p)\n" % (paths,))
+
+    def rename(self, pairs: list[tuple[str, str]]) -> None:
+        if pairs:
+            self.t.exec("for a, b in %r:\n    os.rename(a, b)\n" % (pairs,))
+
+    def point(self, names: list[str]) -> None:
+        """Write gg/current: the one rename that switches installs."""
+        self.t.exec("_gg_point(%r)" % " ".join(names))
 
     def makedirs(self, dirs: list[str]) -> None:
         self.t.exec(
@@ -278,7 +363,9 @@ class Board:
         self.t.exec("gc.collect()")
         self.t.fs_writefile(path, data, chunk_size=CHUNK, progress_callback=progress)
 
-    def restart(self, platform: str) -> None:
+    def restart(self, platform: str, keep_open: bool = False) -> None:
+        """Restart the board into its firmware; keep_open: the port stays open for
+        watch_boot."""
         if platform == "esp32":
             try:  # the board resets at once and never answers
                 self.t.exec_raw_no_follow("import machine\nmachine.reset()")
@@ -287,13 +374,62 @@ class Board:
         else:  # unix port: leave raw REPL, Ctrl-D ends the REPL; the virtual board reboots
             self.t.exit_raw_repl()
             self.t.serial.write(b"\x04")
-        self.t.close()
+        if not keep_open:
+            self.t.close()
+
+    def watch_boot(self, timeout: float, on_line: Callable[[str], None]) -> str:
+        """The console after a restart, line by line, until the firmware's running line has
+        stood for SETTLE_S (returned), or one of its failure lines comes (FlashError with the
+        lines that follow it, the board's own words), or the timeout (FlashError)."""
+        ser = self.t.serial
+        deadline = time.monotonic() + timeout
+        partial = b""
+        running = ""
+        failed: list[str] = []
+        settle = 0.0
+        seen: list[str] = []
+        while True:
+            now = time.monotonic()
+            if failed and now >= settle:  # first: a fault after the running line counts
+                raise FlashError(
+                    "the new firmware did not come up cleanly; the board says:\n  %s\nits valve "
+                    "stays closed; fix what it names and run the same command again"
+                    % "\n  ".join(failed[:12])
+                )
+            if running and now >= settle:
+                return running
+            if now >= deadline:
+                raise FlashError(
+                    "the board did not say it runs within %.0f s of the restart (no %r line); "
+                    "its last lines:\n  %s\nlook at its console: mpremote connect %s"
+                    % (timeout, HEALTHY, "\n  ".join(seen[-8:]) or "(nothing)", self.port)
+                )
+            ser.timeout = 0.2
+            partial += ser.read(max(1, min(ser.in_waiting, 4096)))
+            *done, partial = partial.split(b"\n")
+            for raw in done:
+                line = raw.decode(errors="replace").strip("\r\n\x04> ")
+                if not line:
+                    continue
+                seen.append(line)
+                on_line(line)
+                if failed:
+                    failed.append(line)
+                elif line.startswith(FAILED):
+                    failed = [line]
+                    settle = time.monotonic() + 1.0  # the traceback that follows
+                elif line.startswith(HEALTHY) and not running:
+                    running = line
+                    settle = time.monotonic() + SETTLE_S
 
     def close(self) -> None:
         try:
-            self.t.exit_raw_repl()
-        finally:
-            self.t.close()
+            try:
+                self.t.exit_raw_repl()
+            finally:
+                self.t.close()
+        except Exception:  # noqa: BLE001 - a port that went away cannot be closed cleanly
+            pass
 
 
 def check_supported(info: dict[str, Any]) -> None:
@@ -313,16 +449,68 @@ def check_supported(info: dict[str, Any]) -> None:
         )
 
 
+def install_dir(name: str) -> str:
+    """Where an install's files are on the board (relative to its root, as the REPL sees it)."""
+    return "" if name == ROOT_INSTALL else "gg/%s/" % name
+
+
+def root_files() -> set[str]:
+    """The image's files at the board's root, outside any install: what MicroPython runs first
+    (main.py picks the install), kept able to boot the previous install too."""
+    m = manifest()
+    return set(m["ROOT_SOURCE"]) | {Path(n).stem + ".mpy" for n in m["ROOT_BYTECODE"]}
+
+
+def _dirs(paths: list[str]) -> list[str]:
+    """Every directory the paths need, parents first."""
+    out = set()
+    for p in paths:
+        parts = p.split("/")[:-1]
+        out.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return sorted(out, key=lambda d: (d.count("/"), d))
+
+
+class Progress:
+    """rich's progress bar on stderr, only on a terminal: bytes sent over the wire, by file."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled and total:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, TextColumn
+            from rich.progress import Progress as Bar
+
+            self.bar = Bar(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
+                           console=Console(stderr=True), transient=True)  # fmt: skip
+            self.task = self.bar.add_task("copying", total=total)
+            self.bar.start()
+        self.done = 0
+
+    def file(self, name: str, size: int) -> Callable[[int, int], None]:
+        """The callback for one file's chunks."""
+        if self.bar is not None:
+            self.bar.update(self.task, description=name)
+        base = self.done
+        self.done += size
+        return lambda n, _total: self.bar and self.bar.update(self.task, completed=base + n)
+
+    def end(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def flash(
     port: str,
     config: Path,
     key: Path | None = None,
     dry_run: bool = False,
     progress: bool | None = None,
-    out=print,
+    out: Callable[[str], None] = print,
     override: dict[str, Any] | None = None,
+    boot_timeout: float = BOOT_TIMEOUT_S,
 ) -> dict[str, Any]:
-    """Returns a report: board, copied, skipped, verified, restarted (and overridden)."""
+    """Returns a report: board, install, copied (sent over the wire), seeded (copied on the
+    board), skipped, verified, restarted, running (the firmware's line), and overridden."""
     with tempfile.TemporaryDirectory(prefix="gasguard-flash-") as tmp:
         files = build_image(config, key, Path(tmp), override)
     out("image: %d files, %.0f kB (firmware compiled with mpy-cross)" % (
@@ -333,80 +521,191 @@ def flash(
             override and override["by"], override and override["reason"], f["field"],
             f["message"], f["rule"]))  # fmt: skip
     board = Board(port)
-    restarted = False
+    from mpremote.transport import TransportError, TransportExecError
+
+    state = {"switching": False, "switched": False, "restarted": False}
     try:
-        info = board.identify()
-        check_supported(info)
-        out(
-            "board: MicroPython %s on %s (%s)"
-            % (".".join(str(x) for x in info["version"]), PLATFORMS[info["platform"]],
-               info.get("machine", ""))
-        )  # fmt: skip
-        on_board = board.hashes(sorted(files) + [OVERRIDE_FILE] * (OVERRIDE_FILE not in files))
-        # the pin map first: whatever the flash is cut short by, the next boot's safe core
-        # drives this config's valve
-        order = sorted(files, key=lambda p: (p != PINMAP_FILE, p))
-        todo = [p for p in order if on_board.get(p) != _sha(files[p])]
-        # an override made for an earlier config must not reach this one's record
-        stale = OVERRIDE_FILE not in files and on_board.get(OVERRIDE_FILE) is not None
-        report = {
-            "port": port,
-            "board": info,
-            "copied": todo,
-            "skipped": len(files) - len(todo),
-            "dry_run": dry_run,
-            "overridden": overridden,
-            "removed": [OVERRIDE_FILE] if stale else [],
-        }
-        out("%d files differ, %d already identical" % (len(todo), len(files) - len(todo)))
-        if dry_run:
-            for p in todo:
-                out("  would copy %s (%d bytes)" % (p, len(files[p])))
-            if stale:
-                out("  would remove %s (an override for an earlier config)" % OVERRIDE_FILE)
-            report["verified"] = False
-            report["restarted"] = False
-            return report
-        if stale:
-            board.remove(OVERRIDE_FILE)
-        dirs = sorted({str(Path(p).parent) for p in todo if "/" in p}, key=len)
-        expanded = set()
-        for d in dirs:
-            parts = Path(d).parts
-            for i in range(1, len(parts) + 1):
-                expanded.add("/".join(parts[:i]))
-        board.makedirs(sorted(expanded, key=lambda d: d.count("/")))
-        bar = Progress(sum(len(files[p]) for p in todo), len(todo), progress is not False)
-        if progress is None:
-            bar.enabled = sys.stderr.isatty()
-        for p in todo:
-            board.write(p, files[p], lambda n, _total: bar.draw(n))
-            bar.file_done(len(files[p]))
-        bar.end()
-        back = board.hashes(sorted(files))
-        bad = [p for p in files if back.get(p) != _sha(files[p])]
-        if bad:
-            raise FlashError("read-back digest differs for %s: flash again" % ", ".join(bad))
-        report["verified"] = True
-        digest = _sha(b"".join(_sha(files[p]).encode() for p in sorted(files)))[:16]
-        report["image_digest"] = digest
-        out("verified: every file's sha256 read back matches (image %s)" % digest)
-        board.restart(info["platform"])
-        restarted = True
-        report["restarted"] = True
-        out("restarted: the firmware boots with the new config (valve closed until reset)")
-        return report
+        return _flash_board(board, port, files, overridden, dry_run, progress, out,
+                            boot_timeout, state)  # fmt: skip
+    except TransportExecError as e:  # the board answered: a step raised there (a full flash)
+        raise refused_step(_last_line(e), state["switched"]) from None
+    except (OSError, TransportError) as e:
+        if not port_lost(e):  # mpremote turns a board's file error into an OSError
+            raise refused_step(str(e), state["switched"]) from None
+        lost = LOST_SWITCHING if state["switching"] else LOST_BEFORE
+        raise FlashError(LOST_AFTER if state["switched"] else lost, 3) from None
     finally:
-        if not restarted:
+        if not state["restarted"]:
             board.close()
+        else:
+            try:
+                board.t.close()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+def refused_step(why: str, switched: bool) -> FlashError:
+    return FlashError(
+        "the board refused a step (%s); %s: run the same command again"
+        % (why, "the new firmware is switched in" if switched
+           else "the old firmware is still in place")
+    )  # fmt: skip
+
+
+def port_lost(e: Exception) -> bool:
+    """A port that went away (a pulled cable, a board reset from elsewhere): pyserial's errors,
+    mpremote's own for a line that stopped answering, or the errno of a vanished device."""
+    import serial
+    from mpremote.transport import TransportError
+
+    if isinstance(e, (serial.SerialException, TransportError)):
+        return True
+    return isinstance(e, OSError) and e.errno in (errno.EIO, errno.ENXIO, errno.ENODEV, None)
+
+
+def _last_line(e: Exception) -> str:
+    """The board's own error line from mpremote's TransportExecError."""
+    text = e.args[-1] if e.args else b""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = str(text).strip().splitlines()
+    return lines[-1] if lines else str(e)
+
+
+def _flash_board(
+    board: Board,
+    port: str,
+    files: dict[str, bytes],
+    overridden: list,
+    dry_run: bool,
+    progress: bool | None,
+    out: Callable[[str], None],
+    boot_timeout: float,
+    state: dict[str, bool],
+) -> dict[str, Any]:
+    info = board.identify()
+    check_supported(info)
+    out("board: MicroPython %s on %s (%s)" % (
+        ".".join(str(x) for x in info["version"]), PLATFORMS[info["platform"]],
+        info.get("machine", "")))  # fmt: skip
+    board.load_helpers()
+    want = {p: _sha(d) for p, d in files.items()}
+    at_root = sorted(root_files() & set(files))
+    inst = sorted(set(files) - set(at_root))
+    installs = board.installs()
+    cur = installs[0]
+    new = "b" if cur == "a" else "a"
+    cur_d, new_d = install_dir(cur), install_dir(new)
+    extra = [] if OVERRIDE_FILE in files else [cur_d + OVERRIDE_FILE]
+    paths = at_root + [new_d + p for p in inst] + [cur_d + p for p in inst] + extra
+    on_board = board.hashes(paths)
+    # an override made for an earlier config must not reach this one's record
+    stale = bool(extra) and on_board.get(extra[0]) is not None
+    current = all(on_board.get(cur_d + p) == want[p] for p in inst) and not stale
+    root_todo = [p for p in at_root if on_board.get(p) != want[p]]
+    if current:  # the board runs this install already
+        send, seed = [], []
+    else:
+        staged = [p for p in inst if on_board.get(new_d + p) != want[p]]
+        seed = [p for p in staged if on_board.get(cur_d + p) == want[p]]
+        send = [p for p in staged if p not in seed]
+    todo = root_todo + send
+    report: dict[str, Any] = {
+        "port": port,
+        "board": info,
+        "install": (new_d if not current else cur_d).rstrip("/") or ROOT_INSTALL,
+        "previous": None if current else cur_d.rstrip("/") or ROOT_INSTALL,
+        "copied": todo,
+        "seeded": len(seed),
+        "skipped": len(files) - len(todo),
+        "dry_run": dry_run,
+        "overridden": overridden,
+        "removed": [OVERRIDE_FILE] if stale else [],
+        "verified": False,
+        "restarted": False,
+    }
+    out("%d files differ, %d already identical%s" % (
+        len(todo), len(files) - len(todo),
+        " (%d of them copied on the board from the running install)" % len(seed) if seed
+        else ""))  # fmt: skip
+    if dry_run:
+        for p in todo:
+            out("  would copy %s (%d bytes)" % (p, len(files[p])))
+        if stale:
+            out("  would leave out %s (an override for an earlier config)" % OVERRIDE_FILE)
+        return report
+
+    # 1. stage: the running install is never touched; nothing names the staging directory
+    if not current:
+        if new in installs:  # the fallback is overwritten now: gg/current stops naming it
+            board.point([cur])
+        board.remove_all([p for p in board.walk(new_d.rstrip("/"))
+                          if p[len(new_d):] not in files])  # fmt: skip
+        board.makedirs(_dirs([new_d + p for p in inst]))
+        board.copy_on_board([(cur_d + p, new_d + p) for p in seed])
+    bar = Progress(sum(len(files[p]) for p in todo),
+                   sys.stderr.isatty() if progress is None else progress)  # fmt: skip
+    try:
+        for p in todo:
+            dest = p + ".new" if p in at_root else new_d + p
+            board.write(dest, files[p], bar.file(p, len(files[p])))
+    finally:
+        bar.end()
+    check = [p + ".new" for p in root_todo] + ([] if current else [new_d + p for p in inst])
+    back = board.hashes(check)
+    bad = [p for p in check if back.get(p) != want[p.removesuffix(".new").removeprefix(new_d)]]
+    if bad:
+        raise FlashError(
+            "read-back digest differs for %s; the old firmware is still in place: flash again"
+            % ", ".join(bad)
+        )
+    report["verified"] = True
+    digest = _sha(b"".join(want[p].encode() for p in sorted(files)))[:16]
+    report["image_digest"] = digest
+    if current:
+        out("the board runs this image already (image %s): nothing to switch" % digest)
+    else:
+        out("verified: every file's sha256 read back matches (image %s)" % digest)
+
+    # 2. switch: the boot files first (main.py boots the old install and the new one alike),
+    # then the one rename; the install no pointer names is left behind
+    board.rename([(p + ".new", p) for p in root_todo])
+    if not current:
+        state["switching"] = True
+        board.point([new, cur])
+        state["switched"] = True
+        out("switched: %s runs from the next boot; %s stays as its fallback"
+            % (report["install"], "the bench install (the board's root)" if cur == ROOT_INSTALL
+               else report["previous"]))  # fmt: skip
+        if cur != ROOT_INSTALL:
+            board.remove_all(list(LEGACY))  # a bench layout from before the first flash
+
+    # 3. restart and watch the firmware come up
+    board.restart(info["platform"], keep_open=True)
+    state["restarted"] = True
+    report["restarted"] = True
+    out("restarted: watching the console for the firmware's %r line" % HEALTHY)
+    report["running"] = board.watch_boot(boot_timeout, lambda line: out("  board: " + line))
+    out("running: the firmware boots with the new config (valve closed until reset)")
+    return report
 
 
 def main(args: Any) -> int:
+    as_json = bool(getattr(args, "json", False))
+
+    def say(text: str) -> None:  # with --json, stdout holds the JSON alone
+        print(text, file=sys.stderr if as_json else sys.stdout)
+
+    def failed(message: str, code: int) -> int:
+        print("gasguard flash: %s" % message, file=sys.stderr)
+        if as_json:
+            print(json.dumps({"ok": False, "error": message, "exit_code": code}))
+        return code
+
     override = None
     if args.override is not None:
         if not args.override.strip():
-            print("gasguard flash: --override needs the reason, in words", file=sys.stderr)
-            return 2
+            return failed("--override needs the reason, in words", 2)
         override = {"by": args.installer or getpass.getuser(), "reason": args.override.strip()}
     try:
         report = flash(
@@ -415,13 +714,13 @@ def main(args: Any) -> int:
             Path(args.key) if args.key else None,
             dry_run=args.dry_run,
             progress=False if args.no_progress else None,
+            out=say,
             override=override,
         )
     except FlashError as e:
-        print("gasguard flash: %s" % e, file=sys.stderr)
-        return e.code
-    if args.json:
-        print(json.dumps(report))
+        return failed(str(e), e.code)
+    if as_json:
+        print(json.dumps(dict(report, ok=True, exit_code=0)))
     return 0
 
 

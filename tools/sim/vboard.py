@@ -35,6 +35,9 @@ from gasguard.tools.image import install_firmware
 from gasguard.tools.sim import micropython
 
 CRASHED = "firmware crashed at boot, outputs undriven"
+# what firmware/main.py says before it resets the board into the previous install: the unix port
+# has no machine.reset(), so the harness does it (the process ends and the board reboots)
+RESET_REQUEST = "restarting into the previous one"
 
 
 class BootCrash(RuntimeError):
@@ -107,6 +110,7 @@ class VirtualBoard:
         self.restarts = 0  # reboots after the process ended by itself (soft reset, emulated WDT)
         self._console_fd = -1  # master side of the running process's console pty
         self._killing = False
+        self._reset_asked = False  # the firmware asked for a reset (RESET_REQUEST)
         # the REPL pty: what an installer (or mpremote) opens; the same path across reboots
         self._repl_m, self._repl_s = os.openpty()
         tty.setraw(self._repl_s)
@@ -124,6 +128,16 @@ class VirtualBoard:
         (self.flash / "config.json").write_bytes(raw)
         if self.key is not None:
             (self.flash / "key.hex").write_text(self.key.hex())
+
+    def installed(self) -> Path:
+        """The directory of the install the board boots: what gg/current names first (see
+        firmware/main.py), or the flash's root as the bench lays a board out."""
+        ptr = self.flash / "gg" / "current"
+        try:
+            name = ptr.read_text().split()[0]
+        except (OSError, IndexError):
+            name = "."
+        return self.flash if name == "." else self.flash / "gg" / name
 
     def start(self, reset_cause: str | None = None, watchdog: bool = True) -> VirtualBoard:
         with self._life:  # the supervisor must not see the old process half replaced
@@ -163,6 +177,7 @@ class VirtualBoard:
 
         self.maintenance = False
         self._killing = False
+        self._reset_asked = False
         self.boot_crash = None
         with self._cv:
             self._mark = len(self.lines)  # this boot's console starts here
@@ -214,6 +229,10 @@ class VirtualBoard:
                         self.lines.append(line)
                         if line.startswith("STOPPED from the console"):
                             self.maintenance = True
+                        if RESET_REQUEST in line:
+                            self._reset_asked = True
+                            threading.Thread(target=self._reset, args=(self.proc,),
+                                             daemon=True).start()  # fmt: skip
                     self._cv.notify_all()
         os.close(fd)
 
@@ -236,6 +255,12 @@ class VirtualBoard:
                 except OSError:
                     pass
 
+    def _reset(self, proc: subprocess.Popen[bytes] | None) -> None:
+        # machine.reset() as the board does it: the process ends, the supervisor reboots it
+        time.sleep(0.2)  # its last console lines first
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+
     def _crashed(self) -> bool:
         # the process ended, or main.py ended and `-i` left the interpreter at its REPL (what a
         # board does when main.py raises): either way nothing drives the outputs
@@ -247,8 +272,12 @@ class VirtualBoard:
     def _connect_panel(self) -> None:
         deadline = time.monotonic() + 10
         while True:
+            if self._reset_asked:  # it reset itself before its panel: the supervisor reboots it
+                return
             if self._crashed():
                 time.sleep(0.1)  # the last console lines are still on their way
+                if self._reset_asked:
+                    return
                 self.boot_crash = "%s:\n%s" % (CRASHED, "\n".join(self.lines[-20:]))
                 raise BootCrash(self.boot_crash)
             try:

@@ -1,7 +1,7 @@
 # The safe core: the first firmware code a board runs, and the last when booting fails. Before
 # any config, profile or other firmware module is read it drives the valve to its safe state
 # (NC: de-energised; latching: a close pulse, confirmed by the position input) with the fault
-# lamp on. It needs nothing but the board's pin map, /board.json (a few integers, written by the
+# lamp on. It needs nothing but the board's pin map, board.json (a few integers, written by the
 # firmware from a validated config and by `gasguard flash`), or the board defaults when that is
 # missing or unreadable. halt() ends every boot failure the same way: valve safe, fault lamp, one
 # console line naming the cause, and a defined watchdog behaviour (docs/firmware.md).
@@ -14,10 +14,10 @@ _PULSES = const(3)  # close pulses for a latching valve before it is reported st
 _RETRY_MS = const(30000)  # a boot failure other than the config: reboot and try again
 _REPEAT_MS = const(10000)  # the console line again, for whoever connects later
 _REPULSE_MS = const(1000)  # a latching valve found open while halted is pulsed again after
-_MAX_MAP = const(512)  # bytes: /board.json is a few integers
+_MAX_MAP = const(512)  # bytes: board.json is a few integers
 
 # the GasGuard ESP32 board's wiring (docs/install.md; none on a strapping pin such as GPIO 12,
-# which would set the flash voltage at reset), used when /board.json cannot be read (an NC
+# which would set the flash voltage at reset), used when board.json cannot be read (an NC
 # valve: without the pin map a latching valve is left as it is, never pulsed blindly)
 DEFAULTS = {
     "valve": "nc",
@@ -38,7 +38,7 @@ _ESP32 = sys.platform == "esp32"
 
 
 def pinmap(cfg):
-    """The safe core's pin map from a validated config (what /board.json holds)."""
+    """The safe core's pin map from a validated config (what board.json holds)."""
     v = cfg.valve
     p = cfg.pins
     return {
@@ -160,7 +160,7 @@ _STATE: list = []  # [outputs, pin map warning]: kept from start() for halt()
 
 def start(path):
     """At power-up, before anything else: outputs safe, fault lamp on while booting. path:
-    the pin map, /board.json."""
+    the pin map, board.json."""
     m, why = _load(path)
     try:
         o = _Outputs(m)
@@ -191,6 +191,13 @@ def halt(cause, config=False, stopped=False):
     config waits for the installer (Ctrl-C gives the REPL); any other failure reboots after 30 s
     to try again (a fragmented heap, say), closed throughout. On the ESP32 the hardware watchdog
     is fed while it waits. stopped: the boot was interrupted from the console: the REPL at once."""
+    if not config and not stopped:
+        try:  # a firmware that does not load: the previous install, if the board has one
+            import fallback
+
+            fallback.run(cause)
+        except Exception:  # noqa: BLE001 - none to go back to (or no room): halt here
+            pass
     o, why = _STATE if _STATE else (None, None)
     if o is None:  # failed before start() ran (cannot happen from main.py): best effort
         o = _Outputs(DEFAULTS)
