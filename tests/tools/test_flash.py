@@ -108,7 +108,7 @@ def test_busy_port_is_named(factory_board, tmp_path):
         r = flash("--port", svc.board.repl_path, "--config", str(site_config(svc, tmp_path)))
     finally:
         holder.close()
-    assert r.returncode == 1
+    assert r.returncode == 3  # unreachable: close the other program
     assert "in use by another program" in r.stderr
 
 
@@ -120,8 +120,9 @@ def test_a_port_without_micropython_is_named(tmp_path):
     finally:
         os.close(master)
         os.close(slave)
-    assert r.returncode == 1
-    assert "no MicroPython REPL answers" in r.stderr and "esptool" in r.stderr
+    assert r.returncode == 3  # nothing answers: check the cable and the port
+    assert "nothing answered on" in r.stderr and "USB port" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_bad_config_is_refused_before_touching_the_board(tmp_path):
@@ -247,3 +248,26 @@ def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factor
     assert json.loads(r.stdout)["removed"] == ["override.json"]
     assert not (b.installed() / "override.json").exists()
     b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+
+
+def test_flash_at_the_link_port_says_so_in_a_second_and_touches_nothing(tmp_path):
+    """Issue 22: flash at the board's link UART dumped 2 kB of binary, waited 7 s and asked
+    whether MicroPython was installed. It names the port in words, before compiling anything."""
+    import time
+
+    cfg, key = read_device_config(EXAMPLE)  # as installed: with its UART link to the gateway
+    with VboardService(cfg, key) as svc:
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+        time.sleep(1.5)  # no gateway on the link: the board sends a birth every second
+        mark = len(svc.board.lines)
+        t0 = time.monotonic()
+        r = flash("--port", svc.link_endpoint, "--config", str(EXAMPLE), "--json")
+        took = time.monotonic() - t0
+        assert r.returncode == 2, r.stderr
+        assert "the board's link UART, not its USB REPL" in r.stderr
+        assert json.loads(r.stdout)["exit_code"] == 2  # --json: JSON alone, on failure too
+        assert all(c.isprintable() or c in "\n" for c in r.stdout + r.stderr)
+        assert "MicroPython installed" not in r.stderr and "image:" not in r.stderr
+        assert took < 4.0, took  # the probe's second, plus Python starting the command
+        # the board was left running as it was
+        assert not any("Traceback" in x for x in svc.board.lines[mark:])

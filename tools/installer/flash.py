@@ -39,6 +39,7 @@ from typing import Any
 
 from gasguard.tools.image import install_firmware, manifest
 from gasguard.tools.installer import configcheck
+from gasguard.tools.installer import port as ports
 
 OVERRIDE_FILE = "override.json"  # in the install, beside config.json
 PINMAP_FILE = "board.json"  # the safe core's pin map (firmware/lib/gasguard/safe.py)
@@ -119,10 +120,12 @@ def build_image(
     staging: Path,
     override: dict[str, Any] | None = None,
     today: datetime.date | None = None,
+    checked: Callable[[], None] | None = None,
 ) -> dict[str, bytes]:
     """Every file the board should hold, by its path on the board's filesystem. Refuses (exit
     code 2) exactly what `gasguard config check` refuses, unless override (by, reason) is given
-    and every error is an overridable install-rule finding; then override.json records them."""
+    and every error is an overridable install-rule finding; then override.json records them.
+    checked() runs once the config and key are accepted, before the (slower) compile."""
     try:
         _, cfg, found = configcheck.check_file(config_path, today)
     except configcheck.ConfigFileError as e:
@@ -131,6 +134,8 @@ def build_image(
     if errors and (override is None or not all(f.overridable for f in errors)):
         raise refused(config_path, errors, override is not None)
     key = read_key(cfg, key_path)
+    if checked is not None:
+        checked()
     try:
         install_firmware(staging)
     except (RuntimeError, OSError) as e:
@@ -253,33 +258,21 @@ class Board:
     """The board's REPL through mpremote's serial transport."""
 
     def __init__(self, port: str) -> None:
-        import serial
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
 
         self.port = port
-        # mpremote reports any open failure as "failed to access": look first, to say why
-        try:
-            serial.Serial(port, 115200, exclusive=True).close()
-        except (serial.SerialException, OSError) as e:
-            text = str(e)
-            if "lock" in text or "busy" in text.lower() or "Errno 16" in text:
-                raise FlashError(
-                    "%s is in use by another program (a serial monitor, mpremote or the "
-                    "gateway): close it and try again" % port
-                ) from None
-            raise FlashError("cannot open %s: %s" % (port, text)) from None
         try:
             self.t = SerialTransport(port, baudrate=115200, exclusive=True, timeout=1)
         except TransportError as e:
-            raise FlashError("cannot open %s: %s" % (port, e)) from None
+            raise FlashError("cannot open %s: %s" % (port, e), 3) from None
         try:
             self.t.enter_raw_repl(soft_reset=False, timeout_overall=5)
         except (TransportError, OSError) as e:
             self.t.close()
             raise FlashError(
                 "no MicroPython REPL answers on %s (%s): is MicroPython installed on the board? "
-                "See the README: install MicroPython with esptool first" % (port, e)
+                "See the README: install MicroPython with esptool first" % (port, e), 3
             ) from None
 
     def eval_json(self, code: str) -> Any:
@@ -511,8 +504,17 @@ def flash(
 ) -> dict[str, Any]:
     """Returns a report: board, install, copied (sent over the wire), seeded (copied on the
     board), skipped, verified, restarted, running (the firmware's line), and overridden."""
+
+    def probe() -> None:
+        # what answers on the port (the link UART, silence, a busy port) in words, within a
+        # second and with no bytes from it on the terminal, once the config is accepted and
+        # before the compile; mpremote would say "failed to access" or, after seconds, "no REPL"
+        found = ports.identify(port)
+        if found.kind != ports.REPL:
+            raise FlashError(found.message, found.code)
+
     with tempfile.TemporaryDirectory(prefix="gasguard-flash-") as tmp:
-        files = build_image(config, key, Path(tmp), override)
+        files = build_image(config, key, Path(tmp), override, checked=probe)
     out("image: %d files, %.0f kB (firmware compiled with mpy-cross)" % (
         len(files), sum(len(b) for b in files.values()) / 1024))  # fmt: skip
     overridden = json.loads(files[OVERRIDE_FILE])["overridden"] if OVERRIDE_FILE in files else []
@@ -725,7 +727,13 @@ def main(args: Any) -> int:
 
 
 def register(sub: Any) -> None:
-    f = sub.add_parser("flash", help="put firmware, config and key on a board over its REPL")
+    f = sub.add_parser(
+        "flash",
+        help="put firmware, config and key on a board over its REPL",
+        epilog="here:\n  1  the board's own check after the restart failed, or a digest differs\n"
+        "  2  the config is refused, or the port is the board's link UART or another device\n"
+        "  3  nothing answers on the port, another program holds it, or the board went away",
+    )
     f.add_argument("--port", required=True, help="serial port (/dev/ttyUSB0) or a vboard REPL pty")
     f.add_argument("--config", required=True, help="device config (JSON)")
     f.add_argument("--key", help="key file (hex); default: the config's key_hex")
