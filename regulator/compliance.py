@@ -45,6 +45,9 @@ SOURCES = {
     "not_working": "GB 15322.1-2019; GB 16808-2025 (record storage); docs/install.md §2",
 }
 OFFLINE_AFTER_S = 3600.0  # the gateway re-publishes every online device's state each minute
+# a detector reports warm-up as a fault at every boot, restored a minute or two later: a fault
+# is a finding once it has lasted this long (the sweep finds it then)
+FAULT_AFTER_S = 900.0
 LOSS_WINDOW_DAYS = 30  # lost events and a broken log chain count for this long
 SWEEP_EVERY_S = 60.0
 SETTLE_S = 1.0  # a worker evaluates the sites its batches touched at most this often
@@ -55,6 +58,7 @@ LOSS_KINDS = ("events.lost", "outbox.dropped", "gateway.data_lost")
 @dataclass(frozen=True)
 class Rules:
     offline_after_s: float = OFFLINE_AFTER_S
+    fault_after_s: float = FAULT_AFTER_S
     loss_window_days: int = LOSS_WINDOW_DAYS
 
 
@@ -187,6 +191,8 @@ def judge(
         if row.get("valve") == "fault":
             note(dev, "not_working", "valve fault (its retained state) [GB 50028 §10.8.4]")
         for index, (state, since) in sorted(h.faults.items()):
+            if now - _when(since) < datetime.timedelta(seconds=rules.fault_after_s):
+                continue
             note(
                 dev,
                 "not_working",
@@ -507,6 +513,7 @@ def main_compliance(args: Any) -> int:
         return refuse("--offline-after: a number of seconds above 0", 2)
     try:
         store = open_store(args.db)
+        store.prepare(True)  # a database the ingest made before findings existed gets the table
     except NotOurDatabase as e:
         return refuse(str(e), 2)
     except StoreUnreachable as e:

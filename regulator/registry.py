@@ -573,7 +573,10 @@ def main_import(args: Any) -> int:
 
     def refuse(problems: list[str], code: int = 2) -> int:
         if args.json:
-            print(json.dumps({"error": problems}, ensure_ascii=False))
+            head = problems[0] if len(problems) == 1 else "%d problems" % len(problems)
+            if code == 2:
+                head += "; nothing imported"
+            print(json.dumps({"error": head, "problems": problems}, ensure_ascii=False))
         else:
             for line in problems[:MAX_REPORTED]:
                 print("%s: %s" % (prog, line), file=sys.stderr)

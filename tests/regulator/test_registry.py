@@ -18,20 +18,58 @@ import pytest
 from gasguard.regulator import registry, sheet
 from gasguard.regulator.store import open_store
 
-ZH = ["站点编号", "单位名称", "地址", "用气类型", "负责人", "联系电话", "市", "区", "街道", "网格",
-      "设备编号", "探测器地址", "探测气体", "安装高度(米)", "层高(米)", "水平距离(米)",
-      "是否在灶具上方", "安装日期", "执行标准"]  # fmt: skip
-HOTPOT = ["sh-xuhui-0042", "海底捞(徐汇店)", "徐汇区漕溪北路88号", "天然气", "王伟", "021-64381234",
-          "上海市", "徐汇区", "湖南路街道", "第3网格"]  # fmt: skip
-NOODLE = ["sh-xuhui-0043", "兰州拉面", "徐汇区天钥桥路12号", "液化石油气", "马明", "13800138000",
-          "上海市", "徐汇区", "天平路街道", "第1网格"]  # fmt: skip
+ZH = [
+    "站点编号",
+    "单位名称",
+    "地址",
+    "用气类型",
+    "负责人",
+    "联系电话",
+    "市",
+    "区",
+    "街道",
+    "网格",
+    "设备编号",
+    "探测器地址",
+    "探测气体",
+    "安装高度(米)",
+    "层高(米)",
+    "水平距离(米)",
+    "是否在灶具上方",
+    "安装日期",
+    "执行标准",
+]
+HOTPOT = [
+    "sh-xuhui-0042",
+    "海底捞(徐汇店)",
+    "徐汇区漕溪北路88号",
+    "天然气",
+    "王伟",
+    "021-64381234",
+    "上海市",
+    "徐汇区",
+    "湖南路街道",
+    "第3网格",
+]
+NOODLE = [
+    "sh-xuhui-0043",
+    "兰州拉面",
+    "徐汇区天钥桥路12号",
+    "液化石油气",
+    "马明",
+    "13800138000",
+    "上海市",
+    "徐汇区",
+    "天平路街道",
+    "第1网格",
+]
 GOOD = [
-    HOTPOT + ["hotpot-88-main", "1", "甲烷", "3.0", "3.2", "2.5", "否", "2026-09-15",
-              "GB 15322.1-2019"],
-    HOTPOT + ["hotpot-88-main", "2", "甲烷", "3.05", "3.2", "1.2", "否", "2026/9/15",
-              "GB 15322.1-2019"],
+    HOTPOT
+    + ["hotpot-88-main", "1", "甲烷", "3.0", "3.2", "2.5", "否", "2026-09-15", "GB 15322.1-2019"],
+    HOTPOT
+    + ["hotpot-88-main", "2", "甲烷", "3.05", "3.2", "1.2", "否", "2026/9/15", "GB 15322.1-2019"],
     NOODLE + ["", "", "", "", "", "", "", "", ""],  # registered, no detector yet
-]  # fmt: skip
+]
 
 
 def write_csv(path: Path, header: list, rows: list, encoding: str = "utf-8") -> Path:
@@ -55,8 +93,10 @@ def write_xlsx(path: Path, header: list, rows: list) -> Path:
 
 def run(db: str, file: Path, *extra: str) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser(prog="gasguard")
-    rs = parser.add_subparsers(dest="command").add_parser("regulator").add_subparsers(
-        dest="action", required=True
+    rs = (
+        parser.add_subparsers(dest="command")
+        .add_parser("regulator")
+        .add_subparsers(dest="action", required=True)
     )
     registry.register_import(rs)
     args = parser.parse_args(["regulator", "import", "--db", db, str(file), *extra])
@@ -94,7 +134,10 @@ def test_a_csv_with_chinese_headers_becomes_the_tree_units_devices_and_detectors
     assert "imported 2 units (2 new), 1 devices, 2 detectors" in out
     nodes = {r["id"]: (r["parent"], r["level"], r["name"]) for r in table(db_url, "nodes", "id")}
     assert nodes["上海市/徐汇区/湖南路街道/第3网格"] == (
-        "上海市/徐汇区/湖南路街道", "grid", "第3网格")  # fmt: skip
+        "上海市/徐汇区/湖南路街道",
+        "grid",
+        "第3网格",
+    )
     assert nodes["上海市/徐汇区"] == ("上海市", "district", "徐汇区")
     assert nodes["上海市"] == (None, "city", "上海市")
     assert len(nodes) == 6  # one city, one district, two streets, two grids
@@ -114,14 +157,47 @@ def test_a_csv_with_chinese_headers_becomes_the_tree_units_devices_and_detectors
 
 
 def test_an_xlsx_with_english_headers_date_and_number_cells_and_a_city_option(db_url, tmp_path):
-    header = ["Site", "Name", "Address", "Gas", "Responsible", "Phone", "District", "Street",
-              "Grid", "Device", "Detector_Address", "Detector_Gas", "Installed", "Lat", "Lon",
-              "序号"]  # fmt: skip
-    rows = [["bj-cy-0001", "Golden Wok", "1 Sanlitun Rd", "LPG", "Li Na", 13912345678,
-             "Chaoyang", "Sanlitun", "Grid 7", "wok-1", 3, "propane",
-             datetime.datetime(2026, 3, 1), 39.93, 116.45, 1]]  # fmt: skip
-    code, out, err = run(db_url, write_xlsx(tmp_path / "cy.xlsx", header, rows), "--city",
-                         "Beijing", "--json")  # fmt: skip
+    header = [
+        "Site",
+        "Name",
+        "Address",
+        "Gas",
+        "Responsible",
+        "Phone",
+        "District",
+        "Street",
+        "Grid",
+        "Device",
+        "Detector_Address",
+        "Detector_Gas",
+        "Installed",
+        "Lat",
+        "Lon",
+        "序号",
+    ]
+    rows = [
+        [
+            "bj-cy-0001",
+            "Golden Wok",
+            "1 Sanlitun Rd",
+            "LPG",
+            "Li Na",
+            13912345678,
+            "Chaoyang",
+            "Sanlitun",
+            "Grid 7",
+            "wok-1",
+            3,
+            "propane",
+            datetime.datetime(2026, 3, 1),
+            39.93,
+            116.45,
+            1,
+        ]
+    ]
+    code, out, err = run(
+        db_url, write_xlsx(tmp_path / "cy.xlsx", header, rows), "--city", "Beijing", "--json"
+    )
     assert (code, err) == (0, "")
     assert json.loads(out) == {
         "imported": {"units": 1, "new_units": 1, "devices": 1, "detectors": 1, "nodes": 4},
@@ -129,7 +205,10 @@ def test_an_xlsx_with_english_headers_date_and_number_cells_and_a_city_option(db
     }
     (unit,) = table(db_url, "units", "site")
     assert (unit["phone"], unit["node"], unit["lat"]) == (
-        "13912345678", "Beijing/Chaoyang/Sanlitun/Grid 7", 39.93)  # fmt: skip
+        "13912345678",
+        "Beijing/Chaoyang/Sanlitun/Grid 7",
+        39.93,
+    )
     (det,) = table(db_url, "unit_detectors", "site")
     assert (det["address"], det["gas"], det["installed"]) == (3, "propane", "2026-03-01")
 
@@ -148,8 +227,18 @@ def test_importing_again_is_idempotent_and_the_file_is_each_units_whole_record(d
     assert code == 0 and "(0 new)" in out
     assert everything(db_url) == first
     # the unit changes hands and loses detector 2; a unit from another district stays
-    other = ["sh-minhang-0001", "小南国", "闵行区1号", "天然气", "周", "021-1234567", "上海市",
-             "闵行区", "古美街道", "第2网格"] + [""] * 9  # fmt: skip
+    other = [
+        "sh-minhang-0001",
+        "小南国",
+        "闵行区1号",
+        "天然气",
+        "周",
+        "021-1234567",
+        "上海市",
+        "闵行区",
+        "古美街道",
+        "第2网格",
+    ] + [""] * 9
     assert run(db_url, write_csv(tmp_path / "mh.csv", ZH, [other]))[0] == 0
     changed = [GOOD[0][:4] + ["赵六", "021-64380000"] + GOOD[0][6:], GOOD[2]]
     assert run(db_url, write_csv(tmp_path / "b.csv", ZH, changed))[0] == 0
@@ -163,9 +252,18 @@ def test_the_registry_joins_what_the_ingest_knows_of_a_device(db_url, tmp_path):
     run(db_url, write_csv(tmp_path / "a.csv", ZH, GOOD))
     store = open_store(db_url)
     try:
-        store.x("INSERT INTO devices (site, device, online, last_seen, instance, fw) VALUES "
-                "(?,?,?,?,?,?)", ("sh-xuhui-0042", "hotpot-88-main", 1,
-                                  "2026-10-01T08:00:00.000Z", "00000000000000a1", "1.4.0"))  # fmt: skip
+        store.x(
+            "INSERT INTO devices (site, device, online, last_seen, instance, fw) VALUES "
+            "(?,?,?,?,?,?)",
+            (
+                "sh-xuhui-0042",
+                "hotpot-88-main",
+                1,
+                "2026-10-01T08:00:00.000Z",
+                "00000000000000a1",
+                "1.4.0",
+            ),
+        )
         view = registry.unit_view(store, "sh-xuhui-0042")
         assert registry.unit_view(store, "nobody") is None
     finally:
@@ -205,10 +303,13 @@ def test_bad_rows_are_reported_by_row_number_with_the_reason_and_none_imported(d
     bad[6][0], bad[6][13] = "sh-xuhui-0102", "3米"  # row 8
     code, _, err = run(db_url, write_csv(tmp_path / "a.csv", ZH, bad))
     assert code == 2
-    assert "row 5, 用气类型: \"人工煤气\" is not one of" in err
-    assert "row 6, 安装日期: \"15/09/2026\" is not a date: write it as YYYY-MM-DD" in err
-    assert "row 7, 联系电话: \"call me\" is not a phone number" in err
-    assert "row 8, 安装高度(米): \"3米\" is not a number" in err
+    code, out, _ = run(db_url, tmp_path / "a.csv", "--json")
+    doc = json.loads(out)
+    assert (code, doc["error"], len(doc["problems"])) == (2, "4 problems; nothing imported", 4)
+    assert 'row 5, 用气类型: "人工煤气" is not one of' in err
+    assert 'row 6, 安装日期: "15/09/2026" is not a date: write it as YYYY-MM-DD' in err
+    assert 'row 7, 联系电话: "call me" is not a phone number' in err
+    assert 'row 8, 安装高度(米): "3米" is not a number' in err
     assert "row 2" not in err  # the good rows are not blamed ...
     assert table(db_url, "units", "site") == []  # ... and not imported either
 
@@ -220,8 +321,10 @@ def test_duplicates_and_a_unit_whose_rows_disagree_are_refused(db_url, tmp_path)
     other = list(NOODLE) + ["hotpot-88-main", "1", "丙烷"] + [""] * 6  # the device, elsewhere
     code, _, err = run(db_url, write_csv(tmp_path / "a.csv", ZH, rows + [other]))
     assert code == 2
-    assert "row 4: the same detector as row 2 (站点编号 sh-xuhui-0042, 设备编号 hotpot-88-main, " \
-           "探测器地址 1)" in err  # fmt: skip
+    assert (
+        "row 4: the same detector as row 2 (站点编号 sh-xuhui-0042, 设备编号 hotpot-88-main, "
+        "探测器地址 1)" in err
+    )
     assert "row 5, 负责人: differs from row 2 for the same 站点编号 sh-xuhui-0042" in err
     assert "row 6, 设备编号: hotpot-88-main is also under 站点编号 sh-xuhui-0042 in row 2" in err
     assert table(db_url, "units", "site") == []
@@ -233,7 +336,7 @@ def test_a_site_id_that_is_no_topic_name_and_control_characters_are_refused(db_u
     rows[1][1] = "兰州\x07拉面"
     code, _, err = run(db_url, write_csv(tmp_path / "a.csv", ZH, rows))
     assert code == 2
-    assert "row 2, 站点编号: \"sh xuhui/42\": 1-32 of A-Z a-z 0-9 _ . : -" in err
+    assert 'row 2, 站点编号: "sh xuhui/42": 1-32 of A-Z a-z 0-9 _ . : -' in err
     assert "row 3, 单位名称: control characters" in err
 
 
@@ -316,8 +419,9 @@ def test_formula_cells_are_never_evaluated_and_kept_as_text(db_url, tmp_path):
 
 def test_the_same_column_twice_is_refused(tmp_path):
     header = ZH + ["Name"]
-    code, _, err = run(str(tmp_path / "r.db"),
-                       write_csv(tmp_path / "a.csv", header, [r + ["x"] for r in GOOD]))  # fmt: skip
+    code, _, err = run(
+        str(tmp_path / "r.db"), write_csv(tmp_path / "a.csv", header, [r + ["x"] for r in GOOD])
+    )
     assert code == 2 and "columns '单位名称' and 'Name' are both 单位名称 (name)" in err
 
 
@@ -338,3 +442,24 @@ def test_import_registers_under_a_regulator_parser_with_its_own_default():
     r.set_defaults(run=lambda args: "watch or export")  # what tools/regulator.py does
     args = parser.parse_args(["regulator", "import", "--db", "r.db", "f.csv"])
     assert args.run is registry.main_import
+
+
+def test_import_and_compliance_as_commands_with_their_exit_codes(tmp_path):
+    """As a regulator runs them (`python -m gasguard.regulator`, until `gasguard regulator`
+    registers them): a refused file is exit 2, a unit with findings exit 1."""
+    import subprocess
+    import sys
+
+    db = str(tmp_path / "r.db")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "gasguard.regulator", *argv],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    bad = write_csv(tmp_path / "bad.csv", ZH[1:], [r[1:] for r in GOOD])
+    p = cli("import", "--db", db, str(bad))
+    assert p.returncode == 2 and "missing column 站点编号 (site)" in p.stderr
+    p = cli("import", "--db", db, str(write_csv(tmp_path / "a.csv", ZH, GOOD)))
+    assert p.returncode == 0, p.stderr
+    p = cli("compliance", "--db", db, "--evaluate", "--json")
+    assert p.returncode == 1 and json.loads(p.stdout)["open"] >= 2
