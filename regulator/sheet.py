@@ -126,9 +126,11 @@ def _xlsx(path: Path) -> Sheet:
         raise SheetError("%s: not a readable XLSX workbook: %s" % (path, e)) from None
     try:
         ws = wb.worksheets[0]
+        width = ws.max_column  # from the sheet's declared dimension: rows are padded to it
+        width = min(width, MAX_COLUMNS) if isinstance(width, int) and width > 0 else MAX_COLUMNS
         header: list[str] | None = None
         rows: list[tuple[int, list[Cell]]] = []
-        for n, values in enumerate(ws.iter_rows(max_col=MAX_COLUMNS, values_only=True), start=1):
+        for n, values in enumerate(ws.iter_rows(max_col=width, values_only=True), start=1):
             if header is None:
                 if all(v is None for v in values):
                     continue  # a blank line above the header

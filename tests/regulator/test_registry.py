@@ -391,6 +391,26 @@ def test_a_huge_file_is_refused_by_size_rows_and_unzipped_size(tmp_path, monkeyp
     assert not (tmp_path / "r.db").exists()  # refused before the database is even opened
 
 
+def test_an_xlsx_entity_bomb_is_refused_not_expanded(tmp_path):
+    """A billion laughs in the sheet's XML: the XML parser stops it (expat's amplification
+    limit); the import names the file as unreadable."""
+    good = write_xlsx(tmp_path / "g.xlsx", ZH, GOOD)
+    ents = '<!ENTITY a0 "lollollollollollollollollollol">' + "".join(
+        '<!ENTITY a%d "%s">' % (i, ("&a%d;" % (i - 1)) * 10) for i in range(1, 10)
+    )
+    bomb = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(bomb, "w") as out:
+        for info in z.infolist():
+            data = z.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = ('<?xml version="1.0"?><!DOCTYPE worksheet [%s]>' % ents).encode() + (
+                    data.replace("<t>兰州拉面</t>".encode(), b"<t>&a9;</t>")
+                )
+            out.writestr(info, data)
+    code, _, err = run(str(tmp_path / "r.db"), bomb)
+    assert code == 2 and "not a readable XLSX workbook" in err
+
+
 def test_a_cell_of_a_megabyte_is_refused_not_parsed(tmp_path):
     rows = [list(GOOD[2])]
     rows[0][2] = "x" * 1_000_000
