@@ -22,6 +22,7 @@ regulator yet), by the installer's own rules (tools/installer/configcheck.instal
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import re
 import sys
@@ -243,11 +244,29 @@ def _kind_of(f: str) -> str | None:
     return None  # service life (judged above from the registry's dates), pins, valve: not here
 
 
-def _install_findings(gas: str, det: dict[str, Any], today: datetime.date) -> list[tuple]:
+PLACEMENT = (
+    "address",
+    "gas",
+    "mount_height_m",
+    "distance_m",
+    "above_appliance",
+    "ceiling_m",
+    "low_alarm_pct",
+    "high_alarm_pct",
+)
+
+
+def _install_findings(gas: str, det: dict[str, Any], today: datetime.date) -> tuple:
+    return _install_rules(gas, tuple(det.get(k) for k in PLACEMENT), today)
+
+
+@functools.lru_cache(maxsize=100_000)  # a sweep judges the same registry rows every minute
+def _install_rules(gas: str, values: tuple, today: datetime.date) -> tuple:
     """The installer's rules (tools/installer/configcheck.py) on one registered detector, as a
     one-detector config: the same wording and the same standard cited as `config check`."""
     from gasguard.tools.installer.configcheck import install_rules
 
+    det = dict(zip(PLACEMENT, values, strict=True))
     place: dict[str, Any] = {"address": det["address"]}
     for k in ("mount_height_m", "distance_m"):
         if det.get(k) is not None:
@@ -282,53 +301,73 @@ def _install_findings(gas: str, det: dict[str, Any], today: datetime.date) -> li
                 else what.removeprefix("missing: ")
             )
         out.append((kind, "%s [%s]" % (what, f.rule)))
-    return out
+    return tuple(out)
 
 
 # --- reading what it needs, writing what it found ----------------------------------------------
 
 
-def _heard(store: Any, site: str, now: datetime.datetime, rules: Rules) -> dict[str, Heard]:
-    out = {
-        r["device"]: Heard(r)
-        for r in store.rows(
-            "SELECT device, online, online_time, last_seen, instance, boot, cursor_instance, "
-            "valve FROM devices WHERE site = ?",
-            (site,),
-        )
+CHUNK = 500  # sites a statement: a sweep of a city's units takes a few statements per 500
+
+
+def _in(sites: list[str]) -> str:
+    return "(%s)" % ",".join("?" * len(sites))
+
+
+def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) -> dict:
+    """For a chunk of sites, everything judge() needs, in a few set-based statements:
+    site → (unit, devices, detectors, heard)."""
+    units = {
+        r["site"]: r for r in store.rows("SELECT * FROM units WHERE site IN " + _in(sites), sites)
     }
-    for dev, h in out.items():
-        instance = h.row["instance"] or h.row["cursor_instance"]
-        if instance is None:
-            continue
-        boot = h.row["boot"]
-        if boot is None:
-            boot = store.x(
-                "SELECT MAX(boot) FROM events WHERE site = ? AND device = ? AND instance = ?",
-                (site, dev, instance),
-            ).fetchone()[0]
-        # the board reports a fault once per change, and again after a boot if it lasts: the
-        # current boot's fault and restored events, in the board's order, say what holds now
-        for r in store.rows(
-            "SELECT detector, kind, time, payload FROM events WHERE site = ? AND device = ? "
-            "AND instance = ? AND boot = ? AND kind IN ('detector.fault', 'detector.restored') "
-            "ORDER BY seq",
-            (site, dev, instance, boot),
-        ):
-            if r["detector"] is None:
-                continue
-            if r["kind"] == "detector.restored":
-                h.faults.pop(r["detector"], None)
-            else:
-                detail = json.loads(r["payload"])["data"].get("detail") or "fault"
-                h.faults[r["detector"]] = (detail.removeprefix("detector state "), r["time"])
+    out: dict[str, tuple] = {site: (u, [], [], {}) for site, u in units.items()}
+    sites = sorted(units)
+    if not sites:
+        return out
+    for r in store.rows(
+        "SELECT site, device FROM unit_devices WHERE site IN %s ORDER BY site, device"
+        % _in(sites),
+        sites,
+    ):
+        out[r["site"]][1].append(r["device"])
+    for r in store.rows(
+        "SELECT * FROM unit_detectors WHERE site IN %s ORDER BY site, device, address"
+        % _in(sites),
+        sites,
+    ):
+        out[r["site"]][2].append(r)
+    for r in store.rows(
+        "SELECT site, device, online, online_time, last_seen, valve FROM devices "
+        "WHERE site IN " + _in(sites),
+        sites,
+    ):
+        out[r["site"]][3][r["device"]] = Heard(r)
+    # the board reports a fault once per change, and again after a boot while it lasts: the
+    # current boot's fault and restored events, in the board's order, say what holds now
+    for r in store.rows(
+        "SELECT e.site, e.device, e.detector, e.kind, e.time, e.payload FROM devices d "
+        "JOIN events e ON e.site = d.site AND e.device = d.device "
+        "AND e.instance = COALESCE(d.instance, d.cursor_instance) "
+        "AND e.boot = COALESCE(d.boot, (SELECT MAX(x.boot) FROM events x WHERE x.site = d.site "
+        "AND x.device = d.device AND x.instance = COALESCE(d.instance, d.cursor_instance))) "
+        "WHERE d.site IN %s AND e.kind IN ('detector.fault', 'detector.restored') "
+        "AND e.detector IS NOT NULL ORDER BY e.site, e.device, e.seq" % _in(sites),
+        sites,
+    ):
+        h = out[r["site"]][3][r["device"]]
+        if r["kind"] == "detector.restored":
+            h.faults.pop(r["detector"], None)
+        else:
+            detail = json.loads(r["payload"])["data"].get("detail") or "fault"
+            h.faults[r["detector"]] = (detail.removeprefix("detector state "), r["time"])
     cutoff = spell(now - datetime.timedelta(days=rules.loss_window_days))
     for r in store.rows(
-        "SELECT device, kind, payload FROM events WHERE site = ? AND time >= ? AND kind IN "
-        "('tamper', 'events.lost', 'outbox.dropped', 'gateway.data_lost') ORDER BY time, id",
-        (site, cutoff),
+        "SELECT site, device, kind, payload FROM events WHERE site IN %s AND time >= ? AND "
+        "kind IN ('tamper', 'events.lost', 'outbox.dropped', 'gateway.data_lost') "
+        "ORDER BY site, time, id" % _in(sites),
+        [*sites, cutoff],
     ):
-        h = out.get(r["device"])
+        h = out[r["site"]][3].get(r["device"])
         if h is None:
             continue
         data = json.loads(r["payload"])["data"]
@@ -337,8 +376,9 @@ def _heard(store: Any, site: str, now: datetime.datetime, rules: Rules) -> dict[
                 h.chain_breaks.append("event log %s" % data["detail"].removeprefix("event log "))
         else:
             h.losses[r["kind"]] = h.losses.get(r["kind"], 0) + int(data.get("count") or 1)
-    for h in out.values():
-        h.chain_breaks = list(dict.fromkeys(h.chain_breaks))  # reported at each boot: once
+    for _, _, _, heard in out.values():
+        for h in heard.values():
+            h.chain_breaks = list(dict.fromkeys(h.chain_breaks))  # reported at each boot: once
     return out
 
 
@@ -352,21 +392,20 @@ def evaluate(
     now = now or datetime.datetime.now(datetime.UTC)
     at = spell(now)
     wanted = None if sites is None else sorted(set(sites))
-    units = _units(store, wanted)
+    scope = (
+        wanted
+        if wanted is not None
+        else [r[0] for r in store.x("SELECT site FROM units ORDER BY site").fetchall()]
+    )
     computed: dict[tuple[str, str, str], str] = {}
-    for site, unit in units.items():
-        devices = [
-            r["device"]
-            for r in store.rows(
-                "SELECT device FROM unit_devices WHERE site = ? ORDER BY device", (site,)
-            )
-        ]
-        detectors = store.rows(
-            "SELECT * FROM unit_detectors WHERE site = ? ORDER BY device, address", (site,)
-        )
-        heard = _heard(store, site, now, rules)
-        for (subject, kind), detail in judge(unit, devices, detectors, heard, now, rules).items():
-            computed[(site, subject, kind)] = detail
+    for n in range(0, len(scope), CHUNK):
+        for site, (unit, devices, detectors, heard) in _load(
+            store, scope[n : n + CHUNK], now, rules
+        ).items():
+            for (subject, kind), detail in judge(
+                unit, devices, detectors, heard, now, rules
+            ).items():
+                computed[(site, subject, kind)] = detail
     out = Outcome()
     with store.transaction():
         existing = _findings(store, wanted)
@@ -397,19 +436,6 @@ def evaluate(
     return out
 
 
-def _units(store: Any, sites: list[str] | None) -> dict[str, dict[str, Any]]:
-    if sites is None:
-        return {r["site"]: r for r in store.rows("SELECT * FROM units ORDER BY site")}
-    out: dict[str, dict[str, Any]] = {}
-    for n in range(0, len(sites), 500):
-        chunk = sites[n : n + 500]
-        for r in store.rows(
-            "SELECT * FROM units WHERE site IN (%s)" % ",".join("?" * len(chunk)), chunk
-        ):
-            out[r["site"]] = r
-    return out
-
-
 def _findings(store: Any, sites: list[str] | None) -> dict[tuple[str, str, str], dict]:
     """Every finding of the sites evaluated; of all sites in a sweep (a unit no longer
     registered has nothing that holds: its open findings clear)."""
@@ -418,8 +444,8 @@ def _findings(store: Any, sites: list[str] | None) -> dict[tuple[str, str, str],
         got = store.rows(q)
     else:
         got = []
-        for n in range(0, len(sites), 500):
-            chunk = sites[n : n + 500]
+        for n in range(0, len(sites), CHUNK):
+            chunk = sites[n : n + CHUNK]
             got += store.rows(q + " WHERE site IN (%s)" % ",".join("?" * len(chunk)), chunk)
     return {(r["site"], r["subject"], r["kind"]): r for r in got}
 

@@ -368,7 +368,18 @@ def plan(sheet: Sheet, city: str | None = None) -> Plan:
         if "city" not in at:
             got["city"] = city
         device = cells[at["device"]] if "device" in at and at["device"] < len(cells) else None
-        if not blank(device):
+        if blank(device):
+            given = [
+                label[k]
+                for k in ("address_modbus", *DETECTOR_FIELDS)
+                if k in at and at[k] < len(cells) and not blank(cells[at[k]])
+            ]
+            if given:  # a detector the file would silently drop
+                bad.append(
+                    "%s: empty, but %s given: whose detector is it?"
+                    % (label.get("device", _both("device")), ", ".join(given))
+                )
+        else:
             for key in ("device", "address_modbus", *DETECTOR_FIELDS):
                 if key not in at:
                     continue

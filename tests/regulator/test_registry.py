@@ -330,6 +330,15 @@ def test_duplicates_and_a_unit_whose_rows_disagree_are_refused(db_url, tmp_path)
     assert table(db_url, "units", "site") == []
 
 
+def test_a_detector_without_its_device_is_refused_not_dropped(db_url, tmp_path):
+    rows = [list(GOOD[0])]
+    rows[0][10] = ""  # 设备编号 left out, the detector's columns filled in
+    code, _, err = run(db_url, write_csv(tmp_path / "a.csv", ZH, rows))
+    assert code == 2
+    assert "row 2, 设备编号: empty, but 探测器地址, 探测气体, 安装高度(米)" in err
+    assert table(db_url, "units", "site") == []
+
+
 def test_a_site_id_that_is_no_topic_name_and_control_characters_are_refused(db_url, tmp_path):
     rows = [list(GOOD[0]), list(GOOD[2])]
     rows[0][0] = "sh xuhui/42"
