@@ -113,6 +113,7 @@ def judge(
 ) -> dict[tuple[str, str], str]:
     """(subject, kind): detail for everything that holds for this unit now."""
     from gasguard.tools import human
+    from gasguard.tools.installer.configcheck import DETECTOR_LIFE_Y
 
     out: dict[tuple[str, str], str] = {}
     per_device: dict[tuple[str, str], list[str]] = {}
@@ -147,15 +148,13 @@ def judge(
             )
         life_end = _date(det.get("life_end"))
         if life_end is None and _date(det.get("installed")):
-            from gasguard.tools.installer.configcheck import DETECTOR_LIFE_Y
-
             life_end = _years_later(_date(det["installed"]), DETECTOR_LIFE_Y)  # type: ignore
         if life_end is not None and life_end < now.date():
             note(
                 det["device"],
                 "not_working",
-                "%s: past its service life (ended %s) [docs/install.md §2: replace detectors "
-                "after 3 years]" % (name, life_end),
+                "%s: past its service life (ended %s) [docs/install.md §2: detectors are "
+                "replaced after %d years]" % (name, life_end, DETECTOR_LIFE_Y),
             )
         due = _date(det.get("calibration_due"))
         if due is not None and due < now.date():
