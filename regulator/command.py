@@ -224,8 +224,13 @@ def supervise(cfg: Any, drain: range = range(0)) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gasguard.regulator ingest ...`, until `gasguard regulator` registers it."""
+    from .compliance import register_compliance
+    from .registry import register_import
+
     parser = argparse.ArgumentParser(prog="gasguard regulator")
     sub = parser.add_subparsers(dest="action", required=True)
     register_ingest(sub)
+    register_import(sub)
+    register_compliance(sub)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from . import boundary
+from . import boundary, compliance
 from .mqttseam import BrokerUnreachable, Inbox, Received, SessionTakenOver
 from .store import (
     NotOurDatabase,
@@ -90,6 +90,8 @@ class Worker:
         self.parent = os.getppid()
         self.total = Written()
         self.store: Store | None = None
+        # findings for the sites each batch touched; worker 0 also sweeps for what time changes
+        self.compliance = compliance.Driver(sweep=index == 0 and not drain, log=self.log)
 
     def _open(self) -> Store:
         while True:
@@ -224,11 +226,15 @@ class Worker:
             batch = inbox.take(BATCH_MAX, IDLE_WAIT_S)
             if batch:
                 heard = time.monotonic()
-                w = self.commit([classify(m) for m in batch])
+                items = [classify(m) for m in batch]
+                w = self.commit(items)
                 inbox.ack(batch)
+                self.compliance.touched(m.site for m in items if isinstance(m, boundary.Message))
                 self.total.events += w.events
                 self.total.duplicates += w.duplicates
                 self.total.rejected += w.rejected
+            if self.store is not None and not self.drain:
+                self.compliance.run_due(self.store)
             if time.monotonic() - reported > REPORT_EVERY_S:
                 reported = time.monotonic()
                 self.log(self._summary() + " so far")

@@ -59,10 +59,11 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | No
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(*columns, box=box.SIMPLE_HEAD, pad_edge=False)
-    for row in rows:
-        t.add_row(*(MISSING if v is None else str(v) for v in row))
+    for row in rows:  # Text, not markup: a "[GB 50028 §10.8.2]" in a cell is shown, not eaten
+        t.add_row(*(Text(MISSING if v is None else str(v)) for v in row))
     out = io.StringIO()
     width = shutil.get_terminal_size((120, 24)).columns
     Console(file=out, width=width, color_system=None, highlight=False).print(t)
