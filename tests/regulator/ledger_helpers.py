@@ -11,16 +11,12 @@ from gasguard.regulator.export import register_export
 from gasguard.regulator.hazards_cmd import register_hazards
 from gasguard.regulator.store import open_store
 
-from .findings_fixture import ensure_findings
-
 NOW = "2026-11-30T12:00:00.000Z"
 
 
 def made_store(db_url: str):
-    """A regulator database with the findings table (each test module's `store` fixture)."""
-    s = open_store(db_url, create=True)
-    ensure_findings(s)
-    return s
+    """A regulator database (each test module's `store` fixture)."""
+    return open_store(db_url, create=True)
 
 
 def incident(store, open_event: str, *, site: str = "s1", device: str = "d1",
