@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import incidents
+from . import incidents, views
 from .boundary import Message
 
 SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
     times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
 """
+TABLES += views.TABLES  # the consoles' indexes
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
 INCIDENT_COLS = (
