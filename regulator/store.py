@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from . import audit, compliance, hazards, incidents, registry
+from . import audit, compliance, hazards, incidents, registry, views
 from .boundary import Message
 
 SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS rejected (
     times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
 """
 TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
+TABLES += views.TABLES  # the consoles' indexes
 DIALECT_DDL = [hazards.dialect_ddl, audit.dialect_ddl]  # sequences, triggers: each backend's own
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it

@@ -2,28 +2,27 @@
 
 Real parts throughout: two virtual boards run the firmware in the MicroPython VM against
 simulated Modbus detectors on paced serial lines, each board's UART link reaches the gateway
-process through a Python-made pty cable, the gateway publishes to an MQTT broker (the embedded
-amqtt one unless --broker), and the regulator's console keeps its hazard ledger from that stream.
+process through a Python-made pty cable, the gateway publishes to an MQTT 5 broker (a mosquitto
+of its own unless --broker), and the regulator's ingest (`gasguard regulator ingest`, the same
+service a city runs) stores the stream in a SQLite ledger the demo reads as the console does.
 
 The script is what happens in a kitchen: staff open the gas at the start of a shift, a leak
 reaches a detector, the valve closes, staff acknowledge, a reset is refused while gas is still
-present, the gas clears, staff reset and the gas is back on. It ends with a summary.
+present, the gas clears, staff reset and the gas is back on. It ends with the ledger.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
+import signal
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gasguard.gateway.config import is_loopback, split_broker_url
 from gasguard.tools import exitcodes, human
-from gasguard.tools.ledger import Ledger, render
-from gasguard.tools.regulator import BrokerUrl, Watcher
 
 if TYPE_CHECKING:  # the simulators load when the demo runs, not for `gasguard --help`
     from gasguard.tools.sim.brokers import Broker
@@ -34,6 +33,7 @@ SITE_DIR = Path(__file__).resolve().parents[1] / "examples" / "hotpot-88"
 BOARDS = ("kitchen-main.json", "kitchen-back.json")
 LEAK_DETECTOR = 1  # the main kitchen's detector over the wok line
 LEAK_LEL = 60.0  # %LEL: above the 50 %LEL high alarm
+INGEST_GROUP, INGEST_NODE = "gasguard-demo", "demo"
 
 
 class DemoFailed(RuntimeError):
@@ -44,69 +44,104 @@ class Unreachable(DemoFailed):
     """The --broker did not answer: exit 3, not a failed demo."""
 
 
-class Regulator:
-    """The console in a thread of its own (its own event loop), writing a ledger file the demo
-    reads with a second connection."""
+def check_broker(url: str) -> None:
+    """ValueError unless url is an MQTT broker the ingest may use (plaintext on loopback only)."""
+    try:
+        tls, host, _ = split_broker_url(url)
+    except ValueError as e:
+        raise ValueError("--broker %s" % e) from None
+    if not tls and not is_loopback(host):
+        raise ValueError("--broker: plaintext MQTT to a broker that is not on loopback")
 
-    def __init__(self, url: str, ledger_path: Path, say) -> None:
-        self.url = url
-        self.ledger_path = ledger_path
-        self.say = say
+
+class Regulator:
+    """The city's end: `gasguard regulator ingest` as a process writing the ledger, and what it
+    stored read back as it arrives (each event once, and each incident's steps)."""
+
+    def __init__(self, url: str, ledger: Path, log: Path, say) -> None:
+        self.url, self.ledger, self.log, self.say = url, ledger, log, say
         self.lines: list[str] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
-        self._ready = threading.Event()
-        self.watcher: Watcher | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True, name="regulator")
+        self.proc: subprocess.Popen | None = None
+        self.store: Any = None
+        self.since = ""  # this run's events: ingested from now on (a kept ledger has others)
+        self._cursor = ("", "")  # (ingested_at, id) of the last event read
+        self._stages: dict[str, str] = {}
 
     def start(self) -> Regulator:
-        self._thread.start()
-        if not self._ready.wait(20):
-            raise Unreachable("the regulator console could not subscribe at %s" % self.url)
+        from gasguard.regulator.store import now
+
+        self.since = now()
+        argv = [sys.executable, "-m", "gasguard.regulator", "ingest", "--broker", self.url,
+                "--db", str(self.ledger), "--workers", "1", "--group", INGEST_GROUP,
+                "--node", INGEST_NODE]  # fmt: skip
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while ": subscribed as " not in self.log.read_text(errors="replace"):
+            code = self.proc.poll()
+            if code is not None or time.monotonic() > deadline:
+                text = self.log.read_text(errors="replace").strip()
+                error = Unreachable if code == exitcodes.UNREACHABLE else DemoFailed
+                raise error("the regulator's ingest did not start: %s" % text[-1500:])
+            time.sleep(0.05)
+        from gasguard.regulator.views import open_reader
+
+        self.store = open_reader(str(self.ledger))
+        self._cursor = (self.since, "")
         return self
 
-    def _line(self, s: str) -> None:
-        self.lines.append(s)
-        if not s.startswith("watching"):
-            self.say("regulator | " + s)
+    def poll(self) -> None:
+        """Say what the ingest stored since the last look: events, then incidents' steps."""
+        from gasguard.regulator import console
 
-    def _run(self) -> None:
-        async def main() -> None:
-            ledger = Ledger(self.ledger_path)
-            self.watcher = Watcher(
-                BrokerUrl(self.url),
-                ledger,
-                mqtt="3.1.1",  # the embedded amqtt broker speaks 3.1.1
-                client_id="gasguard-demo-regulator",
-                on_line=self._line,
-            )
-            self._task = asyncio.create_task(self.watcher.run())
-            await self.watcher.connected.wait()
-            self._ready.set()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            finally:
-                ledger.close()
+        rows = self.store.rows(
+            "SELECT id, site, device, kind, detector, lel, time, ingested_at, payload "
+            "FROM events WHERE ingested_at > ? OR (ingested_at = ? AND id > ?) "
+            "ORDER BY ingested_at, id",
+            (self._cursor[0], self._cursor[0], self._cursor[1]),
+        )
+        for r in rows:
+            self._line(console.event_line(r))
+            self._cursor = (r["ingested_at"], r["id"])
+        if rows:
+            for i in self.store.rows(
+                "SELECT open_event, site, device, ordinal, stage, reset_at FROM incidents "
+                "WHERE last_event IN (SELECT id FROM events WHERE ingested_at >= ?) "
+                "ORDER BY opened_at",
+                (self.since,),
+            ):
+                if self._stages.get(i["open_event"]) != i["stage"]:
+                    self._stages[i["open_event"]] = i["stage"]
+                    self._line(console.incident_line(i))
 
-        self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(main())
-        self._loop.close()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        self._thread.join(10)
+    def _line(self, text: str) -> None:
+        self.lines.append(text)
+        self.say("regulator | " + text)
 
     def wait(self, text: str, timeout: float) -> str:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
+        while True:
+            self.poll()
+            for line in self.lines:
                 if text in line:
                     return line
-            time.sleep(0.05)
-        raise DemoFailed("the regulator never saw %r within %.0f s" % (text, timeout))
+            if self.proc is not None and self.proc.poll() is not None:
+                raise DemoFailed("the regulator's ingest ended: %s"
+                                 % self.log.read_text(errors="replace")[-1500:])  # fmt: skip
+            if time.monotonic() > deadline:
+                raise DemoFailed("the regulator never saw %r within %.0f s" % (text, timeout))
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # the worker finishes its batch and leaves
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 class Demo:
@@ -123,8 +158,6 @@ class Demo:
         self.gateway: GatewayProcess | None = None
         self.regulator: Regulator | None = None
         self.figures: dict[str, Any] = {}
-        # a kept ledger may hold earlier runs: this run's summary counts what came after these
-        self.marks = (0, 0)
 
     def say(self, text: str) -> None:
         print("[%5.1fs] %s" % (time.monotonic() - self.t0, text), flush=True)
@@ -139,14 +172,14 @@ class Demo:
 
     def bring_up(self) -> None:
         from gasguard.tools.device import read_device_config
-        from gasguard.tools.sim.brokers import Amqtt
+        from gasguard.tools.sim.brokers import Mosquitto
         from gasguard.tools.sim.gwrun import GatewayProcess, write_config
         from gasguard.tools.sim.vboard_service import VboardService
 
         if self.broker_url is None:
-            self.broker = Amqtt().start()
+            self.broker = Mosquitto().start()  # MQTT 5: the ingest takes shared subscriptions
             url = self.broker.url
-            self.say("broker: embedded amqtt (MQTT 3.1.1) at %s" % url)
+            self.say("broker: mosquitto (MQTT 5) of the demo's own at %s" % url)
         else:
             url = self.broker_url
             self.say("broker: %s" % url)
@@ -165,10 +198,12 @@ class Demo:
             gateway_id="gw-1",
             serial=[b.link_endpoint for b in self.boards if b.link_endpoint],
             heartbeat_s=5,
-            protocol="3.1.1",
+            protocol="5",
         )
-        self.marks = _ledger_marks(self.ledger_path)
-        self.regulator = Regulator(url, self.ledger_path, self.say).start()
+        self.regulator = Regulator(url, self.ledger_path, self.dir / "ingest.log", self.say)
+        self.regulator.start()
+        where = str(self.ledger_path) if self.kept else "a SQLite ledger of this run's"
+        self.say("regulator: gasguard regulator ingest into %s" % where)
         self.gateway = GatewayProcess(gw_cfg, "warning").start()
         self.say("gateway: site %s, %d boards on serial links" % (site, len(self.boards)))
         for b in self.boards:
@@ -272,23 +307,30 @@ class Demo:
         self.regulator.wait("closed (valve reset on site)", min(10, self.left()))
 
     def summary(self) -> None:
-        db = sqlite3.connect(self.ledger_path)
-        try:
-            delivered = {
-                dev: n
-                for dev, n in db.execute(
-                    "SELECT device, count(*) FROM events WHERE rowid > ? AND kind NOT IN "
-                    "('device.online', 'device.offline', 'outbox.dropped') GROUP BY device",
-                    (self.marks[0],),
-                )
-            }
-        finally:
-            db.close()
-        ledger = Ledger(self.ledger_path)
-        every = ledger.incidents()
-        incidents = [i for i in every if i["incident"] > self.marks[1]]
-        table = render(ledger)
-        ledger.close()
+        from gasguard.regulator import console, views
+
+        assert self.regulator is not None
+        store, since = self.regulator.store, self.regulator.since
+        delivered = {
+            r["device"]: r["n"]
+            for r in store.rows(
+                "SELECT device, count(*) AS n FROM events WHERE ingested_at >= ? AND kind NOT IN "
+                "('device.online', 'device.offline', 'outbox.dropped') GROUP BY device",
+                (since,),
+            )
+        }
+        every = store.rows("SELECT count(*) AS n FROM incidents")[0]["n"]
+        at = views.now()
+        incidents = [
+            views.incident_row(r, at)
+            for r in store.rows(
+                "SELECT %s FROM incidents WHERE open_event IN "
+                "(SELECT id FROM events WHERE ingested_at >= ?) ORDER BY opened_at"
+                % views.INCIDENT_FIELDS,
+                (since,),
+            )
+        ]
+        ledger = console.render(views.snapshot(store, views.Filters(state="all"), limit=5))
         print()
         print("== summary ==")
         print("time to valve close: %.0f ms (leak on the detector -> valve output)"
@@ -304,23 +346,25 @@ class Demo:
                 raise DemoFailed("%s: %d of %d events reached the regulator" % (dev, got, logged))
         print(
             "incidents in the ledger: %d%s"
-            % (len(every), " (%d from this run)" % len(incidents) if self.marks[1] else "")
+            % (every, " (%d from this run)" % len(incidents) if every > len(incidents) else "")
         )
         print(human.table(
             ("#", "device", "alarm", "peak", "valve closed", "acknowledged", "gas cleared",
              "reset", "stage"),
-            ((i["incident"], "%s/%s" % (i["site"], i["device"]), i["level"],
+            ((i["ordinal"], "%s/%s" % (i["site"], i["device"]), i["level"],
               human.figure(i["peak_lel"], "%.0f %%LEL"),
               *(human.figure(i[k], "+%ss") for k in ("to_valve_closed_s", "to_acknowledged_s",
                                                      "to_cleared_s", "to_reset_s")),
               i["stage"]) for i in incidents),
         ))  # fmt: skip
-        print(table)
+        print("the regulator's console on this ledger (gasguard regulator watch):")
+        print(ledger)
         if self.kept:
-            print("ledger: %s (gasguard regulator export --ledger %s)"
-                  % (self.ledger_path, self.ledger_path))  # fmt: skip
+            print("ledger: %s (gasguard regulator watch --db %s; regulator export --ledger %s)"
+                  % (self.ledger_path, self.ledger_path, self.ledger_path))  # fmt: skip
         else:  # it lives in the run's temporary directory: a path would name nothing after it
-            print("ledger: not kept (give --ledger FILE to keep it for gasguard regulator export)")
+            print("ledger: not kept (give --ledger FILE to keep it for gasguard regulator watch "
+                  "and export)")  # fmt: skip
         print("demo complete in %.1f s" % (time.monotonic() - self.t0))
         if len(incidents) != 1 or incidents[0]["stage"] != "closed":
             raise DemoFailed("expected this run's one incident in the ledger, closed")
@@ -337,21 +381,6 @@ class Demo:
         self._tmp.cleanup()
 
 
-def _ledger_marks(path: Path) -> tuple[int, int]:
-    """The last event row and incident number a kept ledger holds before this run."""
-    if not path.exists():
-        return (0, 0)
-    db = sqlite3.connect(path)
-    try:
-        ev = db.execute("SELECT max(rowid) FROM events").fetchone()[0]
-        inc = db.execute("SELECT max(incident) FROM incidents").fetchone()[0]
-    except sqlite3.DatabaseError:  # not a ledger yet: the regulator says so when it opens it
-        return (0, 0)
-    finally:
-        db.close()
-    return (ev or 0, inc or 0)
-
-
 def main(broker: str | None, duration: float, ledger: Path | None) -> int:
     from gasguard.tools.sim import micropython
 
@@ -362,7 +391,7 @@ def main(broker: str | None, duration: float, ledger: Path | None) -> int:
         return exitcodes.BAD_INPUT
     if broker is not None:
         try:
-            BrokerUrl(broker)
+            check_broker(broker)
         except ValueError as e:
             print("gasguard demo: %s" % e, file=sys.stderr)
             return exitcodes.BAD_INPUT
@@ -371,7 +400,9 @@ def main(broker: str | None, duration: float, ledger: Path | None) -> int:
 
 def register(sub: Any) -> None:
     d = sub.add_parser("demo", help="a whole site on this machine: leak, close, ack, reset")
-    d.add_argument("--broker", help="use this MQTT broker (default: an embedded amqtt broker)")
+    d.add_argument(
+        "--broker", help="use this MQTT 5 broker (default: a mosquitto of the demo's own)"
+    )
     d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
     d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
     d.set_defaults(run=lambda args: main(args.broker, args.duration, args.ledger))

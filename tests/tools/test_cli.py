@@ -114,17 +114,15 @@ def test_bench_json_file_holds_the_figures_only(tmp_path):
     assert "heap free after boot" in r.stdout and "None" not in r.stdout  # the table: stdout
 
 
-def test_regulator_exits_3_when_the_broker_never_answers():
+def test_regulator_watch_exits_3_when_the_database_never_answers():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     t0 = time.monotonic()
-    r = gasguard(
-        "regulator", "watch", "--broker", "mqtt://127.0.0.1:%d" % port, "--mqtt", "3.1.1",
-        "--duration", "2", "--no-table",
-    )  # fmt: skip
+    r = gasguard("regulator", "watch", "--db", "postgresql://regulator@127.0.0.1:%d/city" % port,
+                 "--once")  # fmt: skip
     assert r.returncode == exitcodes.UNREACHABLE, r.stdout + r.stderr
-    assert "never reached the broker at 127.0.0.1:%d" % port in r.stderr
+    assert "database unreachable" in r.stderr and "127.0.0.1" in r.stderr
     assert time.monotonic() - t0 < 20
 
 
@@ -167,23 +165,24 @@ def test_times_are_local_with_the_offset_shown(shanghai):
     assert human.local_time(None) == "—"
 
 
-def test_the_regulator_names_detectors_and_shows_local_time(shanghai):
-    """The stream carries a detector's place counted from 0 and UTC: the console says
+def test_the_regulator_names_detectors_and_shows_local_time(shanghai, tmp_path):
+    """The stream carries a detector's place counted from 0 and UTC: the regulator says
     "detector 1" (as commission and the demo do) and the kitchen's own clock."""
     from gasguard.protocol import cloudevents, messages
-    from gasguard.tools.ledger import Ledger, render
-    from gasguard.tools.regulator import BrokerUrl, Watcher
+    from gasguard.regulator import boundary, console, views
+    from gasguard.regulator.store import open_store
 
-    lines: list[str] = []
-    w = Watcher(BrokerUrl("mqtt://127.0.0.1:1"), Ledger(), on_line=lines.append)
     body = messages.event(1, 1, "alarm.high", 60, det=0, lel=62.0)
     ev = cloudevents.device_event("site-9", "kitchen-1", "5f3a9c1e0b7d4a26", body, 1764000000.0)
-    w.handle("gasguard/v1/site-9/kitchen-1/events", json.dumps(ev))
-    assert w.invalid == 0, lines
-    (line,) = lines
+    store = open_store(str(tmp_path / "regulator.db"), create=True)
+    store.write([boundary.check(cloudevents.topic_events("site-9", "kitchen-1"),
+                                json.dumps(ev).encode())])  # fmt: skip
+    (row,) = store.rows("SELECT * FROM events")
+    line = console.event_line(row)
     assert "detector 1 62.0 %LEL" in line and "det 0" not in line, line
     utc = ev["time"]
     assert line.startswith(human.local_time(utc)) and "+08:00" in line, (line, utc)
-    table = render(w.ledger)
-    assert "None" not in table and "+08:00" in table, table
-    assert "incident #1" in table
+    screen = console.render(views.snapshot(store, views.Filters()), 24)
+    store.close()
+    assert "None" not in screen and "+08:00" in screen, screen
+    assert "open incidents: 1" in screen and "site-9/kitchen-1" in screen, screen

@@ -54,7 +54,7 @@ def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
     assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
     # the story a newcomer reads, in order
     steps = [
-        "broker: embedded amqtt",
+        "broker: mosquitto (MQTT 5)",
         "valves open",
         "LEAK:",
         "valve CLOSED",
