@@ -360,7 +360,7 @@ class Demo:
         print("the regulator's console on this ledger (gasguard regulator watch):")
         print(ledger)
         if self.kept:
-            print("ledger: %s (gasguard regulator watch --db %s; regulator export --ledger %s)"
+            print("ledger: %s (gasguard regulator watch --db %s; regulator incidents --ledger %s)"
                   % (self.ledger_path, self.ledger_path, self.ledger_path))  # fmt: skip
         else:  # it lives in the run's temporary directory: a path would name nothing after it
             print("ledger: not kept (give --ledger FILE to keep it for gasguard regulator watch "

@@ -1,7 +1,7 @@
 """`gasguard regulator`: the regulator's end, on the ingest's store (regulator/).
 
-`ingest` is the only thing that subscribes to the sites' streams; `watch` and `api` read what it
-stored; `export` writes the store's incidents as CSV (until regulator/export.py replaces it).
+`ingest` is the only thing that subscribes to the sites' streams; `watch`, `api`, `incidents`,
+`hazards`, `compliance` and `export` read (and the ledger's commands change) what it stored.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ CSV_FIELDS = (
 )  # fmt: skip
 
 
-def main_export(args: Any) -> int:
+def main_incidents(args: Any) -> int:
     from gasguard.regulator import views
     from gasguard.regulator.store import StoreUnreachable
 
     try:
         store = views.open_reader(args.db)
     except ValueError as e:  # not a regulator database (NotOurDatabase), or a bad URL
-        print("gasguard regulator export: %s" % e, file=sys.stderr)
+        print("gasguard regulator incidents: %s" % e, file=sys.stderr)
         return exitcodes.BAD_INPUT
     except StoreUnreachable as e:
-        print("gasguard regulator export: database unreachable: %s" % e, file=sys.stderr)
+        print("gasguard regulator incidents: database unreachable: %s" % e, file=sys.stderr)
         return exitcodes.UNREACHABLE
     try:
         rows = store.rows(
@@ -57,19 +57,33 @@ def main_export(args: Any) -> int:
 
 
 def register(sub: Any) -> None:
+    # none of these loads a client or a driver: they load when their command runs
     from gasguard.regulator.api import register_api
-    from gasguard.regulator.command import register_ingest  # none of these loads a driver
+    from gasguard.regulator.audit import register_audit
+    from gasguard.regulator.command import register_ingest
+    from gasguard.regulator.compliance import register_compliance
     from gasguard.regulator.console import register_watch
+    from gasguard.regulator.export import register_export
+    from gasguard.regulator.hazards_cmd import register_hazards
+    from gasguard.regulator.registry import register_import
 
-    r = sub.add_parser("regulator", help="the regulator's end: ingest, console, API, export")
+    r = sub.add_parser(
+        "regulator",
+        help="the regulator's end: ingest, registry, compliance, hazard ledger, console, API",
+    )
     rs = r.add_subparsers(dest="action", required=True)
     register_ingest(rs)
+    register_import(rs)
+    register_compliance(rs)
+    register_hazards(rs)
+    register_audit(rs)
+    register_export(rs)
     register_watch(rs)
     register_api(rs)
-    e = rs.add_parser("export", help="write the store's incidents as CSV")
+    e = rs.add_parser("incidents", help="write the store's incidents and their durations as CSV")
     e.add_argument(
         "--db", "--ledger", dest="db", required=True,
         help="postgresql://... or the ingest's SQLite file (the demo's --ledger)",
     )  # fmt: skip
     e.add_argument("--out", help="CSV file (default: stdout)")
-    e.set_defaults(run=main_export)
+    e.set_defaults(run=main_incidents)

@@ -106,7 +106,7 @@ def test_the_store_follows_each_incident_through_its_lifecycle(tmp_path: Path, m
     assert open_["stage"] == "opened" and open_["valve_closed_at"]
 
     out = tmp_path / "incidents.csv"
-    r = gasguard("regulator", "export", "--db", str(db), "--out", str(out))
+    r = gasguard("regulator", "incidents", "--db", str(db), "--out", str(out))
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(out.open()))
     assert [(x["incident"], x["level"], x["stage"]) for x in rows] == [

@@ -71,14 +71,14 @@ def test_demo_runs_the_site_to_a_closed_incident(tmp_path):
     assert "closed (valve reset on site)" in out
     assert_every_event_delivered(out, ("hotpot-88-main", "hotpot-88-back"))
 
-    # the kept ledger exports: one incident, closed, with its steps
+    # the kept ledger's incidents: one, closed, with its steps
     r = subprocess.run(
         [
             sys.executable,
             "-m",
             "gasguard.tools.cli",
             "regulator",
-            "export",
+            "incidents",
             "--ledger",
             str(ledger),
         ],
