@@ -8,7 +8,8 @@ repo=$PWD
 site=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# the device's import layout, gasguard/ with protocol/ inside it, as firmware/manifest.py has it
+# the device's import layout, gasguard/ with protocol/ inside it and the root's modules beside it, as
+# firmware/manifest.py has it
 "$repo/.venv/bin/python" - "$work" <<'PY'
 import shutil, sys
 from pathlib import Path
@@ -18,6 +19,8 @@ for src, name in image.files():
         dst = Path(sys.argv[1]) / name[len("lib/"):]
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src, dst)
+    elif name.endswith(".py") and "/" not in name:  # the root's modules (fallback: safe's)
+        shutil.copy(src, Path(sys.argv[1]) / name)
 PY
 # only the stub packages' own files: site-packages also holds CPython modules mypy must not see
 "$repo/.venv/bin/python" - "$site" "$work/stubs" <<'PY'
