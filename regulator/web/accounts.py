@@ -88,9 +88,12 @@ def login(store: Any, name: str, password: str) -> dict[str, Any] | None:
     same hash as a wrong password (no telling which names exist by the time taken)."""
     from argon2.exceptions import InvalidHashError, VerificationError
 
-    row = get(store, name) if 0 < len(name) <= NAME_CHARS else None
+    try:  # no account has such a name (PostgreSQL refuses a NUL in a query's text at all)
+        row = get(store, check_name(name)) if name == name.strip() else None
+    except ValueError:
+        row = None
     ph = hasher()
-    if len(password) > PASSWORD_MAX:
+    if len(password) > PASSWORD_MAX or "\x00" in password:
         return None
     try:
         ph.verify(row["password"] if row else _DUMMY.get(ph), password)

@@ -79,8 +79,31 @@ class Auth:
         await self.app(scope, receive, send)
 
 
+class Fingerprint:
+    """views.fingerprint read at most once per poll_s however many pages listen: a hundred
+    open alarm pages cost the database what one does."""
+
+    def __init__(self, read: Callable[[], tuple], poll_s: float) -> None:
+        self.read, self.poll_s = read, poll_s
+        self.value: tuple | None = None
+        self.at = float("-inf")
+        self.lock: asyncio.Lock | None = None
+
+    async def latest(self) -> tuple | None:
+        from starlette.concurrency import run_in_threadpool
+
+        self.lock = self.lock or asyncio.Lock()  # made in the server's loop, not at import
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self.at >= self.poll_s:
+                self.value = await run_in_threadpool(self.read)
+                self.at = loop.time()
+            return self.value
+
+
 def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int = 5,
-                   poll_s: float = 0.5, key: str | None = None) -> Any:  # fmt: skip
+                   poll_s: float = 0.5, key: str | None = None,
+                   secure_cookies: bool = False) -> Any:  # fmt: skip
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -206,6 +229,8 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         listed, total = await run_in_threadpool(open_alarms, scoped(request))
         return render(request, "alarm_rows.html", alarms=listed, total=total)
 
+    watch = Fingerprint(lambda: views.fingerprint(readers.get()), poll_s)
+
     async def events(request: Any) -> Response:
         """SSE: `change` whenever what the consoles show has changed; the page then fetches
         its rows (scoped, as the page is)."""
@@ -214,7 +239,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             last, quiet = None, 0.0
             yield "retry: 2000\n\n"
             while not await request.is_disconnected():
-                fp = await run_in_threadpool(lambda: views.fingerprint(readers.get()))
+                fp = await watch.latest()
                 if fp != last:
                     if last is not None:
                         yield "event: change\ndata: {}\n\n"
@@ -241,7 +266,11 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
                 got["hazards"] = hazards.listing(store, views.now(), site=site_id)
             return got
 
-        got = await run_in_threadpool(read) if len(site_id) <= api.TEXT_MAX else None
+        try:
+            api._text("site", site_id)  # PostgreSQL refuses a NUL in a query's text at all
+            got = await run_in_threadpool(read)
+        except api.BadRequest:
+            got = None
         if got is None:
             return render(request, "error.html", 404, message="no such unit")
         return render(request, "unit.html", s=got)
@@ -402,6 +431,11 @@ def register_serve(rs: Any) -> Any:
         default=5,
         help="an unacknowledged alarm older than this is highlighted (default 5)",
     )
+    p.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (the console is served over HTTPS)",
+    )
     p.set_defaults(run=main_serve)
     return p
 
@@ -423,7 +457,8 @@ def main_serve(args: Any) -> int:
         return exitcodes.UNREACHABLE
     import uvicorn
 
-    app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key)
+    app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key,
+                         secure_cookies=args.secure_cookies)  # fmt: skip
     print("%s: http://%s:%d/" % (PROG, host, port), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return exitcodes.OK

@@ -4,6 +4,9 @@ roles, scope (pages and the JSON API), CSRF, the hazard forms, the language swit
 
 from __future__ import annotations
 
+import datetime
+import re
+
 import pytest
 from starlette.testclient import TestClient
 
@@ -148,6 +151,8 @@ def test_a_street_account_sees_its_street_only_in_pages_and_api(as_user, db_url)
     assert tom.get("/units/site-0001").status_code == 200
     assert tom.get("/units/site-0000").status_code == 404
     assert tom.get("/units/site-0006").status_code == 404  # no unit: the city's only
+    assert tom.get("/units/site-0001%00").status_code == 404
+    assert tom.get("/units/" + "x" * 5000).status_code == 404
     i = tom.get("/api/incidents", params={"state": "all"}).json()
     assert {x["site"] for x in i["incidents"]} == {"site-0001"} and i["total"] == 1
     assert [s["site"] for s in tom.get("/api/sites").json()["sites"]] == ["site-0001"]
@@ -187,14 +192,51 @@ def test_chinese_first_english_on_switch(as_user):
 
 def test_times_in_the_configured_zone(db_url):
     build_console_db(db_url)
-    with TestClient(create_console(db_url, zone="UTC")) as c:
-        log_in(c, "chen")
-        utc = c.get("/units/site-0004").text
-    with TestClient(create_console(db_url)) as c:
-        log_in(c, "chen")
-        shanghai = c.get("/units/site-0004").text
-    assert "Times in</" not in utc and "UTC" in utc and "Asia/Shanghai" in shanghai
-    assert utc != shanghai
+    shown = {}
+    for zone in ("UTC", "Asia/Shanghai"):
+        with TestClient(create_console(db_url, zone=zone)) as c:
+            log_in(c, "chen")
+            page = c.get("/units/site-0004").text
+        assert zone in page
+        first = re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", page).group(0)
+        shown[zone] = datetime.datetime.fromisoformat(first)
+    assert shown["Asia/Shanghai"] - shown["UTC"] == datetime.timedelta(hours=8)
+
+
+def test_a_forged_or_foreign_session_cookie_is_no_login(console, db_url):
+    import base64
+    import json
+
+    from itsdangerous import TimestampSigner
+
+    body = base64.b64encode(json.dumps({"user": "chen", "csrf": "x"}).encode())
+    forged = TimestampSigner("not the console's key").sign(body).decode()
+    for cookie in (forged, "garbage", body.decode()):
+        console.cookies.set("gasguard_console", cookie)
+        assert console.get("/alarms", follow_redirects=False).status_code == 303
+        assert console.get("/api/overview").status_code == 401
+    console.cookies.clear()
+    assert log_in(console, "chen\x00").status_code == 401
+    assert log_in(console, "").status_code == 401
+
+
+def test_hostile_form_values_change_nothing(as_user, db_url):
+    alice = as_user("alice")
+    h = hazard_of(db_url, "site-0000")
+    token = csrf_in(alice.get("/hazards").text)
+    url = "/hazards/%d/dispatch" % h["id"]
+    for form in (
+        {"to": "王师傅", "note": "x" * 100_000},  # a note is a paragraph, not a file
+        {"to": "a\x00b"},
+        {"to": "two\nlines"},
+        {"to": "x" * 101},
+        {"to": "王师傅", "deadline": "9999-99-99T99:99"},
+    ):
+        r = alice.post(url, data=dict(form, csrf=token))
+        assert r.status_code == 200 and 'class="flash error"' in r.text, form
+    assert alice.post("/hazards/abc/dispatch", data={"csrf": token}).status_code == 404
+    assert alice.post("/hazards/%d/rectify" % h["id"], data={"csrf": token}).status_code == 200
+    assert hazard_of(db_url, "site-0000")["status"] == "open"
 
 
 def test_user_command(tmp_path, db_url, capsys):
