@@ -156,13 +156,15 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         return request.session["csrf"]
 
     def render(request: Any, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        """A page; a fragment (alarm_rows) leaves the flash for the page it was meant for."""
         lang = lang_of(request)
         t = i18n.translations(lang)
         html = env.get_template(name).render(
             _=t.gettext, pgettext=t.pgettext, lang=lang, html_lang=i18n.html_lang(lang),
             langs=i18n.LANGS,
             user=request.scope.get(USER_KEY), csrf=csrf_token(request), zone=zone,
-            flash=request.session.pop("flash", None), path=request.url.path, **ctx,
+            flash=None if name == "alarm_rows.html" else request.session.pop("flash", None),
+            path=request.url.path, **ctx,
         )  # fmt: skip
         return HTMLResponse(html, status)
 
@@ -262,8 +264,21 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         def read() -> dict[str, Any] | None:
             store = readers.get()
             got = views.site(store, site_id, 100, me["scope"])
-            if got is not None and "hazards" in store.table_names():
+            have = store.table_names()
+            if got is not None and "hazards" in have:
                 got["hazards"] = hazards.listing(store, views.now(), site=site_id)
+            if got is not None and "unit_detectors" in have:
+                got["detectors"] = store.rows(
+                    "SELECT device, address, gas, location, mount_height_m, life_end, "
+                    "calibration_due FROM unit_detectors WHERE site = ? ORDER BY device, address",
+                    (site_id,),
+                )
+            if got is not None and "findings" in have:
+                got["findings"] = store.rows(
+                    "SELECT subject, kind, detail, since FROM findings WHERE site = ? "
+                    "AND cleared_at IS NULL ORDER BY since, kind",
+                    (site_id,),
+                )
             return got
 
         try:

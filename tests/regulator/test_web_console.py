@@ -179,6 +179,22 @@ def test_a_scoped_dispatcher_cannot_move_another_streets_hazard(as_user, db_url)
     assert hazard_of(db_url, "site-0002")["status"] == "open"
 
 
+def test_the_unit_page(as_user, db_url):
+    store = open_store(db_url)
+    with store.transaction():
+        store.x("INSERT INTO unit_detectors (site, device, address, gas, location, "
+                "calibration_due) VALUES ('site-0001', 'dev-00', 3, 'ng', '灶台上方', "
+                "'2027-01-01')")  # fmt: skip
+        store.x("INSERT INTO findings (site, subject, kind, detail, since) VALUES "
+                "('site-0001', 'dev-00', 'wrong_position', 'too low', "
+                "'2026-11-01T00:00:00.000Z')")  # fmt: skip
+    store.close()
+    page = as_user("tom").get("/units/site-0001").text
+    assert "Restaurant site-0001" in page and "灶台上方" in page and "2027-01-01" in page
+    assert "报警器安装位置不当" in page and "too low" in page
+    assert "高报" in page and "未结束" in page  # its open high alarm, in the timeline
+
+
 def test_chinese_first_english_on_switch(as_user):
     alice = as_user("alice")
     page = alice.get("/alarms").text
