@@ -7,6 +7,9 @@ then on the live-alarm page by SSE, without a reload, within 2 s."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
 import shutil
 import threading
 import time
@@ -33,17 +36,21 @@ def browser():
         b.close()
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """The console on a SQLite ledger that a running ingest writes to: (base URL, db, broker)."""
+_groups = itertools.count(1)
+
+
+@contextlib.contextmanager
+def serving(db: str):
+    """The console on a ledger that a running ingest writes to: (base URL, db, broker)."""
     import uvicorn
 
     from gasguard.regulator.web.app import create_console
 
-    db = str(tmp_path_factory.mktemp("console") / "ledger.db")
     build_console_db(db)
     with Mosquitto() as broker:
-        ingest = Ingest(broker.url, db).start()
+        # a group of its own: another ingest on this machine (a parallel test run) is no clash
+        group = "console-test-%d-%d" % (os.getpid(), next(_groups))
+        ingest = Ingest(broker.url, db, "--group", group, "--node", group).start()
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(create_console(db, poll_s=0.2), host="127.0.0.1",
                                                port=port, log_level="warning",
@@ -60,6 +67,19 @@ def site(tmp_path_factory):
             server.should_exit = True
             thread.join(10)
             ingest.stop()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """On SQLite, for every test here; the live path runs on PostgreSQL too (pg_site)."""
+    with serving(str(tmp_path_factory.mktemp("console") / "ledger.db")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def pg_site(postgres):
+    with serving(postgres.create_database("console_%d" % os.getpid())) as s:
+        yield s
 
 
 def logged_in(browser, base: str, name: str):
@@ -82,8 +102,11 @@ def post_from(page, path: str, fields: dict) -> int:
     )
 
 
-def test_a_new_alarm_appears_on_the_live_page_within_2s_without_a_reload(browser, site):
-    base, db, broker = site
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_new_alarm_appears_on_the_live_page_within_2s_without_a_reload(
+    browser, backend, request
+):
+    base, db, broker = request.getfixturevalue("site" if backend == "sqlite" else "pg_site")
     page = logged_in(browser, base, "chen")
     page.wait_for_selector("#live:text('实时')")  # the SSE stream is open
     before = page.locator("#alarm-rows tr[data-event]").count()
