@@ -71,8 +71,9 @@ class Stores:
     """One connection per server thread (Starlette runs these sync handlers in a thread pool;
     neither driver's connection may be shared between threads), opened when first needed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, opener: Callable[[str], Any] | None = None) -> None:
         self.url = url
+        self.opener = opener or views.open_reader  # the console's writers pass open_store
         self.local = threading.local()
         self.opened: list[Any] = []
         self.lock = threading.Lock()
@@ -80,7 +81,7 @@ class Stores:
     def get(self) -> Any:
         store = getattr(self.local, "store", None)
         if store is None:
-            store = self.local.store = views.open_reader(self.url)
+            store = self.local.store = self.opener(self.url)
             with self.lock:
                 self.opened.append(store)
         return store
@@ -107,21 +108,29 @@ class Stores:
             self.opened.clear()
 
 
-def create_app(store_url: str) -> Any:
-    """The API over the store at store_url (checked at the first request, not here)."""
-    from starlette.applications import Starlette
+SCOPE_KEY = "gasguard.scope"  # the console sets it (a node id) for a scoped account
+
+
+class OutOfScope(LookupError):
+    """What a scoped account may not read at all (the rejected messages have no site)."""
+
+
+def routes(stores: Stores) -> list[Any]:
+    """The API's routes over stores. A request whose ASGI scope carries SCOPE_KEY (the web
+    console's logins put it there) sees only the units under that node."""
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
     from .store import NotOurDatabase, StoreUnreachable, transient
 
-    stores = Stores(store_url)
-
     def endpoint(allowed: tuple[str, ...], view: Callable[..., Any]) -> Callable[..., Any]:
         def handle(request: Any) -> Any:
             try:
                 params = _params(request, allowed)
+                params["scope"] = request.scope.get(SCOPE_KEY)
                 body = view(stores.get(), request.path_params, params)
+            except OutOfScope as e:
+                return JSONResponse({"error": str(e)}, status_code=403)
             except (BadRequest, views.NoRegistry) as e:
                 return JSONResponse({"error": str(e)}, status_code=400)
             except ValueError as e:  # Filters: a state it does not know
@@ -141,30 +150,42 @@ def create_app(store_url: str) -> Any:
 
     def filters(p: dict[str, Any], state: str = "open") -> views.Filters:
         return views.Filters(site=p.get("site"), district=p.get("district"),
-                             state=p.get("state", state))  # fmt: skip
+                             state=p.get("state", state), scope=p["scope"])  # fmt: skip
 
-    routes = [
-        Route("/api/overview", endpoint((), lambda s, _, p: views.overview(s))),
+    return [
+        Route("/api/overview", endpoint((), lambda s, _, p: views.overview(s, p["scope"]))),
         Route("/api/sites", endpoint(("district", "limit", "offset"), lambda s, _, p:
               views.sites(s, filters(p), p["limit"], p.get("offset", 0)))),
         Route("/api/sites/{site}", endpoint(("limit",), lambda s, path, p:
-              views.site(s, _text("site", path["site"]), p["limit"]))),
+              views.site(s, _text("site", path["site"]), p["limit"], p["scope"]))),
         Route("/api/incidents", endpoint(("state", "site", "district", "limit"), lambda s, _, p:
               _incidents(s, filters(p), p["limit"]))),
         Route("/api/gateways", endpoint(("state", "site", "district", "limit"), lambda s, _, p:
               _gateways(s, p))),
-        Route("/api/rejected", endpoint(("limit",), lambda s, _, p:
-              views.rejected(s, p["limit"]))),
+        Route("/api/rejected", endpoint(("limit",), lambda s, _, p: _rejected(s, p))),
     ]  # fmt: skip
+
+
+def create_app(store_url: str) -> Any:
+    """The API over the store at store_url (checked at the first request, not here)."""
+    from starlette.applications import Starlette
+
+    stores = Stores(store_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         stores.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes(stores), lifespan=lifespan)
     app.state.stores = stores
     return app
+
+
+def _rejected(store: Any, p: dict[str, Any]) -> dict[str, Any]:
+    if p["scope"] is not None:  # they name no site: only the whole city's accounts see them
+        raise OutOfScope("the rejected messages are for accounts of the whole city")
+    return views.rejected(store, p["limit"])
 
 
 def _incidents(store: Any, f: views.Filters, limit: int) -> dict[str, Any]:
@@ -176,7 +197,9 @@ def _gateways(store: Any, p: dict[str, Any]) -> dict[str, Any]:
     online = p.get("state", "all")
     if online not in views.GATEWAY_STATES:
         raise BadRequest("state: %s" % ", ".join(views.GATEWAY_STATES))
-    f = views.Filters(site=p.get("site"), district=p.get("district"), state="all")
+    f = views.Filters(
+        site=p.get("site"), district=p.get("district"), state="all", scope=p["scope"]
+    )
     return views.gateways(store, f, online, p["limit"])
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from . import audit, compliance, hazards, incidents, registry, views
 from .boundary import Message
+from .web import accounts
 
 SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
 
@@ -61,6 +62,7 @@ CREATE TABLE IF NOT EXISTS rejected (
 """
 TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
+TABLES += accounts.TABLES  # the web console's logins
 DIALECT_DDL = [hazards.dialect_ddl, audit.dialect_ddl]  # sequences, triggers: each backend's own
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it

@@ -36,6 +36,12 @@ _UNDER = (
     "UNION SELECT n.id FROM nodes n JOIN under_district u ON n.parent = u.id) "
     "SELECT site FROM units WHERE node IN (SELECT id FROM under_district)"
 )
+# the sites of the units at a node of the tree and every node under it: a console account's scope
+_SCOPE = (
+    "WITH RECURSIVE under_node(id) AS (SELECT id FROM nodes WHERE id = ? "
+    "UNION SELECT n.id FROM nodes n JOIN under_node u ON n.parent = u.id) "
+    "SELECT site FROM units WHERE node IN (SELECT id FROM under_node)"
+)
 _SEVERITY = "CASE level WHEN 'high' THEN 0 ELSE 1 END"
 
 
@@ -48,6 +54,7 @@ class Filters:
     site: str | None = None
     district: str | None = None
     state: str = "open"
+    scope: str | None = None  # a node: only the units under it (None: every site)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -64,7 +71,19 @@ class Filters:
                 raise NoRegistry("district: this database has no registry (units, nodes)")
             sql += " AND site IN (%s)" % _UNDER
             params += [self.district, self.district]
+        if self.scope is not None:
+            if not has_registry:
+                raise NoRegistry("scope: this database has no registry (units, nodes)")
+            sql += " AND site IN (%s)" % _SCOPE
+            params.append(self.scope)
         return sql, params
+
+
+def scope_sites(store: Store, scope: str | None) -> set[str] | None:
+    """The sites a scope covers (None: all of them, the unregistered too)."""
+    if scope is None:
+        return None
+    return {r[0] for r in store.x(_SCOPE, (scope,)).fetchall()}
 
 
 def open_reader(url: str) -> Store:
@@ -149,9 +168,15 @@ INCIDENT_FIELDS = (
 
 
 def incidents(
-    store: Store, f: Filters, limit: int, have: set[str] | None = None, oldest_first: bool = True
+    store: Store,
+    f: Filters,
+    limit: int,
+    have: set[str] | None = None,
+    oldest_first: bool = True,
+    by_severity: bool = True,
 ) -> tuple[list[dict[str, Any]], int]:
-    """The incidents f asks for, most severe then oldest first, and how many there are."""
+    """The incidents f asks for, most severe then oldest first (by_severity=False: by time
+    alone), and how many there are."""
     have = tables(store) if have is None else have
     where, params = f.where({"units", "nodes"} <= have)
     if f.state == "open":
@@ -161,8 +186,13 @@ def incidents(
         params.append(f.state)
     total = store.x("SELECT count(*) FROM incidents WHERE 1=1" + where, params).fetchone()[0]
     rows = store.rows(
-        "SELECT %s FROM incidents WHERE 1=1%s ORDER BY %s, opened_at %s, open_event LIMIT ?"
-        % (INCIDENT_FIELDS, where, _SEVERITY, "ASC" if oldest_first else "DESC"),
+        "SELECT %s FROM incidents WHERE 1=1%s ORDER BY %sopened_at %s, open_event LIMIT ?"
+        % (
+            INCIDENT_FIELDS,
+            where,
+            _SEVERITY + ", " if by_severity else "",
+            "ASC" if oldest_first else "DESC",
+        ),
         [*params, limit],
     )
     at = now()
@@ -276,10 +306,13 @@ def _per_site(store: Store, sql: str, names: list[str]) -> dict[str, int]:
     return dict(store.x(sql % ",".join("?" * len(names)), names).fetchall())
 
 
-def site(store: Store, name: str, limit: int) -> dict[str, Any] | None:
-    """One site: its unit (if registered), devices, gateways and latest incidents."""
+def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[str, Any] | None:
+    """One site: its unit (if registered), devices, gateways and latest incidents. None: no
+    such site, or not under scope."""
     have = tables(store)
     with snapshot_of(store):
+        if scope is not None and name not in (scope_sites(store, scope) or set()):
+            return None
         devices = store.rows(
             "SELECT device, online, online_time, last_seen, lost, fw, valve, alarm "
             "FROM devices WHERE site = ? ORDER BY device",
@@ -355,12 +388,14 @@ def districts(store: Store) -> dict[str, str | None]:
     return out
 
 
-def overview(store: Store) -> dict[str, Any]:
+def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     """Counts per district: units, devices online, open alarms, and overdue hazards where the
-    hazards table exists. Sites no unit names are counted under district null."""
+    hazards table exists. Sites no unit names are counted under district null. scope: only the
+    units under that node."""
     have = tables(store)
     registry = {"units", "nodes"} <= have
     with snapshot_of(store):
+        mine = scope_sites(store, scope) if registry or scope is None else set()
         devs = store.x(
             "SELECT site, count(*), COALESCE(sum(CASE WHEN online = 1 THEN 1 ELSE 0 END), 0) "
             "FROM devices GROUP BY site"
@@ -386,6 +421,11 @@ def overview(store: Store) -> dict[str, Any]:
             unit_node = dict(store.x("SELECT site, node FROM units").fetchall())
             of = districts(store)
             names = dict(store.x("SELECT id, name FROM nodes WHERE level = 'district'").fetchall())
+    if mine is not None:
+        devs = [d for d in devs if d[0] in mine]
+        alarms = {k: v for k, v in alarms.items() if k in mine}
+        overdue = None if overdue is None else {k: v for k, v in overdue.items() if k in mine}
+        unit_node = {k: v for k, v in unit_node.items() if k in mine}
     rows: dict[str | None, dict[str, Any]] = {}
 
     def row(d: str | None) -> dict[str, Any]:

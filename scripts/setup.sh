@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: socat, mosquitto, mosquitto-clients, openssl and the
-# PostgreSQL 15 server binaries (apt), and the Python environment at .venv/ with GasGuard and its
-# test tools. Safe to run again: it skips what is already there.
+# Installs what a fresh machine lacks: socat, mosquitto, mosquitto-clients, openssl, the
+# PostgreSQL 15 server binaries, chromium and a CJK font (apt), and the Python environment at
+# .venv/ with GasGuard and its test tools. Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,9 @@ command -v openssl >/dev/null || need+=(openssl)  # certificates for the broker 
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)  # the benches' regulator
 # the regulator tests start their own PostgreSQL server (initdb + pg_ctl): the binaries only
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql-15)
+# the web console's browser tests: Debian's chromium (Playwright drives it) and a CJK font
+command -v chromium >/dev/null || need+=(chromium)
+[ -d /usr/share/fonts/opentype/noto ] || [ -d /usr/share/fonts/truetype/wqy ] || need+=(fonts-wqy-zenhei)
 if ((${#need[@]})); then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

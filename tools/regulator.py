@@ -66,6 +66,8 @@ def register(sub: Any) -> None:
     from gasguard.regulator.export import register_export
     from gasguard.regulator.hazards_cmd import register_hazards
     from gasguard.regulator.registry import register_import
+    from gasguard.regulator.web.accounts import register_user
+    from gasguard.regulator.web.app import register_serve
 
     r = sub.add_parser(
         "regulator",
@@ -80,6 +82,8 @@ def register(sub: Any) -> None:
     register_export(rs)
     register_watch(rs)
     register_api(rs)
+    register_serve(rs)
+    register_user(rs)
     e = rs.add_parser("incidents", help="write the store's incidents and their durations as CSV")
     e.add_argument(
         "--db", "--ledger", dest="db", required=True,

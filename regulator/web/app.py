@@ -1,0 +1,479 @@
+"""`gasguard regulator serve`: the web console (issue 24). Server-rendered pages (Jinja2), small
+plain JavaScript, every asset from the package, live alarms by Server-Sent Events; the JSON API
+(regulator/api.py) mounted behind the same login and scope.
+
+Sessions are Starlette's signed cookie (itsdangerous); its key is made once and kept in the
+database (regulator_meta), so a restart or a second server keeps everyone logged in. The cookie
+holds the account's name, a CSRF token and the language; the account itself is read again on
+every request, so a disabled account or a changed scope counts at once. Every POST carries the
+session's CSRF token or is refused (403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import hmac
+import secrets
+import sys
+import zoneinfo
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from gasguard.tools import exitcodes
+
+from .. import api, hazards, views
+from . import accounts, i18n
+
+PROG = "gasguard regulator serve"
+HERE = Path(__file__).parent
+USER_KEY = "gasguard.user"
+SECRET_META = "console_session_key"
+OPEN_PATHS = ("/login", "/static/", "/lang/")
+LIST_LIMIT = 500  # rows a page shows; the API pages through the rest
+
+
+def session_key(url: str) -> str:
+    from ..opening import open_ledger
+
+    store = open_ledger(url, write=True)
+    try:
+        if "users" not in store.table_names():
+            store.prepare(True)  # a database made before the console: add its table
+        key = store.meta(SECRET_META)
+        if key is None:
+            store.set_meta(SECRET_META, secrets.token_urlsafe(48))
+            key = store.meta(SECRET_META)  # a second server starting at once: one key wins
+        return key
+    finally:
+        store.close()
+
+
+class Auth:
+    """ASGI: the logged-in account into the request (and its scope for the API); no account:
+    the API answers 401, a page sends to the login."""
+
+    def __init__(self, app: Any, load: Callable[[str], dict[str, Any] | None]) -> None:
+        self.app, self.load = app, load
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse, RedirectResponse
+
+        session = scope.get("session", {})
+        user = await run_in_threadpool(self.load, session["user"]) if "user" in session else None
+        if user is None:
+            session.pop("user", None)
+            path = scope["path"]
+            if path.startswith("/api/"):
+                return await JSONResponse({"error": "log in first"}, 401)(scope, receive, send)
+            if not any(path.startswith(p) for p in OPEN_PATHS):
+                return await RedirectResponse("/login", 303)(scope, receive, send)
+        else:
+            scope[USER_KEY] = user
+            scope[api.SCOPE_KEY] = user["scope"]
+        await self.app(scope, receive, send)
+
+
+class Fingerprint:
+    """views.fingerprint read at most once per poll_s however many pages listen: a hundred
+    open alarm pages cost the database what one does."""
+
+    def __init__(self, read: Callable[[], tuple], poll_s: float) -> None:
+        self.read, self.poll_s = read, poll_s
+        self.value: tuple | None = None
+        self.at = float("-inf")
+        self.lock: asyncio.Lock | None = None
+
+    async def latest(self) -> tuple | None:
+        from starlette.concurrency import run_in_threadpool
+
+        self.lock = self.lock or asyncio.Lock()  # made in the server's loop, not at import
+        async with self.lock:
+            loop = asyncio.get_running_loop()
+            if loop.time() - self.at >= self.poll_s:
+                self.value = await run_in_threadpool(self.read)
+                self.at = loop.time()
+            return self.value
+
+
+def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int = 5,
+                   poll_s: float = 0.5, key: str | None = None,
+                   secure_cookies: bool = False) -> Any:  # fmt: skip
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.middleware import Middleware
+    from starlette.middleware.sessions import SessionMiddleware
+    from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+    from starlette.routing import Mount, Route
+    from starlette.staticfiles import StaticFiles
+
+    from ..store import open_store
+
+    tz = zoneinfo.ZoneInfo(zone)
+    readers = api.Stores(url)
+    writers = api.Stores(url, open_store)
+    env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                      autoescape=select_autoescape(["html"]))  # fmt: skip
+
+    def local(t: str | None, seconds: bool = True) -> str:
+        if not t:
+            return "—"
+        when = datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(tz)
+        return when.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
+
+    def duration(s: float | None) -> str:
+        if s is None:
+            return "—"
+        s = int(s)
+        h, m = divmod(s // 60, 60)
+        return "%d:%02d:%02d" % (h, m, s % 60) if h else "%d:%02d" % (m, s % 60)
+
+    env.filters.update(local=local, duration=duration)
+
+    def load_user(name: str) -> dict[str, Any] | None:
+        store = readers.get()
+        row = accounts.get(store, name)
+        if row is None or row["disabled_at"] is not None:
+            return None
+        row.pop("password")
+        row["scope"] = accounts.scope_of(store, row["node"])
+        row["writer"] = row["role"] in accounts.WRITERS
+        return row
+
+    def lang_of(request: Any) -> str:
+        lang = request.session.get("lang", i18n.DEFAULT)
+        return lang if lang in i18n.LANGS else i18n.DEFAULT
+
+    def csrf_token(request: Any) -> str:
+        if "csrf" not in request.session:
+            request.session["csrf"] = secrets.token_urlsafe(32)
+        return request.session["csrf"]
+
+    def render(request: Any, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+        """A page; a fragment (alarm_rows) leaves the flash for the page it was meant for."""
+        lang = lang_of(request)
+        t = i18n.translations(lang)
+        html = env.get_template(name).render(
+            _=t.gettext, pgettext=t.pgettext, lang=lang, html_lang=i18n.html_lang(lang),
+            langs=i18n.LANGS,
+            user=request.scope.get(USER_KEY), csrf=csrf_token(request), zone=zone,
+            flash=None if name == "alarm_rows.html" else request.session.pop("flash", None),
+            path=request.url.path, **ctx,
+        )  # fmt: skip
+        return HTMLResponse(html, status)
+
+    async def form_checked(request: Any) -> dict[str, str] | Response:
+        """The form, if its CSRF token is this session's; else the 403 to answer."""
+        form = await request.form()
+        sent = form.get("csrf")
+        if not isinstance(sent, str) or not hmac.compare_digest(
+            sent.encode(), request.session.get("csrf", "").encode() or b"\x00"
+        ):
+            return Response("CSRF token missing or wrong: reload the page", 403)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+
+    def scoped(request: Any, **kw: Any) -> views.Filters:
+        return views.Filters(scope=request.scope[USER_KEY]["scope"], **kw)
+
+    # --- login --------------------------------------------------------------------------------
+
+    async def login_page(request: Any) -> Response:
+        if request.method == "GET":
+            return render(request, "login.html")
+        form = await form_checked(request)
+        if isinstance(form, Response):
+            return form
+        user = await run_in_threadpool(
+            lambda: accounts.login(readers.get(), form.get("name", ""), form.get("password", ""))
+        )
+        if user is None:
+            return render(request, "login.html", 401, failed=True)
+        request.session.clear()
+        request.session.update(user=user["name"], csrf=secrets.token_urlsafe(32),
+                               lang=lang_of(request))  # fmt: skip
+        return RedirectResponse("/alarms", 303)
+
+    async def logout(request: Any) -> Response:
+        form = await form_checked(request)
+        if isinstance(form, Response):
+            return form
+        request.session.clear()
+        return RedirectResponse("/login", 303)
+
+    async def switch_lang(request: Any) -> Response:
+        lang = request.path_params["lang"]
+        if lang in i18n.LANGS:
+            request.session["lang"] = lang
+        back = request.query_params.get("next", "/alarms")
+        return RedirectResponse(back if back.startswith("/") and not back.startswith("//")
+                                else "/alarms", 303)  # fmt: skip
+
+    # --- live alarms --------------------------------------------------------------------------
+
+    def open_alarms(f: views.Filters) -> tuple[list[dict[str, Any]], int]:
+        listed, total = views.incidents(readers.get(), f, LIST_LIMIT, oldest_first=False,
+                                        by_severity=False)  # fmt: skip
+        for r in listed:
+            r["stale"] = r["acknowledged_at"] is None and (r["age_s"] or 0) > stale_minutes * 60
+        return listed, total
+
+    async def alarms(request: Any) -> Response:
+        listed, total = await run_in_threadpool(open_alarms, scoped(request))
+        return render(request, "alarms.html", alarms=listed, total=total, stale=stale_minutes)
+
+    async def alarm_rows(request: Any) -> Response:
+        listed, total = await run_in_threadpool(open_alarms, scoped(request))
+        return render(request, "alarm_rows.html", alarms=listed, total=total)
+
+    watch = Fingerprint(lambda: views.fingerprint(readers.get()), poll_s)
+
+    async def events(request: Any) -> Response:
+        """SSE: `change` whenever what the consoles show has changed; the page then fetches
+        its rows (scoped, as the page is)."""
+
+        async def stream() -> AsyncIterator[str]:
+            last, quiet = None, 0.0
+            yield "retry: 2000\n\n"
+            while not await request.is_disconnected():
+                fp = await watch.latest()
+                if fp != last:
+                    if last is not None:
+                        yield "event: change\ndata: {}\n\n"
+                    last, quiet = fp, 0.0
+                elif quiet >= 15:
+                    yield ": still here\n\n"  # proxies close an idle stream
+                    quiet = 0.0
+                await asyncio.sleep(poll_s)
+                quiet += poll_s
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    # --- unit ---------------------------------------------------------------------------------
+
+    async def unit(request: Any) -> Response:
+        site_id = request.path_params["site"]
+        me = request.scope[USER_KEY]
+
+        def read() -> dict[str, Any] | None:
+            store = readers.get()
+            got = views.site(store, site_id, 100, me["scope"])
+            have = store.table_names()
+            if got is not None and "hazards" in have:
+                got["hazards"] = hazards.listing(store, views.now(), site=site_id)
+            if got is not None and "unit_detectors" in have:
+                got["detectors"] = store.rows(
+                    "SELECT device, address, gas, location, mount_height_m, life_end, "
+                    "calibration_due FROM unit_detectors WHERE site = ? ORDER BY device, address",
+                    (site_id,),
+                )
+            if got is not None and "findings" in have:
+                got["findings"] = store.rows(
+                    "SELECT subject, kind, detail, since FROM findings WHERE site = ? "
+                    "AND cleared_at IS NULL ORDER BY since, kind",
+                    (site_id,),
+                )
+            return got
+
+        try:
+            api._text("site", site_id)  # PostgreSQL refuses a NUL in a query's text at all
+            got = await run_in_threadpool(read)
+        except api.BadRequest:
+            got = None
+        if got is None:
+            return render(request, "error.html", 404, message="no such unit")
+        return render(request, "unit.html", s=got)
+
+    # --- hazard ledger ------------------------------------------------------------------------
+
+    def hazard_rows(f: views.Filters, everything: bool) -> list[dict[str, Any]]:
+        store = readers.get()
+        if "hazards" not in store.table_names():
+            return []
+        where, params = f.where({"units", "nodes"} <= store.table_names())
+        if not everything:
+            where += " AND status <> 'closed'"
+        rows = store.rows(
+            "SELECT %s FROM hazards WHERE 1=1%s ORDER BY CASE status WHEN 'closed' THEN 1 "
+            "ELSE 0 END, deadline, id LIMIT ?" % (", ".join(hazards.COLS), where),
+            [*params, LIST_LIMIT],
+        )
+        at = views.now()
+        for r in rows:
+            r["overdue"] = r["status"] != "closed" and r["deadline"] < at
+        return rows
+
+    async def hazard_ledger(request: Any) -> Response:
+        everything = request.query_params.get("status") == "all"
+        rows = await run_in_threadpool(hazard_rows, scoped(request, state="all"), everything)
+        return render(request, "hazards.html", hazards=rows, everything=everything)
+
+    def deadline_utc(text: str) -> str | None:
+        if not text.strip():
+            return None
+        try:
+            t = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise hazards.WorkflowError(
+                "deadline: a date and time, e.g. 2026-12-01T18:00"
+            ) from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=tz)  # what the person sees on the wall, in the console's zone
+        from ..audit import spell
+
+        return spell(t)
+
+    async def hazard_action(request: Any) -> Response:
+        me = request.scope[USER_KEY]
+        if request.path_params["action"] not in hazards.FROM:
+            return Response("no such action", 404)
+        if not me["writer"]:
+            return Response("a viewer's account cannot change the ledger", 403)
+        form = await form_checked(request)
+        if isinstance(form, Response):
+            return form
+        action = request.path_params["action"]
+        hid = request.path_params["id"]
+
+        def move() -> None:
+            from ..opening import actor, note
+
+            store = writers.get()
+            h = store.rows("SELECT site FROM hazards WHERE id = ?", (hid,))
+            if (
+                not h
+                or me["scope"] is not None
+                and h[0]["site"] not in (views.scope_sites(store, me["scope"]) or set())
+            ):
+                raise LookupError
+            at = views.now()
+            if action == "dispatch":
+                hazards.dispatch(store, hid, actor("responsible", form.get("to", "")),
+                                 deadline_utc(form.get("deadline", "")), me["name"], at,
+                                 note("note", form.get("note")))  # fmt: skip
+            elif action == "rectify":
+                hazards.rectify(store, hid, note("note", form.get("note")) or "", me["name"], at)
+            else:
+                hazards.close(store, hid, me["name"], at, note("note", form.get("note")))
+
+        try:
+            await run_in_threadpool(move)
+        except LookupError:
+            return render(request, "error.html", 404, message="no such hazard")
+        except ValueError as e:  # WorkflowError, a bad name, note or deadline
+            request.session["flash"] = {"error": True, "text": str(e)}
+        else:
+            request.session["flash"] = {"error": False, "done": action, "id": hid}
+        return RedirectResponse("/hazards", 303)
+
+    # --- overview, gateways -------------------------------------------------------------------
+
+    async def overview(request: Any) -> Response:
+        o = await run_in_threadpool(
+            lambda: views.overview(readers.get(), request.scope[USER_KEY]["scope"])
+        )
+        return render(request, "overview.html", o=o)
+
+    async def gateway_list(request: Any) -> Response:
+        g = await run_in_threadpool(lambda: views.gateways(readers.get(), scoped(request,
+                                    state="all"), "all", LIST_LIMIT))  # fmt: skip
+        return render(request, "gateways.html", g=g)
+
+    async def home(request: Any) -> Response:
+        return RedirectResponse("/alarms", 303)
+
+    routes = [
+        Route("/", home),
+        Route("/login", login_page, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/lang/{lang}", switch_lang),
+        Route("/alarms", alarms),
+        Route("/alarms/rows", alarm_rows),
+        Route("/events", events),
+        Route("/units/{site}", unit),
+        Route("/hazards", hazard_ledger),
+        Route("/hazards/{id:int}/{action:str}", hazard_action, methods=["POST"]),
+        Route("/overview", overview),
+        Route("/gateways", gateway_list),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        *api.routes(readers),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        readers.close()
+        writers.close()
+
+    middleware = [
+        Middleware(
+            SessionMiddleware,
+            secret_key=key or session_key(url),
+            session_cookie="gasguard_console",
+            same_site="strict",
+            max_age=12 * 3600,
+        ),  # fmt: skip
+        Middleware(Auth, load=load_user),
+    ]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.readers = readers
+    return app
+
+
+# --- `gasguard regulator serve` ------------------------------------------------------------------
+
+
+def register_serve(rs: Any) -> Any:
+    from gasguard.tools.exitcodes import epilog
+
+    p = rs.add_parser(
+        "serve", help="the web console over --db (accounts: `gasguard regulator user add`)",
+        epilog=epilog("here:\n  2  --db is not a regulator database, a bad --listen or --zone\n"
+                      "  3  the database cannot be reached at start"),
+    )  # fmt: skip
+    p.add_argument("--db", required=True, help="postgresql://... or the ingest's SQLite file")
+    p.add_argument("--listen", default="127.0.0.1:8024", help="HOST:PORT (default 127.0.0.1:8024)")
+    p.add_argument("--zone", default="Asia/Shanghai", help="times shown in this IANA zone")
+    p.add_argument(
+        "--stale-minutes",
+        type=int,
+        default=5,
+        help="an unacknowledged alarm older than this is highlighted (default 5)",
+    )
+    p.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (the console is served over HTTPS)",
+    )
+    p.set_defaults(run=main_serve)
+    return p
+
+
+def main_serve(args: Any) -> int:
+    from ..store import NotOurDatabase, StoreUnreachable
+
+    try:
+        host, port = api.split_listen(args.listen)
+        zoneinfo.ZoneInfo(args.zone)
+        if not 1 <= args.stale_minutes <= 1440:
+            raise ValueError("--stale-minutes: 1 to 1440")
+        key = session_key(args.db)
+    except (ValueError, NotOurDatabase, zoneinfo.ZoneInfoNotFoundError) as e:
+        print("%s: %s" % (PROG, e), file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    except StoreUnreachable as e:
+        print("%s: database unreachable: %s" % (PROG, e), file=sys.stderr)
+        return exitcodes.UNREACHABLE
+    import uvicorn
+
+    app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key,
+                         secure_cookies=args.secure_cookies)  # fmt: skip
+    print("%s: http://%s:%d/" % (PROG, host, port), flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
+    return exitcodes.OK

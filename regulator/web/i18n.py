@@ -1,0 +1,33 @@
+"""The console's languages: zh-CN by default, English the switch. Templates are written with
+English msgids; locale/<lang>/LC_MESSAGES/messages.po holds each translation, compiled by Babel
+when the console starts (no .mo in the repository, no build step: a .po edit shows on restart)."""
+
+from __future__ import annotations
+
+import functools
+import gettext
+import io
+from pathlib import Path
+
+LOCALE_DIR = Path(__file__).parent / "locale"
+LANGS = {"zh_CN": "中文", "en": "English"}  # the first is the default
+DEFAULT = "zh_CN"
+
+
+@functools.cache
+def translations(lang: str) -> gettext.NullTranslations:
+    if lang not in LANGS or lang == "en":
+        return gettext.NullTranslations()
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    with open(LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po", "rb") as f:
+        catalog = read_po(f, locale=lang)
+    buf = io.BytesIO()
+    write_mo(buf, catalog)
+    buf.seek(0)
+    return gettext.GNUTranslations(buf)
+
+
+def html_lang(lang: str) -> str:
+    return "zh-CN" if lang == "zh_CN" else "en"
