@@ -68,12 +68,16 @@ class Filters:
             params.append(self.site)
         if self.district is not None:
             if not has_registry:
-                raise NoRegistry("district: this database has no registry (units, nodes)")
+                raise NoRegistry(
+                    "district: this database has no registry yet (gasguard regulator import)"
+                )
             sql += " AND site IN (%s)" % _UNDER
             params += [self.district, self.district]
         if self.scope is not None:
             if not has_registry:
-                raise NoRegistry("scope: this database has no registry (units, nodes)")
+                raise NoRegistry(
+                    "scope: this database has no registry yet (gasguard regulator import)"
+                )
             sql += " AND site IN (%s)" % _SCOPE
             params.append(self.scope)
         return sql, params
@@ -120,6 +124,11 @@ def snapshot_of(store: Store) -> Iterator[None]:
         yield
     finally:
         store.x("COMMIT")
+
+
+def has_registry(store: Store, have: set[str]) -> bool:
+    """Whether a registry was imported: its tables exist (made by the store) and hold a tree."""
+    return {"units", "nodes"} <= have and bool(store.x("SELECT 1 FROM nodes LIMIT 1").fetchall())
 
 
 def tables(store: Store) -> set[str]:
@@ -178,7 +187,7 @@ def incidents(
     """The incidents f asks for, most severe then oldest first (by_severity=False: by time
     alone), and how many there are."""
     have = tables(store) if have is None else have
-    where, params = f.where({"units", "nodes"} <= have)
+    where, params = f.where(has_registry(store, have))
     if f.state == "open":
         where += " AND closed_at IS NULL"
     elif f.state != "all":
@@ -202,7 +211,7 @@ def incidents(
 def snapshot(store: Store, f: Filters, limit: int = 50) -> dict[str, Any]:
     """What `regulator watch` shows: totals, sites and gateways offline, incidents."""
     have = tables(store)
-    registry = {"units", "nodes"} <= have
+    registry = has_registry(store, have)
     where, params = f.where(registry)
     with snapshot_of(store):
         dev = store.x(
@@ -269,7 +278,7 @@ def snapshot(store: Store, f: Filters, limit: int = 50) -> dict[str, Any]:
 def sites(store: Store, f: Filters, limit: int, offset: int = 0) -> dict[str, Any]:
     """Each site with its devices online and open incidents (and its unit, if registered)."""
     have = tables(store)
-    registry = {"units", "nodes"} <= have
+    registry = has_registry(store, have)
     where, params = f.where(registry)
     with snapshot_of(store):
         total = store.x(
@@ -342,7 +351,7 @@ def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[
 
 def gateways(store: Store, f: Filters, online: str, limit: int) -> dict[str, Any]:
     """online: all, online or offline (f's own state is about incidents)."""
-    where, params = f.where({"units", "nodes"} <= tables(store))
+    where, params = f.where(has_registry(store, tables(store)))
     if online not in GATEWAY_STATES:
         raise ValueError("state: %s" % ", ".join(GATEWAY_STATES))
     if online != "all":
@@ -393,7 +402,7 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     hazards table exists. Sites no unit names are counted under district null. scope: only the
     units under that node."""
     have = tables(store)
-    registry = {"units", "nodes"} <= have
+    registry = has_registry(store, have)
     with snapshot_of(store):
         mine = scope_sites(store, scope) if registry or scope is None else set()
         devs = store.x(

@@ -296,7 +296,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         store = readers.get()
         if "hazards" not in store.table_names():
             return []
-        where, params = f.where({"units", "nodes"} <= store.table_names())
+        where, params = f.where(views.has_registry(store, store.table_names()))
         if not everything:
             where += " AND status <> 'closed'"
         rows = store.rows(

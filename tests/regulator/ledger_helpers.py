@@ -32,7 +32,7 @@ def incident(store, open_event: str, *, site: str = "s1", device: str = "d1",
         )
 
 
-def finding(store, site: str, kind: str, *, subject: str = "", detail: str | None = None,
+def finding(store, site: str, kind: str, *, subject: str = "", detail: str = "as found",
             since: str = "2026-11-20T00:00:00.000Z",
             cleared_at: str | None = None) -> None:  # fmt: skip
     with store.transaction():

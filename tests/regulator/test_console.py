@@ -15,8 +15,8 @@ from gasguard.regulator import boundary, console, views
 from gasguard.regulator.store import open_store
 
 from .city import DARK_SITES, GATEWAYS_DOWN, PER_SITE, build_city
+from .city_registry import make_registry
 from .conftest import board_event
-from .registry_fixture import make_registry
 
 
 def watch(*argv: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -169,14 +169,16 @@ def test_two_consoles_at_once_both_see_every_incident(db_url, broker, publisher,
     cmd = [sys.executable, "-m", "gasguard.tools.cli", "regulator", "watch", *argv]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(2)]
     try:
-        time.sleep(1.5)
+        # each console's first look (an empty store) before the alarms: a loaded machine may
+        # take longer than any fixed pause to start them
+        firsts = [p.stdout.readline() for p in procs]
         publisher.send_many(
             [
                 board_event("site-%d" % (k % 4), "kitchen-%d" % k, "alarm.high", 1, 1, lel=55.0)
                 for k in range(20)
             ]  # fmt: skip
         )
-        outs = [p.communicate(timeout=60)[0] for p in procs]
+        outs = [first + p.communicate(timeout=60)[0] for first, p in zip(firsts, procs, strict=True)]
     finally:
         for p in procs:
             if p.poll() is None:

@@ -14,7 +14,7 @@ from gasguard.regulator.store import now, open_store
 from gasguard.regulator.web import accounts
 
 from .city import build_city
-from .registry_fixture import make_registry
+from .city_registry import make_registry
 
 PASSWORD = "correct horse battery"
 UNITS = {"site-0000": "xuhui", "site-0001": "xuhui-tianping-g3",
