@@ -123,6 +123,11 @@ def broker():
         yield b
 
 
+# the ingest's one-per-group lock lives in the temporary directory: this session's own, so the
+# ingests of other sessions on the machine (another checkout's tests, a demo) are not in the way
+LOCKS = tempfile.mkdtemp(prefix="gasguard-test-locks-")
+
+
 class Ingest:
     """`python -m gasguard.regulator ingest` as a process; its output kept in a file."""
 
@@ -136,8 +141,9 @@ class Ingest:
     def start(self, wait: bool = True) -> Ingest:
         self.out.truncate(0)
         self.proc = subprocess.Popen(
-            self.argv, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+            self.argv, stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=dict(os.environ, TMPDIR=LOCKS),
+        )  # fmt: skip
         if wait:
             deadline = time.monotonic() + 30
             while self.output().count(": subscribed as ") < self.workers:

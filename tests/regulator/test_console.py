@@ -178,7 +178,8 @@ def test_two_consoles_at_once_both_see_every_incident(db_url, broker, publisher,
                 for k in range(20)
             ]  # fmt: skip
         )
-        outs = [first + p.communicate(timeout=60)[0] for first, p in zip(firsts, procs, strict=True)]
+        rest = [p.communicate(timeout=60)[0] for p in procs]
+        outs = [first + more for first, more in zip(firsts, rest, strict=True)]
     finally:
         for p in procs:
             if p.poll() is None:

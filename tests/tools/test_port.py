@@ -89,3 +89,25 @@ def test_a_missing_port_is_unreachable(tmp_path):
     found = port.identify(str(tmp_path / "ttyUSB9"))
     assert found.kind == port.UNOPENABLE and found.code == 3
     assert "no such port" in found.message
+
+
+def test_a_board_caught_booting_is_a_repl_once_its_prompt_comes():
+    """The probe's Ctrl-C can land while the firmware boots: it prints why it stopped at once
+    and its prompt later (on a loaded machine, after the probe's first second)."""
+    master, slave = os.openpty()
+    path = os.ttyname(slave)
+
+    def far_end() -> None:
+        os.read(master, 256)  # the probe's wake-up
+        os.write(master, b"STOPPED at boot from the console: valve closed\r\n")
+        time.sleep(port.WINDOW_S + 0.5)
+        os.write(master, b"MicroPython v1.28.0 on 2026-01-01; linux\r\n>>> ")
+
+    threading.Thread(target=far_end, daemon=True).start()
+    try:
+        found, took = timed(path)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert found.kind == port.REPL, found
+    assert took < port.WINDOW_S + port.TEXT_GRACE_S + 0.2, took

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gasguard.protocol import frame
 from gasguard.protocol.cobs import COBSError
@@ -32,6 +33,9 @@ BAUD = 115200  # the ESP32's USB REPL, and the virtual board's
 WINDOW_S = 1.1
 WAKE = b"\r\x03\x03\x02"  # Ctrl-C twice (a running program), Ctrl-B (out of a raw REPL)
 PROMPTS = (b">>> ", b"raw REPL", b"MicroPython v")
+# the firmware's own console lines: a board whose prompt is still to come gets TEXT_GRACE_S more
+FIRMWARE_WORDS = (b"STOPPED", b"GASGUARD", b"BOOT FAILED", b"FATAL", b"CONFIG ERROR")
+TEXT_GRACE_S = 2.0
 
 
 class PortError(Exception):
@@ -69,8 +73,7 @@ def has_link_frame(data: bytes) -> bool:
 
 def describe(data: bytes) -> str:
     """A few words about bytes that are neither a REPL nor the link: never the bytes raw."""
-    printable = sum(32 <= b < 127 or b in b"\r\n\t" for b in data)
-    if printable < 0.9 * len(data):
+    if not _is_text(data):
         return "%d bytes of binary at %d baud" % (len(data), BAUD)
     text = " ".join(data.decode("ascii", "replace").split())
     text = "".join(c if c.isprintable() else "?" for c in text)
@@ -127,16 +130,34 @@ def identify(port: str, window_s: float = WINDOW_S) -> Finding:
     data = b""
     try:
         s.write(WAKE)
-        deadline = time.monotonic() + window_s
-        while time.monotonic() < deadline:
-            data += s.read(4096)
-            if any(p in data for p in PROMPTS) or has_link_frame(data):
-                break
+        data = _listen(s, data, window_s)
+        if not _done(data) and any(m in data for m in FIRMWARE_WORDS):
+            # our firmware's console but no prompt yet: a board caught booting prints why it
+            # stopped ("STOPPED at boot ...") before its prompt, later on a loaded machine
+            s.write(b"\r")
+            data = _listen(s, data, TEXT_GRACE_S)
     except (serial.SerialException, OSError) as e:
         return _open_error(port, e)
     finally:
         s.close()
     return classify(port, data)
+
+
+def _done(data: bytes) -> bool:
+    return any(p in data for p in PROMPTS) or has_link_frame(data)
+
+
+def _is_text(data: bytes) -> bool:
+    return sum(32 <= b < 127 or b in b"\r\n\t" for b in data) >= 0.9 * len(data)
+
+
+def _listen(s: Any, data: bytes, window_s: float) -> bytes:
+    deadline = time.monotonic() + window_s
+    while time.monotonic() < deadline:
+        data += s.read(4096)
+        if _done(data):
+            break
+    return data
 
 
 def require_repl(port: str) -> None:
