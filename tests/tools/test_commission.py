@@ -335,6 +335,35 @@ def test_the_config_as_flash_writes_it_is_the_boards(tmp_path):
     assert len(rec["install"]["detectors"]) == 2  # the install block, from the file
 
 
+def test_a_board_flashed_with_the_config_is_commissioned_with_it(tmp_path):
+    """H2 end to end: `gasguard flash --config F` then `gasguard commission --config F` is the
+    installer's everyday path; the board's config digest is the one commission expects for F
+    (flash writes F without its install block and key: tools/installer/flash.py build_image)."""
+    cfg, _ = read_device_config(EXAMPLE)
+    cfg["device_id"] = "unprovisioned"  # a board as it leaves the bench
+    cfg["link"] = {"kind": "none"}
+    site = json.loads(EXAMPLE.read_text())
+    site["link"] = {"kind": "none"}
+    path = tmp_path / "kitchen-main.json"
+    path.write_text(json.dumps(site))
+    with VboardService(cfg, bytes(range(32))) as svc:
+        svc.board.wait_line("GASGUARD RUNNING unprovisioned", 20)
+        r = commission(svc, tmp_path / "before", config=path)  # not flashed yet: refused
+        assert r.returncode == 2 and "this board is unprovisioned" in r.stderr, r.stderr
+        mark = len(svc.board.lines)
+        f = subprocess.run(
+            [sys.executable, "-m", "gasguard.tools.cli", "flash", "--no-progress", "--port"]
+            + [svc.board.repl_path, "--config", str(path)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert f.returncode == 0, f.stdout + f.stderr
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+        r = commission(svc, tmp_path / "rec", config=path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads(next((tmp_path / "rec").glob("*.json")).read_text())
+    assert rec["device"] == "hotpot-88-main" and len(rec["install"]["detectors"]) == 2
+
+
 @pytest.mark.parametrize("where", ["file", "under a file", "proc"])
 def test_an_out_that_cannot_take_the_record_is_refused_first(tmp_path, where):
     """L3: --out at an existing file ran the whole self-test (the valve cycled), then a

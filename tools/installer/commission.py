@@ -108,10 +108,13 @@ def check_board_runs(config: Path, raw: bytes, cfg: Any, running: tuple[str, str
     device, digest = running
     want = cfg.get("device_id") if isinstance(cfg, dict) else None
     if device != want:
+        whose = "no device's (no device_id)"
+        if isinstance(want, str):
+            whose = "the config of %s" % want
         raise FlashError(
-            "this board is %s; %s is the config of %s: its install details would be recorded "
-            "against the wrong board. Give this board's config, or commission the board %s "
-            "is for" % (device, config, human.figure(want, "%s", "no device"), config),
+            "this board is %s; %s is %s: its install details would be recorded against the "
+            "wrong board. Give this board's config, or commission the board %s is for"
+            % (device, config, whose, config),
             exitcodes.BAD_INPUT,
         )
     if digest not in config_digests(raw, cfg):
