@@ -271,6 +271,8 @@ def test_a_board_that_goes_away_mid_test_is_exit_3_in_words(board, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, out + err
     assert "the board went away during the self-test" in err and "run the same command" in err
+    # the restart could not reach it either (issue 22 attack H1): say what to do about that
+    assert "firmware may be stopped" in err and "reset or power-cycle the board" in err
     assert "Traceback" not in out + err and list(tmp_path.iterdir()) == []
 
 

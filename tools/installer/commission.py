@@ -388,9 +388,12 @@ def commission(
             raise FlashError("the self-test did not finish: %s" % results[-1:])
         override = read_override(board)
     except OSError as e:  # the cable pulled, the board unpowered (pyserial's errors are OSErrors)
+        # the restart (below) cannot reach it either: its firmware is likely still stopped
         raise FlashError(
-            "the board went away during the self-test (%s): no record was written; reconnect "
-            "it and run the same command again" % (str(e).strip() or type(e).__name__),
+            "the board went away during the self-test (%s): no record was written. Its "
+            "firmware may be stopped (no gas detection; the green lamp off): reset or "
+            "power-cycle the board, reconnect it and run the same command again"
+            % (str(e).strip() or type(e).__name__),
             exitcodes.UNREACHABLE,
         ) from None
     finally:
