@@ -75,6 +75,55 @@ def test_config_check_help_is_its_own(capsys):
 def test_usage_errors_still_exit_2():
     r = gasguard("commission", "--bogus")
     assert r.returncode == exitcodes.BAD_INPUT and "usage:" in r.stderr
+    assert r.stdout == ""  # no --json: stdout stays empty
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["config", "check", "--json"],  # the path missing
+        ["config", "check", str(EXAMPLE), "--json", "--bogus"],
+        ["flash", "--json", "--config", str(EXAMPLE)],  # --port missing
+        ["--json"],
+    ],
+    ids=["missing argument", "unknown option", "subcommand", "top level"],
+)
+def test_usage_errors_with_json_print_a_json_error(argv):
+    """Issue 22 attack L6: a usage error with --json printed nothing on stdout, so a script
+    reading it got no document. It gets one, and still exit 2 with the usage on stderr."""
+    r = gasguard(*argv)
+    assert r.returncode == exitcodes.BAD_INPUT and "usage:" in r.stderr, r.stdout + r.stderr
+    doc = json.loads(r.stdout)  # the whole of stdout
+    assert doc["ok"] is False and doc["exit_code"] == 2 and doc["error"], doc
+    assert "Traceback" not in r.stderr
+
+
+def test_a_closed_stdout_is_a_quiet_exit_141():
+    """CLI-wide: the reader of stdout gone (`| head -1`) ends any command with exit 141 and no
+    BrokenPipeError traceback (tests/tools/test_sitecheck.py pipes a 2,000-config site)."""
+    import gasguard.tools.cli as cli
+
+    code = (
+        "import sys\n"
+        "from gasguard.tools import cli\n"
+        "def run(args):\n"
+        "    for i in range(100000):\n"
+        "        print('line %d' % i)\n"
+        "    return 0\n"
+        "p = cli.build_parser\n"
+        "def build():\n"
+        "    parser = p()\n"
+        "    parser.set_defaults(command='x', run=run)\n"
+        "    return parser\n"
+        "cli.build_parser = build\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == cli.BROKEN_PIPE == 141 and err == "", err
 
 
 @pytest.mark.parametrize("config, code", [(EXAMPLE, 0), (None, 1)])

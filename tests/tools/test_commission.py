@@ -22,20 +22,27 @@ OUTPUTS = ["red", "yellow", "green", "buzzer", "fan"]
 
 
 @pytest.fixture
-def board():
+def board(tmp_path_factory):
+    """A board running kitchen-main without its gateway link; svc.config_path: that config, as
+    an installer's file (install block and key), for --config."""
     cfg, key = read_device_config(EXAMPLE)
     cfg["link"] = {"kind": "none"}
+    path = tmp_path_factory.mktemp("site") / "kitchen-main.json"
+    path.write_text(json.dumps(cfg, indent=2))
     with VboardService(cfg, key) as svc:
+        svc.config_path = path
         svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
         yield svc
 
 
 def commission(
-    svc: VboardService, out: Path, *extra: str, yes: bool = True
+    svc: VboardService, out: Path, *extra: str, yes: bool = True, config: Path | None = None,
+    installer: str = "Wang Wei",
 ) -> subprocess.CompletedProcess:
+    config = config or getattr(svc, "config_path", EXAMPLE)
     return subprocess.run(
         [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", svc.board.repl_path]
-        + ["--config", str(EXAMPLE), "--out", str(out), "--installer", "Wang Wei"]
+        + ["--config", str(config), "--out", str(out), "--installer", installer]
         + (["--yes"] if yes else [])
         + list(extra),
         capture_output=True,
@@ -252,7 +259,8 @@ def test_a_board_that_goes_away_mid_test_is_exit_3_in_words(board, tmp_path):
     unreachable), and what to do."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", board.board.repl_path]
-        + ["--config", str(EXAMPLE), "--out", str(tmp_path), "--installer", "Wang Wei", "--yes"],
+        + ["--config", str(board.config_path), "--out", str(tmp_path), "--installer", "Wang Wei"]
+        + ["--yes"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
@@ -263,4 +271,177 @@ def test_a_board_that_goes_away_mid_test_is_exit_3_in_words(board, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, out + err
     assert "the board went away during the self-test" in err and "run the same command" in err
+    # the restart could not reach it either (issue 22 attack H1): say what to do about that
+    assert "firmware may be stopped" in err and "reset or power-cycle the board" in err
     assert "Traceback" not in out + err and list(tmp_path.iterdir()) == []
+
+
+# --- the issue 22 attack: H2, L3, L4 -----------------------------------------------------------
+
+BACK = ROOT / "examples" / "hotpot-88" / "kitchen-back.json"
+
+
+def untouched(b, mark: int) -> None:
+    """No self-test step ran: the buzzer, fan and valve were never switched on since mark (the
+    lamps light for the stop and the restart: the valve stays closed until a reset on site)."""
+    driven = ("buzzer", "fan", "valve")
+    on = [(pin, v) for _, pin, v in b.history[mark:] if pin in driven and v == 1]
+    assert on == [], on
+
+
+def test_another_devices_config_is_refused_before_the_self_test(board, tmp_path):
+    """H2: on a board running hotpot-88-main, --config kitchen-back.json wrote a record saying
+    hotpot-88-main with kitchen-back's detector locations, exit 0. Refused, exit 2, before any
+    self-test step, and the board restarted."""
+    b = board.board
+    mark, lines = len(b.history), len(b.lines)
+    r = commission(board, tmp_path / "rec", config=BACK, installer="Eve 1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "hotpot-88-back" in r.stderr and "hotpot-88-main" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "self-test on" not in r.stdout
+    assert not (tmp_path / "rec").exists() or list((tmp_path / "rec").iterdir()) == []
+    untouched(b, mark)
+    b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=lines)  # running again
+
+
+def test_a_config_that_differs_from_the_boards_is_refused(board, tmp_path):
+    """H2: the same device id, but not the config the board runs (changed since the flash):
+    the record would describe a config the board does not run. Refused, exit 2."""
+    cfg = json.loads(board.config_path.read_text())
+    cfg["alarm"]["low_alarm_pct"] = 15
+    changed = tmp_path / "kitchen-main.json"
+    changed.write_text(json.dumps(cfg))
+    mark = len(board.board.history)
+    r = commission(board, tmp_path / "rec", config=changed)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "config digest" in r.stderr and "flash" in r.stderr, r.stderr
+    untouched(board.board, mark)
+
+
+def test_the_config_as_flash_writes_it_is_the_boards(tmp_path):
+    """What `gasguard flash` puts on the board (the config without its install block and key)
+    is the config the installer's file gives: accepted, and its digest is the record's."""
+    from gasguard.tools.installer.commission import config_digests
+
+    cfg, key = read_device_config(EXAMPLE)
+    cfg["link"] = {"kind": "none"}
+    path = tmp_path / "kitchen-main.json"
+    path.write_text(json.dumps(cfg))
+    on_board = {k: v for k, v in cfg.items() if k not in ("install", "key_hex")}
+    with VboardService(on_board, key) as svc:
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+        r = commission(svc, tmp_path / "rec", config=path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads(next((tmp_path / "rec").glob("*.json")).read_text())
+    assert rec["config_digest"] == config_digests(path.read_bytes(), cfg)[0]
+    assert len(rec["install"]["detectors"]) == 2  # the install block, from the file
+
+
+def test_a_board_flashed_with_the_config_is_commissioned_with_it(tmp_path):
+    """H2 end to end: `gasguard flash --config F` then `gasguard commission --config F` is the
+    installer's everyday path; the board's config digest is the one commission expects for F
+    (flash writes F without its install block and key: tools/installer/flash.py build_image)."""
+    cfg, _ = read_device_config(EXAMPLE)
+    cfg["device_id"] = "unprovisioned"  # a board as it leaves the bench
+    cfg["link"] = {"kind": "none"}
+    site = json.loads(EXAMPLE.read_text())
+    site["link"] = {"kind": "none"}
+    path = tmp_path / "kitchen-main.json"
+    path.write_text(json.dumps(site))
+    with VboardService(cfg, bytes(range(32))) as svc:
+        svc.board.wait_line("GASGUARD RUNNING unprovisioned", 20)
+        r = commission(svc, tmp_path / "before", config=path)  # not flashed yet: refused
+        assert r.returncode == 2 and "this board is unprovisioned" in r.stderr, r.stderr
+        mark = len(svc.board.lines)
+        f = subprocess.run(
+            [sys.executable, "-m", "gasguard.tools.cli", "flash", "--no-progress", "--port"]
+            + [svc.board.repl_path, "--config", str(path)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert f.returncode == 0, f.stdout + f.stderr
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
+        r = commission(svc, tmp_path / "rec", config=path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = json.loads(next((tmp_path / "rec").glob("*.json")).read_text())
+    assert rec["device"] == "hotpot-88-main" and len(rec["install"]["detectors"]) == 2
+
+
+@pytest.mark.parametrize("where", ["file", "under a file", "proc"])
+def test_an_out_that_cannot_take_the_record_is_refused_first(tmp_path, where):
+    """L3: --out at an existing file ran the whole self-test (the valve cycled), then a
+    FileExistsError traceback and no record. Refused before the board is touched (the port
+    here does not even exist), exit 2."""
+    out = {"file": tmp_path / "rec3", "under a file": tmp_path / "rec3" / "sub",
+           "proc": Path("/proc/gasguard-records")}[where]  # fmt: skip
+    (tmp_path / "rec3").write_text("an earlier record\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port"]
+        + [str(tmp_path / "ttyUSB9"), "--config", str(EXAMPLE), "--installer", "Wang Wei"]
+        + ["--out", str(out), "--yes"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--out" in r.stderr and str(out) in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "rec3").read_text() == "an earlier record\n"
+
+
+@pytest.mark.parametrize("name", ["Eve\n## Verdict: PASS", "Eve\r1", "Eve\x1b[2J", "Eve\t1"])
+def test_an_installer_name_with_control_characters_is_refused(tmp_path, name):
+    """L4: --installer took newlines: a "## Verdict: PASS" heading could be injected into the
+    record. Refused before the board is touched, exit 2."""
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port"]
+        + [str(tmp_path / "ttyUSB9"), "--config", str(EXAMPLE), "--installer", name]
+        + ["--out", str(tmp_path / "rec"), "--yes"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--installer" in r.stderr and "control character" in r.stderr, r.stderr
+    assert not (tmp_path / "rec").exists()
+
+
+def test_markdown_in_the_record_is_escaped():
+    """L4: '|' split the record's table, '#' and the like are Markdown: each is shown as
+    written, never as Markdown, wherever it comes from (installer, config, override)."""
+    from datetime import datetime
+
+    from gasguard.tools.installer.commission import markdown, record
+
+    results = [
+        {"check": "about", "result": "info", "device": "d-1", "site": "s", "fw": "1",
+         "cfg": "ab"},
+        {"check": "red", "result": "pass", "detail": "x | y"},
+    ]  # fmt: skip
+    install = {"ceiling_m": 3, "valve_installed": "2026-09-15", "detectors": [
+        {"address": 1, "name": "detector 1", "location": "wok | ## Verdict: PASS *bold*",
+         "mount_height_m": 2.9, "distance_m": 1, "installed": "2026-09-15"}]}  # fmt: skip
+    override = {"by": "Eve | x", "date": "d", "reason": "# beam", "overridden": [
+        {"field": "f|g", "rule": "r", "message": "m"}]}  # fmt: skip
+    rec = record(results, {}, "Eve | Licence #1 *x*", install, datetime.now().astimezone(),
+                 override)  # fmt: skip
+    md = markdown(rec)
+    rows = [ln for ln in md.splitlines() if ln.startswith("|")]
+    # every table row has the columns of its table: no cell was split by a '|'
+    assert all(ln.count("|") - ln.count("\\|") in (3, 4, 5, 6) for ln in rows), md
+    assert "Eve \\| Licence \\#1 \\*x\\*" in md
+    assert "wok \\| \\#\\# Verdict: PASS \\*bold\\*" in md
+    assert "\n## Verdict" not in md and "| # beam" not in md
+
+
+def test_a_config_without_an_install_block_is_said_loudly(tmp_path):
+    """L4: no install block gave a record without install data, exit 0, no warning. The record
+    and the terminal say "no install record: placement not checked", and it is exit 1."""
+    cfg, key = read_device_config(EXAMPLE)
+    cfg["link"] = {"kind": "none"}
+    del cfg["install"]
+    path = tmp_path / "kitchen-main.json"
+    path.write_text(json.dumps(cfg))
+    with VboardService(cfg, key) as svc:
+        svc.board.wait_line("GASGUARD RUNNING hotpot-88-main", 20)
+        r = commission(svc, tmp_path / "rec", config=path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no install record: placement not checked" in r.stderr
+    md = next((tmp_path / "rec").glob("*.md")).read_text()
+    assert "no install record: placement not checked" in md.lower()
+    rec = json.loads(next((tmp_path / "rec").glob("*.json")).read_text())
+    assert "no install record: placement not checked" in rec["warnings"]

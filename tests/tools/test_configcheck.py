@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,6 +216,7 @@ def run_cli(path, *extra):
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,  # a FIFO or a device read to its end would hang here
     )
 
 
@@ -283,6 +286,44 @@ def test_hostile_files_get_a_clear_answer(tmp_path, content, code, words):
     assert r.returncode == code, r.stdout + r.stderr
     assert words in r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "line 1 column" not in r.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "loop", "directory"])
+def test_a_config_that_is_not_a_regular_file_is_refused_unread(tmp_path, kind):
+    """Issue 22 attack M2: a FIFO hung, /dev/zero ran out of memory, a symlink loop was a
+    RuntimeError traceback. Each is exit 2 in words, at once, JSON with --json."""
+    p = tmp_path / "config.json"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "zero":
+        p.symlink_to("/dev/zero")
+    elif kind == "loop":
+        p.symlink_to(tmp_path / "other.json")
+        (tmp_path / "other.json").symlink_to(p)
+    words = {"fifo": "a FIFO (named pipe), not a regular file",
+             "zero": "a character device, not a regular file", "loop": "a symlink loop",
+             "directory": "no device configs"}[kind]  # fmt: skip
+    if kind == "directory":
+        p.mkdir()  # an empty site directory: the directory case
+    r = run_cli(p, "--today", "2026-11-23")
+    assert r.returncode == 2 and words in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli(p, "--json", "--today", "2026-11-23")
+    assert r.returncode == 2 and words in json.loads(r.stdout)["error"]
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [("gateway.toml", "this looks like a gateway config (TOML); give a device config (JSON)"),
+     ("keys.toml", "this looks like the gateway's keys file (TOML); give a device config (JSON)")],
+)  # fmt: skip
+def test_a_gateway_config_given_as_the_device_config_says_so(name, words):
+    """Issue 22 attack L6: `--config gateway.toml` (flash, commission) said a bare "configs
+    are JSON": the file opens with comments, which hid that it is TOML."""
+    from gasguard.tools.installer.configcheck import ConfigFileError, read_file
+
+    with pytest.raises(ConfigFileError, match=r"configs are JSON \(%s\)" % re.escape(words)):
+        read_file(ROOT / "examples" / "hotpot-88" / name)
 
 
 @pytest.mark.parametrize("today", ["23/11/2026", "2026-13-01", "tomorrow", ""])

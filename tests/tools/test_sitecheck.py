@@ -5,6 +5,7 @@ files and fields, on a copy that breaks it; unreadable input is exit 2, findings
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ def run(*args: str | Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         check=False,
+        timeout=60,  # a FIFO or a device read to its end would hang here
     )
 
 
@@ -244,6 +246,127 @@ def test_a_bad_today_on_a_site_is_exit_2_with_the_form_to_use(today):
     r = run(SITE, "--today", today)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "YYYY-MM-DD" in r.stderr and "--today" in r.stderr
+
+
+# --- hostile files (issue 22 attack, M2, M3, L6): bounded, regular files only, exit 2 in words --
+
+
+def test_fifos_devices_and_symlink_loops_in_a_site_are_left_out_and_named(site):
+    os.mkfifo(site / "kitchen-fifo.json")  # opened, it would wait for a writer for ever
+    (site / "zero.toml").symlink_to("/dev/zero")  # read, it would never end
+    (site / "l1.json").symlink_to("l2.json")  # each other's link: a loop
+    (site / "l2.json").symlink_to("l1.json")
+    r = check_site(site)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kitchen-fifo.json: a FIFO (named pipe), not a regular file" in r.stdout
+    assert "zero.toml: a character device, not a regular file" in r.stdout
+    assert "l1.json: a symlink loop" in r.stdout and "l2.json: a symlink loop" in r.stdout
+    report = json.loads(check_site(site, "--json").stdout)
+    why = {Path(x["file"]).name: x["why"] for x in report["left_out"]}
+    assert set(why) == {"kitchen-fifo.json", "zero.toml", "l1.json", "l2.json"}
+    assert {Path(f).name for f in report["skipped"]} >= set(why)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "zero", "loop"])
+def test_a_named_file_that_is_not_a_regular_file_is_exit_2(tmp_path, kind):
+    p = tmp_path / "x.toml"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif kind == "zero":
+        p.symlink_to("/dev/zero")
+    else:
+        p.symlink_to(tmp_path / "y.toml")
+        (tmp_path / "y.toml").symlink_to(p)
+    for extra in ([], ["--json"]):
+        r = run(p, SITE / "kitchen-main.json", "--today", TODAY, *extra)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        words = {"fifo": "a FIFO", "zero": "a character device", "loop": "symlink loop"}[kind]
+        assert "x.toml" in r.stderr and words in r.stderr, r.stderr
+        if extra:
+            assert words in json.loads(r.stdout)["error"]
+
+
+def test_a_toml_nesting_bomb_is_exit_2_with_json(tmp_path):
+    bomb = tmp_path / "bomb.toml"
+    bomb.write_text("a = " + "[" * 50000 + "]" * 50000)
+    r = run(bomb, SITE / "kitchen-main.json", "--today", TODAY, "--json")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "nested too deep" in json.loads(r.stdout)["error"]
+
+
+def test_a_toml_file_is_size_checked_before_it_is_read(site):
+    (site / "keys.toml").write_bytes(b"# " + b"x" * (5 * 1024 * 1024) + b"\n")
+    r = check_site(site)
+    assert r.returncode == 2 and "keys.toml" in r.stderr and "at most" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+def test_a_keys_path_to_a_device_or_fifo_is_a_finding_not_a_hang(site, target):
+    if target == "fifo":
+        os.mkfifo(site / "keys.fifo")
+        target = "keys.fifo"
+    else:
+        target = "../" * 12 + "dev/zero"
+    (site / "keys.toml").unlink()
+    gw = site / "gateway.toml"
+    gw.write_text(gw.read_text().replace('keys = "keys.toml"', 'keys = "%s"' % target))
+    code, found = findings(site)
+    assert code == 1
+    (f,) = [f for f in found if f["level"] == "error"]
+    assert places(f) == {("gateway.toml", "gateway.keys")}
+    assert "not a regular file" in f["message"] and "cannot read its keys" in f["message"]
+
+
+def test_the_keys_file_is_the_one_the_gateway_names_whatever_its_name(site):
+    """M3: keys = "keys.txt" was read as a device config ("configs are JSON")."""
+    (site / "keys.toml").rename(site / "keys.txt")
+    gw = site / "gateway.toml"
+    gw.write_text(gw.read_text().replace('keys = "keys.toml"', 'keys = "keys.txt"'))
+    for args in ([site], [site / "kitchen-main.json", gw, site / "keys.txt"]):
+        r = run(*args, "--today", TODAY, "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        report = json.loads(r.stdout)
+        kinds = {Path(f["file"]).name: f["kind"] for f in report["files"]}
+        assert kinds["keys.txt"] == "keys" and report["not_checked"] == [], report
+        assert "keys.txt" not in {Path(f).name for f in report["skipped"]}
+    # and it is really read: a key that differs is found in it
+    (site / "keys.txt").write_text('[keys]\n"hotpot-88-main" = "%s"\n' % ("00" * 32))
+    code, found = findings(site)
+    assert code == 1
+    assert any(("keys.txt", "keys.hotpot-88-main") in places(f) for f in found), found
+
+
+@pytest.mark.parametrize("name", ["gateway.toml", "keys.toml"])
+def test_a_gateway_config_or_keys_file_alone_is_no_site(name):
+    """L6: it said "0 device configs ... fit to install" (exit 0); a directory without device
+    configs is exit 2, and so is this."""
+    for extra in ([], ["--json"]):
+        r = run(SITE / name, "--today", TODAY, *extra)
+        assert r.returncode == 2 and "no device configs" in r.stderr, r.stdout + r.stderr
+        if extra:
+            assert "no device configs" in json.loads(r.stdout)["error"]
+
+
+def test_a_closed_stdout_ends_the_check_quietly(tmp_path):
+    """`config check big | head -1` on 2,000 configs: a BrokenPipeError traceback. Now quiet,
+    exit 141 (128 + SIGPIPE, as a shell reports it)."""
+    cfg = json.loads((SITE / "kitchen-main.json").read_text())
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(2000):
+        cfg["device_id"] = "dev-%d" % i
+        (big / ("d%04d.json" % i)).write_text(json.dumps(cfg))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "config", "check", str(big)]
+        + ["--today", "2040-01-01"],  # past every service life: findings for every config
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()  # what `head -1` reads, then it goes
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b"error") and err == "", err
 
 
 # --- --json is JSON only, in every mode --------------------------------------------------------

@@ -20,8 +20,11 @@ writes its own record: commissioning-<device>-<local date and time>[-N].md and .
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,10 @@ from gasguard.tools.installer import port as ports
 from gasguard.tools.installer.flash import OVERRIDE_FILE, Board, FlashError, check_supported
 
 NOT_CONFIRMED = "not confirmed"
+NO_INSTALL = "no install record: placement not checked"
+# what Markdown reads as markup in a table cell: shown as written, backslash-escaped
+MARKDOWN = re.compile(r"([\\`*_\[\]<>#|~])")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # the board reports each result as a number (selftest.py keeps its interned names to a minimum)
 RESULTS = ("info", "pass", "fail", "driven", "skipped")
 IMPORT_TRIES = 3  # the stopped firmware's heap can be too fragmented for the first import
@@ -59,6 +66,64 @@ def _load_selftest(board: Board) -> None:
                 raise FlashError(
                     "the self-test could not be loaded on the board: %s" % str(e).strip()[-300:]
                 ) from None
+
+
+def config_digests(raw: bytes, cfg: Any) -> list[str]:
+    """The digests the firmware reports (sha256 of its config.json's bytes, 16 hex digits) for
+    a board that runs this installer's file: as `gasguard flash` writes it (without the install
+    block and the key: the one that counts, first), as a virtual board writes it (the key
+    taken out only), and the file's own bytes (copied to the board as it is)."""
+    digest = lambda b: hashlib.sha256(b).hexdigest()[:16]  # noqa: E731
+    out = []
+    if isinstance(cfg, dict):
+        for drop in (("key_hex", "install"), ("key_hex",)):
+            out.append(digest(json.dumps({k: v for k, v in cfg.items() if k not in drop},
+                                         indent=1).encode()))  # fmt: skip
+    return out + [digest(raw)]
+
+
+def running_config(board: Board) -> tuple[str, str] | None:
+    """(device id, config digest) of the config the stopped firmware runs, or None if it never
+    got as far as running one. (Only names the board has interned already: see _load_selftest.)"""
+    text = board.t.exec(
+        "import gasguard, json\n"
+        "print(json.dumps([gasguard.stopped[1].device_id, gasguard.stopped[1].digest_hex()]) "
+        "if getattr(gasguard, 'stopped', None) else 0)\n"
+    ).decode()
+    try:
+        got = json.loads(text.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return (str(got[0]), str(got[1])) if isinstance(got, list) and len(got) == 2 else None
+
+
+def check_board_runs(config: Path, raw: bytes, cfg: Any, running: tuple[str, str] | None) -> None:
+    """Refuse (exit 2) a record that would put this file's install details against a board that
+    runs another device's config, or another config of the same device."""
+    if running is None:
+        raise FlashError(
+            "the board runs no GasGuard config (its firmware stopped at boot: see its console): "
+            "flash it with %s first" % config
+        )
+    device, digest = running
+    want = cfg.get("device_id") if isinstance(cfg, dict) else None
+    if device != want:
+        whose = "no device's (no device_id)"
+        if isinstance(want, str):
+            whose = "the config of %s" % want
+        raise FlashError(
+            "this board is %s; %s is %s: its install details would be recorded against the "
+            "wrong board. Give this board's config, or commission the board %s is for"
+            % (device, config, whose, config),
+            exitcodes.BAD_INPUT,
+        )
+    if digest not in config_digests(raw, cfg):
+        raise FlashError(
+            "%s is not the config this board runs (the board's config digest is %s; this file's "
+            "is %s): flash this config first (gasguard flash --config %s), or give the config "
+            "the board was flashed with" % (config, digest, config_digests(raw, cfg)[0], config),
+            exitcodes.BAD_INPUT,
+        )
 
 
 def check_name(check: str, place: int | None = None) -> str:
@@ -175,7 +240,16 @@ def record(
         "install_rules_overridden": override,
         "checks": [r for r in results if r["result"] != "info"],
         "verdict": verdict(results),
+        # what the record lacks that an inspector looks for (the self-test's verdict aside)
+        "warnings": [] if isinstance(install, dict) else [NO_INSTALL],
     }
+
+
+def cell(value: Any) -> str:
+    """A value as Markdown shows it written: control characters as spaces, and every character
+    Markdown reads as markup ('|' that splits a table cell, '#', '*', ...) backslash-escaped.
+    Whatever came from the installer, the config or the board, it is never markup."""
+    return MARKDOWN.sub(r"\\\1", CONTROL.sub(" ", human.figure(value)))
 
 
 def markdown(rec: dict[str, Any]) -> str:
@@ -184,22 +258,24 @@ def markdown(rec: dict[str, Any]) -> str:
         "",
         "| | |",
         "|---|---|",
-        "| Site | %s |" % human.figure(rec["site"]),
-        "| Device | %s |" % human.figure(rec["device"]),
-        "| Date | %s |" % human.local_time(rec["date"]),
+        "| Site | %s |" % cell(rec["site"]),
+        "| Device | %s |" % cell(rec["device"]),
+        "| Date | %s |" % cell(human.local_time(rec["date"])),
         "| Firmware | GasGuard %s on MicroPython %s (%s) |"
-        % tuple(human.figure(rec[k]) for k in ("firmware", "micropython", "platform")),
-        "| Config digest | `%s` |" % human.figure(rec["config_digest"]),
-        "| Installer | %s |" % human.figure(rec["installer"]),
-        "| **Verdict** | **%s** |" % rec["verdict"],
+        % tuple(cell(rec[k]) for k in ("firmware", "micropython", "platform")),
+        "| Config digest | `%s` |" % human.figure(rec["config_digest"]).replace("`", "'"),
+        "| Installer | %s |" % cell(rec["installer"]),
+        "| **Verdict** | **%s** |" % cell(rec["verdict"]),
     ]
     ov = rec.get("install_rules_overridden")
     if ov:
         lines.append(
             "| **Install rules** | **OVERRIDDEN** by %s on %s: %s%s |"
-            % (ov.get("by"), ov.get("date"), ov.get("reason"),
+            % (cell(ov.get("by")), cell(ov.get("date")), cell(ov.get("reason")),
                "" if ov.get("current", True) else " (made for an earlier config)")
         )  # fmt: skip
+    for w in rec.get("warnings") or []:
+        lines += ["", "**WARNING: %s**" % cell(w)]
     lines += [
         "",
         "## Self-test",
@@ -210,11 +286,12 @@ def markdown(rec: dict[str, Any]) -> str:
     for c in rec["checks"]:
         conf = "n/a"
         if "confirmed" in c:
-            conf = {True: "yes", False: "NO", None: "NOT CONFIRMED"}[c["confirmed"]]
+            conf = {True: "yes", False: "NO", None: "NOT CONFIRMED"}.get(c["confirmed"], "?")
         lines.append(
             "| %s | %s | %s | %s |"
-            % (c.get("name", c["check"]), c["result"], c.get("detail", ""), conf)
-        )
+            % (cell(c.get("name", c["check"])), cell(c["result"]), cell(c.get("detail", "")),
+               conf)
+        )  # fmt: skip
     if ov:
         lines += [
             "",
@@ -224,7 +301,11 @@ def markdown(rec: dict[str, Any]) -> str:
             "|---|---|---|",
         ]
         for f in ov.get("overridden", []):
-            lines.append("| %s | %s | %s |" % (f.get("field"), f.get("rule"), f.get("message")))
+            if isinstance(f, dict):
+                lines.append(
+                    "| %s | %s | %s |"
+                    % (cell(f.get("field")), cell(f.get("rule")), cell(f.get("message")))
+                )
     inst = rec.get("install")
     if isinstance(inst, dict):
         lines += [
@@ -233,9 +314,9 @@ def markdown(rec: dict[str, Any]) -> str:
             "",
             "Ceiling %s m; backup power: %s; valve installed %s."
             % (
-                inst.get("ceiling_m", "?"),
+                cell(inst.get("ceiling_m", "?")),
                 "yes" if inst.get("backup_power") else "no",
-                inst.get("valve_installed", "?"),
+                cell(inst.get("valve_installed", "?")),
             ),
             "",
             "| Detector | Location | Height (m) | Distance (m) | Installed |",
@@ -247,11 +328,11 @@ def markdown(rec: dict[str, Any]) -> str:
             lines.append(
                 "| %s | %s | %s | %s | %s |"
                 % (
-                    d.get("name", d.get("address")),
-                    d.get("location", ""),
-                    d.get("mount_height_m", ""),
-                    d.get("distance_m", ""),
-                    d.get("installed", ""),
+                    cell(d.get("name", d.get("address"))),
+                    cell(d.get("location", "")),
+                    cell(d.get("mount_height_m", "")),
+                    cell(d.get("distance_m", "")),
+                    cell(d.get("installed", "")),
                 )
             )
     lines += [
@@ -274,11 +355,12 @@ def commission(
     echo=print,
 ) -> tuple[dict[str, Any], Path, Path]:
     install = None
+    raw, cfg = b"", None
     if config is not None:
         from gasguard.tools.installer.configcheck import ConfigFileError, read_file
 
         try:
-            _, cfg = read_file(config)
+            raw, cfg = read_file(config)
         except ConfigFileError as e:
             raise FlashError("%s: cannot read the install record (%s)" % (config, e), 2) from None
         install = cfg.get("install") if isinstance(cfg, dict) else None
@@ -298,15 +380,20 @@ def commission(
     try:
         info = board.identify()
         check_supported(info)
+        if config is not None:  # before any step: the record must be this board's
+            check_board_runs(config, raw, cfg, running_config(board))
         echo("self-test on %s (the safety loop is stopped; the valve is closed)" % port)
         results = run_selftest(board, echo)
         if not any(r["check"] == "end" for r in results):
             raise FlashError("the self-test did not finish: %s" % results[-1:])
         override = read_override(board)
     except OSError as e:  # the cable pulled, the board unpowered (pyserial's errors are OSErrors)
+        # the restart (below) cannot reach it either: its firmware is likely still stopped
         raise FlashError(
-            "the board went away during the self-test (%s): no record was written; reconnect "
-            "it and run the same command again" % (str(e).strip() or type(e).__name__),
+            "the board went away during the self-test (%s): no record was written. Its "
+            "firmware may be stopped (no gas detection; the green lamp off): reset or "
+            "power-cycle the board, reconnect it and run the same command again"
+            % (str(e).strip() or type(e).__name__),
             exitcodes.UNREACHABLE,
         ) from None
     finally:
@@ -320,7 +407,13 @@ def commission(
     confirm(results, ask)
     now = datetime.datetime.now().astimezone()
     rec = record(results, info, installer, install, now, override)
-    md, js = write_record(out_dir, rec, now)
+    try:
+        md, js = write_record(out_dir, rec, now)
+    except OSError as e:  # checked before the self-test (check_out); the disk filled since?
+        raise FlashError(
+            "the self-test ran (verdict: %s) but the record could not be written to %s (%s)"
+            % (rec["verdict"], out_dir, e.strerror or e)
+        ) from None
     return rec, md, js
 
 
@@ -352,11 +445,50 @@ def missing(args: Any) -> list[str]:
     return out
 
 
+def bad_installer(name: str) -> str | None:
+    """Why --installer cannot go into a legal record as it is, or None."""
+    if CONTROL.search(name):
+        return (
+            "--installer %r has a control character (a newline, a tab, an escape): give the "
+            "name and licence number on one line" % name
+        )
+    return None
+
+
+def check_out(out: Path) -> None:
+    """--out must be a directory the record can be written to: said before the self-test (which
+    cycles the valve), never after it as a traceback. Creates it if it does not exist."""
+    if out.exists() and not out.is_dir():
+        raise FlashError(
+            "--out %s is a file, not a directory: give the directory the record goes to (each "
+            "run writes a new commissioning-<device>-<date>.md and .json there)" % out,
+            exitcodes.BAD_INPUT,
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise FlashError(
+            "--out %s: the record cannot be written there (%s)" % (out, e.strerror or e),
+            exitcodes.BAD_INPUT,
+        ) from None
+
+
 def main(args: Any) -> int:
     lacking = missing(args)
     if lacking:
         print("gasguard commission: the record needs %s" % " and ".join(lacking), file=sys.stderr)
         return exitcodes.BAD_INPUT
+    bad = bad_installer(args.installer)
+    if bad:
+        print("gasguard commission: %s" % bad, file=sys.stderr)
+        return exitcodes.BAD_INPUT
+    try:
+        check_out(Path(args.out))
+    except FlashError as e:
+        print("gasguard commission: %s" % e, file=sys.stderr)
+        return e.code
     ask = not args.yes and sys.stdin.isatty()
     if not args.yes and not ask:
         print(
@@ -383,6 +515,14 @@ def main(args: Any) -> int:
         print("install rules overridden at flashing: see the record")
     print("record: %s and %s" % (md, js))
     print("the board restarted: the valve stays closed until staff reset it on site")
+    for w in rec["warnings"]:
+        print(
+            "gasguard commission: WARNING: %s (%s has no install block: where each detector is "
+            "mounted is not on record; add it and commission again)" % (w, args.config),
+            file=sys.stderr,
+        )
+    if rec["warnings"]:
+        return exitcodes.FAILED  # a record an inspector cannot accept as it is
     if rec["verdict"] == "PASS" or (args.yes and rec["verdict"].startswith("NOT CONFIRMED")):
         return 0  # --yes: the installer chose a record with unconfirmed outputs
     return 1
@@ -393,9 +533,12 @@ def register(sub: Any) -> None:
         "commission",
         help="run the on-device self-test, write the record",
         epilog="here:\n"
-        "  1  the verdict is not PASS (with --yes, NOT CONFIRMED is 0)\n"
-        "  2  --installer or --config missing, or the port is the board's link UART (or\n"
-        "     another device), not its USB REPL\n"
+        "  1  the verdict is not PASS (with --yes, NOT CONFIRMED is 0), or the config has no\n"
+        "     install block (no install record: placement not checked)\n"
+        "  2  --installer or --config missing, --installer with a control character, --out not\n"
+        "     a writable directory, the port is the board's link UART (or another device),\n"
+        "     not its USB REPL, or the board runs another config than --config (another\n"
+        "     device, or a config changed since the flash)\n"
         "  3  nothing answers on the port, or another program holds it",
     )
     c.add_argument("--port", required=True, help="the board's USB serial port, or a vboard REPL")

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import errno
 import json
+import os
 import re
+import stat
 import sys
 from functools import cache
 from importlib import resources
@@ -104,10 +107,17 @@ def max_bytes() -> int:
 
 
 def _not_json_hint(text: str) -> str:
-    body = text.lstrip()
+    # comments first (a gateway config opens with some): what follows them tells the format
+    lines = [ln.strip() for ln in text.splitlines()]
+    body = "\n".join(ln for ln in lines if ln and not ln.startswith("#"))
     if re.match(r"[A-Za-z_][\w.-]*\s*:(\s|$)", body) or body.startswith("---"):
         return " (this looks like YAML)"
-    if re.match(r"(\[[\w.\"-]+\]|[A-Za-z_][\w.-]*\s*=)", body):
+    if re.match(r"(\[\[?[\w.\"-]+\]|[A-Za-z_][\w.-]*\s*=)", body):
+        tables = set(re.findall(r"(?m)^\[+\s*([\w-]+)", body))
+        if "gateway" in tables:
+            return " (this looks like a gateway config (TOML); give a device config (JSON))"
+        if "keys" in tables:
+            return " (this looks like the gateway's keys file (TOML); give a device config (JSON))"
         return " (this looks like TOML)"
     return ""
 
@@ -158,18 +168,68 @@ def parse(raw: bytes) -> Any:
     return cfg
 
 
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file is, in words."""
+    for test, word in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory")):  # fmt: skip
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def not_regular(path: Path) -> str | None:
+    """Why path cannot be read as a regular file (a FIFO, a device, a socket, a symlink loop, a
+    dangling link), or None if it can. Never opens the file: a FIFO would block, a device never
+    end."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        return "cannot read (%s)" % (e.strerror or e)
+    if not stat.S_ISREG(st.st_mode):
+        return "%s, not a regular file" % _kind(st.st_mode)
+    return None
+
+
+def read_regular(path: Path, cap: int, what: str) -> bytes:
+    """A regular file's bytes, at most cap of them: the size is checked before reading, and a
+    FIFO, device or socket is refused without waiting on it (ConfigFileError)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO never waits for a writer
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigFileError("cannot read: a symlink loop") from None
+        raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigFileError("%s, not a regular file" % _kind(st.st_mode))
+        if st.st_size > cap:
+            raise ConfigFileError(_too_big(st.st_size, cap, what))
+        try:
+            raw = f.read(cap + 1)
+        except OSError as e:
+            raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
+    if len(raw) > cap:  # grew while we looked
+        raise ConfigFileError(_too_big(len(raw), cap, what, more=True))
+    return raw
+
+
+def _too_big(n: int, cap: int, what: str, more: bool = False) -> str:
+    if what == "config":
+        return (
+            "%d bytes%s: a config is at most %d bytes (the board reads no more; a 23 KB one ran "
+            "it out of memory)" % (n, " or more" if more else "", cap)
+        )
+    return "%d bytes%s: a %s is at most %d bytes" % (n, " or more" if more else "", what, cap)
+
+
 def read_file(path: Path) -> tuple[bytes, Any]:
     """The file's bytes and the config in them; ConfigFileError says why there is none."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(max_bytes() + 1)
-    except OSError as e:
-        raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
-    if len(raw) > max_bytes():
-        raise ConfigFileError(
-            "%d bytes or more: a config is at most %d bytes (the board reads no more; a 23 KB "
-            "one ran it out of memory)" % (Path(path).stat().st_size, max_bytes())
-        )
+    raw = read_regular(path, max_bytes(), "config")
     return raw, parse(raw)
 
 

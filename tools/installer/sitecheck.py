@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gasguard.gateway import config as gwconfig
-from gasguard.tools.installer.configcheck import ConfigFileError, Finding, check, read_file, schema
+from gasguard.tools.installer.configcheck import (
+    ConfigFileError,
+    Finding,
+    check,
+    not_regular,
+    read_file,
+    read_regular,
+    schema,
+)
 
 # docs/gateway.md, "Clocks": a board is offline after the gateway's heartbeat_s × missed_heartbeats
 # without a frame (and its TCP link is closed). Heartbeats are not re-sent: one lost on the line
@@ -37,6 +46,9 @@ BEAT_RULE = (
 LINK_RULE = "link settings agree (the gateway listens where the board talks)"
 SITE_RULE = "one site name (the gateway publishes under its own)"
 GATEWAY_RULE = "gateway config: the gateway refuses to start"
+# the gateway config and its keys file (a few kB for a restaurant; 2,000 boards' keys are 300 kB):
+# read no more than this, and check the size before reading
+TOML_MAX_BYTES = 4 * 1024 * 1024
 RECORD_PREFIX = "commissioning-"  # commission's records, often written into the site directory
 
 
@@ -76,6 +88,7 @@ class Placed:
 class Site:
     files: list[SiteFile]
     skipped: list[str] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # skipped, and why: not regular
     directory: bool = False  # given as a directory: every device's config should be in it
 
     def of(self, kind: str) -> list[SiteFile]:
@@ -86,26 +99,30 @@ class Site:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    raw = read_regular(path, TOML_MAX_BYTES, "TOML file")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigFileError("TOML files are UTF-8: this one is not") from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigFileError("not valid TOML: %s" % e) from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise ConfigFileError("not valid TOML: nested too deep") from None
 
 
-def _read(path: Path) -> SiteFile:
-    """One input file as a SiteFile; ConfigFileError (with the file's name) if it is none."""
+def _read(path: Path, kind: str | None = None) -> SiteFile:
+    """One input file as a SiteFile; ConfigFileError (with the file's name) if it is none.
+    kind "keys": the file the gateway config names as its keys, whatever its name."""
     try:
-        if path.suffix != ".toml":
+        if kind is None and path.suffix != ".toml":
             return SiteFile(path, "device", read_file(path)[1])
         data = _read_toml(path)
     except ConfigFileError as e:
         raise ConfigFileError("%s: %s" % (path, e)) from None
+    if kind == "keys":
+        return SiteFile(path, "keys", data)
     if isinstance(data.get("gateway"), dict):
         return SiteFile(path, "gateway", data)
     if "keys" in data:
@@ -115,55 +132,87 @@ def _read(path: Path) -> SiteFile:
     )
 
 
-def _in_directory(d: Path) -> tuple[list[Path], list[str]]:
-    """A site directory's configs (*.json, *.toml) and what was left out of it."""
-    take, skip = [], []
-    for p in sorted(d.iterdir()):
+def _in_directory(d: Path) -> tuple[list[Path], list[str], dict[str, str]]:
+    """A site directory's configs (*.json, *.toml), what was left out of it, and why for what
+    cannot be read as a regular file (a FIFO, a device, a socket, a symlink loop): named, never
+    opened."""
+    take, skip, why = [], [], {}
+    try:
+        entries = sorted(d.iterdir())
+    except OSError as e:
+        why = e.strerror or e
+        raise ConfigFileError("%s: cannot read the directory (%s)" % (d, why)) from None
+    for p in entries:
         if p.name.startswith(".") or p.is_dir():
             continue
         if p.suffix in (".json", ".toml") and not p.name.startswith(RECORD_PREFIX):
-            take.append(p)
-        else:
-            skip.append(str(p))
-    if not any(p.suffix == ".json" for p in take):
-        raise ConfigFileError("%s: no device configs (*.json) in this directory" % d)
-    return take, skip
+            bad = not_regular(p)
+            if bad is None:
+                take.append(p)
+                continue
+            why[str(p)] = bad
+        skip.append(str(p))
+    return take, skip, why
 
 
 def read_site(args: list[str]) -> Site:
     """The site the arguments name: files and directories, and the keys file the gateway config
-    names (as the gateway reads it). ConfigFileError for anything that is no site."""
+    names (as the gateway reads it: by that path, whatever its name). ConfigFileError for
+    anything that is no site."""
     paths, site = [], Site([])
     for a in args:
         p = Path(a)
         if p.is_dir():
-            taken, skipped = _in_directory(p)
+            taken, skipped, why = _in_directory(p)
             paths += taken
             site.skipped += skipped
+            site.left_out.update(why)
             site.directory = True
         else:
             paths.append(p)
+    unique: list[Path] = []
     seen: set[Path] = set()
     for p in paths:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            site.files.append(_read(p))
-    gateways = site.of("gateway")
+        if _real(p) not in seen:
+            seen.add(_real(p))
+            unique.append(p)
+    # the TOML files first: the gateway config says which file is its keys, whatever its name
+    tomls = [_read(p) for p in unique if p.suffix == ".toml"]
+    gateways = [f for f in tomls if f.kind == "gateway"]
     if len(gateways) > 1:
         raise ConfigFileError(
             "one gateway config a site: got %s (check each gateway's boards on their own)"
             % ", ".join(str(g.path) for g in gateways)
         )
-    if gateways:
-        named = _keys_path(gateways[0])
-        if named is not None and named.resolve() not in seen and named.is_file():
-            site.files.append(_read(named))
-    elif len(site.of("keys")) > 1:
+    named = _keys_path(gateways[0]) if gateways else None
+    named_at = _real(named) if named is not None else None
+    for p in unique:
+        if p.suffix == ".toml":
+            site.files.append(next(f for f in tomls if f.path == p))
+        else:
+            site.files.append(_read(p, "keys" if _real(p) == named_at else None))
+    if named is not None and named_at not in seen and not_regular(named) is None:
+        site.files.append(_read(named, "keys"))
+        site.skipped = [s for s in site.skipped if _real(Path(s)) != named_at]
+    if not gateways and len(site.of("keys")) > 1:
         raise ConfigFileError(
             "several keys files and no gateway config to say which one is read: %s"
             % ", ".join(str(k.path) for k in site.of("keys"))
         )
+    if not site.of("device"):
+        where = " or ".join(str(a) for a in args)
+        raise ConfigFileError(
+            "%s: no device configs (*.json)%s: give the device configs (or the site directory) "
+            "with the gateway config and keys"
+            % (where, " in this directory" if site.directory and len(args) == 1 else "")
+        )
     return site
+
+
+def _real(p: Path) -> Path:
+    """The file p names, links followed; a symlink loop is its own answer, not a RuntimeError
+    (Path.resolve raises one for a loop before Python 3.13)."""
+    return Path(os.path.realpath(p))
 
 
 def _keys_path(gw: SiteFile) -> Path | None:
@@ -227,7 +276,7 @@ def check_site(site: Site, today: datetime.date | None = None) -> tuple[list[Pla
     if gw is not None:  # its keys are the ones it names, whatever else was given
         named, keys_file = _keys_path(gw), None
         for k in site.of("keys"):
-            if named is not None and k.path.resolve() == named.resolve():
+            if named is not None and _real(k.path) == _real(named):
                 keys_file = k
             else:
                 add(
@@ -243,9 +292,20 @@ def check_site(site: Site, today: datetime.date | None = None) -> tuple[list[Pla
         except gwconfig.ConfigError as e:
             add("error", GATEWAY_RULE, e.reason, (keys_file.path, e.field))
     gwcfg = None
-    if gw is not None:
+    named = _keys_path(gw) if gw is not None else None
+    unreadable = not_regular(named) if named is not None and named.exists() else None
+    if gw is not None and unreadable is not None:
+        # a FIFO or a device (/dev/zero): the gateway would wait on it, or read it forever
+        add(
+            "error",
+            GATEWAY_RULE,
+            "the keys file %s is %s: the gateway cannot read its keys from it"
+            % (named, unreadable),
+            (gw.path, "gateway.keys"),
+        )
+    elif gw is not None:
         try:
-            gwcfg = gwconfig.parse(gw.data, gw.path.resolve().parent, files=False)
+            gwcfg = gwconfig.parse(gw.data, _real(gw.path).parent, files=False)
         except gwconfig.ConfigError as e:
             said = keys_file is not None and keys is None  # the keys file's finding, above
             if not (said and e.field.startswith(("keys", "gateway.keys"))):
@@ -297,7 +357,7 @@ def check_site(site: Site, today: datetime.date | None = None) -> tuple[list[Pla
     missing = []
     if gw is None:
         missing.append("heartbeat vs offline threshold, link settings (no gateway config given)")
-    elif gwcfg is None:
+    elif gwcfg is None:  # its keys file unreadable included
         missing.append(
             "heartbeat vs offline threshold, link settings (the gateway config has an error)"
         )
@@ -404,6 +464,8 @@ def main(args: list[str], as_json: bool, today: datetime.date | None) -> int:
                 {
                     "files": [{"file": str(f.path), "kind": f.kind} for f in site.files],
                     "skipped": site.skipped,
+                    # of those, the ones not even opened: a FIFO, a device, a symlink loop
+                    "left_out": [{"file": f, "why": w} for f, w in site.left_out.items()],
                     "not_checked": missing,
                     "errors": errors,
                     "warnings": len(found) - errors,
@@ -416,6 +478,8 @@ def main(args: list[str], as_json: bool, today: datetime.date | None) -> int:
         print(f)
     for m in missing:
         print("not checked: %s" % m)
+    for f, w in site.left_out.items():
+        print("left out: %s: %s" % (f, w))
     n = len(site.of("device"))
     parts = ["%d device config%s" % (n, "" if n == 1 else "s")]
     parts += [k for k in ("gateway config", "keys file") if site.of(k.split()[0])]
