@@ -171,10 +171,38 @@ def _host_port(v: str, where: str) -> TcpListen:
     return TcpListen(host.strip("[]"), int(port))
 
 
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a config or keys file for 1,000 boards is well under 1 MB
+
+
+def read_small_file(path: Path, field: str) -> str:
+    """A regular file's text, bounded: a FIFO, a device (/dev/zero) or a huge file named as a
+    config would hang the start or exhaust memory. Raises ConfigError naming field."""
+    import os
+    import stat
+
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(field, "%s is not a regular file" % path)
+            if st.st_size > MAX_FILE_BYTES:
+                raise ConfigError(field, "%s is over %d bytes" % (path, MAX_FILE_BYTES))
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(field, "cannot read %s (%s)" % (path, e.strerror)) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(field, "%s is not UTF-8 text" % path) from None
+
+
 def load_keys(path: Path) -> dict[str, bytes]:
     """[keys] device-id = "hex" (16..64 bytes each)."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(read_small_file(path, "gateway.keys"))
+    except RecursionError:
+        raise ConfigError("gateway.keys", "%s is nested too deeply" % path) from None
     except OSError as e:
         raise ConfigError("gateway.keys", "cannot read %s (%s)" % (path, e.strerror)) from None
     except tomllib.TOMLDecodeError as e:
@@ -342,7 +370,9 @@ def parse(data: dict, base: Path, files: bool = True) -> GatewayConfig:
 
 def load(path: Path) -> GatewayConfig:
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(read_small_file(Path(path), "config"))
+    except RecursionError:
+        raise ConfigError("config", "%s is nested too deeply" % path) from None
     except OSError as e:
         raise ConfigError("config", "cannot read %s (%s)" % (path, e.strerror)) from None
     except tomllib.TOMLDecodeError as e:

@@ -437,3 +437,22 @@ def test_a_payload_naming_no_known_schema_is_a_schema_error_not_a_crash(datasche
     # `"dataschema": []` once raised TypeError (unhashable) out of the regulator's console
     with pytest.raises(schemas.SchemaError, match="dataschema"):
         schemas.check({"dataschema": dataschema})
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "nested", "huge"])
+def test_a_keys_file_that_is_no_small_regular_file_is_a_config_error_not_a_hang(tmp_path, kind):
+    import os
+
+    from gasguard.gateway import config as gwconfig
+
+    keys = tmp_path / "keys.toml"
+    if kind == "fifo":
+        os.mkfifo(keys)  # nobody writes: reading it would wait for ever
+    elif kind == "device":
+        keys.symlink_to("/dev/zero")  # endless: reading it would exhaust memory
+    elif kind == "nested":
+        keys.write_text("a = " + "[" * 50000 + "]" * 50000)
+    else:
+        keys.write_bytes(b"#" * (gwconfig.MAX_FILE_BYTES + 1))
+    with pytest.raises(gwconfig.ConfigError, match="gateway.keys"):
+        gwconfig.load_keys(keys)
