@@ -408,6 +408,7 @@ def evaluate(
     out = Outcome()
     with store.transaction():
         existing = _findings(store, wanted)
+        upserts, clears = [], []
         for key, detail in sorted(computed.items()):
             old = existing.get(key)
             if old is not None and old["cleared_at"] is None and old["detail"] == detail:
@@ -416,21 +417,24 @@ def evaluate(
                 out.raised.append(key)
             else:
                 out.changed += 1
-            store.x(
-                "INSERT INTO findings AS f (site, subject, kind, detail, since) "
-                "VALUES (?,?,?,?,?) ON CONFLICT (site, subject, kind) DO UPDATE SET "
-                "detail = excluded.detail, since = CASE WHEN f.cleared_at IS NULL THEN f.since "
-                "ELSE excluded.since END, cleared_at = NULL",
-                (*key, detail, at),
-            )
+            upserts.append((*key, detail, at))
         for key, old in sorted(existing.items()):
             if old["cleared_at"] is None and key not in computed:
-                store.x(
-                    "UPDATE findings SET cleared_at = ? WHERE site = ? AND subject = ? "
-                    "AND kind = ? AND cleared_at IS NULL",
-                    (at, *key),
-                )
+                clears.append((at, *key))
                 out.cleared.append(key)
+        # many rows a statement: a city's first evaluation writes a finding or two a unit
+        store.xmany(
+            "INSERT INTO findings AS f (site, subject, kind, detail, since) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (site, subject, kind) DO UPDATE SET "
+            "detail = excluded.detail, since = CASE WHEN f.cleared_at IS NULL THEN f.since "
+            "ELSE excluded.since END, cleared_at = NULL",
+            upserts,
+        )
+        store.xmany(
+            "UPDATE findings SET cleared_at = ? WHERE site = ? AND subject = ? "
+            "AND kind = ? AND cleared_at IS NULL",
+            clears,
+        )
     out.open = len(computed)
     return out
 
