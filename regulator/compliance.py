@@ -309,36 +309,38 @@ def _install_rules(gas: str, values: tuple, today: datetime.date) -> tuple:
 CHUNK = 500  # sites a statement: a sweep of a city's units takes a few statements per 500
 
 
-def _in(sites: list[str]) -> str:
-    return "(%s)" % ",".join("?" * len(sites))
+def _in(store: Any, sites: list[str]) -> tuple[str, Any]:
+    """`IN` this fragment, with this one parameter: one statement text whatever the chunk's size
+    (PostgreSQL prepares it once; 500 placeholders were parsed again at every evaluation)."""
+    return store.in_list(sites)
 
 
 def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) -> dict:
     """For a chunk of sites, everything judge() needs, in a few set-based statements:
     site → (unit, devices, detectors, heard)."""
+    among, chunk = _in(store, sites)
     units = {
-        r["site"]: r for r in store.rows("SELECT * FROM units WHERE site IN " + _in(sites), sites)
+        r["site"]: r for r in store.rows("SELECT * FROM units WHERE site IN " + among, [chunk])
     }
     out: dict[str, tuple] = {site: (u, [], [], {}) for site, u in units.items()}
     sites = sorted(units)
     if not sites:
         return out
+    among, chunk = _in(store, sites)
     for r in store.rows(
-        "SELECT site, device FROM unit_devices WHERE site IN %s ORDER BY site, device"
-        % _in(sites),
-        sites,
+        "SELECT site, device FROM unit_devices WHERE site IN %s ORDER BY site, device" % among,
+        [chunk],
     ):
         out[r["site"]][1].append(r["device"])
     for r in store.rows(
-        "SELECT * FROM unit_detectors WHERE site IN %s ORDER BY site, device, address"
-        % _in(sites),
-        sites,
+        "SELECT * FROM unit_detectors WHERE site IN %s ORDER BY site, device, address" % among,
+        [chunk],
     ):
         out[r["site"]][2].append(r)
     for r in store.rows(
         "SELECT site, device, online, online_time, last_seen, valve FROM devices "
-        "WHERE site IN " + _in(sites),
-        sites,
+        "WHERE site IN " + among,
+        [chunk],
     ):
         out[r["site"]][3][r["device"]] = Heard(r)
     # the board reports a fault once per change, and again after a boot while it lasts: the
@@ -350,8 +352,8 @@ def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) ->
         "AND e.boot = COALESCE(d.boot, (SELECT MAX(x.boot) FROM events x WHERE x.site = d.site "
         "AND x.device = d.device AND x.instance = COALESCE(d.instance, d.cursor_instance))) "
         "WHERE d.site IN %s AND e.kind IN ('detector.fault', 'detector.restored') "
-        "AND e.detector IS NOT NULL ORDER BY e.site, e.device, e.seq" % _in(sites),
-        sites,
+        "AND e.detector IS NOT NULL ORDER BY e.site, e.device, e.seq" % among,
+        [chunk],
     ):
         h = out[r["site"]][3][r["device"]]
         if r["kind"] == "detector.restored":
@@ -363,8 +365,8 @@ def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) ->
     for r in store.rows(
         "SELECT site, device, kind, payload FROM events WHERE site IN %s AND time >= ? AND "
         "kind IN ('tamper', 'events.lost', 'outbox.dropped', 'gateway.data_lost') "
-        "ORDER BY site, time, id" % _in(sites),
-        [*sites, cutoff],
+        "ORDER BY site, time, id" % among,
+        [chunk, cutoff],
     ):
         h = out[r["site"]][3].get(r["device"])
         if h is None:
@@ -449,7 +451,8 @@ def _findings(store: Any, sites: list[str] | None) -> dict[tuple[str, str, str],
         got = []
         for n in range(0, len(sites), CHUNK):
             chunk = sites[n : n + CHUNK]
-            got += store.rows(q + " WHERE site IN (%s)" % ",".join("?" * len(chunk)), chunk)
+            among, param = _in(store, chunk)
+            got += store.rows(q + " WHERE site IN " + among, [param])
     return {(r["site"], r["subject"], r["kind"]): r for r in got}
 
 

@@ -160,6 +160,10 @@ class Store:
     def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
         raise NotImplementedError
 
+    def in_list(self, values: list[str]) -> tuple[str, Any]:
+        """A parenthesised set for `x IN ...` taking the values as one parameter."""
+        return "(SELECT value FROM json_each(?))", json.dumps(values)
+
     def xmany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         """One statement for many rows of parameters (PostgreSQL: pipelined, not a round trip
         a row)."""
@@ -524,6 +528,9 @@ class PostgresStore(Store):
 
     def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.db.execute(self._q(sql), tuple(params))  # prepared once used 5 times
+
+    def in_list(self, values: list[str]) -> tuple[str, Any]:
+        return "(SELECT unnest(?::text[]))", list(values)
 
     def xmany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         rows = [tuple(r) for r in rows]
