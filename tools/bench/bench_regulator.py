@@ -256,7 +256,7 @@ def run(
     storm: int = 2000,
     repeats: int = 1,
     fsync: bool = True,
-    log=print,
+    log=lambda s: print(s, flush=True),
 ) -> dict[str, Any]:
     from gasguard.regulator import compliance, registry, views
     from gasguard.regulator.store import open_store

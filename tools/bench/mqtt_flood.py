@@ -75,7 +75,10 @@ class Acks(threading.Thread):
 
     def run(self) -> None:
         while True:
-            data = self.sock.recv(1 << 16)
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:  # closed under us: the sender is done with it
+                data = b""
             with self.more:
                 if not data:
                     self.closed = True
