@@ -59,3 +59,41 @@ def test_flood_frames_are_mqtt_publishes(tmp_path):
         and second[2:5] == b"\x00\x01c"
         and second[5:7] == b"\x00\x02"
     )
+
+
+def test_overview_counts_by_nearest_district(db_url):
+    """The overview the bench times, counted in SQL: a unit under a district nested in another
+    counts in the nearer; a node in a parent loop, a node nobody registered, a unit on the city
+    itself and sites no unit names count under no district."""
+    from gasguard.regulator import views
+    from gasguard.regulator.store import open_store
+
+    st = open_store(db_url, create=True)
+    with st.transaction():
+        for r in [("c", None, "city", "C"), ("c/a", "c", "district", "A"),
+                  ("c/b", "c", "district", "B"), ("c/a/s", "c/a", "street", "S"),
+                  ("c/a/s/g", "c/a/s", "grid", "G"), ("c/b/in", "c/b", "district", "In"),
+                  ("c/b/in/s", "c/b/in", "street", "S2"), ("loop1", "loop2", "street", "L1"),
+                  ("loop2", "loop1", "street", "L2")]:  # fmt: skip
+            st.x("INSERT INTO nodes VALUES (?,?,?,?)", r)
+        for site, node in [("u1", "c/a/s/g"), ("u2", "c/a"), ("u3", "c/b/in/s"), ("u4", "loop1"),
+                           ("u5", "c"), ("u6", "nowhere"), ("u7", "c/b")]:  # fmt: skip
+            st.x("INSERT INTO units (site, name, address, gas, responsible, phone, node) "
+                 "VALUES (?,'n','a','ng','r','1',?)", (site, node))  # fmt: skip
+        for i, site in enumerate(["u1", "u1", "u2", "u3", "u4", "u5", "u6", "x9", "x9", "u7"]):
+            st.x(
+                "INSERT INTO devices (site, device, online) VALUES (?,?,?)",
+                (site, "d%d" % i, i % 2),
+            )
+        for i, (site, closed) in enumerate(
+            [("u1", None), ("u3", None), ("x9", None), ("u2", "t")]
+        ):
+            st.x("INSERT INTO incidents VALUES (?,?,'d',1,'high','opened','[]','[]',1,'x',NULL,"
+                 "NULL,NULL,NULL,?,'x')", ("e%d" % i, site, closed))  # fmt: skip
+    o = views.overview(st)
+    st.close()
+    got = {d["district"]: (d["units"], d["devices"], d["online"], d["open_alarms"])
+           for d in o["districts"]}  # fmt: skip
+    assert got == {"c/a": (2, 3, 1, 1), "c/b": (1, 1, 1, 0), "c/b/in": (1, 1, 1, 1),
+                   None: (3, 5, 2, 1)}  # fmt: skip
+    assert o["totals"]["units"] == 7 and o["totals"]["overdue_hazards"] == 0
