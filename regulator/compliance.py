@@ -54,6 +54,11 @@ SWEEP_EVERY_S = 60.0
 SETTLE_S = 1.0  # a worker evaluates the sites its batches touched at most this often
 STANDARD = re.compile(r"GB\s*/?\s*T?\s*15322\.1\b", re.IGNORECASE)  # commercial point detectors
 LOSS_KINDS = ("events.lost", "outbox.dropped", "gateway.data_lost")
+# event kinds that can change a finding by themselves (the store's write marks their sites)
+FINDING_KINDS = frozenset(
+    ("detector.fault", "detector.restored", "tamper", "valve.fault", "device.online",
+     "device.offline", *LOSS_KINDS)
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import audit, compliance, hazards, incidents, registry, views
@@ -98,6 +98,8 @@ class Written:
     events: int = 0
     duplicates: int = 0
     rejected: int = 0
+    # the sites whose findings this batch may have changed (compliance evaluates those)
+    sites: set[str] = field(default_factory=set)
 
 
 def now() -> str:
@@ -246,6 +248,7 @@ class Store:
             devices: dict[tuple[str, str], list[Message]] = {}
             for m in sorted(inserted, key=_by_id):
                 devices.setdefault((m.site, m.subject), []).append(m)
+            out.sites = self._finding_sites(msgs, inserted)
             for m in sorted((m for m in msgs if m.kind == "rejected"), key=_by_id):
                 self._dead_letter(m)
             states: dict[tuple[str, str], Message] = {}
@@ -259,6 +262,43 @@ class Store:
             for (site, device), new in sorted(devices.items()):
                 self._device_events(site, device, new)
         return out
+
+    def _finding_sites(self, msgs: list[Message], inserted: list[Message]) -> set[str]:
+        """The sites where this batch can change a finding, judged against the devices' rows
+        before it: a finding's own kind of event; a device new, or not heard for half the
+        silence threshold; retained state whose online, valve, instance or boot differ from
+        the row's; an event from another instance or boot than the row's. Anything else is a
+        device heard again, lately: only its last_seen moves, which can end no finding. At a
+        city's heartbeat rate this spares evaluating every unit each minute (the sweep still
+        catches whatever time changes)."""
+        heard = [m for m in msgs if m.kind == "state"] + inserted
+        sites = {m.site for m in msgs if m.kind not in ("events", "state")}
+        if not heard:
+            return sites
+        in_sites, p_sites = self.in_list(sorted({m.site for m in heard}))
+        in_devs, p_devs = self.in_list(sorted({m.subject for m in heard}))
+        rows = self.x(
+            "SELECT site, device, last_seen, online, valve, instance, boot FROM devices "
+            "WHERE site IN %s AND device IN %s" % (in_sites, in_devs),
+            (p_sites, p_devs),
+        ).fetchall()
+        prior = {(r[0], r[1]): r[2:] for r in rows}
+        stale = compliance.spell(
+            datetime.datetime.now(datetime.UTC)
+            - datetime.timedelta(seconds=compliance.OFFLINE_AFTER_S / 2)
+        )
+        for m in heard:
+            d = m.payload["data"]
+            row = prior.get((m.site, m.subject))
+            if row is None or row[0] is None or row[0] < stale:
+                sites.add(m.site)
+            elif m.kind == "state":
+                if (int(d["online"]), d.get("valve"), d.get("instance"), d.get("boot")) != row[1:]:
+                    sites.add(m.site)
+            elif d["kind"] in compliance.FINDING_KINDS or (
+                d.get("instance"), d.get("boot")) != row[3:]:  # fmt: skip
+                sites.add(m.site)
+        return sites
 
     def _reject(self, r: Rejection, at: str, worker: int) -> None:
         """One row per topic and payload, counting how often it came: a rogue retained message

@@ -145,6 +145,7 @@ class Worker:
             out.events += w.events
             out.duplicates += w.duplicates
             out.rejected += w.rejected
+            out.sites |= w.sites
         return out
 
     def _drop_store(self) -> None:
@@ -229,7 +230,7 @@ class Worker:
                 items = [classify(m) for m in batch]
                 w = self.commit(items)
                 inbox.ack(batch)
-                self.compliance.touched(m.site for m in items if isinstance(m, boundary.Message))
+                self.compliance.touched(w.sites)  # where a finding may have changed
                 self.total.events += w.events
                 self.total.duplicates += w.duplicates
                 self.total.rejected += w.rejected
