@@ -91,7 +91,9 @@ class Worker:
         self.total = Written()
         self.store: Store | None = None
         # findings for the sites each batch touched; worker 0 also sweeps for what time changes
-        self.compliance = compliance.Driver(sweep=index == 0 and not drain, log=self.log)
+        self.compliance = compliance.Driver(
+            sweep=index == 0 and not drain, log=self.log, opener=lambda: open_store(cfg.db)
+        )
 
     def _open(self) -> Store:
         while True:
