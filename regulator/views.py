@@ -397,44 +397,65 @@ def districts(store: Store) -> dict[str, str | None]:
     return out
 
 
+# each unit's district: its node's, or the nearest district above it (as districts() walks)
+_UNIT_DISTRICT = (
+    "WITH RECURSIVE under(id, district) AS ("
+    "SELECT id, id FROM nodes WHERE level = 'district' "
+    "UNION SELECT n.id, u.district FROM nodes n JOIN under u ON n.parent = u.id "
+    "WHERE n.level <> 'district'), "
+    "unit_district(site, district) AS ("
+    "SELECT s.site, u.district FROM units s LEFT JOIN under u ON u.id = s.node) "
+)
+
+
 def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     """Counts per district: units, devices online, open alarms, and overdue hazards where the
     hazards table exists. Sites no unit names are counted under district null. scope: only the
-    units under that node."""
+    units under that node. Counted by the database (a city's 100,000 device rows summed in
+    Python took most of 250 ms)."""
     have = tables(store)
     registry = has_registry(store, have)
-    with snapshot_of(store):
-        mine = scope_sites(store, scope) if registry or scope is None else set()
-        devs = store.x(
-            "SELECT site, count(*), COALESCE(sum(CASE WHEN online = 1 THEN 1 ELSE 0 END), 0) "
-            "FROM devices GROUP BY site"
-        ).fetchall()
-        alarms = dict(
-            store.x(
-                "SELECT site, count(*) FROM incidents WHERE closed_at IS NULL GROUP BY site"
-            ).fetchall()
+    if registry:
+        cte, join, dist = (
+            _UNIT_DISTRICT,
+            " LEFT JOIN unit_district ud ON ud.site = t.site",
+            "ud.district",
         )
+        group = " GROUP BY ud.district"
+    else:  # one row, for no district
+        cte, join, dist, group = "", "", "NULL", ""
+    # a scope keeps the units under its node (none without a registry)
+    where, wp = ("", []) if scope is None else (" AND t.site IN (%s)" % _SCOPE, [scope])
+    if scope is not None and not registry:
+        where, wp = " AND 1 = 0", []
+    with snapshot_of(store):
+        devs = store.x(
+            "%sSELECT %s, count(*), COALESCE(sum(CASE WHEN t.online = 1 THEN 1 ELSE 0 END), 0) "
+            "FROM devices t%s WHERE 1 = 1%s%s" % (cte, dist, join, where, group),
+            wp,
+        ).fetchall()
+        alarms = store.x(
+            "%sSELECT %s, count(*) FROM incidents t%s WHERE t.closed_at IS NULL%s%s"
+            % (cte, dist, join, where, group),
+            wp,
+        ).fetchall()
         overdue = None
         if "hazards" in have:
-            overdue = dict(
-                store.x(
-                    "SELECT site, count(*) FROM hazards WHERE status <> 'closed' "
-                    "AND deadline IS NOT NULL AND deadline < ? GROUP BY site",
-                    (now(),),
-                ).fetchall()
-            )
-        unit_node: dict[str, str | None] = {}
+            overdue = store.x(
+                "%sSELECT %s, count(*) FROM hazards t%s WHERE t.status <> 'closed' "
+                "AND t.deadline IS NOT NULL AND t.deadline < ?%s%s"
+                % (cte, dist, join, where, group),
+                [now(), *wp],
+            ).fetchall()
+        units: list = []
         names: dict[str, str] = {}
-        of: dict[str, str | None] = {}
         if registry:
-            unit_node = dict(store.x("SELECT site, node FROM units").fetchall())
-            of = districts(store)
+            units = store.x(
+                cte + "SELECT district, count(*) FROM unit_district t WHERE 1 = 1%s "
+                "GROUP BY district" % where,
+                wp,
+            ).fetchall()
             names = dict(store.x("SELECT id, name FROM nodes WHERE level = 'district'").fetchall())
-    if mine is not None:
-        devs = [d for d in devs if d[0] in mine]
-        alarms = {k: v for k, v in alarms.items() if k in mine}
-        overdue = None if overdue is None else {k: v for k, v in overdue.items() if k in mine}
-        unit_node = {k: v for k, v in unit_node.items() if k in mine}
     rows: dict[str | None, dict[str, Any]] = {}
 
     def row(d: str | None) -> dict[str, Any]:
@@ -445,16 +466,19 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
                 rows[d]["overdue_hazards"] = 0
         return rows[d]
 
-    for node in unit_node.values():
-        row(of.get(node) if node else None)["units"] += 1
-    for s, n, online in devs:
-        r = row(of.get(unit_node.get(s)) if s in unit_node else None)
-        r["devices"] += n
-        r["online"] += online
-    for s, n in alarms.items():
-        row(of.get(unit_node.get(s)) if s in unit_node else None)["open_alarms"] += n
-    for s, n in (overdue or {}).items():
-        row(of.get(unit_node.get(s)) if s in unit_node else None)["overdue_hazards"] += n
+    for d, n in units:
+        row(d)["units"] += n
+    for d, n, online in devs:
+        if n:  # without a registry: one row, empty when there are no devices
+            r = row(d)
+            r["devices"] += n
+            r["online"] += online
+    for d, n in alarms:
+        if n:
+            row(d)["open_alarms"] += n
+    for d, n in overdue or []:
+        if n:
+            row(d)["overdue_hazards"] += n
     listed = sorted(rows.values(), key=lambda r: (r["district"] is None, r["district"] or ""))
     counted = ["units", "devices", "online", "open_alarms"]
     counted += ["overdue_hazards"] if overdue is not None else []

@@ -91,7 +91,9 @@ class Worker:
         self.total = Written()
         self.store: Store | None = None
         # findings for the sites each batch touched; worker 0 also sweeps for what time changes
-        self.compliance = compliance.Driver(sweep=index == 0 and not drain, log=self.log)
+        self.compliance = compliance.Driver(
+            sweep=index == 0 and not drain, log=self.log, opener=lambda: open_store(cfg.db)
+        )
 
     def _open(self) -> Store:
         while True:
@@ -145,6 +147,7 @@ class Worker:
             out.events += w.events
             out.duplicates += w.duplicates
             out.rejected += w.rejected
+            out.sites |= w.sites
         return out
 
     def _drop_store(self) -> None:
@@ -229,7 +232,7 @@ class Worker:
                 items = [classify(m) for m in batch]
                 w = self.commit(items)
                 inbox.ack(batch)
-                self.compliance.touched(m.site for m in items if isinstance(m, boundary.Message))
+                self.compliance.touched(w.sites)  # where a finding may have changed
                 self.total.events += w.events
                 self.total.duplicates += w.duplicates
                 self.total.rejected += w.rejected

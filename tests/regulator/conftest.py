@@ -5,11 +5,8 @@ the tests run as root, since PostgreSQL refuses root), SQLite files, and the ing
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,84 +20,19 @@ from paho.mqtt import client as paho
 
 from gasguard.protocol import cloudevents
 from gasguard.regulator.store import open_store
-from gasguard.tools.sim.brokers import Mosquitto, free_port
+from gasguard.tools.sim.brokers import Mosquitto
+from gasguard.tools.sim.postgres import PostgresServer
 
 INSTANCE = "00000000000000a1"
 T0 = 1_760_000_000  # 2025-10-09: event times count up from here
 
 
-def _pg_bin() -> Path:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not dirs:
-        pytest.fail("PostgreSQL is not installed: scripts/setup.sh installs postgresql-15")
-    return Path(dirs[-1])
-
-
-class PostgresServer:
-    """initdb + pg_ctl on a free port and a socket in a temporary directory; fsync off (a test
-    server: its durability is not what is tested, and it starts in about a second)."""
-
-    def __init__(self) -> None:
-        self.bin = _pg_bin()
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="gasguard-pg-"))
-        self.data = self.dir / "data"
-        self.as_user: dict = {}
-        if os.geteuid() == 0:  # CI runs as root; PostgreSQL will not
-            pw = pwd.getpwnam("postgres")
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-            self.as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
-
-    def _run(self, *argv: str) -> None:
-        proc = subprocess.run(
-            argv, cwd=self.dir, capture_output=True, text=True, timeout=60, **self.as_user
-        )
-        if proc.returncode:
-            log = self.dir / "log"
-            raise RuntimeError(
-                "%s failed: %s%s\n%s"
-                % (argv[0], proc.stdout, proc.stderr, log.read_text() if log.exists() else "")
-            )
-
-    def start(self) -> PostgresServer:
-        if not self.data.exists():
-            self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
-                      "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C")  # fmt: skip
-        opts = "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60" % (
-            self.port, self.dir)  # fmt: skip
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
-                  str(self.dir / "log"), "-w", "-t", "60", "start")  # fmt: skip
-        return self
-
-    def halt(self) -> None:
-        """Stop the server as a crash would (its data stays: start() brings it back)."""
-        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
-                  "stop")  # fmt: skip
-
-    def url(self, db: str = "postgres") -> str:
-        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, db)
-
-    def create_database(self, name: str) -> str:
-        import psycopg
-
-        with psycopg.connect(self.url(), autocommit=True) as c:
-            c.execute("CREATE DATABASE %s" % name)
-        return self.url(name)
-
-    def stop(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self.halt()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def postgres():
-    server = PostgresServer().start()
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as e:  # not installed
+        pytest.fail(str(e))
     yield server
     server.stop()
 

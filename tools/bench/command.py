@@ -20,6 +20,7 @@ BENCHES = {
     "recovery": ("bench_gateway", "recovery_args", "recovery_missed", MISSED),
     "links": ("bench_links", "run_args", "missed", MISSED),
     "fault-matrix": ("fault_matrix", "run_args", "missed", "cell failed"),
+    "regulator": ("bench_regulator", "run_args", "missed", MISSED),
 }
 
 
@@ -40,6 +41,18 @@ def register(sub: Any) -> None:
     b.add_argument("--duration", type=float, default=30.0, help="links: steady phase, seconds")
     b.add_argument(
         "--only", action="append", help="fault-matrix: run the cells whose name contains this"
+    )
+    b.add_argument("--units", type=int, default=50_000, help="regulator: units (sites)")
+    b.add_argument("--devices", type=int, help="regulator: devices (default: 2 per unit)")
+    b.add_argument(
+        "--workers", default="1,2,4", help="regulator: ingest worker counts to time (1,2,4)"
+    )
+    b.add_argument("--storm", type=int, default=2000, help="regulator: high alarms in the storm")
+    b.add_argument("--repeats", type=int, default=1, help="regulator: backlogs per worker count")
+    b.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="regulator: run the bench's own PostgreSQL with fsync off (said so in the output)",
     )
     b.set_defaults(run=run)
 
