@@ -212,7 +212,7 @@ def test_a_config_the_firmware_refuses_at_boot_is_switched_back_to_the_previous_
     assert "restarted" in r.stdout and "running:" not in r.stdout
     assert b.installed() == bench.flash  # the bench's install, named again
     line = b.wait_line("GASGUARD RUNNING " + OLD, 30, start=mark)
-    tail = b.lines[b.lines.index(line, mark):]
+    tail = b.lines[b.lines.index(line, mark) :]
     assert not [x for x in tail if x.startswith("FATAL")], tail
     b.wait_output("valve", 0, 5)
     time.sleep(0.5)
