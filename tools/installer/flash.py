@@ -607,7 +607,9 @@ class Board:
         while True:
             now = time.monotonic()
             if failed and now >= until:  # first: a fault after the running line counts
-                said = [human_line(x, cfg) for x in failed[:12]]
+                # the board's words: its error lines, not the frames of its traceback
+                frames = ("Traceback (most recent", 'File "')
+                said = [human_line(x, cfg) for x in failed if not x.startswith(frames)][:8]
                 raise BootRefused(
                     "%s did not come up cleanly; the board says:\n  %s\nits valve stays "
                     "closed" % (what, "\n  ".join(said)),
@@ -918,8 +920,8 @@ def _recover(board: Board, state: dict[str, Any], err: FlashError) -> FlashError
         else:
             board.restart(state["platform"], keep_open=True)
             ok = True
-    except Exception:  # noqa: BLE001 - whatever a dropped line raises
-        ok = False
+    except Exception:  # noqa: BLE001 - whatever a dropped line raises: the plain way, once
+        ok = board.kick()
     text += ("\nthe board was restarted: its firmware runs again, the valve closed until staff "
              "reset it on site" if ok else "\n" + STOPPED)  # fmt: skip
     return type(err)(text) if isinstance(err, Interrupted) else _with(err, text)
@@ -1191,7 +1193,7 @@ def _switch_back(
             "valve safe; fix what it names and run the same command again" % said
         )
     state["phase"] = "switching back"
-    name = install_dir(previous).rstrip("/") or "the bench install (the board's root)"
+    name = install_dir(previous).rstrip("/") or "the bench install at the board's root"
     board.point_back([previous])
     state["switched"] = False
     board.restart(platform, keep_open=True)
@@ -1200,11 +1202,11 @@ def _switch_back(
         board.watch_boot(boot_timeout, what="the previous install")
     except FlashError as again:
         return FlashError(
-            "%s\nflash switched the board back to the previous install (%s), but it does not "
+            "%s\nflash switched the board back to the previous install, %s, but it does not "
             "come up either:\n  %s" % (said, name, str(again).replace("\n", "\n  "))
         )
     return FlashError(
-        "%s\nflash switched the board back to the previous install (%s), which runs again "
+        "%s\nflash switched the board back to the previous install, %s, which runs again "
         "(valve closed until staff reset it on site): fix what the board names and run the "
         "same command again" % (said, name)
     )
