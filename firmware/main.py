@@ -1,13 +1,12 @@
 # GasGuard firmware entry point (ESP32, or the unix port as the virtual board). The safe core
 # runs first: the valve is in its safe state before any config, profile or firmware module is
 # read, and any failure on the way to the running loop ends in gasguard.safe.halt().
+import os
 import sys
 
 if sys.platform == "esp32":
     ROOT = "/data"
 else:
-    import os
-
     ROOT = os.getcwd() + "/data"
     # the virtual board's ROMFS partition, if it was given one (on a board it is mounted before
     # boot.py); looked for here so that a board without one spends no heap on importing rom
@@ -23,11 +22,23 @@ else:
 # The install to boot (docs/firmware.md, "Installs"): gg/current names it, then the one before
 # it; none named is the board's root, as the bench lays a board out. Its lib/ alone goes on
 # sys.path, so no module can come from another install. (Few names: each is a qstr for good.)
+# Whatever gg/current holds (bytes that are no text, a name with no install, a directory) the
+# safe core must start: the first name whose install has a lib/, else gg/a or gg/b, else the
+# root; no pointer at all is the root first. gasguard flash reads it the same way (flash.py).
 try:
-    with open("gg/current") as f:
-        HERE = "gg/%s/" % f.read().split()[0]
-except (OSError, IndexError):
-    HERE = ""
+    with open("gg/current", "rb") as f:
+        _n = f.read(16).split() + [b"a", b"b", b"."]
+except OSError:  # none (the bench's layout), or not a file
+    _n = [b".", b"a", b"b"]
+HERE = ""
+for _i in _n:
+    if _i in (b"a", b"b", b"."):
+        HERE = "" if _i == b"." else "gg/%s/" % _i.decode()
+        try:
+            os.stat(HERE + "lib")
+            break
+        except OSError:
+            HERE = ""
 if HERE:
     sys.path[:] = [HERE + "lib"] + [p for p in sys.path if p[-3:] != "lib"]
 CONFIG = HERE + "config.json"

@@ -67,3 +67,48 @@ def test_when_neither_install_loads_the_valve_ends_safe(make_board, kind):
     i = _line_index(b, "restarting into the previous one (a)", mark)
     line = _ends_safe(b, i + 1, "BOOT FAILED")
     assert "ImportError" in line and "previous" not in line
+
+
+@pytest.mark.parametrize(
+    "pointer,boots",
+    [
+        (b"\xff\xfe\x00", "kitchen-old"),  # no text at all: an install that exists (gg/a)
+        (b"zz-not-there", "kitchen-old"),  # a name with no install and no second name
+        (b"b zz", "kitchen-old"),  # gg/b removed: the first install that exists
+        (None, "kitchen-old"),  # gg/current a directory
+    ],
+    ids=["binary", "no-such-install", "first-gone", "a-directory"],
+)
+def test_garbage_in_the_pointer_still_boots_an_install_with_the_valve_safe(
+    make_board, pointer, boots
+):
+    """Issue 22 attack L5: gg/current with bytes that are no text, or naming no install, stopped
+    main.py before the safe core (UnicodeError, ImportError): outputs undriven."""
+    b = _running_with_valve_open(make_board, copy.deepcopy(NC))
+    _two_installs(b)
+    ptr = b.flash / "gg" / "current"
+    if pointer is None:
+        ptr.unlink()
+        ptr.mkdir()
+        (ptr / "x").write_text("b a")
+    else:
+        if pointer.startswith(b"b "):
+            shutil.rmtree(b.flash / "gg" / "b")
+        ptr.write_bytes(pointer)
+    mark = _reboot_into(b)
+    b.wait_line("GASGUARD RUNNING " + boots, 15, start=mark)
+    assert not [x for x in b.lines[mark:] if x.startswith(("Traceback", "BOOT FAILED"))]
+    b.wait_output("valve", 0, 5)
+    time.sleep(0.5)
+    assert not b.valve_open
+
+
+def test_a_pointer_naming_nothing_that_exists_boots_the_root_install(make_board):
+    b = _running_with_valve_open(make_board, copy.deepcopy(NC))
+    (b.flash / "gg").mkdir()
+    (b.flash / "gg" / "current").write_bytes(b"a \xc3(")  # gg/a does not exist
+    mark = _reboot_into(b)
+    b.wait_line("GASGUARD RUNNING", 15, start=mark)
+    b.wait_output("valve", 0, 5)
+    time.sleep(0.5)
+    assert not b.valve_open

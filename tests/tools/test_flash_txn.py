@@ -24,7 +24,7 @@ import serial
 
 from gasguard.tools.device import read_device_config
 from gasguard.tools.image import module_name, mpy_cross
-from gasguard.tools.installer.flash import LOST_BEFORE, Board, FlashError
+from gasguard.tools.installer.flash import LOST_BEFORE, LOST_READING, Board, FlashError
 from gasguard.tools.sim.usbcable import UsbCable
 from gasguard.tools.sim.vboard_service import VboardService
 
@@ -155,7 +155,7 @@ def test_a_cable_pulled_during_a_flash_leaves_old_or_new_and_flash_again_complet
     assert r.returncode == 3, r.stdout + r.stderr
     assert "the board went away" in r.stderr and "run the same command again" in r.stderr
     assert "Traceback" not in r.stderr
-    said_old = LOST_BEFORE in r.stderr
+    said_old = LOST_BEFORE in r.stderr or LOST_READING in r.stderr
     if CUTS.index(where) < CUTS.index("just before the switch"):
         assert said_old
 
@@ -192,18 +192,52 @@ def wrong_port_config(bench, tmp_path: Path) -> Path:
     return p
 
 
-def test_a_config_the_firmware_refuses_at_boot_fails_the_flash_with_the_boards_words(
+def test_a_config_the_firmware_refuses_at_boot_is_switched_back_to_the_previous_install(
     bench, tmp_path
 ):
+    """Issue 22 attack M4: a config the board FATALs on stayed switched in (the fallback covers
+    only import failures): a watchdog reboot loop until re-flashed. Flash names the board's words
+    and switches the previous install back in."""
+    b = bench.board
     fresh(bench)
-    r = flash(bench.board.repl_path, "--config", str(wrong_port_config(bench, tmp_path)))
+    mark = len(b.lines)
+    r = flash(b.repl_path, "--config", str(wrong_port_config(bench, tmp_path)))
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "the new firmware did not come up cleanly; the board says:" in r.stderr
-    said = r.stderr.split("the board says:", 1)[1]
+    assert "the board refused the new config; it says:" in r.stderr
+    said = r.stderr.split("it says:", 1)[1]
     assert "FATAL: firmware exception; valve closed" in said and "ENOENT" in said, said
-    assert "Traceback" not in r.stderr.split("the board says:", 1)[0]  # none of flash's own
+    assert "Traceback" not in r.stderr.split("it says:", 1)[0]  # none of flash's own
+    assert "switched the board back to the previous install" in said
+    assert "which runs again" in said
     assert "restarted" in r.stdout and "running:" not in r.stdout
-    bench.board.wait_output("valve", 0, 5)
+    assert b.installed() == bench.flash  # the bench's install, named again
+    line = b.wait_line("GASGUARD RUNNING " + OLD, 30, start=mark)
+    tail = b.lines[b.lines.index(line, mark) :]
+    assert not [x for x in tail if x.startswith("FATAL")], tail
+    b.wait_output("valve", 0, 5)
+    time.sleep(0.5)
+    assert not b.maintenance
+
+
+def test_a_cable_pulled_during_a_dry_run_or_the_watch_says_what_was_happening(bench):
+    """L1: a cut during --dry-run or while flash watched the board start said "during the copy"
+    (no copy happened)."""
+    b = bench.board
+    fresh(bench)
+    with UsbCable(b.repl_path, cut_at=b"_gg_hash([") as cable:
+        r = flash(cable.path, "--config", str(bench.site), "--dry-run", "--json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert json.loads(r.stdout)["exit_code"] == 3
+    assert "during the dry run (nothing was changed on it)" in r.stderr
+    assert "power-cycle the board" in r.stderr and "copy" not in r.stderr
+    mark = len(b.lines)
+    b.power_cycle()
+    b.wait_line("GASGUARD RUNNING " + OLD, 20, start=mark)
+    with UsbCable(b.repl_path, cut_at=b"\r\x02\x04") as cable:  # the restart, then the watch
+        r = flash(cable.path, "--config", str(bench.site))
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "while flash watched it start" in r.stderr and "copy" not in r.stderr
+    assert "new firmware switched in" in r.stderr
 
 
 def test_flash_json_is_json_alone_on_success_and_on_failure(bench, tmp_path):

@@ -14,8 +14,17 @@ fallback. A cut at any moment leaves the old install or the new one, never a mix
 board restarts and flash watches its console until the firmware says it runs (or shows the
 board's own error: exit 1).
 
-Exit codes: 0 flashed and running; 1 the board refused or failed to boot it; 2 bad input (the
-config, the key, an option); 3 the board went away (the port vanished) or never answered.
+After the switch, the board's own error (FATAL, BOOT FAILED, CONFIG ERROR) makes flash name the
+previous install in gg/current again and restart the board into it; a detector fault in the
+first seconds fails the flash but leaves the new install (the wiring, not the config). The
+probe stops the firmware (Ctrl-C): whatever ends flash (done, --dry-run, a failure, Ctrl-C)
+restarts the board, or says the firmware is stopped when the board cannot be reached. Nothing
+mpremote prints reaches stdout.
+
+Exit codes: 0 flashed and running; 1 the board refused or failed to boot it (switched back), a
+detector fault, a full filesystem; 2 bad input (the config, a --key other than key_hex,
+--override without --installer); 3 the board went away (the port vanished), never answered or
+does not stay in its REPL; 130 interrupted (Ctrl-C), the board restarted.
 
 `--override REASON` flashes a config whose only errors are install-rule findings (placement,
 service life, backup power, ...) and writes who overrode what and why to override.json in the
@@ -25,11 +34,13 @@ itself would refuse at boot, and an ESP32 pin that cannot work, can never be ove
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
-import getpass
 import hashlib
+import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -52,18 +63,38 @@ SETTLE_S = 2.0  # after the running line: a fault in the first cycles still coun
 HEALTHY = "GASGUARD RUNNING"
 # the firmware's own lines for a boot that did not reach a running loop
 FAILED = ("BOOT FAILED", "FATAL", "CONFIG ERROR", "VALVE FAULT", "Traceback")
+STOPPED = (
+    "the firmware is stopped (no gas detection; the valve closed): reset or power-cycle the board"
+)
+# A cable pulled, by what flash was doing (L1 of the issue 22 attack): each says what is on the
+# board and that its firmware may be stopped (a board powered from elsewhere stays at its REPL)
 LOST_BEFORE = (
-    "the board went away during the copy; the old firmware is still in place — reconnect and "
-    "run the same command again"
+    "the board went away during the copy; the old firmware is still in place — reconnect, "
+    "reset or power-cycle the board (flash stopped its firmware) and run the same command again"
+)
+LOST_READING = (
+    "the board went away while flash read what it holds (nothing was changed on it) — "
+    "reconnect, reset or power-cycle the board (flash stopped its firmware) and run the same "
+    "command again"
+)
+LOST_DRY = (
+    "the board went away during the dry run (nothing was changed on it) — reconnect, and reset "
+    "or power-cycle the board: flash stopped its firmware"
 )
 LOST_SWITCHING = (
     "the board went away as the new firmware was being switched in; it boots the old one or the "
-    "new one, never a mix — reconnect and run the same command again"
+    "new one, never a mix — reconnect, reset or power-cycle the board and run the same command "
+    "again"
 )
 LOST_AFTER = (
     "the board went away after the new firmware was switched in (it boots with it) — "
-    "reconnect and run the same command again to see it come up"
+    "reconnect, reset or power-cycle the board and run the same command again to see it come up"
 )
+LOST_WATCHING = (
+    "the board went away while flash watched it start (it had been restarted%s) — reconnect "
+    "and run the same command again to see it come up"
+)
+INTERRUPTED = 130  # Ctrl-C: the shell's code for SIGINT
 MIN_VERSION = (1, 23)  # the first release reading bytecode v6.3, what our mpy-cross emits
 MPY_VERSION = (6, 3)
 PLATFORMS = {"esp32": "ESP32", "linux": "virtual board (unix port)"}
@@ -79,21 +110,92 @@ class FlashError(Exception):
         self.code = code
 
 
+class BootRefused(FlashError):
+    """The firmware's own failure lines after a restart: `said`, the board's words."""
+
+    def __init__(self, message: str, said: list[str]) -> None:
+        super().__init__(message, 1)
+        self.said = said
+
+
+class DetectorFaults(FlashError):
+    """The firmware runs, but detectors report a fault in the first seconds."""
+
+
+class Interrupted(FlashError):
+    """Ctrl-C at the installer's terminal."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, INTERRUPTED)
+
+
+class _Quiet:
+    """mpremote's transport with its print()s kept off stdout (issue 22 attack H3: a board that
+    fails raw REPL had its banner and bytes printed before flash's --json): what it would have
+    printed is kept in `said`, for the words of an error."""
+
+    def __init__(self, t: Any) -> None:
+        self._t = t
+        self.said = io.StringIO()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._t, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kw: Any) -> Any:
+            real = sys.stdout  # a caller's callback (commission's echo) prints as it would
+
+            def outside(f: Callable[..., Any]) -> Callable[..., Any]:
+                def run(*a: Any, **k: Any) -> Any:
+                    with contextlib.redirect_stdout(real):
+                        return f(*a, **k)
+
+                return run
+
+            kw = {k: outside(v) if callable(v) else v for k, v in kw.items()}
+            with contextlib.redirect_stdout(self.said):
+                return attr(*args, **kw)
+
+        return call
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_t", "said"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._t, name, value)
+
+
 def read_key(cfg: Any, key_path: Path | None) -> bytes:
-    """The device key: the --key file, else the config's key_hex."""
+    """The device key: the --key file, else the config's key_hex; both given, they must be the
+    same key (the gateway's keys file pairs the device with the config's: another key on the
+    board has every frame it sends rejected)."""
+    cfg_text = cfg.get("key_hex", "") if isinstance(cfg, dict) else ""
     if key_path is not None:
         try:
             text = Path(key_path).read_text().strip()
         except (OSError, UnicodeDecodeError) as e:
             raise FlashError("%s: cannot read the key (%s)" % (key_path, e), 2) from None
     else:
-        text = cfg.get("key_hex", "") if isinstance(cfg, dict) else ""
+        text = cfg_text
     try:
         key = bytes.fromhex(text)
     except (TypeError, ValueError):
         raise FlashError("key: not hexadecimal", 2) from None
     if len(key) < 16:
         raise FlashError("key: missing or shorter than 16 bytes (use --key or key_hex)", 2)
+    if key_path is not None and isinstance(cfg_text, str) and cfg_text.strip():
+        try:
+            same = bytes.fromhex(cfg_text) == key
+        except ValueError:
+            same = False
+        if not same:
+            raise FlashError(
+                "%s is not the key in the config's key_hex: the gateway's keys file has the "
+                "config's key for this device and would reject every frame signed with another; "
+                "give the same key in both, or leave out --key" % key_path,
+                2,
+            )
     return key
 
 
@@ -250,8 +352,54 @@ def _gg_point(text):
     f.write(text)
     f.close()
     os.rename('gg/current.new', 'gg/current')
+def _gg_fix(ds, fs):
+    for d in ds:
+        try:
+            if not os.stat(d)[0] & 0x4000:
+                os.remove(d)
+                print(d)
+        except OSError:
+            pass
+    for p in fs:
+        try:
+            if os.stat(p)[0] & 0x4000:
+                _gg_rm(p)
+                print(p)
+        except OSError:
+            pass
 """
 COPY_BATCH = 4
+
+# What the board boots, as firmware/main.py picks it from gg/current: the install first, then
+# its fallback, only installs that exist (a lib/ in them). Self-contained: commission uses it.
+_NAMES = """
+import os
+def _gg_lib(n):
+    try:
+        os.stat(('' if n == b'.' else 'gg/' + n.decode() + '/') + 'lib')
+        return 1
+    except OSError:
+        return 0
+def _gg_names():
+    try:
+        f = open('gg/current', 'rb')
+        try:
+            t = f.read(16).split()
+        finally:
+            f.close()
+        c = t + [b'a', b'b', b'.']
+    except OSError:
+        t = []
+        c = [b'.', b'a', b'b']
+    r = []
+    for x in c:
+        if x in (b'a', b'b', b'.') and _gg_lib(x):
+            r.append(x)
+            break
+    if r and len(t) > 1 and t[1] in (b'a', b'b', b'.') and t[1] != r[0] and _gg_lib(t[1]):
+        r.append(t[1])
+    print(b' '.join(r).decode())
+"""
 
 
 class Board:
@@ -263,17 +411,51 @@ class Board:
 
         self.port = port
         try:
-            self.t = SerialTransport(port, baudrate=115200, exclusive=True, timeout=1)
-        except TransportError as e:
-            raise FlashError("cannot open %s: %s" % (port, e), 3) from None
+            with contextlib.redirect_stdout(io.StringIO()):
+                t = SerialTransport(port, baudrate=115200, exclusive=True, timeout=1)
+        except TransportError:  # mpremote's "failed to access": the probe had it a moment ago
+            if os.path.exists(port):
+                raise FlashError(
+                    "%s is in use by another program (a serial monitor, mpremote, another "
+                    "gasguard flash): close it and try again; %s" % (port, STOPPED),
+                    3,
+                ) from None
+            raise FlashError("%s went away (the cable pulled?) — reconnect; %s"
+                             % (port, STOPPED), 3) from None  # fmt: skip
+        self.t = _Quiet(t)
         try:
             self.t.enter_raw_repl(soft_reset=False, timeout_overall=5)
         except (TransportError, OSError) as e:
-            self.t.close()
+            self.kick()
+            try:
+                self.t.close()
+            except Exception:  # noqa: BLE001 - gone already
+                pass
+            if port_lost(e) and not isinstance(e, TransportError):
+                raise FlashError("%s went away (the cable pulled?) — reconnect; %s"
+                                 % (port, STOPPED), 3) from None  # fmt: skip
             raise FlashError(
-                "no MicroPython REPL answers on %s (%s): is MicroPython installed on the board? "
-                "See the README: install MicroPython with esptool first" % (port, e), 3
+                "the board on %s answers but does not stay in the REPL: it may be restarting in "
+                "a loop — power-cycle it and run the same command again; if it keeps restarting, "
+                "reinstall MicroPython with esptool (README)" % port,
+                3,
             ) from None
+
+    def kick(self) -> bool:
+        """Restart a board whose state flash does not know (a command cut short, Ctrl-C): stop
+        what runs, leave the raw REPL and soft-reset from the friendly one, which restarts the
+        firmware on the ESP32 and the virtual board alike. False if the port is gone."""
+        try:
+            ser = self.t.serial
+            ser.write(b"\r\x03\x03")
+            time.sleep(0.1)
+            ser.write(b"\x02")
+            time.sleep(0.05)
+            ser.write(b"\x04")
+            ser.flush()
+            return True
+        except Exception:  # noqa: BLE001 - pyserial's errors on a pulled cable vary
+            return False
 
     def eval_json(self, code: str) -> Any:
         out = self.t.exec(code)
@@ -292,7 +474,8 @@ class Board:
 
     def install_file(self, name: str) -> str:
         """The path of `name` in the install the board runs (gg/current names it)."""
-        return install_dir(self.installs()[0]) + name
+        names = self.installs()
+        return install_dir(names[0] if names else ROOT_INSTALL) + name
 
     def hashes(self, paths: list[str]) -> dict[str, str | None]:
         self.t.exec(_HASHER)
@@ -310,12 +493,16 @@ class Board:
         self.t.exec(_TXN)
 
     def installs(self) -> list[str]:
-        """What gg/current names: the running install first, then its fallback."""
-        text = self.t.exec(
-            "try:\n    print(open(%r).read())\nexcept OSError:\n    print('')\n" % POINTER
-        ).decode()
-        names = text.split()
-        return names if names else [ROOT_INSTALL]
+        """The install the board boots, then its fallback, as firmware/main.py reads gg/current:
+        only installs that exist (gg/a, gg/b or the root with a lib/), whatever the pointer
+        holds; none: an empty list (the board has no install to fall back to)."""
+        return self.t.exec(_NAMES + "_gg_names()\n").decode().split()
+
+    def fix_layout(self, dirs: list[str], files: list[str]) -> list[str]:
+        """Remove a file where a directory must be, and a directory where a file must be (a
+        board laid out by hand, or damaged): what was removed."""
+        text = self.t.exec("_gg_fix(%r, %r)" % (dirs, files)).decode()
+        return [line.strip() for line in text.splitlines() if line.strip()]
 
     def walk(self, top: str) -> list[str]:
         text = self.t.exec("_gg_walk(%r)" % top).decode()
@@ -354,7 +541,33 @@ class Board:
 
     def write(self, path: str, data: bytes, progress) -> None:
         self.t.exec("gc.collect()")
-        self.t.fs_writefile(path, data, chunk_size=CHUNK, progress_callback=progress)
+        try:
+            self.t.fs_writefile(path, data, chunk_size=CHUNK, progress_callback=progress)
+        except OSError as e:
+            if e.errno is not None and e.errno not in (errno.EIO, errno.ENXIO, errno.ENODEV):
+                # the board's error (a full filesystem): the file it was writing is closed
+                self.t.exec("try:\n f.close()\nexcept Exception:\n pass\n")
+            raise
+
+    def point_back(self, names: list[str], tries: int = 8) -> None:
+        """gg/current := names on a board whose firmware fails as it starts (in a watchdog
+        loop): Ctrl-C until a raw REPL answers between two resets, then one self-contained
+        command, read back."""
+        from mpremote.transport import TransportError
+
+        want = " ".join(names)
+        code = (
+            "import os\nf=open('gg/current.new','w')\nf.write(%r)\nf.close()\n"
+            "os.rename('gg/current.new','gg/current')\nprint(open('gg/current').read())" % want
+        )
+        for _ in range(tries):
+            try:
+                self.t.enter_raw_repl(soft_reset=False, timeout_overall=3)
+                if self.t.exec(code).decode().strip() == want:
+                    return
+            except TransportError:
+                time.sleep(0.3)
+        raise FlashError("the board did not stay in the REPL long enough to switch back", 1)
 
     def restart(self, platform: str, keep_open: bool = False) -> None:
         """Restart the board into its firmware; keep_open: the port stays open for
@@ -370,33 +583,60 @@ class Board:
         if not keep_open:
             self.t.close()
 
-    def watch_boot(self, timeout: float, on_line: Callable[[str], None]) -> str:
+    def watch_boot(
+        self,
+        timeout: float,
+        on_line: Callable[[str], None] = lambda line: None,
+        cfg: dict[str, Any] | None = None,
+        settle: float = SETTLE_S,
+        what: str = "the new firmware",
+    ) -> str:
         """The console after a restart, line by line, until the firmware's running line has
-        stood for SETTLE_S (returned), or one of its failure lines comes (FlashError with the
-        lines that follow it, the board's own words), or the timeout (FlashError)."""
+        stood for `settle` s (returned), or one of its failure lines comes (BootRefused with the
+        lines that follow it, the board's own words), or the timeout (FlashError). cfg: the
+        device config, whose detectors must not report a fault by then (DetectorFaults); lines
+        are passed to on_line as people read them (human_line)."""
         ser = self.t.serial
         deadline = time.monotonic() + timeout
         partial = b""
         running = ""
         failed: list[str] = []
-        settle = 0.0
+        until = 0.0
         seen: list[str] = []
+        faulty: dict[int, str] = {}  # detector index -> what the board said
         while True:
             now = time.monotonic()
-            if failed and now >= settle:  # first: a fault after the running line counts
-                raise FlashError(
-                    "the new firmware did not come up cleanly; the board says:\n  %s\nits valve "
-                    "stays closed; fix what it names and run the same command again"
-                    % "\n  ".join(failed[:12])
+            if failed and now >= until:  # first: a fault after the running line counts
+                # the board's words: its error lines, not the frames of its traceback
+                frames = ("Traceback (most recent", 'File "')
+                said = [human_line(x, cfg) for x in failed if not x.startswith(frames)][:8]
+                raise BootRefused(
+                    "%s did not come up cleanly; the board says:\n  %s\nits valve stays "
+                    "closed" % (what, "\n  ".join(said)),
+                    said,
                 )
-            if running and now >= settle:
+            if running and now >= until:
+                if faulty and cfg is not None:
+                    raise DetectorFaults(
+                        "the firmware runs, but %s:\n  %s\ncheck their wiring, power and "
+                        "Modbus addresses; the new install stays on the board (it is right if "
+                        "the detectors are); the valve stays closed until they answer and staff "
+                        "reset it on site"
+                        % (
+                            "a detector reports a fault"
+                            if len(faulty) == 1
+                            else "%d detectors report a fault" % len(faulty),
+                            "\n  ".join(faulty[i] for i in sorted(faulty)),
+                        )  # fmt: skip
+                    )
                 return running
             if now >= deadline:
                 raise FlashError(
                     "the board did not say it runs within %.0f s of the restart (no %r line); "
                     "its last lines:\n  %s\nlook at its console: mpremote connect %s"
-                    % (timeout, HEALTHY, "\n  ".join(seen[-8:]) or "(nothing)", self.port)
-                )
+                    % (timeout, HEALTHY, "\n  ".join(human_line(x, cfg) for x in seen[-8:])
+                       or "(nothing)", self.port)
+                )  # fmt: skip
             ser.timeout = 0.2
             partial += ser.read(max(1, min(ser.in_waiting, 4096)))
             *done, partial = partial.split(b"\n")
@@ -405,15 +645,24 @@ class Board:
                 if not line:
                     continue
                 seen.append(line)
-                on_line(line)
+                on_line(human_line(line, cfg))
                 if failed:
                     failed.append(line)
                 elif line.startswith(FAILED):
                     failed = [line]
-                    settle = time.monotonic() + 1.0  # the traceback that follows
+                    until = time.monotonic() + 1.0  # the traceback that follows
                 elif line.startswith(HEALTHY) and not running:
                     running = line
-                    settle = time.monotonic() + SETTLE_S
+                    until = time.monotonic() + settle
+                else:
+                    ev = parse_event(line)
+                    if ev and ev["det"] is not None and ev["kind"] == "detector.fault":
+                        faulty[ev["det"]] = "%s: %s" % (
+                            detector_name(ev["det"], cfg),
+                            ev["detail"] or "fault",
+                        )
+                    elif ev and ev["det"] is not None and ev["kind"] == "detector.restored":
+                        faulty.pop(ev["det"], None)
 
     def close(self) -> None:
         try:
@@ -423,6 +672,47 @@ class Board:
                 self.t.close()
         except Exception:  # noqa: BLE001 - a port that went away cannot be closed cleanly
             pass
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """The firmware's console line for an event (firmware/lib/gasguard/app.py):
+    "EVENT boot seq kind det=N lel=X detail", det counted from 0 or None."""
+    parts = line.split(" ", 6)
+    if len(parts) < 6 or parts[0] != "EVENT" or not parts[4].startswith("det="):
+        return None
+    det = parts[4][4:]
+    lel = parts[5][4:] if parts[5].startswith("lel=") else "None"
+    return {
+        "kind": parts[3],
+        "det": int(det) if det.isdigit() else None,
+        "lel": None if lel == "None" else lel,
+        "detail": parts[6].strip() if len(parts) > 6 else "",
+    }
+
+
+def detector_name(index: int, cfg: dict[str, Any] | None) -> str:
+    """detector N (Modbus address A), as every command names them (tools/human.py)."""
+    from gasguard.tools import human
+
+    dets = (cfg or {}).get("detectors") or []
+    addr = (
+        dets[index].get("address") if index < len(dets) and isinstance(dets[index], dict) else None
+    )
+    return human.detector(index, addr)
+
+
+def human_line(line: str, cfg: dict[str, Any] | None) -> str:
+    """A console line as people read it: an EVENT line in words (no det=None, no detectors
+    counted from 0), anything else as the board said it."""
+    ev = parse_event(line)
+    if ev is None:
+        return line
+    words = ev["kind"].replace(".", " ")
+    if ev["det"] is not None:
+        words += ", " + detector_name(ev["det"], cfg)
+    if ev["lel"] is not None:
+        words += ", %s %% LEL" % ev["lel"]
+    return "event: %s%s" % (words, ": " + ev["detail"] if ev["detail"] else "")
 
 
 def check_supported(info: dict[str, Any]) -> None:
@@ -492,6 +782,23 @@ class Progress:
             self.bar.stop()
 
 
+def kick_port(port: str) -> bool:
+    """Restart a board flash stopped (the probe's Ctrl-C) before it opened it with mpremote."""
+    import serial
+
+    try:
+        with serial.Serial(port, 115200, timeout=0.2, exclusive=True) as ser:
+            ser.write(b"\r\x03\x03")
+            time.sleep(0.1)
+            ser.write(b"\x02")
+            time.sleep(0.05)
+            ser.write(b"\x04")
+            ser.flush()
+        return True
+    except Exception:  # noqa: BLE001 - gone, or held by another program
+        return False
+
+
 def flash(
     port: str,
     config: Path,
@@ -503,7 +810,10 @@ def flash(
     boot_timeout: float = BOOT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """Returns a report: board, install, copied (sent over the wire), seeded (copied on the
-    board), skipped, verified, restarted, running (the firmware's line), and overridden."""
+    board), skipped, verified, restarted, running (the firmware's line), and overridden. The
+    probe stops the board's firmware (Ctrl-C): from then on every way out, a failure and Ctrl-C
+    included, restarts it, or says it is stopped when the board cannot be reached."""
+    probed = []
 
     def probe() -> None:
         # what answers on the port (the link UART, silence, a busy port) in words, within a
@@ -512,54 +822,169 @@ def flash(
         found = ports.identify(port)
         if found.kind != ports.REPL:
             raise FlashError(found.message, found.code)
+        probed.append(True)
 
-    with tempfile.TemporaryDirectory(prefix="gasguard-flash-") as tmp:
-        files = build_image(config, key, Path(tmp), override, checked=probe)
-    out("image: %d files, %.0f kB (firmware compiled with mpy-cross)" % (
-        len(files), sum(len(b) for b in files.values()) / 1024))  # fmt: skip
+    try:
+        with tempfile.TemporaryDirectory(prefix="gasguard-flash-") as tmp:
+            files = build_image(config, key, Path(tmp), override, checked=probe)
+        out("image: %d files, %.0f kB (firmware compiled with mpy-cross)" % (
+            len(files), sum(len(b) for b in files.values()) / 1024))  # fmt: skip
+        board = Board(port)
+    except KeyboardInterrupt:
+        if probed and not kick_port(port):
+            raise Interrupted(
+                "interrupted: nothing was changed on the board; " + STOPPED
+            ) from None
+        raise Interrupted("interrupted: nothing was changed on the board%s"
+                          % ("; it was restarted" if probed else "")) from None  # fmt: skip
+    except FlashError as e:
+        if probed and e.code == 2 and not kick_port(port):  # the compile: the board was stopped
+            raise FlashError("%s; %s" % (e, STOPPED), e.code) from None
+        raise
     overridden = json.loads(files[OVERRIDE_FILE])["overridden"] if OVERRIDE_FILE in files else []
     for f in overridden:
         out("OVERRIDDEN by %s (%s): %s: %s [%s]" % (
             override and override["by"], override and override["reason"], f["field"],
             f["message"], f["rule"]))  # fmt: skip
-    board = Board(port)
     from mpremote.transport import TransportError, TransportExecError
 
-    state = {"switching": False, "switched": False, "restarted": False}
+    state: dict[str, Any] = {"phase": "reading", "switched": False, "restarted": False,
+                             "platform": None, "staged": []}  # fmt: skip
+    lost = False
     try:
-        return _flash_board(board, port, files, overridden, dry_run, progress, out,
-                            boot_timeout, state)  # fmt: skip
-    except TransportExecError as e:  # the board answered: a step raised there (a full flash)
-        raise refused_step(_last_line(e), state["switched"]) from None
-    except (OSError, TransportError) as e:
-        if not port_lost(e):  # mpremote turns a board's file error into an OSError
-            raise refused_step(str(e), state["switched"]) from None
-        lost = LOST_SWITCHING if state["switching"] else LOST_BEFORE
-        raise FlashError(LOST_AFTER if state["switched"] else lost, 3) from None
+        try:
+            return _flash_board(board, port, files, overridden, dry_run, progress, out,
+                                boot_timeout, state)  # fmt: skip
+        except KeyboardInterrupt:
+            err: FlashError = Interrupted("interrupted (Ctrl-C) %s" % _where(state))
+        except FlashError as e:
+            err = e
+        except TransportExecError as e:  # the board answered: a step raised there
+            err = refused_step(_last_line(e), state, port)
+        except (OSError, TransportError) as e:
+            if not port_lost(e):  # mpremote turns a board's file error into an OSError
+                err = refused_step(str(e), state, port)
+            else:
+                lost = True
+                err = FlashError(_lost(state), 3)
+        if not lost:
+            err = _recover(board, state, err)
+        raise err from None
     finally:
-        if not state["restarted"]:
-            board.close()
+        try:
+            board.t.close()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def _where(state: dict[str, Any]) -> str:
+    if state["switched"]:
+        return "after the new firmware was switched in (the board boots with it)"
+    if state["phase"] == "switching":
+        return "as the new firmware was being switched in (the board boots the old or the new)"
+    if state["phase"] in ("copy",):
+        return "during the copy: the old firmware is still in place"
+    return "before anything was changed on the board"
+
+
+def _lost(state: dict[str, Any]) -> str:
+    phase = state["phase"]
+    if phase == "watching":
+        return LOST_WATCHING % ("; the new firmware switched in" if state["switched"]
+                                else "; nothing was changed on it")  # fmt: skip
+    if state["switched"]:
+        return LOST_AFTER
+    return {"reading": LOST_READING, "dry-run": LOST_DRY, "switching": LOST_SWITCHING}.get(
+        phase, LOST_BEFORE
+    )
+
+
+def _recover(board: Board, state: dict[str, Any], err: FlashError) -> FlashError:
+    """After a failure or Ctrl-C with the port still there: remove what was staged on a full
+    filesystem, then restart the board unless it was; the message says how the board was left."""
+    text = str(err)
+    if state.get("full") and state["staged"]:
+        try:
+            board.remove_all(state["staged"])
+            text += "\nwhat flash had staged is removed again"
+        except Exception:  # noqa: BLE001 - the board went away meanwhile
+            pass
+    if state["restarted"]:
+        if isinstance(err, Interrupted):
+            text += "; the board had been restarted and comes up by itself"
+        return type(err)(text) if isinstance(err, Interrupted) else _with(err, text)
+    ok = False
+    try:
+        if isinstance(err, Interrupted) or state["platform"] is None:
+            ok = board.kick()  # a command may be half sent: the REPL's state is not known
         else:
-            try:
-                board.t.close()
-            except Exception:  # noqa: BLE001 - already gone
-                pass
+            board.restart(state["platform"], keep_open=True)
+            ok = True
+    except Exception:  # noqa: BLE001 - whatever a dropped line raises: the plain way, once
+        ok = board.kick()
+    text += ("\nthe board was restarted: its firmware runs again, the valve closed until staff "
+             "reset it on site" if ok else "\n" + STOPPED)  # fmt: skip
+    return type(err)(text) if isinstance(err, Interrupted) else _with(err, text)
 
 
-def refused_step(why: str, switched: bool) -> FlashError:
+def _with(err: FlashError, text: str) -> FlashError:
+    return FlashError(text, err.code)
+
+
+ERRNO_WORDS = {
+    errno.ENOSPC: "the board's filesystem is full",
+    errno.EISDIR: "a directory stands where a file must be",
+    errno.ENOTDIR: "a file stands where a directory must be",
+    errno.EEXIST: "something already stands where flash writes",
+    errno.ENOENT: "a file or directory flash needs is missing",
+    errno.EACCES: "the board's filesystem refuses writing",
+    errno.EPERM: "the board's filesystem refuses writing",
+    errno.EROFS: "the board's filesystem is read-only",
+    errno.EIO: "the board's flash memory failed to read or write",
+    errno.ENOMEM: "the board ran out of memory",
+}
+
+
+def board_errno(why: str) -> int | None:
+    """The errno in a board's error line: OSError: [Errno 28] ENOSPC, OSError: 28, ENOSPC."""
+    import re
+
+    m = re.search(r"\[Errno (\d+)\]|OSError: (\d+)|\b(E[A-Z]{2,})\b", why)
+    if not m:
+        return None
+    if m.group(3):
+        return getattr(errno, m.group(3), None)
+    return int(m.group(1) or m.group(2))
+
+
+def refused_step(why: str, state: dict[str, Any], port: str) -> FlashError:
+    code = board_errno(why)
+    where = ("the new firmware is switched in" if state["switched"]
+             else "the old firmware is still in place")  # fmt: skip
+    if code == errno.ENOSPC:
+        state["full"] = True
+        return FlashError(
+            "the board's filesystem is full: the new install does not fit beside the running "
+            "one (a flash keeps both, to fall back on); %s. Make room on the board (files that "
+            "are not GasGuard's: mpremote connect %s fs ls -r) or use a board with a larger "
+            "filesystem partition" % (where, port)
+        )
+    words = ERRNO_WORDS.get(code) if code is not None else None
     return FlashError(
-        "the board refused a step (%s); %s: run the same command again"
-        % (why, "the new firmware is switched in" if switched
-           else "the old firmware is still in place")
-    )  # fmt: skip
+        "the board refused a step (%s); %s: run the same command again; if the board refuses "
+        "again, look at its files (mpremote connect %s fs ls -r) and the board's console"
+        % ("%s: %s" % (words, why) if words else why, where, port)
+    )
 
 
 def port_lost(e: Exception) -> bool:
     """A port that went away (a pulled cable, a board reset from elsewhere): pyserial's errors,
     mpremote's own for a line that stopped answering, or the errno of a vanished device."""
     import serial
-    from mpremote.transport import TransportError
+    from mpremote.transport import TransportError, TransportExecError
 
+    if isinstance(e, TransportExecError):
+        return False
     if isinstance(e, (serial.SerialException, TransportError)):
         return True
     return isinstance(e, OSError) and e.errno in (errno.EIO, errno.ENXIO, errno.ENODEV, None)
@@ -574,6 +999,19 @@ def _last_line(e: Exception) -> str:
     return lines[-1] if lines else str(e)
 
 
+def _settle(cfg: dict[str, Any]) -> float:
+    """How long after the running line flash watches: a detector that does not answer is a
+    fault after the bus's stale_ms (firmware/lib/gasguard/detectors.py), and a little more."""
+    bus = cfg.get("bus") if isinstance(cfg.get("bus"), dict) else {}
+    stale = bus.get("stale_ms", 2000)
+    stale = stale if isinstance(stale, int) and 0 <= stale <= 10000 else 2000
+    return max(SETTLE_S, stale / 1000 + 1.5)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return "%d %s" % (n, one if n == 1 else many)
+
+
 def _flash_board(
     board: Board,
     port: str,
@@ -583,10 +1021,14 @@ def _flash_board(
     progress: bool | None,
     out: Callable[[str], None],
     boot_timeout: float,
-    state: dict[str, bool],
+    state: dict[str, Any],
 ) -> dict[str, Any]:
+    cfg = json.loads(files["config.json"])
+    if dry_run:
+        state["phase"] = "dry-run"
     info = board.identify()
     check_supported(info)
+    state["platform"] = info["platform"]
     out("board: MicroPython %s on %s (%s)" % (
         ".".join(str(x) for x in info["version"]), PLATFORMS[info["platform"]],
         info.get("machine", "")))  # fmt: skip
@@ -594,8 +1036,8 @@ def _flash_board(
     want = {p: _sha(d) for p, d in files.items()}
     at_root = sorted(root_files() & set(files))
     inst = sorted(set(files) - set(at_root))
-    installs = board.installs()
-    cur = installs[0]
+    installs = board.installs()  # only installs that exist, as main.py picks them
+    cur = installs[0] if installs else ROOT_INSTALL
     new = "b" if cur == "a" else "a"
     cur_d, new_d = install_dir(cur), install_dir(new)
     extra = [] if OVERRIDE_FILE in files else [cur_d + OVERRIDE_FILE]
@@ -616,35 +1058,58 @@ def _flash_board(
         "port": port,
         "board": info,
         "install": (new_d if not current else cur_d).rstrip("/") or ROOT_INSTALL,
-        "previous": None if current else cur_d.rstrip("/") or ROOT_INSTALL,
+        "previous": None if current or not installs else cur_d.rstrip("/") or ROOT_INSTALL,
         "copied": todo,
         "seeded": len(seed),
         "skipped": len(files) - len(todo),
         "dry_run": dry_run,
         "overridden": overridden,
         "removed": [OVERRIDE_FILE] if stale else [],
+        "repaired": [],
         "verified": False,
         "restarted": False,
     }
-    out("%d files differ, %d already identical%s" % (
-        len(todo), len(files) - len(todo),
+    out("%s, %d already identical%s" % (
+        _plural(len(todo), "file differs", "files differ"), len(files) - len(todo),
         " (%d of them copied on the board from the running install)" % len(seed) if seed
         else ""))  # fmt: skip
     if dry_run:
+        state["phase"] = "dry-run"
         for p in todo:
             out("  would copy %s (%d bytes)" % (p, len(files[p])))
         if stale:
             out("  would leave out %s (an override for an earlier config)" % OVERRIDE_FILE)
+        # the probe stopped the firmware: it runs again before flash leaves
+        board.restart(info["platform"], keep_open=True)
+        state["restarted"] = True
+        report["restarted"] = True
+        state["phase"] = "watching"
+        report["running"] = board.watch_boot(boot_timeout, what="the board's firmware")
+        out("restarted: the board runs its firmware again, nothing changed (valve closed until "
+            "staff reset it on site)")  # fmt: skip
         return report
 
     # 1. stage: the running install is never touched; nothing names the staging directory
+    state["phase"] = "copy"
     if not current:
+        # a file where a directory must be, a directory where a file must be: removed
+        report["repaired"] = board.fix_layout(
+            ["gg", new_d.rstrip("/")] + _dirs([new_d + p for p in inst]),
+            [POINTER, POINTER + ".new"]
+            + [new_d + p for p in inst]
+            + [p + ".new" for p in root_todo],
+        )
+        if report["repaired"]:
+            out("repaired the board's layout: removed %s (in the way of the install)"
+                % ", ".join(report["repaired"]))  # fmt: skip
         if new in installs:  # the fallback is overwritten now: gg/current stops naming it
             board.point([cur])
+        state["staged"] = [new_d.rstrip("/")]
         board.remove_all([p for p in board.walk(new_d.rstrip("/"))
                           if p[len(new_d):] not in files])  # fmt: skip
         board.makedirs(_dirs([new_d + p for p in inst]))
         board.copy_on_board([(cur_d + p, new_d + p) for p in seed])
+    state["staged"] += [p + ".new" for p in root_todo]
     bar = Progress(sum(len(files[p]) for p in todo),
                    sys.stderr.isatty() if progress is None else progress)  # fmt: skip
     try:
@@ -670,33 +1135,90 @@ def _flash_board(
         out("verified: every file's sha256 read back matches (image %s)" % digest)
 
     # 2. switch: the boot files first (main.py boots the old install and the new one alike),
-    # then the one rename; the install no pointer names is left behind
+    # then the one rename; the install no pointer names is left behind. The fallback named is
+    # one that exists (none: the new install alone)
+    state["phase"] = "switching"
     board.rename([(p + ".new", p) for p in root_todo])
+    state["staged"] = []
     if not current:
-        state["switching"] = True
-        board.point([new, cur])
+        board.point([new, cur] if installs else [new])
         state["switched"] = True
-        out("switched: %s runs from the next boot; %s stays as its fallback"
-            % (report["install"], "the bench install (the board's root)" if cur == ROOT_INSTALL
-               else report["previous"]))  # fmt: skip
+        out(
+            "switched: %s runs from the next boot; %s"
+            % (
+                report["install"],
+                (
+                    "no earlier install to fall back to"
+                    if not installs
+                    else "the bench install (the board's root) stays as its fallback"
+                    if cur == ROOT_INSTALL
+                    else "%s stays as its fallback" % report["previous"]
+                ),
+            )
+        )
         if cur != ROOT_INSTALL:
             board.remove_all(list(LEGACY))  # a bench layout from before the first flash
 
-    # 3. restart and watch the firmware come up
+    # 3. restart and watch the firmware come up, and its detectors answer
     board.restart(info["platform"], keep_open=True)
     state["restarted"] = True
     report["restarted"] = True
+    state["phase"] = "watching"
     out("restarted: watching the console for the firmware's %r line" % HEALTHY)
-    report["running"] = board.watch_boot(boot_timeout, lambda line: out("  board: " + line))
+    try:
+        report["running"] = board.watch_boot(boot_timeout, cfg=cfg, settle=_settle(cfg))
+    except BootRefused as e:
+        if not state["switched"]:
+            raise
+        raise _switch_back(board, e, cur if installs else None, info["platform"],
+                           boot_timeout, state) from None  # fmt: skip
     out("running: the firmware boots with the new config (valve closed until reset)")
     return report
+
+
+def _switch_back(
+    board: Board,
+    e: BootRefused,
+    previous: str | None,
+    platform: str,
+    boot_timeout: float,
+    state: dict[str, Any],
+) -> FlashError:
+    """The board refused the new install (its config, say) as it started: gg/current names the
+    previous install again, and the board restarts into it (issue 22 attack M4)."""
+    said = "the board refused the new config; it says:\n  %s" % "\n  ".join(e.said)
+    if previous is None:
+        return FlashError(
+            "%s\nthere is no earlier install on the board to go back to: it halts with its "
+            "valve safe; fix what it names and run the same command again" % said
+        )
+    state["phase"] = "switching back"
+    name = install_dir(previous).rstrip("/") or "the bench install at the board's root"
+    board.point_back([previous])
+    state["switched"] = False
+    board.restart(platform, keep_open=True)
+    state["phase"] = "watching"
+    try:
+        board.watch_boot(boot_timeout, what="the previous install")
+    except FlashError as again:
+        return FlashError(
+            "%s\nflash switched the board back to the previous install, %s, but it does not "
+            "come up either:\n  %s" % (said, name, str(again).replace("\n", "\n  "))
+        )
+    return FlashError(
+        "%s\nflash switched the board back to the previous install, %s, which runs again "
+        "(valve closed until staff reset it on site): fix what the board names and run the "
+        "same command again" % (said, name)
+    )
 
 
 def main(args: Any) -> int:
     as_json = bool(getattr(args, "json", False))
 
+    stream = sys.stderr if as_json else sys.stdout  # bound now: nothing else reaches stdout
+
     def say(text: str) -> None:  # with --json, stdout holds the JSON alone
-        print(text, file=sys.stderr if as_json else sys.stdout)
+        print(text, file=stream, flush=True)
 
     def failed(message: str, code: int) -> int:
         print("gasguard flash: %s" % message, file=sys.stderr)
@@ -708,7 +1230,13 @@ def main(args: Any) -> int:
     if args.override is not None:
         if not args.override.strip():
             return failed("--override needs the reason, in words", 2)
-        override = {"by": args.installer or getpass.getuser(), "reason": args.override.strip()}
+        if not (args.installer or "").strip():  # the record names a person, not a login
+            return failed(
+                "--override needs --installer NAME (name and licence number): the override and "
+                "who made it go into the commissioning record",
+                2,
+            )
+        override = {"by": args.installer.strip(), "reason": args.override.strip()}
     try:
         report = flash(
             args.port,
@@ -721,6 +1249,8 @@ def main(args: Any) -> int:
         )
     except FlashError as e:
         return failed(str(e), e.code)
+    except KeyboardInterrupt:  # before flash reached the board (the config, the compile)
+        return failed("interrupted: nothing was changed on the board", INTERRUPTED)
     if as_json:
         print(json.dumps(dict(report, ok=True, exit_code=0)))
     return 0
@@ -730,14 +1260,25 @@ def register(sub: Any) -> None:
     f = sub.add_parser(
         "flash",
         help="put firmware, config and key on a board over its REPL",
-        epilog="here:\n  1  the board's own check after the restart failed, or a digest differs\n"
-        "  2  the config is refused, or the port is the board's link UART or another device\n"
-        "  3  nothing answers on the port, another program holds it, or the board went away",
+        epilog="here:\n  1  the board refused the new firmware or config as it started (flash "
+        "switched it\n     back to the previous install), a detector reports a fault after the "
+        "restart,\n     a digest differs, or the board's filesystem is full\n"
+        "  2  the config is refused, --key is not the config's key, --override without\n"
+        "     --installer, or the port is the board's link UART or another device\n"
+        "  3  nothing answers on the port, another program holds it, or the board went away\n"
+        "  130  interrupted (Ctrl-C): the board is restarted into the install it boots\n\n"
+        "flash stops the board's firmware while it works (the valve closed); it restarts the "
+        "board\nbefore it ends, after --dry-run and any failure too, or says the firmware is "
+        "stopped\nwhen the board cannot be reached",
     )
     f.add_argument("--port", required=True, help="serial port (/dev/ttyUSB0) or a vboard REPL pty")
     f.add_argument("--config", required=True, help="device config (JSON)")
     f.add_argument("--key", help="key file (hex); default: the config's key_hex")
-    f.add_argument("--dry-run", action="store_true", help="show what would change, write nothing")
+    f.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would change, write nothing (the board is restarted)",
+    )
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--json", action="store_true", help="print a JSON report at the end")
     f.add_argument(
@@ -746,5 +1287,6 @@ def register(sub: Any) -> None:
         help="flash although install rules fail (never what the board refuses); the reason, "
         "who and what go on the board and into the commissioning record",
     )
-    f.add_argument("--installer", help="who overrides (name and licence number)")
+    f.add_argument("--installer", help="who overrides (name and licence number; needed with "
+                   "--override)")  # fmt: skip
     f.set_defaults(run=main)

@@ -114,8 +114,13 @@ def _open_error(port: str, e: Exception) -> Finding:
         )
     elif "Errno 2" in text:
         msg = "%s: no such port: is the board plugged in?" % port
+    elif "Errno 13" in text:
+        msg = "%s: no permission to open it (on Linux, join the dialout group)" % port
     else:
-        msg = "cannot open %s: %s" % (port, text)
+        msg = "cannot open %s (%s): is the board plugged in, and is this its USB port?" % (
+            port,
+            text,
+        )
     return Finding(UNOPENABLE, msg, exitcodes.UNREACHABLE)
 
 
@@ -136,10 +141,19 @@ def identify(port: str, window_s: float = WINDOW_S) -> Finding:
             # stopped ("STOPPED at boot ...") before its prompt, later on a loaded machine
             s.write(b"\r")
             data = _listen(s, data, TEXT_GRACE_S)
-    except (serial.SerialException, OSError) as e:
-        return _open_error(port, e)
+    except (serial.SerialException, OSError):  # opened, then gone: the cable, mid-probe
+        return Finding(
+            UNOPENABLE,
+            "%s went away while it was being probed (the cable pulled, or the board reset from "
+            "elsewhere): reconnect it; if it answered before it went, its firmware is stopped: "
+            "reset or power-cycle the board" % port,
+            exitcodes.UNREACHABLE,
+        )
     finally:
-        s.close()
+        try:
+            s.close()
+        except (serial.SerialException, OSError):
+            pass
     return classify(port, data)
 
 
