@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS audit_purge (started_at TEXT NOT NULL);
 _SQLITE_GUARD = f"""
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit
+WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+BEGIN SELECT RAISE(ABORT, 'audit is append-only: a row with this id exists'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 WHEN NOT EXISTS (SELECT 1 FROM audit_purge)
     OR OLD.at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-{RETENTION_DAYS} days')

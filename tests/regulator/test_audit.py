@@ -47,6 +47,14 @@ def test_update_and_delete_of_audit_rows_are_refused_by_the_database(store, db_u
     assert "append-only" in _refused(store, "DELETE FROM audit WHERE actor = '李四'")
     if is_postgres(db_url):
         assert "append-only" in _refused(store, "TRUNCATE audit")
+        conflict = "ON CONFLICT (id) DO UPDATE SET actor = 'nobody'"
+        assert "append-only" in _refused(
+            store, "INSERT INTO audit (id, at, actor, action, target) "
+            "VALUES (1, 'x', 'nobody', 'nothing', 'hazard:1') " + conflict)  # fmt: skip
+    else:  # SQLite's REPLACE deletes the old row without the delete trigger (found in an attack)
+        assert "append-only" in _refused(
+            store, "INSERT OR REPLACE INTO audit (id, at, actor, action, target) "
+            "VALUES (1, 'x', 'nobody', 'nothing', 'hazard:1')")  # fmt: skip
     # the purge's mark alone does not open the door to recent rows
     with pytest.raises(Exception, match="append-only"):  # noqa: PT011
         with store.transaction():
