@@ -81,7 +81,10 @@ def describe(data: bytes) -> str:
 
 
 def classify(port: str, data: bytes) -> Finding:
-    if any(p in data for p in PROMPTS):
+    # a prompt, or our firmware's own console lines (the link UART carries frames, never text):
+    # a board whose prompt is slow to come after it stopped is still its USB REPL, and
+    # mpremote's own Ctrl-C and raw-REPL wait take it from there
+    if any(p in data for p in PROMPTS) or any(m in data for m in FIRMWARE_WORDS):
         return Finding(REPL, "", exitcodes.OK)
     if has_link_frame(data):
         return Finding(
