@@ -56,6 +56,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import files
+
 IDENT = re.compile(r"^[A-Za-z0-9_.:-]{1,32}$")
 PASSWORD_ENV = "GASGUARD_MQTT_PASSWORD"
 
@@ -177,20 +179,10 @@ MAX_FILE_BYTES = 4 * 1024 * 1024  # a config or keys file for 1,000 boards is we
 def read_small_file(path: Path, field: str) -> str:
     """A regular file's text, bounded: a FIFO, a device (/dev/zero) or a huge file named as a
     config would hang the start or exhaust memory. Raises ConfigError naming field."""
-    import os
-    import stat
-
     try:
-        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(field, "%s is not a regular file" % path)
-            if st.st_size > MAX_FILE_BYTES:
-                raise ConfigError(field, "%s is over %d bytes" % (path, MAX_FILE_BYTES))
-            raw = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(field, "cannot read %s (%s)" % (path, e.strerror)) from None
+        raw = files.read_regular(path, MAX_FILE_BYTES)
+    except files.Refused as e:
+        raise ConfigError(field, "%s: %s" % (path, e)) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -37,6 +37,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from gasguard.gateway import files
 from gasguard.tools import device
 
 NG_FROM_CEILING_M = 0.3  # natural gas rises: within 0.3 m of the ceiling
@@ -168,16 +169,6 @@ def parse(raw: bytes) -> Any:
     return cfg
 
 
-def _kind(mode: int) -> str:
-    """What a file that is not a regular file is, in words."""
-    for test, word in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory")):  # fmt: skip
-        if test(mode):
-            return word
-    return "not a regular file"
-
-
 def not_regular(path: Path) -> str | None:
     """Why path cannot be read as a regular file (a FIFO, a device, a socket, a symlink loop, a
     dangling link), or None if it can. Never opens the file: a FIFO would block, a device never
@@ -189,33 +180,19 @@ def not_regular(path: Path) -> str | None:
             return "a symlink loop"
         return "cannot read (%s)" % (e.strerror or e)
     if not stat.S_ISREG(st.st_mode):
-        return "%s, not a regular file" % _kind(st.st_mode)
+        return "%s, not a regular file" % files.kind(st.st_mode)
     return None
 
 
 def read_regular(path: Path, cap: int, what: str) -> bytes:
     """A regular file's bytes, at most cap of them: the size is checked before reading, and a
     FIFO, device or socket is refused without waiting on it (ConfigFileError)."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     try:
-        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO never waits for a writer
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ConfigFileError("cannot read: a symlink loop") from None
-        raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigFileError("%s, not a regular file" % _kind(st.st_mode))
-        if st.st_size > cap:
-            raise ConfigFileError(_too_big(st.st_size, cap, what))
-        try:
-            raw = f.read(cap + 1)
-        except OSError as e:
-            raise ConfigFileError("cannot read (%s)" % (e.strerror or e)) from None
-    if len(raw) > cap:  # grew while we looked
-        raise ConfigFileError(_too_big(len(raw), cap, what, more=True))
-    return raw
+        return files.read_regular(path, cap)
+    except files.Refused as e:
+        if e.size is not None:
+            raise ConfigFileError(_too_big(e.size, cap, what, e.more)) from None
+        raise ConfigFileError(str(e)) from None
 
 
 def _too_big(n: int, cap: int, what: str, more: bool = False) -> str:

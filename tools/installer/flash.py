@@ -402,6 +402,17 @@ def _gg_names():
 """
 
 
+def soft_reset(ser: Any) -> None:
+    """Stop what runs (Ctrl-C), leave a raw REPL (Ctrl-B) and soft-reset from the friendly one
+    (Ctrl-D): the firmware starts again, on the ESP32 and the virtual board alike."""
+    ser.write(b"\r\x03\x03")
+    time.sleep(0.1)
+    ser.write(b"\x02")
+    time.sleep(0.05)
+    ser.write(b"\x04")
+    ser.flush()
+
+
 class Board:
     """The board's REPL through mpremote's serial transport."""
 
@@ -446,13 +457,7 @@ class Board:
         what runs, leave the raw REPL and soft-reset from the friendly one, which restarts the
         firmware on the ESP32 and the virtual board alike. False if the port is gone."""
         try:
-            ser = self.t.serial
-            ser.write(b"\r\x03\x03")
-            time.sleep(0.1)
-            ser.write(b"\x02")
-            time.sleep(0.05)
-            ser.write(b"\x04")
-            ser.flush()
+            soft_reset(self.t.serial)
             return True
         except Exception:  # noqa: BLE001 - pyserial's errors on a pulled cable vary
             return False
@@ -788,12 +793,7 @@ def kick_port(port: str) -> bool:
 
     try:
         with serial.Serial(port, 115200, timeout=0.2, exclusive=True) as ser:
-            ser.write(b"\r\x03\x03")
-            time.sleep(0.1)
-            ser.write(b"\x02")
-            time.sleep(0.05)
-            ser.write(b"\x04")
-            ser.flush()
+            soft_reset(ser)
         return True
     except Exception:  # noqa: BLE001 - gone, or held by another program
         return False
