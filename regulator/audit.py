@@ -232,7 +232,7 @@ def _purge(args: Any) -> int:
 
     days = retention_days(args.older_than)
     who = actor("--by", args.by)
-    with ledger(args.db, write=True) as store:
+    with ledger(args.db) as store:
         gone = purge(store, days, who, datetime.datetime.now(datetime.UTC))
     print("%d audit rows older than %d days deleted" % (gone, days))
     return 0

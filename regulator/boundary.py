@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,11 @@ MAX_BYTES = 32 * 1024  # the largest payload the gateway makes (a dead letter's 
 # a state with 8 detectors) is under 4 KiB: the cap leaves room and bounds the parser's work
 MAX_DEPTH = 8  # the deepest legitimate payload (state → data → detectors → item) is 4
 TIME_FIELDS = ("time", "received", "device_time", "last_seen")
+# a time this far past the ingest's own clock is a clock gone wrong (a board or gateway set to
+# 2099 would hold a device "last seen" and push a hazard's deadline out for ever): it is stored
+# as the time it arrived; the message as it came keeps the claim
+FUTURE_SLACK_S = 300.0
+BOUNDED = ("time", "received", "last_seen")  # device_time is the board's claim: kept as sent
 
 # topic kind -> (schema file, the dataschema it must name)
 SCHEMAS = {
@@ -32,6 +38,7 @@ SCHEMAS = {
 }
 # the event kinds a board itself raises: their id is {device}:{instance}:{boot}:{seq}
 BOARD_KINDS = frozenset(cloudevents.EVENT_TYPES)
+HEX = "0123456789abcdef"
 
 
 class Refused(ValueError):
@@ -142,9 +149,12 @@ def calendar_time(value: str, field: str) -> datetime.datetime:
     return t
 
 
-def canonical_time(value: str, field: str) -> str:
-    """One spelling per instant (milliseconds always), so stored times sort as text."""
+def canonical_time(value: str, field: str, now: float | None = None) -> str:
+    """One spelling per instant (milliseconds always), so stored times sort as text; given the
+    arrival time `now` (unix seconds), a time more than FUTURE_SLACK_S after it becomes `now`."""
     t = calendar_time(value, field)
+    if now is not None and t.timestamp() > now + FUTURE_SLACK_S:
+        t = datetime.datetime.fromtimestamp(now, datetime.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
 
 
@@ -184,19 +194,35 @@ def _consistent(kind: str, site: str, subject: str, payload: dict[str, Any]) -> 
         if payload["id"] != want_id:  # a forged id could shadow the board's real event
             raise Refused("id: %r, but device, instance, boot and seq make %r"
                           % (payload["id"], want_id))  # fmt: skip
+    elif not _gateway_id(subject, d["kind"], payload["id"]):
+        # the gateway's own events (gateway/service.py): never in a board id's form, so they
+        # cannot take the id of an event the board has yet to send
+        raise Refused("id: %r is not %s:%s:<gateway instance>:<boot>:<microseconds>"
+                      % (payload["id"][:80], subject, d["kind"].split(".")[-1]))  # fmt: skip
 
 
-def check(topic: str, raw: bytes) -> Message:
-    """Raise Refused, or return the message with its times spelled one way."""
+def _gateway_id(subject: str, kind: str, ce_id: str) -> bool:
+    head = "%s:%s:" % (subject, kind.split(".")[-1])
+    if not ce_id.startswith(head):
+        return False
+    parts = ce_id[len(head) :].split(":")
+    return (len(parts) == 3 and len(parts[0]) == 16 and not parts[0].strip(HEX)
+            and all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts[1:]))  # fmt: skip
+
+
+def check(topic: str, raw: bytes, now: float | None = None) -> Message:
+    """Raise Refused, or return the message with its times spelled one way and none later than
+    FUTURE_SLACK_S past `now` (unix seconds; the ingest's clock by default)."""
     kind, site, subject = parse_topic(topic)
     payload = decode(raw)
     if not isinstance(payload, dict):
         raise Refused("json: not an object")
     _schema(kind, payload)
-    payload["time"] = canonical_time(payload["time"], "time")
+    now = time.time() if now is None else now
+    payload["time"] = canonical_time(payload["time"], "time", now)
     d = payload["data"]
     for field in TIME_FIELDS[1:]:
         if field in d:
-            d[field] = canonical_time(d[field], "data." + field)
+            d[field] = canonical_time(d[field], "data." + field, now if field in BOUNDED else None)
     _consistent(kind, site, subject, payload)
     return Message(topic, kind, site, subject, payload, raw.decode("utf-8"))

@@ -24,6 +24,7 @@ from gasguard.gateway.config import is_loopback, split_broker_url
 
 PROG = "gasguard regulator ingest"
 GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # it goes into topic filters and client ids
+MAX_WORKERS = 64  # a machine's worth; more load means more machines (--node)
 EXIT_USAGE, EXIT_UNREACHABLE = 2, 3
 
 
@@ -68,8 +69,8 @@ def _config(args: Any):
             "(or --insecure-plaintext on a closed network)"
         )
     check_url(args.db)
-    if not 1 <= args.workers <= 64:
-        raise ValueError("--workers: 1 to 64")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise ValueError("--workers: 1 to %d" % MAX_WORKERS)
     for name in ("group", "node"):
         if not GROUP.match(getattr(args, name)):
             raise ValueError("--%s: 1-64 of A-Z a-z 0-9 _ . -" % name)
@@ -123,6 +124,7 @@ def _claim(cfg: Any):
 
 
 def main_ingest(args: Any) -> int:
+    from .mqttseam import BrokerUnreachable
     from .store import NotOurDatabase, StoreUnreachable, open_store
 
     try:
@@ -132,12 +134,7 @@ def main_ingest(args: Any) -> int:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
     try:
-        store = open_store(cfg.db, create=True)
-        try:  # how many workers this group and node ran last: their sessions hold messages
-            before = int(store.meta(_workers_key(cfg)) or 0)
-            store.set_meta(_workers_key(cfg), str(max(before, cfg.workers)))
-        finally:
-            store.close()
+        open_store(cfg.db, create=True).close()
     except NotOurDatabase as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
@@ -146,29 +143,30 @@ def main_ingest(args: Any) -> int:
         return EXIT_UNREACHABLE
     try:
         _reach(cfg.host, cfg.port)
-    except ConnectionError as e:
+        drain = _stale_workers(cfg)
+    except (ConnectionError, BrokerUnreachable) as e:
         print("%s: broker unreachable: %s" % (PROG, e), file=sys.stderr)
         return EXIT_UNREACHABLE
-    return supervise(cfg, range(cfg.workers, before))
+    return supervise(cfg, drain)
 
 
-def _workers_key(cfg: Any) -> str:
-    return "workers:%s:%s" % (cfg.group, cfg.node)
+def _stale_workers(cfg: Any) -> list[int]:
+    """The workers of this group and node that are no longer run but whose sessions the
+    broker keeps (an earlier start with more workers, whatever database it wrote to): each
+    still holds its share of the shared subscriptions, so the broker goes on queueing every
+    N-th message in it. Asked of the broker, not remembered: only it knows."""
+    import ssl
+
+    from .mqttseam import held_sessions
+
+    tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.tls else None
+    ids = {cfg.client_id(i): i for i in range(cfg.workers, MAX_WORKERS)}
+    held = held_sessions(cfg.host, cfg.port, list(ids), tls=tls, username=cfg.username,
+                         password=cfg.password)  # fmt: skip
+    return sorted(ids[c] for c in held)
 
 
-def _drained(cfg: Any) -> None:
-    """Every dropped worker's session is empty and gone: remember the new count."""
-    from .store import open_store
-
-    store = open_store(cfg.db)
-    try:
-        store.set_meta(_workers_key(cfg), str(cfg.workers))
-    finally:
-        store.close()
-    print("%s: the sessions of workers no longer run are drained" % PROG, flush=True)
-
-
-def supervise(cfg: Any, drain: range = range(0)) -> int:
+def supervise(cfg: Any, drain: list[int] | range = range(0)) -> int:
     """Run the workers, and a drainer for each index in `drain`: with fewer workers than
     last time, the broker still holds the dropped workers' sessions and the messages it queued
     in them (a shared subscription's share included); a drainer stores those, then ends the
@@ -201,8 +199,8 @@ def supervise(cfg: Any, drain: range = range(0)) -> int:
     while not stopping:
         if drainers and all(p.exitcode is not None for p in drainers):
             if all(p.exitcode == 0 for p in drainers):
-                _drained(cfg)
-            drainers = []  # one that failed leaves the count: the next start drains again
+                print("%s: the sessions of workers no longer run are drained" % PROG, flush=True)
+            drainers = []  # one that failed keeps its session: the next start finds it again
         ended = [p for p in procs if p.exitcode is not None]
         if ended:
             code = ended[0].exitcode or 0

@@ -559,7 +559,8 @@ def register_compliance(rs: Any) -> Any:
 def main_compliance(args: Any) -> int:
     from gasguard.tools import human
 
-    from .store import NotOurDatabase, StoreUnreachable, open_store
+    from .opening import open_ledger
+    from .store import NotOurDatabase, StoreUnreachable
 
     prog = "gasguard regulator compliance"
 
@@ -573,8 +574,7 @@ def main_compliance(args: Any) -> int:
     if not args.offline_after > 0:
         return refuse("--offline-after: a number of seconds above 0", 2)
     try:
-        store = open_store(args.db)
-        store.prepare(True)  # a database the ingest made before findings existed gets the table
+        store = open_ledger(args.db)
     except NotOurDatabase as e:
         return refuse(str(e), 2)
     except StoreUnreachable as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -108,6 +109,18 @@ def export(url: str, out: Path, *, overdue: bool = False, force: bool = False) -
         raise ValueError("--out %s: no such directory %s" % (out, out.parent))
     with ledger(url) as store:
         rows = table(store, now(), overdue)
+    try:  # a read-only directory, /proc, a full disk: one line and exit 1, no traceback
+        _write(out, suffix, rows)
+    except OSError as e:
+        raise ExportFailed("--out %s: %s" % (out, e.strerror or e)) from None
+    return len(rows)
+
+
+class ExportFailed(RuntimeError):
+    """The file could not be written (exit 1); nothing half-written is left behind."""
+
+
+def _write(out: Path, suffix: str, rows: list[Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=".%s." % out.name, dir=out.parent)
     os.close(fd)
     try:
@@ -119,7 +132,6 @@ def export(url: str, out: Path, *, overdue: bool = False, force: bool = False) -
     except BaseException:
         os.unlink(tmp)
         raise
-    return len(rows)
 
 
 def register_export(sub: Any) -> Any:
@@ -130,7 +142,8 @@ def register_export(sub: Any) -> Any:
         "export",
         help="write the hazard ledger (隐患台账) as CSV or XLSX",
         epilog=epilog(
-            "here:\n  2  also: not a regulator database, or --out exists (use --force)\n"
+            "here:\n  1  also: --out could not be written (nothing half-written is left)\n"
+            "  2  also: not a regulator database, or --out exists (use --force)\n"
             "times are written in this machine's local time, with the offset from UTC"
         ),
     )
@@ -144,7 +157,11 @@ def register_export(sub: Any) -> Any:
 
 def main_export(args: Any) -> int:
     def body() -> int:
-        n = export(args.db, Path(args.out), overdue=args.overdue, force=args.force)
+        try:
+            n = export(args.db, Path(args.out), overdue=args.overdue, force=args.force)
+        except ExportFailed as e:
+            print("%s: %s" % (PROG, e), file=sys.stderr)
+            return 1
         print("%d hazards written to %s" % (n, args.out))
         return 0
 

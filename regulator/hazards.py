@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import re
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ SYNC_ACTOR = "system:sync"
 
 # Severity: an incident's alarm level; a compliance finding is "normal". The deadline counts from
 # when the hazard was found (the incident opened, the finding first held).
+MAX_DEADLINE = datetime.timedelta(days=365)  # the latest a dispatch may put a deadline
 DEADLINES = {
     "high": datetime.timedelta(hours=24),  # a high alarm: gas near the explosive range
     "low": datetime.timedelta(hours=72),  # a low alarm
@@ -114,6 +116,16 @@ def _due(found: str, period: datetime.timedelta) -> str:
 # --- raising hazards -------------------------------------------------------------------------
 
 
+def incident_source(site: str, open_event: str) -> str:
+    """A hazard's source names what raised it, once: "/" is in no site, device or event id
+    (topics split on it), so no two sites' sources can be spelled alike."""
+    return "incident:%s/%s" % (site, open_event)
+
+
+def finding_source(site: str, subject: str, kind: str) -> str:
+    return "finding:%s/%s/%s" % (site, subject, kind)
+
+
 def _raise(store: Any, now: str, h: dict[str, Any]) -> int | None:
     row = store.x(
         "INSERT INTO hazards (source, site, subject, kind, severity, summary, status, deadline, "
@@ -140,13 +152,14 @@ def sync(store: Any, now: str, deadlines: dict[str, datetime.timedelta] = DEADLI
     with store.transaction():
         found = store.rows(
             "SELECT i.open_event, i.site, i.device, i.level, i.opened_at, i.peak_lel "
-            "FROM incidents i LEFT JOIN hazards h ON h.source = 'incident:' || i.open_event "
+            "FROM incidents i LEFT JOIN hazards h "
+            "ON h.source = 'incident:' || i.site || '/' || i.open_event "
             "WHERE h.id IS NULL ORDER BY i.opened_at, i.open_event"
         )
         for i in found:
             severity = "high" if i["level"] == "high" else "low"
             hid = _raise(store, now, {
-                "source": "incident:" + i["open_event"], "site": i["site"],
+                "source": incident_source(i["site"], i["open_event"]), "site": i["site"],
                 "subject": i["device"], "kind": "alarm", "severity": severity,
                 "summary": _incident_summary(i["level"], i["peak_lel"]),
                 "deadline": _due(i["opened_at"], deadlines[severity]),
@@ -157,12 +170,12 @@ def sync(store: Any, now: str, deadlines: dict[str, datetime.timedelta] = DEADLI
             for f in store.rows(
                 "SELECT f.site, f.subject, f.kind, f.detail, f.since FROM findings f "
                 "LEFT JOIN hazards h "
-                "ON h.source = 'finding:' || f.site || ':' || f.subject || ':' || f.kind "
+                "ON h.source = 'finding:' || f.site || '/' || f.subject || '/' || f.kind "
                 "WHERE h.id IS NULL AND f.cleared_at IS NULL ORDER BY f.since, f.site"
             ):
                 since = f["since"] or now
                 hid = _raise(store, now, {
-                    "source": "finding:%s:%s:%s" % (f["site"], f["subject"], f["kind"]),
+                    "source": finding_source(f["site"], f["subject"], f["kind"]),
                     "site": f["site"], "subject": f["subject"], "kind": f["kind"],
                     "severity": "normal", "summary": f["detail"] or f["kind"],
                     "deadline": _due(since, deadlines["normal"]), "opened_at": since,
@@ -175,7 +188,7 @@ def sync(store: Any, now: str, deadlines: dict[str, datetime.timedelta] = DEADLI
 def _escalate(store: Any, now: str, deadlines: dict[str, datetime.timedelta]) -> None:
     for r in store.rows(
         "SELECT h.id, i.peak_lel FROM hazards h JOIN incidents i "
-        "ON h.source = 'incident:' || i.open_event "
+        "ON h.source = 'incident:' || i.site || '/' || i.open_event "
         "WHERE h.severity = 'low' AND i.level = 'high' AND h.status <> 'closed'"
     ):
         before = get(store, r["id"])
@@ -232,6 +245,18 @@ def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str
     return after
 
 
+def same_person(a: str | None, b: str | None) -> bool:
+    """Names as people type them: "Li Wei", "li  wei" and full-width "Ｌｉ Ｗｅｉ" are one
+    person, who must not sign off their own work by spelling their name another way."""
+    if a is None or b is None:
+        return False
+    return _spelling(a) == _spelling(b)
+
+
+def _spelling(name: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
 def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at: str,
              note: str | None = None) -> dict[str, Any]:  # fmt: skip
     """To a responsible person, by a deadline (default: the one its severity gave). Again from
@@ -241,6 +266,10 @@ def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at
         if (deadline or h["deadline"]) <= at:
             raise WorkflowError("hazard %d: deadline %s has already passed: give a later one"
                                 % (hazard, deadline or h["deadline"]))  # fmt: skip
+        if deadline and deadline > _due(at, MAX_DEADLINE):
+            raise WorkflowError("hazard %d: deadline %s is more than %d days away: a hazard is "
+                                "rectified within a deadline (限期整改), not put off"
+                                % (hazard, deadline, MAX_DEADLINE.days))  # fmt: skip
 
     sets: dict[str, Any] = {"status": "dispatched", "responsible": to, "dispatched_at": at,
                             "rectified_at": None, "rectified_by": None}  # fmt: skip
@@ -265,9 +294,9 @@ def close(store: Any, hazard: int, by: str, at: str, note: str | None = None) ->
 
     def check(h: dict[str, Any]) -> None:
         why = "whoever checks and signs must be someone else (谁检查、谁签名、谁负责)"
-        if by == h["rectified_by"]:
+        if same_person(by, h["rectified_by"]):
             raise WorkflowError("hazard %d was rectified by %s: %s" % (hazard, by, why))
-        if by == h["responsible"]:
+        if same_person(by, h["responsible"]):
             raise WorkflowError("hazard %d: %s is responsible for it: %s" % (hazard, by, why))
 
     sets = {"status": "closed", "verified_by": by, "closed_by": by, "closed_at": at,

@@ -70,7 +70,7 @@ def main_sync(args: Any) -> int:
         from .hazards import DEADLINES, load_deadlines, sync
 
         deadlines = load_deadlines(args.deadlines) if args.deadlines else DEADLINES
-        with ledger(args.db, write=True) as store:
+        with ledger(args.db) as store:
             new = sync(store, _now(), deadlines)
         print("%d new hazards" % len(new))
         return 0
@@ -122,7 +122,7 @@ def main_dispatch(args: Any) -> int:
 
         to, by = actor("--to", args.to), actor("--by", args.by)
         deadline = spell(when("--deadline", args.deadline)) if args.deadline else None
-        with ledger(args.db, write=True) as store:
+        with ledger(args.db) as store:
             _show(dispatch(store, args.id, to, deadline, by, _now(), note("--note", args.note)))
         return 0
 
@@ -134,7 +134,7 @@ def main_rectify(args: Any) -> int:
         from .hazards import rectify
 
         by, text = actor("--by", args.by), note("--note", args.note) or ""
-        with ledger(args.db, write=True) as store:
+        with ledger(args.db) as store:
             _show(rectify(store, args.id, text, by, _now()))
         return 0
 
@@ -146,7 +146,7 @@ def main_close(args: Any) -> int:
         from .hazards import close
 
         by, text = actor("--by", args.by), note("--note", args.note)
-        with ledger(args.db, write=True) as store:
+        with ledger(args.db) as store:
             _show(close(store, args.id, by, _now(), text))
         return 0
 

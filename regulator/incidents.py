@@ -7,7 +7,9 @@ An incident opens at a low or high alarm and follows the site:
 It closes at the valve reset after the gas cleared, or at the clear itself when the valve never
 closed (a low alarm that only sounds). An alarm while one is open joins it (and may raise it to
 high). The store folds events in order_key order, never arrival order, so an earlier event that
-arrives late cannot reopen a closed incident or hide a later one.
+arrives late cannot reopen a closed incident or hide a later one. An incident belongs to one
+life of the board (its instance): a re-flashed or replaced board's events never close, join or
+reset an incident of the board before it, whatever their order.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ KINDS = frozenset(("alarm.low", "alarm.high", "alarm.clear", "valve.closed", "ac
 
 @dataclass(frozen=True, order=True)
 class OrderKey:
-    """A board's order: its lives (instance ids, made at first boot) in the order they first
-    spoke, then boot counter, then sequence. A board re-flashed under the same device id is a
-    new instance whose boot counter starts again at 1: (boot, seq) alone would sort all of its
-    events before the old board's, and its first alarm would look older than the last reset."""
+    """A board's order: its lives (instance ids, made at first boot) in the order the ledger
+    first heard them, then boot counter, then sequence. A board re-flashed under the same
+    device id is a new instance whose boot counter starts again at 1: (boot, seq) alone would
+    sort all of its events before the old board's, and its first alarm would look older than
+    the last reset; its clock may not be set yet either (2000-01-01)."""
 
-    first_time: str  # the earliest event time of this instance (canonical text sorts)
+    first_time: str  # "first arrival|earliest event time" of this instance (both canonical)
     instance: str
     boot: int
     seq: int
@@ -49,6 +52,7 @@ class Incident:
     device: str
     level: str
     opened_at: str
+    instance: str = ""  # the board's life whose alarm opened it
     ordinal: int = 1  # 1, 2, ... per device, in the board's order
     detectors: list[int] = field(default_factory=list)
     alarming: list[int] = field(default_factory=list)
@@ -68,9 +72,10 @@ class Incident:
 def _alarm(inc: Incident | None, ev: Event, site: str, device: str) -> Incident:
     level = ev.kind[len("alarm.") :]
     dets = [] if ev.detector is None else [ev.detector]
-    if inc is None or inc.closed_at is not None:
+    if inc is None or inc.closed_at is not None or inc.instance != ev.key.instance:
         n = 1 if inc is None else inc.ordinal + 1
-        return Incident(ev.id, site, device, level, ev.time, n, dets, list(dets), ev.lel)
+        return Incident(ev.id, site, device, level, ev.time, ev.key.instance, n, dets,
+                        list(dets), ev.lel)  # fmt: skip
     inc.level = "high" if "high" in (inc.level, level) else "low"
     inc.detectors = sorted(set(inc.detectors) | set(dets))
     inc.alarming = sorted(set(inc.alarming) | set(dets))
@@ -124,7 +129,7 @@ def fold(current: Incident | None, events: list[Event], site: str, device: str) 
             if new is not inc:
                 out.append(new)
             inc = new
-        elif inc is not None and inc.closed_at is None:
+        elif inc is not None and inc.closed_at is None and inc.instance == ev.key.instance:
             _step(inc, ev)
         else:
             continue

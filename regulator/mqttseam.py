@@ -16,6 +16,7 @@ from __future__ import annotations
 import queue
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 
 from paho.mqtt import client as paho
@@ -163,3 +164,57 @@ class Inbox:
             props.SessionExpiryInterval = 0
         self.client.disconnect(properties=props)
         self.client.loop_stop()
+
+
+def held_sessions(
+    host: str,
+    port: int,
+    client_ids: list[str],
+    *,
+    tls: ssl.SSLContext | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 5.0,
+) -> list[str]:
+    """Which of these client ids the broker keeps a session for (CONNACK's session present).
+    A probe that finds none ends the session its own connection made; one that finds one
+    leaves it as it was: what it was sent is not acknowledged, so the broker sends it again
+    to whoever resumes the session. Raises BrokerUnreachable."""
+    held = []
+    for client_id in client_ids:
+        got: dict[str, bool] = {}
+
+        def on_connect(client, userdata, flags, reason, properties, got=got) -> None:
+            got["ok"] = not reason.is_failure
+            got["present"] = bool(flags.session_present)
+
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                        protocol=paho.MQTTv5, manual_ack=True)  # fmt: skip
+        if tls is not None:
+            c.tls_set_context(tls)
+        if username:
+            c.username_pw_set(username, password)
+        c.on_connect = on_connect
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S  # a held session keeps its expiry
+        try:
+            c.connect(host, port, KEEPALIVE_S, clean_start=False, properties=props)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerUnreachable("%s:%d: %s" % (host, port, e)) from None
+        end = None
+        try:
+            end_at = time.monotonic() + timeout
+            while "ok" not in got and time.monotonic() < end_at:
+                c.loop(0.05)  # this thread: no network thread to start and stop per id
+            if not got.get("ok"):
+                raise BrokerUnreachable("%s:%d: no answer to a session probe as %s"
+                                        % (host, port, client_id))  # fmt: skip
+            if got["present"]:
+                held.append(client_id)
+            else:  # the session this probe made: gone with it
+                end = Properties(PacketTypes.DISCONNECT)
+                end.SessionExpiryInterval = 0
+        finally:
+            c.disconnect(properties=end)
+            c.loop(0.05)  # writes the DISCONNECT, then paho closes the socket
+    return held

@@ -3,8 +3,7 @@ command-line checks those commands share (who acts, what time they mean).
 
 Unlike the ingest, these never make a database: a SQLite path that does not exist, or a file
 that is not a regulator database, is refused before anything is written to it (opening it the
-store's way would create the file, or switch a foreign file to WAL). A command that writes may
-add the ledger's own tables to a regulator database made before they existed.
+store's way would create the file, or switch a foreign file to WAL).
 """
 
 from __future__ import annotations
@@ -13,12 +12,12 @@ import datetime
 import os
 import sqlite3
 import sys
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-LEDGER_TABLES = {"hazards", "audit", "audit_purge"}
 NAME_CHARS = 100
 NOTE_CHARS = 2000  # a note is a paragraph for the ledger, not a report: attach those elsewhere
 
@@ -40,27 +39,20 @@ def _check_sqlite(path: str) -> None:
         raise NotOurDatabase("--db %s: not a regulator database (no regulator_meta)" % path)
 
 
-def open_ledger(url: str, *, write: bool = False) -> Any:
-    """The store of an existing regulator database (NotOurDatabase: exit 2; StoreUnreachable:
-    exit 3). write: add the ledger's tables if this database predates them."""
+def open_ledger(url: str) -> Any:
+    """The store of an existing regulator database, of this version's schema and with all its
+    tables (NotOurDatabase: exit 2; StoreUnreachable: exit 3)."""
     from .store import check_url, is_postgres, open_store
 
     check_url(url)
     if not is_postgres(url):
         _check_sqlite(url)
-    store = open_store(url)
-    if write and not LEDGER_TABLES <= store.table_names():
-        try:
-            store.prepare(True)  # CREATE ... IF NOT EXISTS: the mark is already checked
-        except BaseException:
-            store.close()
-            raise
-    return store
+    return open_store(url)
 
 
 @contextmanager
-def ledger(url: str, *, write: bool = False) -> Iterator[Any]:
-    store = open_ledger(url, write=write)
+def ledger(url: str) -> Iterator[Any]:
+    store = open_ledger(url)
     try:
         yield store
     finally:
@@ -83,12 +75,15 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 
 def actor(option: str, name: str) -> str:
-    """A person's name as given (--by, --to): trimmed, not empty, one line, not too long."""
-    name = name.strip()
+    """A person's name as given (--by, --to): one line, not too long, in one spelling (NFKC:
+    full-width letters and digits as ASCII; runs of spaces as one), not empty."""
     _encodable(option, name)
+    if any(c < " " or c == "\x7f" for c in name.strip()):
+        raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
+    name = " ".join(unicodedata.normalize("NFKC", name).split())
     if not name:
         raise ValueError("%s: a name is needed" % option)
-    if len(name) > NAME_CHARS or any(c < " " or c == "\x7f" for c in name):
+    if len(name) > NAME_CHARS:
         raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
     return name
 

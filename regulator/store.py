@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,14 +27,17 @@ from . import audit, compliance, hazards, incidents, registry, views
 from .boundary import Message
 from .web import accounts
 
-SCHEMA_MARK = "gasguard-regulator 1"  # in regulator_meta: this database is ours
+SCHEMA_MARK = "gasguard-regulator 2"  # in regulator_meta: this database is ours
+# 2: events, incidents and dead letters are unique per site and device (or gateway), not by id
+# alone: one site's publisher could otherwise take an id another site's board will send
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
+    id TEXT NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL, kind TEXT NOT NULL,
     instance TEXT, boot BIGINT, seq BIGINT, detector INTEGER, lel DOUBLE PRECISION,
-    time TEXT NOT NULL, ingested_at TEXT NOT NULL, payload TEXT NOT NULL);
+    time TEXT NOT NULL, ingested_at TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (site, device, id));
 CREATE INDEX IF NOT EXISTS events_device ON events (site, device, instance);
 CREATE TABLE IF NOT EXISTS devices (
     site TEXT NOT NULL, device TEXT NOT NULL,
@@ -42,19 +46,21 @@ CREATE TABLE IF NOT EXISTS devices (
     cursor_first TEXT, cursor_instance TEXT, cursor_boot BIGINT, cursor_seq BIGINT,
     PRIMARY KEY (site, device));
 CREATE TABLE IF NOT EXISTS incidents (
-    open_event TEXT PRIMARY KEY, site TEXT NOT NULL, device TEXT NOT NULL,
+    open_event TEXT NOT NULL, site TEXT NOT NULL, device TEXT NOT NULL, instance TEXT NOT NULL,
     ordinal INTEGER NOT NULL, level TEXT NOT NULL, stage TEXT NOT NULL,
     detectors TEXT NOT NULL, alarming TEXT NOT NULL, peak_lel DOUBLE PRECISION,
     opened_at TEXT NOT NULL, valve_closed_at TEXT, acknowledged_at TEXT, cleared_at TEXT,
-    reset_at TEXT, closed_at TEXT, last_event TEXT NOT NULL);
+    reset_at TEXT, closed_at TEXT, last_event TEXT NOT NULL,
+    PRIMARY KEY (site, device, open_event));
 CREATE INDEX IF NOT EXISTS incidents_device ON incidents (site, device, ordinal);
 CREATE TABLE IF NOT EXISTS gateways (
     site TEXT NOT NULL, gateway TEXT NOT NULL, online INTEGER NOT NULL, version TEXT,
     devices_online INTEGER, status_time TEXT NOT NULL, updated_at TEXT NOT NULL,
     PRIMARY KEY (site, gateway));
 CREATE TABLE IF NOT EXISTS dead_letters (
-    id TEXT PRIMARY KEY, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
-    reason TEXT NOT NULL, body_hex TEXT NOT NULL, received TEXT NOT NULL, payload TEXT NOT NULL);
+    id TEXT NOT NULL, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
+    reason TEXT NOT NULL, body_hex TEXT NOT NULL, received TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (site, gateway, id));
 CREATE TABLE IF NOT EXISTS rejected (
     topic TEXT NOT NULL, digest TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
     excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
@@ -63,20 +69,27 @@ CREATE TABLE IF NOT EXISTS rejected (
 TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
+OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
 DIALECT_DDL = [hazards.dialect_ddl, audit.dialect_ddl]  # sequences, triggers: each backend's own
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
+REJECTED_ROWS = 100_000  # distinct rejected messages kept (~50 MB); more are only counted
+OVERFLOW_TOPIC = "(overflow)"  # not a topic any publisher can use: it has no "/"
 EVENT_COLS = ("id", "site", "device", "kind", "instance", "boot", "seq", "detector", "lel",
               "time", "ingested_at", "payload")  # fmt: skip
+# a device's lost-event count saturates here: a forged count of 2**62 twice must neither wrap
+# nor turn the column into a float (SQLite) nor fail the batch (PostgreSQL's bigint)
+LOST_MAX = 10**12
 TOUCH_CONFLICT = (
-    "ON CONFLICT (site, device) DO UPDATE SET lost = d.lost + excluded.lost, "
+    "ON CONFLICT (site, device) DO UPDATE SET lost = CASE WHEN d.lost + excluded.lost > %d "
+    "THEN %d ELSE d.lost + excluded.lost END, " % (LOST_MAX, LOST_MAX) +
     "last_seen = CASE WHEN excluded.last_seen IS NOT NULL AND (d.last_seen IS NULL "
     "OR d.last_seen < excluded.last_seen) THEN excluded.last_seen ELSE d.last_seen END"
 )
 INCIDENT_COLS = (
-    "open_event", "site", "device", "ordinal", "level", "stage", "detectors", "alarming",
-    "peak_lel", "opened_at", "valve_closed_at", "acknowledged_at", "cleared_at", "reset_at",
-    "closed_at", "last_event",
+    "open_event", "site", "device", "instance", "ordinal", "level", "stage", "detectors",
+    "alarming", "peak_lel", "opened_at", "valve_closed_at", "acknowledged_at", "cleared_at",
+    "reset_at", "closed_at", "last_event",
 )  # fmt: skip
 
 
@@ -216,8 +229,14 @@ class Store:
                 )
         mark = self.x("SELECT value FROM regulator_meta WHERE key = 'schema'").fetchone()
         if mark is None or mark[0] != SCHEMA_MARK:
-            raise NotOurDatabase("--db: regulator schema %r, this ingest needs %r"
-                                 % (mark and mark[0], SCHEMA_MARK))  # fmt: skip
+            raise NotOurDatabase(
+                "--db: a regulator database of schema %r; this version reads and writes %r "
+                "(ingest the stream into a new database)" % (mark and mark[0], SCHEMA_MARK)
+            )
+        missing = OUR_TABLES - (tables if not create else self.table_names())
+        if missing:  # dropped by hand, or a copy cut short: queries would fail one by one
+            raise NotOurDatabase("--db: regulator database without its tables %s"
+                                 % ", ".join(sorted(missing)))  # fmt: skip
 
     def meta(self, key: str) -> str | None:
         row = self.x("SELECT value FROM regulator_meta WHERE key = ?", (key,)).fetchone()
@@ -238,17 +257,19 @@ class Store:
         out = Written()
         at = now()
         with self.transaction():
-            for it in items:
-                if isinstance(it, Rejection):
-                    self._reject(it, at, worker)
-                    out.rejected += 1
+            refused = [it for it in items if isinstance(it, Rejection)]
+            if refused:
+                full = self.x("SELECT count(*) FROM rejected").fetchone()[0] >= REJECTED_ROWS
+                for it in refused:
+                    self._reject(it, at, worker, full)
+                out.rejected = len(refused)
             msgs = [it for it in items if isinstance(it, Message)]
-            events = {m.payload["id"]: m for m in msgs if m.kind == "events"}
-            inserted = self._insert_events(sorted(events.values(), key=_by_id), at)
+            events = {_event_key(m): m for m in msgs if m.kind == "events"}
+            inserted = self._insert_events(sorted(events.values(), key=_event_key), at)
             out.events = len(inserted)
             out.duplicates = sum(1 for m in msgs if m.kind == "events") - out.events
             devices: dict[tuple[str, str], list[Message]] = {}
-            for m in sorted(inserted, key=_by_id):
+            for m in sorted(inserted, key=_event_key):
                 devices.setdefault((m.site, m.subject), []).append(m)
             out.sites = self._finding_sites(msgs, inserted)
             for m in sorted((m for m in msgs if m.kind == "rejected"), key=_by_id):
@@ -302,11 +323,24 @@ class Store:
                 sites.add(m.site)
         return sites
 
-    def _reject(self, r: Rejection, at: str, worker: int) -> None:
+    def _reject(self, r: Rejection, at: str, worker: int, full: bool) -> None:
         """One row per topic and payload, counting how often it came: a rogue retained message
-        comes again at every subscribe, and must not grow the table at every restart."""
+        comes again at every subscribe, and must not grow the table at every restart. Once the
+        table holds REJECTED_ROWS, a message not seen before is only counted, in one row that
+        says so: a publisher sending endless distinct junk must not fill the disk."""
         excerpt = r.raw[:EXCERPT_BYTES].decode("utf-8", "replace")
         digest = hashlib.sha256(r.raw).hexdigest()[:32]
+        if full:
+            seen = self.x(
+                "UPDATE rejected SET times = times + 1, last_at = ?, worker = ? "
+                "WHERE topic = ? AND digest = ?",
+                (at, worker, _text(r.topic[:300]), digest),
+            )
+            if seen.rowcount:
+                return
+            r = Rejection(OVERFLOW_TOPIC, "more distinct rejected messages than the table "
+                          "keeps (%d): counted here, not kept" % REJECTED_ROWS, b"")  # fmt: skip
+            excerpt, digest = "", "overflow"
         self.x(
             "INSERT INTO rejected AS r VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (topic, digest) "
             "DO UPDATE SET times = r.times + 1, last_at = excluded.last_at, "
@@ -321,23 +355,25 @@ class Store:
         new: list[Message] = []
         for n in range(0, len(msgs), ROWS_PER_INSERT):
             chunk = msgs[n : n + ROWS_PER_INSERT]
-            ids = self._insert_event_rows([_event_row(m, at) for m in chunk])
-            new += [m for m in chunk if m.payload["id"] in ids]
+            keys = self._insert_event_rows([_event_row(m, at) for m in chunk])
+            new += [m for m in chunk if _event_key(m) in keys]
         return new
 
-    def _insert_event_rows(self, rows: list[tuple]) -> set[str]:
-        """Rows of EVENT_COLS in one multi-row INSERT; the ids that were new."""
+    def _insert_event_rows(self, rows: list[tuple]) -> set[tuple[str, str, str]]:
+        """Rows of EVENT_COLS in one multi-row INSERT; the (site, device, id) that were new."""
         got = self.x(
-            "INSERT INTO events (%s) VALUES %s ON CONFLICT (id) DO NOTHING RETURNING id"
+            "INSERT INTO events (%s) VALUES %s ON CONFLICT (site, device, id) DO NOTHING "
+            "RETURNING site, device, id"
             % (", ".join(EVENT_COLS), ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?)"] * len(rows))),
             [v for r in rows for v in r],
         ).fetchall()
-        return {r[0] for r in got}
+        return {(r[0], r[1], r[2]) for r in got}
 
     def _dead_letter(self, m: Message) -> None:
         p, d = m.payload, m.payload["data"]
         self.x(
-            "INSERT INTO dead_letters VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO dead_letters VALUES (?,?,?,?,?,?,?,?) "
+            "ON CONFLICT (site, gateway, id) DO NOTHING",
             (p["id"], m.site, m.subject, d["device"], _text(d["reason"]), d["body_hex"],
              d["received"], _text(m.text)),
         )  # fmt: skip
@@ -365,9 +401,9 @@ class Store:
         for key in sorted(set(events) | set(states)):
             new = events.get(key, [])
             last = max((m.payload["time"] for m in new), default=None)
-            lost = sum(int(m.payload["data"].get("count", 0)) for m in new
+            lost = sum(min(int(m.payload["data"].get("count", 0)), LOST_MAX) for m in new
                        if m.payload["data"]["kind"] == "events.lost")  # fmt: skip
-            rows.append((*key, last, lost))
+            rows.append((*key, last, min(lost, LOST_MAX)))
         for n in range(0, len(rows), ROWS_PER_INSERT):
             self._touch_rows(rows[n : n + ROWS_PER_INSERT])
 
@@ -405,12 +441,15 @@ class Store:
     # --- incidents in the board's order ----------------------------------------------------------
 
     def _first_times(self, site: str, device: str) -> dict[str, str]:
+        """Each of the device's lives (instances) by when the ledger first heard it, then by
+        its earliest event time (lives first heard in one batch): never by the board's clock
+        alone, which a re-flashed board without its time yet sets to 2000-01-01."""
         rows = self.x(
-            "SELECT instance, MIN(time) FROM events WHERE site = ? AND device = ? "
-            "AND instance IS NOT NULL GROUP BY instance",
+            "SELECT instance, MIN(ingested_at), MIN(time) FROM events WHERE site = ? "
+            "AND device = ? AND instance IS NOT NULL GROUP BY instance",
             (site, device),
         ).fetchall()
-        return {r[0]: r[1] for r in rows}
+        return {r[0]: r[1] + "|" + r[2] for r in rows}
 
     def _advance(self, site: str, device: str, moves: list[Message]) -> None:
         firsts = self._first_times(site, device)  # sees this batch's inserts: same transaction
@@ -471,9 +510,10 @@ class Store:
         r = inc.row()
         r["detectors"] = json.dumps(r["detectors"])
         r["alarming"] = json.dumps(r["alarming"])
-        sets = ", ".join("%s = excluded.%s" % (c, c) for c in INCIDENT_COLS[1:])
+        sets = ", ".join("%s = excluded.%s" % (c, c) for c in INCIDENT_COLS[4:])
         self.x(
-            "INSERT INTO incidents (%s) VALUES (%s) ON CONFLICT (open_event) DO UPDATE SET %s"
+            "INSERT INTO incidents (%s) VALUES (%s) ON CONFLICT (site, device, open_event) "
+            "DO UPDATE SET %s"
             % (", ".join(INCIDENT_COLS), ",".join("?" * len(INCIDENT_COLS)), sets),
             [r[c] for c in INCIDENT_COLS],
         )
@@ -488,6 +528,12 @@ class Store:
 
 def _by_id(m: Message) -> str:
     return m.payload["id"]
+
+
+def _event_key(m: Message) -> tuple[str, str, str]:
+    """What makes an event one: an id is the board's (or gateway's) own, unique only under
+    its site and device (the boundary checks it is made from that device's name)."""
+    return (m.site, m.subject, m.payload["id"])
 
 
 def _int(v: Any) -> int | None:
@@ -523,10 +569,14 @@ class SqliteStore(Store):
         try:
             # autocommit: transactions are explicit, BEGIN IMMEDIATE takes the write lock first
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")  # a committed batch survives power loss
         except sqlite3.Error as e:
             raise StoreUnreachable("--db %s: %s" % (path, e)) from None
+
+    def prepare(self, create: bool) -> None:
+        super().prepare(create)
+        # only once it is ours: WAL is a change to the file another program may not expect
+        self.db.execute("PRAGMA journal_mode=WAL")
 
     def x(self, sql: str, params: Iterable[Any] = ()) -> Any:
         return self.db.execute(sql, tuple(params))
@@ -598,11 +648,11 @@ class PostgresStore(Store):
         got = self._columns(
             "INSERT INTO events (%s) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
             "?::text[], ?::text[], ?::bigint[], ?::bigint[], ?::integer[], ?::float8[], "
-            "?::text[], ?::text[], ?::text[]) ON CONFLICT (id) DO NOTHING RETURNING id"
-            % ", ".join(EVENT_COLS),
+            "?::text[], ?::text[], ?::text[]) ON CONFLICT (site, device, id) DO NOTHING "
+            "RETURNING site, device, id" % ", ".join(EVENT_COLS),
             rows,
         ).fetchall()
-        return {r[0] for r in got}
+        return {(r[0], r[1], r[2]) for r in got}
 
     def _touch_rows(self, rows: list[tuple]) -> None:
         self._columns(

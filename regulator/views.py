@@ -384,20 +384,7 @@ def rejected(store: Store, limit: int) -> dict[str, Any]:
     return {"distinct": total[0], "messages": total[1], "rejected": rows}
 
 
-def districts(store: Store) -> dict[str, str | None]:
-    """Each node's district (itself, or the district above it), from the registry's tree."""
-    nodes = {r[0]: (r[1], r[2]) for r in store.x("SELECT id, parent, level FROM nodes")}
-    out: dict[str, str | None] = {}
-    for start in nodes:
-        seen, at = set(), start
-        while at in nodes and at not in seen and nodes[at][1] != "district":
-            seen.add(at)
-            at = nodes[at][0]
-        out[start] = at if at in nodes and nodes[at][1] == "district" else None
-    return out
-
-
-# each unit's district: its node's, or the nearest district above it (as districts() walks)
+# each unit's district: its node's, or the nearest district above it
 _UNIT_DISTRICT = (
     "WITH RECURSIVE under(id, district) AS ("
     "SELECT id, id FROM nodes WHERE level = 'district' "

@@ -174,22 +174,13 @@ def _password(args: Any) -> str:
     return check_password(first)
 
 
-def _writable(url: str) -> Any:
-    from ..opening import open_ledger
-
-    store = open_ledger(url, write=True)
-    if "users" not in store.table_names():
-        store.prepare(True)  # a database made before the console: add its table
-    return store
-
-
 def main_add(args: Any) -> int:
-    from ..opening import guarded
+    from ..opening import guarded, open_ledger
     from ..store import now
 
     def body() -> int:
         pw = _password(args)
-        store = _writable(args.db)
+        store = open_ledger(args.db)
         try:
             add(store, args.name, args.role, args.node, pw, _by(args), now())
         finally:
@@ -218,11 +209,11 @@ def main_list(args: Any) -> int:
 
 
 def main_disable(args: Any) -> int:
-    from ..opening import guarded
+    from ..opening import guarded, open_ledger
     from ..store import now
 
     def body() -> int:
-        store = _writable(args.db)
+        store = open_ledger(args.db)
         try:
             disable(store, args.name, _by(args), now())
         finally:

@@ -38,10 +38,8 @@ LIST_LIMIT = 500  # rows a page shows; the API pages through the rest
 def session_key(url: str) -> str:
     from ..opening import open_ledger
 
-    store = open_ledger(url, write=True)
+    store = open_ledger(url)
     try:
-        if "users" not in store.table_names():
-            store.prepare(True)  # a database made before the console: add its table
         key = store.meta(SECRET_META)
         if key is None:
             store.set_meta(SECRET_META, secrets.token_urlsafe(48))

@@ -33,5 +33,5 @@ def make_hazards(store, rows: list[tuple[str, str, str]]) -> None:
             store.x(
                 "INSERT INTO hazards (id, source, site, kind, severity, summary, status, "
                 "deadline, opened_at) VALUES (?, ?, ?, 'not_working', 'normal', 'test', ?, ?, ?)",
-                (n, "finding:%s:%d" % (site, n), site, status, deadline, deadline),
+                (n, "finding:%s/%d" % (site, n), site, status, deadline, deadline),
             )

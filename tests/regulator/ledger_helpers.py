@@ -24,9 +24,10 @@ def incident(store, open_event: str, *, site: str = "s1", device: str = "d1",
              peak: float | None = 42.0) -> None:  # fmt: skip
     with store.transaction():
         store.x(
-            "INSERT INTO incidents (open_event, site, device, ordinal, level, stage, detectors, "
-            "alarming, peak_lel, opened_at, last_event) VALUES (?,?,?,1,?,'opened','[0]','[0]',"
-            "?,?,?) ON CONFLICT (open_event) DO UPDATE SET level = excluded.level, "
+            "INSERT INTO incidents (open_event, site, device, instance, ordinal, level, stage, "
+            "detectors, alarming, peak_lel, opened_at, last_event) "
+            "VALUES (?,?,?,'i',1,?,'opened','[0]','[0]',?,?,?) "
+            "ON CONFLICT (site, device, open_event) DO UPDATE SET level = excluded.level, "
             "peak_lel = excluded.peak_lel",
             (open_event, site, device, level, peak, opened_at, open_event),
         )

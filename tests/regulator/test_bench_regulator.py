@@ -89,8 +89,8 @@ def test_overview_counts_by_nearest_district(db_url):
         for i, (site, closed) in enumerate(
             [("u1", None), ("u3", None), ("x9", None), ("u2", "t")]
         ):
-            st.x("INSERT INTO incidents VALUES (?,?,'d',1,'high','opened','[]','[]',1,'x',NULL,"
-                 "NULL,NULL,NULL,?,'x')", ("e%d" % i, site, closed))  # fmt: skip
+            st.x("INSERT INTO incidents VALUES (?,?,'d','i',1,'high','opened','[]','[]',1,'x',"
+                 "NULL,NULL,NULL,NULL,?,'x')", ("e%d" % i, site, closed))  # fmt: skip
     o = views.overview(st)
     st.close()
     got = {d["district"]: (d["units"], d["devices"], d["online"], d["open_alarms"])

@@ -119,3 +119,54 @@ def test_malformed_payloads_are_refused(raw, why):
 def test_foreign_topics_are_refused():
     _, ce = _event()
     assert _refused("gasguard/v1/site-1/kitchen-1/other", json.dumps(ce)).startswith("topic")
+
+
+def _gateway_event(device: str, kind: str, ce_id: str) -> tuple[str, bytes]:
+    ce = cloudevents.gateway_event("site-1", device, kind, ce_id, 1_760_000_000, "heard again")
+    return cloudevents.topic_events("site-1", device), json.dumps(ce).encode()
+
+
+@pytest.mark.parametrize(
+    "ce_id",
+    [
+        "kitchen-1:0123456789abcdef:1:5",  # a board's id: would take the alarm's place
+        "kitchen-2:online:0123456789abcdef:1:5",  # another device's
+        "kitchen-1:offline:0123456789abcdef:1:5",  # another kind's
+        "kitchen-1:online:0123456789ABCDEF:1:5",
+        "kitchen-1:online:0123456789abcdef:1:5:6",
+        "kitchen-1:online:0123456789abcdef:1:-5",
+        "kitchen-1:online:0123456789abcdef:1:" + "9" * 21,
+        "kitchen-1:online:0123456789abcdef:١:5",  # an Arabic-Indic digit is isdigit() too
+    ],
+)
+def test_a_gateway_event_whose_id_is_not_the_gateways_form_is_refused(ce_id):
+    """The gateway's own events have ids of their own form (gateway/service.py): one in any
+    other form could take the id of an event the board has yet to send."""
+    assert "id:" in _refused(*_gateway_event("kitchen-1", "device.online", ce_id))
+
+
+def test_a_gateway_event_in_the_gateways_form_passes():
+    m = boundary.check(*_gateway_event(
+        "kitchen-1", "device.online", "kitchen-1:online:0123456789abcdef:3:1760000000123456"))
+    assert m.payload["data"]["kind"] == "device.online"
+
+
+@pytest.mark.parametrize("ahead_s, kept", [(60, True), (3600, False), (30 * 365 * 86400, False)])
+def test_a_time_in_the_future_is_stored_as_the_time_it_arrived(ahead_s, kept):
+    """A board or gateway clock set ahead would hold the device "last seen" and push every
+    deadline out; a minute's skew is kept, more becomes the arrival time (the message as it
+    came keeps the claim)."""
+    now = 1_760_000_000.0
+    topic, raw = board_event("site-1", "kitchen-1", "alarm.high", 1, 5, t=int(now + ahead_s))
+    m = boundary.check(topic, raw, now=now)
+    stored = boundary.calendar_time(m.payload["time"], "time").timestamp()
+    received = boundary.calendar_time(m.payload["data"]["received"], "received").timestamp()
+    assert stored == (now + ahead_s if kept else now)
+    assert received <= now + boundary.FUTURE_SLACK_S
+    assert m.text == raw.decode()  # the claim, as it came, is kept as evidence
+    st = cloudevents.device_state("site-1", "kitchen-1",
+                                  {"online": True, "last_seen": now + ahead_s}, now + ahead_s)
+    s = boundary.check(cloudevents.topic_state("site-1", "kitchen-1"),
+                       json.dumps(st).encode(), now=now)  # fmt: skip
+    last = boundary.calendar_time(s.payload["data"]["last_seen"], "last_seen").timestamp()
+    assert last == (now + ahead_s if kept else now)

@@ -129,7 +129,8 @@ def event(kind: str, t: float, seq: int, boot: int = 2, **body) -> dict:
 
 def offline(t: float) -> dict:
     return cloudevents.gateway_event(
-        SITE, DEV, "device.offline", "gw:off:%d" % t, T0 + t, "no heartbeat for 30 s"
+        SITE, DEV, "device.offline", "%s:offline:%s:1:%d" % (DEV, "0" * 16, t * 1e6), T0 + t,
+        "no heartbeat for 30 s",
     )
 
 

@@ -13,6 +13,7 @@ from openpyxl import load_workbook
 
 from gasguard.regulator import hazards
 from gasguard.regulator.export import HEADERS
+from gasguard.regulator.store import SCHEMA_MARK
 
 from .ledger_helpers import NOW, finding, incident, made_store, run
 
@@ -31,7 +32,7 @@ def _ledger(store) -> None:
     finding(store, "s2", "no_detector", detail=EVIL, since="2026-11-01T00:00:00.000Z")
     finding(store, "s3", "wrong_position", subject="@d7", detail="+1 metre too high")
     hazards.sync(store, NOW)
-    hid = store.rows("SELECT id FROM hazards WHERE source = 'incident:ev-1'")[0]["id"]
+    hid = store.rows("SELECT id FROM hazards WHERE source = 'incident:s1/ev-1'")[0]["id"]
     hazards.dispatch(store, hid, "张三", None, "李四", NOW)
     hazards.rectify(store, hid, "-换了软管", "张三", NOW)
     hazards.close(store, hid, "检查员王", NOW, "现场复查合格")
@@ -97,6 +98,11 @@ def test_existing_output_is_kept_unless_force(store, db_url, tmp_path, capsys):
     assert run("export", "--db", db_url, "--out", str(tmp_path / "x.pdf")) == 2
     assert run("export", "--db", db_url, "--out", str(tmp_path / "no" / "x.csv")) == 2
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    capsys.readouterr()
+    # a place no file can be written: one line and exit 1, no traceback
+    assert run("export", "--db", db_url, "--out", "/proc/ledger.csv") == 1
+    err = capsys.readouterr().err
+    assert "/proc/ledger.csv" in err and "Traceback" not in err
 
 
 def _digest(path) -> str:
@@ -141,26 +147,27 @@ def test_a_postgres_database_that_is_not_ours_is_refused_without_creating_tables
             assert [r[0] for r in got] == want
 
 
-def test_export_of_a_regulator_database_older_than_the_ledger_creates_nothing(tmp_path, capsys):
-    """A database the ingest made before the ledger existed: export reads an empty ledger and
-    adds no table; the first command that writes (sync) adds them."""
+@pytest.mark.parametrize("made", ["schema 1", "half made"])
+def test_an_older_or_half_made_regulator_database_is_refused_and_left_as_it_was(
+    tmp_path, capsys, made
+):
+    """A database of the previous schema (events unique by id alone), or one of this schema
+    whose tables were dropped or never made: every command says which, exit 2, no traceback,
+    and the file is byte for byte as it was (no table added, not switched to WAL)."""
     old = tmp_path / "old.db"
     db = sqlite3.connect(old)
     db.execute("CREATE TABLE regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    db.execute("INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 1')")
+    mark = "gasguard-regulator 1" if made == "schema 1" else SCHEMA_MARK
+    db.execute("INSERT INTO regulator_meta VALUES ('schema', ?)", (mark,))
     db.execute("CREATE TABLE incidents (open_event TEXT PRIMARY KEY)")
     db.commit()
     db.close()
-
-    def tables() -> list[str]:
-        c = sqlite3.connect(old)
-        try:
-            return sorted(r[0] for r in c.execute("SELECT name FROM sqlite_master"))
-        finally:
-            c.close()
-
-    before = tables()
-    assert run("export", "--db", str(old), "--out", str(tmp_path / "x.csv")) == 0
-    assert run("hazards", "list", "--db", str(old)) == 0
-    assert tables() == before
-    assert "0 hazards" in capsys.readouterr().out
+    before = old.read_bytes()
+    says = "schema 'gasguard-regulator 1'" if made == "schema 1" else "without its tables"
+    for argv in (["export", "--db", str(old), "--out", str(tmp_path / "x.csv")],
+                 ["hazards", "list", "--db", str(old)]):  # fmt: skip
+        assert run(*argv) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err
+    assert old.read_bytes() == before
+    assert not (tmp_path / "x.csv").exists()

@@ -4,6 +4,7 @@ commands' exit codes."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -17,6 +18,7 @@ from gasguard.regulator.store import open_store
 
 from .conftest import board_event, rows, wait_rows
 from .ledger_helpers import NOW, finding, incident, made_store, run
+from .web_fixture import SOON
 
 
 @pytest.fixture
@@ -42,7 +44,7 @@ def test_the_same_incident_synced_twice_is_one_hazard(store):
     assert store.rows("SELECT COUNT(*) AS n FROM hazards")[0]["n"] == 1
     raises = [e for e in audit.entries(store) if e["action"] == "hazard.raise"]
     assert len(raises) == 1 and raises[0]["before"] is None
-    assert raises[0]["after"]["source"] == "incident:ev-1"
+    assert raises[0]["after"]["source"] == "incident:s1/ev-1"
 
 
 def test_two_syncs_at_once_raise_each_hazard_once(store, db_url):
@@ -78,10 +80,10 @@ def test_deadlines_follow_severity_from_when_it_was_found(store):
     finding(store, "s2", "no_detector", detail="kitchen without a leak alarm")
     finding(store, "s2", "wrong_gas", subject="d9", cleared_at="2026-11-25T00:00:00.000Z")
     hazards.sync(store, NOW)
-    hi, lo = _one(store, "incident:hi"), _one(store, "incident:lo")
+    hi, lo = _one(store, "incident:s1/hi"), _one(store, "incident:s1/lo")
     assert (hi["severity"], hi["deadline"]) == ("high", "2026-12-01T08:00:00.000Z")
     assert (lo["severity"], lo["deadline"]) == ("low", "2026-12-03T08:00:00.000Z")
-    f = _one(store, "finding:s2::no_detector")
+    f = _one(store, "finding:s2//no_detector")
     assert (f["kind"], f["severity"], f["status"]) == ("no_detector", "normal", "open")
     assert f["deadline"] == "2026-11-27T00:00:00.000Z" and f["summary"].startswith("kitchen")
     # a finding that no longer holds is not a hazard to raise
@@ -93,7 +95,7 @@ def test_a_low_alarm_that_turns_high_gets_the_high_deadline(store):
     hazards.sync(store, NOW)
     incident(store, "ev", level="high", peak=80.0)
     hazards.sync(store, NOW)
-    h = _one(store, "incident:ev")
+    h = _one(store, "incident:s1/ev")
     assert (h["severity"], h["deadline"]) == ("high", "2026-12-01T08:00:00.000Z")
     assert "80.0" in h["summary"]
     esc = [e for e in audit.entries(store) if e["action"] == "hazard.escalate"]
@@ -187,6 +189,32 @@ def test_the_responsible_person_cannot_sign_off_their_own_hazard(store):
         hazards.close(store, hid, "店长", NOW)
 
 
+@pytest.mark.parametrize("rectifier, closer", [
+    ("Li Wei", "li wei"), ("Li Wei", " Li   Wei "), ("Li Wei", "Ｌｉ Ｗｅｉ"), ("李伟", "李伟 "),
+])  # fmt: skip
+def test_whoever_rectified_cannot_sign_off_under_another_spelling(store, rectifier, closer):
+    """A name typed differently (case, spaces, full-width letters from a Chinese keyboard) is
+    still the same person: 谁检查、谁签名 means someone else checks."""
+    incident(store, "ev")
+    (hid,) = hazards.sync(store, NOW)
+    hazards.dispatch(store, hid, "店长", None, "区监管员", NOW)
+    hazards.rectify(store, hid, "valve replaced", rectifier, NOW)
+    with pytest.raises(WorkflowError, match="rectified by"):
+        hazards.close(store, hid, closer, NOW)
+    assert hazards.get(store, hid)["status"] == "rectified"
+    assert hazards.close(store, hid, "检查员", NOW)["status"] == "closed"
+
+
+def test_a_deadline_more_than_a_year_away_is_refused(store):
+    incident(store, "ev")
+    (hid,) = hazards.sync(store, NOW)
+    with pytest.raises(WorkflowError, match="more than 365 days"):
+        hazards.dispatch(store, hid, "店长", "2099-01-01T00:00:00.000Z", "区监管员", NOW)
+    assert hazards.get(store, hid)["status"] == "open"
+    h = hazards.dispatch(store, hid, "店长", "2027-06-01T00:00:00.000Z", "区监管员", NOW)
+    assert h["deadline"] == "2027-06-01T00:00:00.000Z"
+
+
 def test_the_database_refuses_a_close_signed_by_whoever_rectified(store):
     """The sign-off rule holds even for a write that goes round the workflow."""
     incident(store, "ev")
@@ -246,17 +274,17 @@ def test_overdue_lists_open_hazards_past_their_deadline_only(store):
     incident(store, "new", device="d2", opened_at="2026-11-30T11:00:00.000Z")  # due 12-01
     incident(store, "done", device="d3", site="s2", opened_at="2026-11-20T00:00:00.000Z")
     hazards.sync(store, NOW)
-    done = _one(store, "incident:done")["id"]
+    done = _one(store, "incident:s2/done")["id"]
     hazards.dispatch(store, done, "a", "2026-12-30T00:00:00.000Z", "b", "2026-11-20T01:00:00.000Z")
     hazards.rectify(store, done, "ok", "a", "2026-11-20T02:00:00.000Z")
     hazards.close(store, done, "c", "2026-11-20T03:00:00.000Z")
     over = hazards.listing(store, NOW, overdue=True)
-    assert [r["source"] for r in over] == ["incident:old"] and over[0]["overdue"]
+    assert [r["source"] for r in over] == ["incident:s1/old"] and over[0]["overdue"]
     assert len(hazards.listing(store, NOW)) == 3
-    assert [r["source"] for r in hazards.listing(store, NOW, site="s2")] == ["incident:done"]
+    assert [r["source"] for r in hazards.listing(store, NOW, site="s2")] == ["incident:s2/done"]
     # tomorrow afternoon the new one is overdue too
     later = [r["source"] for r in hazards.listing(store, "2026-12-01T12:00:00.000Z", overdue=True)]
-    assert later == ["incident:old", "incident:new"]
+    assert later == ["incident:s1/old", "incident:s1/new"]
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -284,7 +312,7 @@ def test_commands_end_to_end_and_their_exit_codes(store, db_url, capsys):
     assert run("hazards", "dispatch", hid, "--db", db_url, "--to", "a\nb", "--by", "李四") == 2
     capsys.readouterr()
     assert run("hazards", "dispatch", hid, "--db", db_url, "--to", "张三",
-               "--deadline", "2099-12-31", "--by", "李四") == 0  # fmt: skip
+               "--deadline", SOON, "--by", "李四") == 0  # fmt: skip
     assert "dispatched" in capsys.readouterr().out
     assert run("hazards", "rectify", hid, "--db", db_url, "--note", "fixed", "--by", "张三") == 0
     assert run("hazards", "close", hid, "--db", db_url, "--by", "张三") == 2
@@ -293,7 +321,9 @@ def test_commands_end_to_end_and_their_exit_codes(store, db_url, capsys):
     assert run("hazards", "close", "99", "--db", db_url, "--by", "检查员") == 2
     assert "no such hazard" in capsys.readouterr().err
     h = hazards.get(store, int(hid))
-    assert h["deadline"].startswith("2099-12-31") or h["deadline"].startswith("2100-01-01")
+    # the end of that day, local time, in UTC
+    assert h["deadline"] == audit.spell(datetime.datetime.fromisoformat(SOON + "T23:59:59")
+                                        .astimezone())  # fmt: skip
     with pytest.raises(SystemExit) as e:
         run("hazards", "close", "not-a-number", "--db", db_url, "--by", "x")
     assert e.value.code == 2

@@ -3,6 +3,8 @@ arrive, each is stored once and the incidents are those of the board's own order
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import sqlite3
 
@@ -92,12 +94,37 @@ def test_a_board_reflashed_under_the_same_id_starts_a_new_life(db_url):
     store.close()
 
 
-def test_a_late_event_of_the_old_board_does_not_touch_the_new_incident(db_url):
+def test_the_old_boards_history_arriving_late_never_touches_the_new_boards_alarm(db_url):
+    """A replaced board's whole life arrives after the new board's alarm (its gateway's outbox
+    drained late), the old board's reset included: the new alarm stays open."""
     old = lifecycle(7, 40, inst=OLD, t0=1_760_000_000)
     new_alarm = board_event(SITE, DEV, "alarm.high", 1, 1, inst=NEW, lel=80.0, t=1_760_100_000)
-    # the old board's whole life arrives after the new board's alarm
     store = store_in(db_url, [new_alarm] + old)
-    assert incidents(store) == [(1, "high", "closed", True), (2, "high", "opened", False)]
+    got = {r["instance"]: (r["stage"], r["valve_closed_at"] is not None)
+           for r in store.rows("SELECT * FROM incidents")}  # fmt: skip
+    assert got == {NEW: ("opened", False), OLD: ("closed", True)}
+    store.close()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_reflashed_board_whose_clock_says_2000_keeps_its_new_alarm_open(db_url, batch):
+    """The old board's alarm was handled; it is re-flashed (a new instance) and alarms before
+    it has the time (its clock at 2000-01-01): by the clock its alarm would sort before the old
+    board's reset, which would close it. Lives go in the order the ledger first heard them."""
+    old = lifecycle(7, 40, inst=OLD, t0=1_760_000_000)
+    y2000 = 946_684_800
+    new = [board_event(SITE, DEV, "alarm.high", 1, 1, inst=NEW, lel=80.0, t=y2000),
+           board_event(SITE, DEV, "valve.closed", 1, 2, inst=NEW, t=y2000 + 1)]  # fmt: skip
+    store = store_in(db_url, old, batch=batch)
+    for event in new:
+        store.write([boundary.check(*event)])
+    got = [(r["instance"], r["ordinal"], r["stage"], r["valve_closed_at"] is not None)
+           for r in store.rows("SELECT * FROM incidents ORDER BY ordinal")]  # fmt: skip
+    assert got == [(OLD, 1, "closed", True), (NEW, 2, "opened", True)]
+    # and the old board's events again (a gateway's retry) change nothing
+    store.write([boundary.check(*e) for e in old])
+    assert [r["stage"] for r in store.rows("SELECT * FROM incidents ORDER BY ordinal")] == [
+        "closed", "opened"]  # fmt: skip
     store.close()
 
 
@@ -135,3 +162,80 @@ def test_a_nul_in_a_string_the_schema_admits_is_stored(db_url):
     assert store.rows("SELECT count(*) AS n FROM events")[0]["n"] == 1
     assert store.rows("SELECT reason FROM dead_letters")[0]["reason"] == "why\\0not?"
     store.close()
+
+
+def test_another_sites_event_with_the_same_id_does_not_shadow_the_real_alarm(db_url):
+    """Ids are the board's own (device:instance:boot:seq) and a device name is only unique
+    within its site: a publisher on another site (a board named alike, or a forger who read the
+    id off a screen) sends that id first; the real board's alarm must still open its incident,
+    and its hazard be its own."""
+    from gasguard.regulator import hazards
+
+    forged = board_event("site-9", DEV, "selftest", 1, 1, inst=OLD)
+    real = board_event(SITE, DEV, "alarm.high", 1, 1, inst=OLD, lel=70.0)
+    other = board_event("site-9", DEV, "alarm.high", 1, 2, inst=OLD, lel=30.0)
+    store = store_in(db_url, [forged, real, other, real])
+    got = {(r["site"], r["kind"]) for r in store.rows("SELECT site, kind FROM events")}
+    assert got == {("site-9", "selftest"), (SITE, "alarm.high"), ("site-9", "alarm.high")}
+    opened = {r["site"]: r["peak_lel"] for r in store.rows("SELECT * FROM incidents")}
+    assert opened == {SITE: 70.0, "site-9": 30.0}
+    hazards.sync(store, "2026-11-30T00:00:00.000Z")
+    assert sorted(r["site"] for r in store.rows("SELECT site FROM hazards")) == [SITE, "site-9"]
+    store.close()
+
+
+def test_endless_distinct_junk_is_counted_once_the_rejected_table_is_full(db_url, monkeypatch):
+    """A publisher sending ever-new junk must not fill the disk: past the cap, a message not
+    seen before only counts in one overflow row; one seen before still counts in its own."""
+    from gasguard.regulator import store as store_mod
+
+    monkeypatch.setattr(store_mod, "REJECTED_ROWS", 5)
+    store = open_store(db_url, create=True)
+    junk = [store_mod.Rejection("gasguard/v1/s/d/events", "json: junk", b"junk %d" % i)
+            for i in range(12)]  # fmt: skip
+    store.write(junk[:5])
+    store.write(junk[5:9])
+    store.write(junk[9:] + junk[:1])
+    got = {r["topic"]: r for r in store.rows("SELECT * FROM rejected WHERE topic = '(overflow)'")}
+    assert store.rows("SELECT count(*) AS n FROM rejected")[0]["n"] == 6
+    assert got["(overflow)"]["times"] == 7 and "counted here" in got["(overflow)"]["reason"]
+    first = hashlib.sha256(b"junk 0").hexdigest()[:32]
+    assert store.rows("SELECT times FROM rejected WHERE digest = ?", (first,))[0]["times"] == 2
+    store.close()
+
+
+def test_a_forged_huge_lost_count_saturates_and_stays_an_integer(db_url):
+    from gasguard.regulator.store import LOST_MAX
+
+    events = []
+    for seq, n in enumerate([2**62, 2**62, 10**30, 3], start=1):
+        topic, raw = board_event(SITE, DEV, "events.lost", 1, seq)
+        ce = json.loads(raw)
+        ce["data"]["count"] = n
+        events.append((topic, json.dumps(ce).encode()))
+    store = store_in(db_url, events, batch=2)
+    (row,) = store.rows("SELECT lost, typeof(lost) AS t FROM devices"
+                        if "sqlite" in type(store).__name__.lower()
+                        else "SELECT lost, 'integer' AS t FROM devices")  # fmt: skip
+    assert (row["lost"], row["t"]) == (LOST_MAX, "integer")
+    assert store.rows("SELECT count(*) AS n FROM events WHERE kind = 'events.lost'")[0]["n"] == 4
+    store.close()
+
+
+def test_every_reader_leaves_a_foreign_sqlite_file_byte_for_byte_as_it_was(tmp_path):
+    """The console, the web console and the ledger commands open a --db a person typed: a
+    wrong path to another program's SQLite file must not be switched to WAL or touched."""
+    from gasguard.regulator import views
+    from gasguard.regulator.opening import open_ledger
+
+    path = tmp_path / "shop.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    for opener in (views.open_reader, open_ledger, open_store):
+        with pytest.raises(NotOurDatabase):
+            opener(str(path))
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.db"]  # no -wal, no -shm

@@ -19,7 +19,7 @@ import pytest
 from gasguard.tools.sim.brokers import Mosquitto, free_port
 
 from .conftest import Ingest, Publisher, board_event
-from .web_fixture import PASSWORD, build_console_db, hazard_of
+from .web_fixture import PASSWORD, SOON, build_console_db, hazard_of
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed "
@@ -141,7 +141,7 @@ def test_a_dispatcher_dispatches_and_closes_through_the_forms(browser, site):
     alice.goto("/hazards")
     row = alice.locator("#hazard-%d" % h["id"])
     row.locator("form.dispatch input[name=to]").fill("王师傅")
-    row.locator("form.dispatch input[name=deadline]").fill("2999-01-01T18:00")
+    row.locator("form.dispatch input[name=deadline]").fill(SOON + "T18:00")
     row.locator("form.dispatch button").click()
     alice.wait_for_selector(".flash:text('已派发')")
     assert "整改中" in row.locator(".status").inner_text()
@@ -174,7 +174,7 @@ def test_a_viewer_sees_no_forms_and_cannot_post(browser, site):
     assert vera.locator("#hazards form").count() == 0
     h = hazard_of(db, "site-0003")
     token = vera.locator("input[name=csrf]").first.get_attribute("value")
-    fields = {"csrf": token, "to": "x", "deadline": "2999-01-01T00:00"}
+    fields = {"csrf": token, "to": "x", "deadline": SOON + "T00:00"}
     assert post_from(vera, "/hazards/%d/dispatch" % h["id"], fields) == 403
     assert hazard_of(db, "site-0003")["status"] == "open"
     vera.context.close()
@@ -185,7 +185,7 @@ def test_a_post_without_the_csrf_token_is_refused(browser, site):
     chen = logged_in(browser, base, "chen")
     h = hazard_of(db, "site-0003")
     assert post_from(chen, "/hazards/%d/dispatch" % h["id"],
-                     {"to": "x", "deadline": "2999-01-01T00:00"}) == 403  # fmt: skip
+                     {"to": "x", "deadline": SOON + "T00:00"}) == 403  # fmt: skip
     assert hazard_of(db, "site-0003")["status"] == "open"
     chen.context.close()
 

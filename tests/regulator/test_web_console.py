@@ -15,7 +15,7 @@ from gasguard.regulator.store import open_store
 from gasguard.regulator.web.app import create_console
 from gasguard.tools.cli import main as cli
 
-from .web_fixture import PASSWORD, build_console_db, csrf_in, hazard_of, log_in
+from .web_fixture import PASSWORD, SOON, build_console_db, csrf_in, hazard_of, log_in
 
 
 @pytest.fixture
@@ -71,7 +71,7 @@ def test_a_post_without_this_sessions_csrf_token_is_refused(console, as_user, db
     assert console.post("/login", data={"name": "alice", "password": PASSWORD}).status_code == 403
     alice = as_user("alice")
     h = hazard_of(db_url, "site-0000")
-    form = {"to": "王师傅", "deadline": "2999-01-01T18:00"}
+    form = {"to": "王师傅", "deadline": SOON + "T18:00"}
     assert alice.post("/hazards/%d/dispatch" % h["id"], data=form).status_code == 403
     other = as_user("bob")  # a token, but another session's
     bad = dict(form, csrf=csrf_in(other.get("/hazards").text))
@@ -91,11 +91,11 @@ def test_a_dispatcher_dispatches_rectifies_and_someone_else_closes(as_user, db_u
         return client.post("/hazards/%d/%s" % (h["id"], action),
                            data=dict(data, csrf=csrf_in(client.get("/hazards").text)))  # fmt: skip
 
-    r = act(alice, "dispatch", to="王师傅", deadline="2999-01-01T18:00")
+    r = act(alice, "dispatch", to="王师傅", deadline=SOON + "T18:00")
     assert r.status_code == 200 and "隐患 %d 已派发" % h["id"] in r.text
     got = hazard_of(db_url, "site-0000")
     assert got["status"] == "dispatched" and got["responsible"] == "王师傅"
-    assert got["deadline"] == "2999-01-01T10:00:00.000Z"  # 18:00 in Shanghai
+    assert got["deadline"] == SOON + "T10:00:00.000Z"  # 18:00 in Shanghai
     assert act(alice, "rectify", note="更换探测器").status_code == 200
     r = act(alice, "close", note="ok")  # whoever rectified it cannot sign it off
     assert "rectified by alice" in r.text
@@ -174,7 +174,7 @@ def test_a_scoped_dispatcher_cannot_move_another_streets_hazard(as_user, db_url)
     h = hazard_of(db_url, "site-0002")
     token = csrf_in(tom.get("/hazards").text)
     r = tom.post("/hazards/%d/dispatch" % h["id"],
-                 data={"to": "x", "deadline": "2999-01-01T00:00", "csrf": token})  # fmt: skip
+                 data={"to": "x", "deadline": SOON + "T00:00", "csrf": token})  # fmt: skip
     assert r.status_code == 404
     assert hazard_of(db_url, "site-0002")["status"] == "open"
 

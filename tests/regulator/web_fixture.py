@@ -7,6 +7,7 @@ districts, a street and its grid), open alarms, hazards raised from them, and ac
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from gasguard.regulator import hazards
@@ -26,6 +27,9 @@ ACCOUNTS = [  # name, role, node
     ("vera", "viewer", "sh"),
     ("tom", "dispatcher", "xuhui-tianping"),  # a street officer
 ]
+
+# a deadline a dispatcher may give: in the future, and within the year a dispatch allows
+SOON = (datetime.date.today() + datetime.timedelta(days=30)).isoformat()
 
 
 def add_accounts(store) -> None:
