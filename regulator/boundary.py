@@ -23,11 +23,12 @@ MAX_BYTES = 32 * 1024  # the largest payload the gateway makes (a dead letter's 
 # a state with 8 detectors) is under 4 KiB: the cap leaves room and bounds the parser's work
 MAX_DEPTH = 8  # the deepest legitimate payload (state → data → detectors → item) is 4
 TIME_FIELDS = ("time", "received", "device_time", "last_seen")
-# a time this far past the ingest's own clock is a clock gone wrong (a board or gateway set to
-# 2099 would hold a device "last seen" and push a hazard's deadline out for ever): it is stored
-# as the time it arrived; the message as it came keeps the claim
+# Clocks gone wrong. A time more than FUTURE_SLACK_S past the ingest's own clock would hold a
+# device "last seen" and push a hazard's deadline out for ever; a board time before CLOCK_FLOOR
+# is a board that has not been given the time yet (its clock starts at 2000-01-01) and would
+# file a new alarm 26 years ago, overdue at once. The message as it came keeps the claim.
 FUTURE_SLACK_S = 300.0
-BOUNDED = ("time", "received", "last_seen")  # device_time is the board's claim: kept as sent
+CLOCK_FLOOR = 1_577_836_800.0  # 2020-01-01T00:00:00Z
 
 # topic kind -> (schema file, the dataschema it must name)
 SCHEMAS = {
@@ -149,13 +150,39 @@ def calendar_time(value: str, field: str) -> datetime.datetime:
     return t
 
 
-def canonical_time(value: str, field: str, now: float | None = None) -> str:
-    """One spelling per instant (milliseconds always), so stored times sort as text; given the
-    arrival time `now` (unix seconds), a time more than FUTURE_SLACK_S after it becomes `now`."""
-    t = calendar_time(value, field)
-    if now is not None and t.timestamp() > now + FUTURE_SLACK_S:
-        t = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (t.microsecond // 1000)
+def canonical_time(value: str, field: str) -> str:
+    """One spelling per instant (milliseconds always), so stored times sort as text."""
+    return _spell(calendar_time(value, field).timestamp())
+
+
+def _spell(t: float) -> str:
+    d = datetime.datetime.fromtimestamp(t, datetime.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (d.microsecond // 1000)
+
+
+def _seconds(spelled: str) -> float:
+    return datetime.datetime.fromisoformat(spelled.replace("Z", "+00:00")).timestamp()
+
+
+def _believable(kind: str, payload: dict[str, Any], now: float) -> None:
+    """Times a wrong clock made, replaced (see FUTURE_SLACK_S, CLOCK_FLOOR). Retained state is
+    sent again at every subscribe: a time of its in the future becomes unknown (None), never
+    the arrival time, or each restart would make a dead device look just heard."""
+    d = payload["data"]
+    late = now + FUTURE_SLACK_S
+    if kind == "state":
+        for box, key in ((payload, "time"), (d, "last_seen")):
+            if _seconds(box[key]) > late:
+                box[key] = None
+        return
+    if "received" in d and _seconds(d["received"]) > late:
+        d["received"] = _spell(now)
+    t = _seconds(payload["time"])
+    if t > late:
+        payload["time"] = _spell(now)
+    elif kind == "events" and t < CLOCK_FLOOR:  # the gateway's clock, when it has one
+        got = d.get("received")
+        payload["time"] = got if got and _seconds(got) >= CLOCK_FLOOR else _spell(now)
 
 
 def _schema(kind: str, payload: dict[str, Any]) -> None:
@@ -211,18 +238,18 @@ def _gateway_id(subject: str, kind: str, ce_id: str) -> bool:
 
 
 def check(topic: str, raw: bytes, now: float | None = None) -> Message:
-    """Raise Refused, or return the message with its times spelled one way and none later than
-    FUTURE_SLACK_S past `now` (unix seconds; the ingest's clock by default)."""
+    """Raise Refused, or return the message with its times spelled one way and those a wrong
+    clock made replaced (_believable; `now`: the ingest's clock by default)."""
     kind, site, subject = parse_topic(topic)
     payload = decode(raw)
     if not isinstance(payload, dict):
         raise Refused("json: not an object")
     _schema(kind, payload)
-    now = time.time() if now is None else now
-    payload["time"] = canonical_time(payload["time"], "time", now)
+    payload["time"] = canonical_time(payload["time"], "time")
     d = payload["data"]
     for field in TIME_FIELDS[1:]:
         if field in d:
-            d[field] = canonical_time(d[field], "data." + field, now if field in BOUNDED else None)
+            d[field] = canonical_time(d[field], "data." + field)
     _consistent(kind, site, subject, payload)
+    _believable(kind, payload, time.time() if now is None else now)
     return Message(topic, kind, site, subject, payload, raw.decode("utf-8"))

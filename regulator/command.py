@@ -9,6 +9,8 @@ Importing this module loads neither paho nor psycopg: `gasguard --help` stays li
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import fcntl
 import os
 import re
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from gasguard.gateway.config import is_loopback, split_broker_url
+
+from . import nodes
 
 PROG = "gasguard regulator ingest"
 GROUP = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # it goes into topic filters and client ids
@@ -41,6 +45,14 @@ def register_ingest(sub: Any) -> argparse.ArgumentParser:
         "--node",
         default=socket.gethostname().split(".")[0][:32],
         help="this machine's name in the workers' client ids (default: the host name)",
+    )
+    p.add_argument(
+        "--drain-node",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a node of this group no longer run (renamed, moved, retired): store what its "
+        "sessions hold and end them (refused if it was heard in the last 10 minutes)",
     )
     p.add_argument(
         "--no-retained",
@@ -74,6 +86,10 @@ def _config(args: Any):
     for name in ("group", "node"):
         if not GROUP.match(getattr(args, name)):
             raise ValueError("--%s: 1-64 of A-Z a-z 0-9 _ . -" % name)
+    for name in args.drain_node:
+        if not GROUP.match(name) or name == args.node:
+            raise ValueError("--drain-node %r: another node's name (1-64 of A-Z a-z 0-9 _ . -)"
+                             % name)  # fmt: skip
     password = None
     if args.password_file:
         password = Path(args.password_file).read_text().strip()
@@ -134,43 +150,79 @@ def main_ingest(args: Any) -> int:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
     try:
-        open_store(cfg.db, create=True).close()
+        store = open_store(cfg.db, create=True)
+        try:
+            retire = _nodes_at_start(store, cfg, args.drain_node)
+        finally:
+            store.close()
     except NotOurDatabase as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return EXIT_USAGE
     except StoreUnreachable as e:
         print("%s: database unreachable: %s" % (PROG, e), file=sys.stderr)
         return EXIT_UNREACHABLE
+    except ValueError as e:
+        print("%s: %s" % (PROG, e), file=sys.stderr)
+        return EXIT_USAGE
     try:
         _reach(cfg.host, cfg.port)
-        drain = _stale_workers(cfg)
+        drain = [(cfg, i) for i in _stale_workers(cfg)]
+        for name in retire:
+            other = dataclasses.replace(cfg, node=name)
+            drain += [(other, i) for i in _stale_workers(other, first=0)]
     except (ConnectionError, BrokerUnreachable) as e:
         print("%s: broker unreachable: %s" % (PROG, e), file=sys.stderr)
         return EXIT_UNREACHABLE
-    return supervise(cfg, drain)
+    return supervise(cfg, drain, retire)
 
 
-def _stale_workers(cfg: Any) -> list[int]:
-    """The workers of this group and node that are no longer run but whose sessions the
-    broker keeps (an earlier start with more workers, whatever database it wrote to): each
-    still holds its share of the shared subscriptions, so the broker goes on queueing every
-    N-th message in it. Asked of the broker, not remembered: only it knows."""
+def _nodes_at_start(store: Any, cfg: Any, retire: list[str]) -> list[str]:
+    """Say this node runs; name the group's silent nodes; check --drain-node may take them."""
+    now = datetime.datetime.now(datetime.UTC)
+    silent = nodes.silent(store, cfg.group, cfg.node, now)
+    for name in retire:
+        seen = nodes.nodes(store, cfg.group).get(name)
+        if seen is not None and name not in silent:
+            raise ValueError(
+                "--drain-node %s: it was heard at %s, less than %d minutes ago: stop it first "
+                "(taking its sessions would knock it off)"
+                % (name, seen["seen"].isoformat(timespec="seconds"), nodes.STALE_S // 60)
+            )
+    for name, r in sorted(silent.items()):
+        if name not in retire:
+            print("%s: node %s of group %s last ran at %s with %d workers; if it no longer "
+                  "runs, the broker still shares events out to its sessions: start once with "
+                  "--drain-node %s" % (PROG, name, cfg.group, r["seen"].isoformat(
+                      timespec="seconds"), r["workers"], name), file=sys.stderr)  # fmt: skip
+    nodes.beat(store, cfg.group, cfg.node, cfg.workers, now)
+    return list(retire)
+
+
+def _stale_workers(cfg: Any, first: int | None = None) -> list[int]:
+    """The workers of this group and node from `first` (default: past --workers) that are not
+    run but whose sessions the broker keeps (an earlier start with more workers, whatever
+    database it wrote to): each still holds its share of the shared subscriptions, so the
+    broker goes on queueing every N-th message in it. Asked of the broker, not remembered:
+    only it knows."""
     import ssl
 
     from .mqttseam import held_sessions
 
     tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.tls else None
-    ids = {cfg.client_id(i): i for i in range(cfg.workers, MAX_WORKERS)}
+    start = cfg.workers if first is None else first
+    ids = {cfg.client_id(i): i for i in range(start, MAX_WORKERS)}
     held = held_sessions(cfg.host, cfg.port, list(ids), tls=tls, username=cfg.username,
                          password=cfg.password)  # fmt: skip
     return sorted(ids[c] for c in held)
 
 
-def supervise(cfg: Any, drain: list[int] | range = range(0)) -> int:
-    """Run the workers, and a drainer for each index in `drain`: with fewer workers than
-    last time, the broker still holds the dropped workers' sessions and the messages it queued
-    in them (a shared subscription's share included); a drainer stores those, then ends the
-    session."""
+def supervise(cfg: Any, drain: list[tuple[Any, int]] | None = None,
+              retired: list[str] | None = None) -> int:  # fmt: skip
+    """Run the workers, and a drainer for each (config, index) in `drain`: a worker no longer
+    run (fewer workers than last time, or a retired node's), whose session the broker still
+    holds with the messages it queued there (a shared subscription's share included); a
+    drainer stores those, then ends the session. Once they all have, the retired nodes are
+    forgotten. Says this node is alive in the database once a minute (regulator/nodes.py)."""
     import multiprocessing
 
     from . import worker
@@ -189,16 +241,19 @@ def supervise(cfg: Any, drain: list[int] | range = range(0)) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     drainers = [
-        ctx.Process(target=worker.main, args=(cfg, i, True), name="drain-%d" % i, daemon=False)
-        for i in drain
+        ctx.Process(target=worker.main, args=(c, i, True), name="drain-%s-%d" % (c.node, i),
+                    daemon=False)  # fmt: skip
+        for c, i in drain or []
     ]
     for p in procs + drainers:
         p.start()
     print("%s: %d workers in group %s" % (PROG, cfg.workers, cfg.group), flush=True)
     code = 0
+    beat = time.monotonic()
     while not stopping:
         if drainers and all(p.exitcode is not None for p in drainers):
             if all(p.exitcode == 0 for p in drainers):
+                _forget(cfg, retired or [])
                 print("%s: the sessions of workers no longer run are drained" % PROG, flush=True)
             drainers = []  # one that failed keeps its session: the next start finds it again
         ended = [p for p in procs if p.exitcode is not None]
@@ -208,6 +263,9 @@ def supervise(cfg: Any, drain: list[int] | range = range(0)) -> int:
             print("%s: %s ended (exit %d): stopping" % (PROG, ended[0].name, code),
                   file=sys.stderr)  # fmt: skip
             break
+        if time.monotonic() - beat > nodes.BEAT_S:
+            beat = time.monotonic()
+            _beat(cfg)
         time.sleep(0.2)
     for p in procs + drainers:
         if p.exitcode is None:
@@ -218,6 +276,33 @@ def supervise(cfg: Any, drain: list[int] | range = range(0)) -> int:
             p.kill()
             p.join()
     return code
+
+
+def _beat(cfg: Any) -> None:
+    from .store import open_store
+
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        store = open_store(cfg.db)
+        try:
+            nodes.beat(store, cfg.group, cfg.node, cfg.workers, now)
+        finally:
+            store.close()
+    except Exception as e:  # noqa: BLE001 - the workers say it louder; the next beat retries
+        print("%s: could not say this node is alive: %s" % (PROG, e), file=sys.stderr)
+
+
+def _forget(cfg: Any, retired: list[str]) -> None:
+    from .store import open_store
+
+    if not retired:
+        return
+    store = open_store(cfg.db)
+    try:
+        for name in retired:
+            nodes.forget(store, cfg.group, name)
+    finally:
+        store.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,11 @@ def load_deadlines(path: str | Path) -> dict[str, datetime.timedelta]:
             raise ValueError('--deadlines %s: %s = %r: hours or days, e.g. "24h" or "7d"'
                              % (path, key, value))  # fmt: skip
         n = int(m.group(1))
-        out[key] = datetime.timedelta(hours=n) if m.group(2) == "h" else datetime.timedelta(days=n)
+        period = datetime.timedelta(hours=n) if m.group(2) == "h" else datetime.timedelta(days=n)
+        if period > MAX_DEADLINE:  # the cap a dispatch has: a config file must not lift it
+            raise ValueError("--deadlines %s: %s = %r: at most %d days"
+                             % (path, key, value, MAX_DEADLINE.days))  # fmt: skip
+        out[key] = period
     return out
 
 
@@ -182,7 +186,29 @@ def sync(store: Any, now: str, deadlines: dict[str, datetime.timedelta] = DEADLI
                 })  # fmt: skip
                 new += [hid] if hid else []
         _escalate(store, now, deadlines)
+        _orphans(store, now)
     return new
+
+
+ORPHAN_NOTE = " — its alarm is now part of an earlier incident of this device"
+
+
+def _orphans(store: Any, now: str) -> None:
+    """A hazard raised for an incident that is gone: a late event (another worker's, a late
+    delivery) showed its alarm was part of an earlier incident, which the store rebuilt. Said
+    in its summary, once, for whoever closes it as a duplicate; it is not closed for them."""
+    for r in store.rows(
+        "SELECT h.id FROM hazards h WHERE h.kind = 'alarm' AND h.status <> 'closed' "
+        "AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.site = h.site "
+        "AND i.device = h.subject AND h.source = 'incident:' || i.site || '/' || i.open_event)"
+    ):
+        before = get(store, r["id"])
+        if before["summary"].endswith(ORPHAN_NOTE):
+            continue
+        store.x("UPDATE hazards SET summary = ? WHERE id = ?",
+                (before["summary"] + ORPHAN_NOTE, r["id"]))  # fmt: skip
+        audit.record(store, now, SYNC_ACTOR, "hazard.orphaned", "hazard:%d" % r["id"], before,
+                     get(store, r["id"]))  # fmt: skip
 
 
 def _escalate(store: Any, now: str, deadlines: dict[str, datetime.timedelta]) -> None:
@@ -246,15 +272,20 @@ def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str
 
 
 def same_person(a: str | None, b: str | None) -> bool:
-    """Names as people type them: "Li Wei", "li  wei" and full-width "Ｌｉ Ｗｅｉ" are one
-    person, who must not sign off their own work by spelling their name another way."""
+    """Names as people type them: "Li Wei", "liwei", "李 伟" and full-width "Ｌｉ Ｗｅｉ" are
+    one person, who must not sign off their own work by spelling their name another way:
+    compared after NFKC, case folded, without spaces or invisible characters (zero-width
+    space, soft hyphen, BOM). Not caught: a traditional for a simplified character (李偉 for
+    李伟) or a look-alike letter from another script; the audit log shows both names."""
     if a is None or b is None:
         return False
-    return _spelling(a) == _spelling(b)
+    return spelling(a) == spelling(b)
 
 
-def _spelling(name: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+def spelling(name: str) -> str:
+    """A name's letters alone, for comparing people."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(c for c in folded if not c.isspace() and unicodedata.category(c) != "Cf")
 
 
 def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at: str,

@@ -76,11 +76,13 @@ def guarded(prog: str, body: Callable[[], int]) -> int:
 
 def actor(option: str, name: str) -> str:
     """A person's name as given (--by, --to): one line, not too long, in one spelling (NFKC:
-    full-width letters and digits as ASCII; runs of spaces as one), not empty."""
+    full-width letters and digits as ASCII; runs of spaces as one; invisible characters such as
+    a zero-width space dropped), not empty."""
     _encodable(option, name)
     if any(c < " " or c == "\x7f" for c in name.strip()):
         raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
-    name = " ".join(unicodedata.normalize("NFKC", name).split())
+    name = unicodedata.normalize("NFKC", name)
+    name = " ".join("".join(c for c in name if unicodedata.category(c) != "Cf").split())
     if not name:
         raise ValueError("%s: a name is needed" % option)
     if len(name) > NAME_CHARS:

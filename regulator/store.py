@@ -207,36 +207,54 @@ class Store:
     # --- schema ----------------------------------------------------------------------------------
 
     def prepare(self, create: bool) -> None:
+        """Make the tables in an empty database (create), then check this is a regulator
+        database of this schema with every table. Nothing is written to a database that is not
+        empty unless it passes: another program's file, an older schema's, one half made."""
         tables = self.table_names()
-        if "regulator_meta" not in tables:
-            if tables:
-                raise NotOurDatabase(
-                    "--db: holds other tables (%s) and is not a regulator database: refusing to "
-                    "write into it" % ", ".join(sorted(tables)[:5])
-                )
+        if not tables:
             if not create:
                 raise NotOurDatabase("--db: no regulator tables (the ingest makes them)")
-        if create:
-            with self.transaction():
-                for stmt in TABLES.split(";"):
-                    if stmt.strip():
-                        self.x(stmt)
-                for ddl in DIALECT_DDL:
-                    ddl(self, isinstance(self, PostgresStore))
-                self.x(
-                    "INSERT INTO regulator_meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING",
-                    (SCHEMA_MARK,),
-                )
-        mark = self.x("SELECT value FROM regulator_meta WHERE key = 'schema'").fetchone()
-        if mark is None or mark[0] != SCHEMA_MARK:
+            self._create()
+            tables = self.table_names()
+        elif "regulator_meta" not in tables:
+            raise NotOurDatabase(
+                "--db: holds other tables (%s) and is not a regulator database: refusing to "
+                "write into it" % ", ".join(sorted(tables)[:5])
+            )
+        mark = self._mark()
+        if mark != SCHEMA_MARK:
             raise NotOurDatabase(
                 "--db: a regulator database of schema %r; this version reads and writes %r "
-                "(ingest the stream into a new database)" % (mark and mark[0], SCHEMA_MARK)
+                "(ingest the stream into a new database)" % (mark, SCHEMA_MARK)
+                if mark else "--db: has a regulator_meta table but no regulator schema mark: "
+                "not a regulator database; refusing to write into it"
             )
-        missing = OUR_TABLES - (tables if not create else self.table_names())
+        missing = OUR_TABLES - tables
         if missing:  # dropped by hand, or a copy cut short: queries would fail one by one
-            raise NotOurDatabase("--db: regulator database without its tables %s"
+            raise NotOurDatabase("--db: regulator database without its tables %s (refusing to "
+                                 "make them: the rest would not match)"
                                  % ", ".join(sorted(missing)))  # fmt: skip
+
+    def _create(self) -> None:
+        with self.transaction():
+            for stmt in TABLES.split(";"):
+                if stmt.strip():
+                    self.x(stmt)
+            for ddl in DIALECT_DDL:
+                ddl(self, isinstance(self, PostgresStore))
+            self.x(
+                "INSERT INTO regulator_meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING",
+                (SCHEMA_MARK,),
+            )
+
+    def _mark(self) -> str | None:
+        try:
+            row = self.x("SELECT value FROM regulator_meta WHERE key = 'schema'").fetchone()
+        except Exception as e:  # noqa: BLE001 - a regulator_meta of other columns: not ours
+            if transient(e) and not isinstance(e, sqlite3.OperationalError):
+                raise
+            return None
+        return row[0] if row and isinstance(row[0], str) else None
 
     def meta(self, key: str) -> str | None:
         row = self.x("SELECT value FROM regulator_meta WHERE key = ?", (key,)).fetchone()
@@ -259,9 +277,9 @@ class Store:
         with self.transaction():
             refused = [it for it in items if isinstance(it, Rejection)]
             if refused:
-                full = self.x("SELECT count(*) FROM rejected").fetchone()[0] >= REJECTED_ROWS
+                room = REJECTED_ROWS - self.x("SELECT count(*) FROM rejected").fetchone()[0]
                 for it in refused:
-                    self._reject(it, at, worker, full)
+                    room -= self._reject(it, at, worker, room <= 0)
                 out.rejected = len(refused)
             msgs = [it for it in items if isinstance(it, Message)]
             events = {_event_key(m): m for m in msgs if m.kind == "events"}
@@ -323,7 +341,7 @@ class Store:
                 sites.add(m.site)
         return sites
 
-    def _reject(self, r: Rejection, at: str, worker: int, full: bool) -> None:
+    def _reject(self, r: Rejection, at: str, worker: int, full: bool) -> int:
         """One row per topic and payload, counting how often it came: a rogue retained message
         comes again at every subscribe, and must not grow the table at every restart. Once the
         table holds REJECTED_ROWS, a message not seen before is only counted, in one row that
@@ -337,7 +355,7 @@ class Store:
                 (at, worker, _text(r.topic[:300]), digest),
             )
             if seen.rowcount:
-                return
+                return 0
             r = Rejection(OVERFLOW_TOPIC, "more distinct rejected messages than the table "
                           "keeps (%d): counted here, not kept" % REJECTED_ROWS, b"")  # fmt: skip
             excerpt, digest = "", "overflow"
@@ -348,6 +366,7 @@ class Store:
             (_text(r.topic[:300]), digest, _text(r.reason[:300]), len(r.raw), _text(excerpt),
              at, at, worker),
         )  # fmt: skip
+        return 1  # at most one row more (another worker's concurrent batch may add its own)
 
     def _insert_events(self, msgs: list[Message], at: str) -> list[Message]:
         """Insert many rows a statement (sorted by id: two batches holding the same ids take

@@ -164,9 +164,30 @@ def test_a_time_in_the_future_is_stored_as_the_time_it_arrived(ahead_s, kept):
     assert stored == (now + ahead_s if kept else now)
     assert received <= now + boundary.FUTURE_SLACK_S
     assert m.text == raw.decode()  # the claim, as it came, is kept as evidence
+
+
+@pytest.mark.parametrize("ahead_s", [60, 3600])
+def test_retained_state_from_the_future_says_nothing_of_when_the_device_was_seen(ahead_s):
+    """Retained state comes again at every subscribe: were its future last_seen made the
+    arrival time, each ingest restart would make a dead device look just heard."""
+    now = 1_760_000_000.0
     st = cloudevents.device_state("site-1", "kitchen-1",
                                   {"online": True, "last_seen": now + ahead_s}, now + ahead_s)
-    s = boundary.check(cloudevents.topic_state("site-1", "kitchen-1"),
-                       json.dumps(st).encode(), now=now)  # fmt: skip
-    last = boundary.calendar_time(s.payload["data"]["last_seen"], "last_seen").timestamp()
-    assert last == (now + ahead_s if kept else now)
+    for later in (now, now + 1800, now + 7200):  # delivered again at each ingest restart
+        s = boundary.check(cloudevents.topic_state("site-1", "kitchen-1"),
+                           json.dumps(st).encode(), now=later)  # fmt: skip
+        believable = now + ahead_s <= later + boundary.FUTURE_SLACK_S
+        claim = boundary.canonical_time(cloudevents.rfc3339(now + ahead_s), "t")
+        assert s.payload["data"]["last_seen"] == (claim if believable else None)
+        assert s.payload["time"] == (claim if believable else None)
+
+
+def test_a_board_clock_not_yet_set_takes_the_gateways_time():
+    """A re-flashed board alarms before it is given the time (its clock at 2000-01-01): filed
+    in 2000, its hazard would be 26 years overdue and its tamper report outside every window."""
+    now = 1_760_000_000.0
+    ce = json.loads(board_event("site-1", "kitchen-1", "alarm.high", 1, 5, t=946_684_800)[1])
+    ce["data"]["received"] = cloudevents.rfc3339(now - 2)
+    m = boundary.check("gasguard/v1/site-1/kitchen-1/events", json.dumps(ce).encode(), now=now)
+    assert m.payload["time"] == boundary.canonical_time(cloudevents.rfc3339(now - 2), "t")
+    assert m.payload["data"]["device_time"].startswith("2000-01-01")  # the claim, kept

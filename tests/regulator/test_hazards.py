@@ -110,7 +110,8 @@ def test_deadlines_file(tmp_path):
     assert got["low"] == hazards.DEADLINES["low"]
     for bad in ('[deadlines]\nhigh = "0h"\n', '[deadlines]\nhigh = 24\n',
                 '[deadlines]\nurgent = "1h"\n', '[other]\nx = 1\n', "not toml = = ",
-                '[deadlines]\nhigh = "-5h"\n'):  # fmt: skip
+                '[deadlines]\nhigh = "-5h"\n', '[deadlines]\nnormal = "9999d"\n',
+                '[deadlines]\nlow = "8785h"\n'):  # fmt: skip  # the last two: past a year
         f.write_text(bad)
         with pytest.raises(ValueError, match="--deadlines"):
             hazards.load_deadlines(f)
@@ -191,6 +192,8 @@ def test_the_responsible_person_cannot_sign_off_their_own_hazard(store):
 
 @pytest.mark.parametrize("rectifier, closer", [
     ("Li Wei", "li wei"), ("Li Wei", " Li   Wei "), ("Li Wei", "Ｌｉ Ｗｅｉ"), ("李伟", "李伟 "),
+    ("李伟", "李 伟"), ("Zhang San", "ZhangSan"), ("Zhang San", "Zhang\u200bSan"),
+    ("Zhang San", "Zhang\u00adSan"), ("李伟", "李伟\ufeff"), ("Li Wei", "Li\u3000Wei"),
 ])  # fmt: skip
 def test_whoever_rectified_cannot_sign_off_under_another_spelling(store, rectifier, closer):
     """A name typed differently (case, spaces, full-width letters from a Chinese keyboard) is

@@ -369,3 +369,46 @@ def test_fewer_workers_than_last_time_lose_nothing(broker, tmp_path, ingests):
     finally:
         pub.close()
     wait_rows(db, "SELECT count(*) AS n FROM events", lambda r: r[0]["n"] == 400, timeout=30)
+
+
+def test_a_renamed_node_is_named_at_start_and_drain_node_recovers_its_share(
+    broker, tmp_path, ingests
+):
+    """The machine's name changed (the default node is the host name): the old node's two
+    sessions keep getting half of every event. The new node's start names the old one, silent
+    for an hour; --drain-node takes its sessions over, stores what they hold and ends them;
+    a node heard a minute ago cannot be drained (it may be running)."""
+    import datetime
+
+    from gasguard.regulator.store import open_store
+
+    db = str(tmp_path / "r.db")
+    ingests(broker.url, db, "--node", "oldhost", workers=2).start().stop()
+    pub = Publisher(broker.port, "bulk-publisher")
+    try:
+        pub.send_many([board_event("site-1", "kitchen-1", "selftest", 1, i) for i in range(40)])
+    finally:
+        pub.close()
+    store = open_store(db)
+    key = "ingest:gasguard-ingest:oldhost"
+    assert json.loads(store.meta(key))["workers"] == 2
+    refused = subprocess.run(
+        ingests(broker.url, db, "--node", "newhost", "--drain-node", "oldhost").argv,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "stop it first" in refused.stderr
+    hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    store.set_meta(key, json.dumps({"workers": 2, "seen": hour_ago.isoformat()}))
+    store.close()
+    named = ingests(broker.url, db, "--node", "newhost").start()
+    assert "node oldhost of group gasguard-ingest last ran" in named.output()
+    assert "--drain-node oldhost" in named.output()
+    named.stop()
+    ing = ingests(broker.url, db, "--node", "newhost", "--drain-node", "oldhost").start()
+    wait_rows(db, "SELECT count(*) AS n FROM events", lambda r: r[0]["n"] == 40, timeout=30)
+    deadline = time.monotonic() + 15
+    while "sessions of workers no longer run are drained" not in ing.output():
+        assert time.monotonic() < deadline, ing.output()
+        time.sleep(0.1)
+    assert "draining gasguard-ingest-gasguard-ingest-oldhost-1" in ing.output()
+    assert rows(db, "SELECT value FROM regulator_meta WHERE key = ?", (key,)) == []

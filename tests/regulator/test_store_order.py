@@ -193,9 +193,9 @@ def test_endless_distinct_junk_is_counted_once_the_rejected_table_is_full(db_url
     store = open_store(db_url, create=True)
     junk = [store_mod.Rejection("gasguard/v1/s/d/events", "json: junk", b"junk %d" % i)
             for i in range(12)]  # fmt: skip
-    store.write(junk[:5])
-    store.write(junk[5:9])
-    store.write(junk[9:] + junk[:1])
+    store.write(junk[:8])  # one batch past the cap: the cap holds within it too
+    assert store.rows("SELECT count(*) AS n FROM rejected")[0]["n"] == 6
+    store.write(junk[8:] + junk[:1])
     got = {r["topic"]: r for r in store.rows("SELECT * FROM rejected WHERE topic = '(overflow)'")}
     assert store.rows("SELECT count(*) AS n FROM rejected")[0]["n"] == 6
     assert got["(overflow)"]["times"] == 7 and "counted here" in got["(overflow)"]["reason"]
@@ -239,3 +239,76 @@ def test_every_reader_leaves_a_foreign_sqlite_file_byte_for_byte_as_it_was(tmp_p
             opener(str(path))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.db"]  # no -wal, no -shm
+
+
+def _made(path, *statements: str) -> bytes:
+    db = sqlite3.connect(path)
+    for sql in statements:
+        db.execute(sql)
+    db.commit()
+    db.close()
+    return path.read_bytes()
+
+
+META = "CREATE TABLE regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+@pytest.mark.parametrize("statements, says", [
+    ([META, "INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 1')",
+      "CREATE TABLE events (id TEXT PRIMARY KEY)"], "schema 'gasguard-regulator 1'"),
+    ([META, "INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 2')",
+      "CREATE TABLE events (id TEXT PRIMARY KEY)"], "without its tables"),
+    ([META, "CREATE TABLE payroll (name TEXT, pay INTEGER)"], "no regulator schema mark"),
+    (["CREATE TABLE regulator_meta (key TEXT, value TEXT)", "CREATE TABLE payroll (n TEXT)"],
+     "no regulator schema mark"),
+    (["CREATE TABLE regulator_meta (k INTEGER)"], "no regulator schema mark"),
+])  # fmt: skip
+def test_the_ingest_and_import_refuse_an_older_half_made_or_foreign_database_untouched(
+    tmp_path, statements, says
+):
+    """Opening to create (the ingest, the registry import) makes tables only in an empty
+    database: an older schema's, one missing tables or one that merely has a table named
+    regulator_meta is refused before anything is written, and stays byte for byte."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "x.db"
+    before = _made(path, *statements)
+    with pytest.raises(NotOurDatabase, match=says):
+        open_store(str(path), create=True)
+    from .test_registry import GOOD, ZH, write_csv
+
+    units = write_csv(tmp_path / "units.csv", ZH, GOOD)
+    for argv in (["ingest", "--broker", "mqtt://127.0.0.1:1", "--db", str(path)],
+                 ["import", "--db", str(path), str(units)]):  # fmt: skip
+        got = subprocess.run([sys.executable, "-m", "gasguard.regulator", *argv],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert got.returncode == 2 and says in got.stderr and "Traceback" not in got.stderr
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["units.csv", "x.db"]
+
+
+def test_a_late_event_that_merges_two_incidents_flags_the_hazard_left_without_one(db_url):
+    """alarm (low) → clear: closed, no valve; alarm (high): a second incident, and hazards for
+    both. Then the valve.closed between them arrives late: the valve had closed, so the first
+    incident never closed and the second alarm joined it. The second hazard's incident is gone:
+    sync says so in its summary (once, audited), for whoever closes it as a duplicate."""
+    from gasguard.regulator import audit, hazards
+
+    ev = [board_event(SITE, DEV, k, 1, seq, lel=lel) for k, seq, lel in
+          [("alarm.low", 10, 20.0), ("alarm.clear", 20, None), ("alarm.high", 30, 60.0)]]
+    store = store_in(db_url, ev)
+    assert [r["stage"] for r in store.rows("SELECT * FROM incidents ORDER BY ordinal")] == [
+        "closed", "opened"]  # fmt: skip
+    first, second = hazards.sync(store, "2026-11-30T00:00:00.000Z")
+    store.write([boundary.check(*board_event(SITE, DEV, "valve.closed", 1, 15))])
+    (merged,) = store.rows("SELECT * FROM incidents")
+    assert (merged["level"], merged["stage"]) == ("high", "opened")
+    for _ in range(2):
+        hazards.sync(store, "2026-11-30T00:01:00.000Z")
+    assert hazards.get(store, second)["summary"].endswith(hazards.ORPHAN_NOTE)
+    assert not hazards.get(store, first)["summary"].endswith(hazards.ORPHAN_NOTE)
+    assert hazards.get(store, first)["severity"] == "high"  # its incident turned high
+    flagged = [e for e in audit.entries(store) if e["action"] == "hazard.orphaned"]
+    assert [e["target"] for e in flagged] == ["hazard:%d" % second]
+    store.close()
