@@ -1,5 +1,6 @@
-"""The map's outlines file (regulator/geo.py) at its boundary: anything but a sane
-FeatureCollection of polygons is refused, saying what and where."""
+"""The map's outlines file (regulator/geo.py) at its boundary: `gasguard regulator serve
+--geojson FILE` refuses anything but a sane FeatureCollection of polygons, saying what and where,
+with exit 2 before it opens the database or serves anything."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import pytest
 
 from gasguard.regulator import geo
+from gasguard.tools.cli import main as cli
 
 from .map_fixture import GEOJSON, geojson_bytes
 
@@ -76,3 +78,23 @@ def test_each_account_sees_its_nodes_outlines_and_only_the_city_the_unnamed():
     assert b.seen_from(set())["features"] == []
     raw = geojson_bytes().replace(b'"name": "', b'"adcode": 310104, "name": "')
     assert geo.parse(raw).features == geo.parse(geojson_bytes()).features  # only node and name
+
+
+@pytest.mark.parametrize("content", [REFUSED["NaN"][0], REFUSED["a point"][0], None, "dir",
+                                     "/dev/zero"])  # fmt: skip
+def test_serve_refuses_the_file_with_exit_2_before_anything_else(tmp_path, capsys, content):
+    if content is None:
+        path = str(tmp_path / "missing.geojson")
+    elif content == "dir":
+        path = str(tmp_path)
+    elif content == "/dev/zero":  # endless: read no further than the cap
+        path = content
+    else:
+        path = str(tmp_path / "districts.geojson")
+        (tmp_path / "districts.geojson").write_bytes(content)
+    db = tmp_path / "no-such.db"  # not opened: the outlines are checked first
+    code = cli(["regulator", "serve", "--db", str(db), "--geojson", path])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gasguard regulator serve: --geojson %s: " % path), err
+    assert not db.exists()
