@@ -115,38 +115,46 @@ class OutOfScope(LookupError):
     """What a scoped account may not read at all (the rejected messages have no site)."""
 
 
-def routes(stores: Stores) -> list[Any]:
-    """The API's routes over stores. A request whose ASGI scope carries SCOPE_KEY (the web
-    console's logins put it there) sees only the units under that node."""
+def json_endpoint(stores: Stores, allowed: tuple[str, ...],
+             view: Callable[..., Any]) -> Callable[..., Any]:  # fmt: skip
+    """A JSON endpoint: its parameters checked (allowed), the request's scope passed on, each
+    refusal its status (400, 403, 404 for None, 503 for a lost database)."""
     from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
     from .store import NotOurDatabase, StoreUnreachable, transient
 
-    def endpoint(allowed: tuple[str, ...], view: Callable[..., Any]) -> Callable[..., Any]:
-        def handle(request: Any) -> Any:
-            try:
-                params = _params(request, allowed)
-                params["scope"] = request.scope.get(SCOPE_KEY)
-                body = view(stores.get(), request.path_params, params)
-            except OutOfScope as e:
-                return JSONResponse({"error": str(e)}, status_code=403)
-            except (BadRequest, views.NoRegistry) as e:
-                return JSONResponse({"error": str(e)}, status_code=400)
-            except ValueError as e:  # Filters: a state it does not know
-                if isinstance(e, NotOurDatabase):
-                    return JSONResponse({"error": "not a regulator database"}, status_code=503)
-                return JSONResponse({"error": str(e)}, status_code=400)
-            except Exception as e:
-                if isinstance(e, StoreUnreachable) or transient(e):
-                    stores.drop()
-                    return JSONResponse({"error": "database unavailable"}, status_code=503)
-                raise
-            if body is None:
-                return JSONResponse({"error": "no such site"}, status_code=404)
-            return JSONResponse(body)
+    def handle(request: Any) -> Any:
+        try:
+            params = _params(request, allowed)
+            params["scope"] = request.scope.get(SCOPE_KEY)
+            body = view(stores.get(), request.path_params, params)
+        except OutOfScope as e:
+            return JSONResponse({"error": str(e)}, status_code=403)
+        except (BadRequest, views.NoRegistry) as e:
+            return JSONResponse({"error": str(e)}, status_code=400)
+        except ValueError as e:  # Filters: a state it does not know
+            if isinstance(e, NotOurDatabase):
+                return JSONResponse({"error": "not a regulator database"}, status_code=503)
+            return JSONResponse({"error": str(e)}, status_code=400)
+        except Exception as e:
+            if isinstance(e, StoreUnreachable) or transient(e):
+                stores.drop()
+                return JSONResponse({"error": "database unavailable"}, status_code=503)
+            raise
+        if body is None:
+            return JSONResponse({"error": "no such site"}, status_code=404)
+        return JSONResponse(body)
 
-        return handle
+    return handle
+
+
+def routes(stores: Stores) -> list[Any]:
+    """The API's routes over stores. A request whose ASGI scope carries SCOPE_KEY (the web
+    console's logins put it there) sees only the units under that node."""
+    from starlette.routing import Route
+
+    def endpoint(allowed: tuple[str, ...], view: Callable[..., Any]) -> Callable[..., Any]:
+        return json_endpoint(stores, allowed, view)
 
     def filters(p: dict[str, Any], state: str = "open") -> views.Filters:
         return views.Filters(site=p.get("site"), district=p.get("district"),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # store.py takes this module's TABLES: it imports us, not the
 TABLES = """
 CREATE INDEX IF NOT EXISTS events_ingested ON events (ingested_at);
 CREATE INDEX IF NOT EXISTS incidents_open ON incidents (level, opened_at) WHERE closed_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_opened ON incidents (opened_at);
 """
 
 STAGES = ("opened", "acknowledged", "cleared", "closed")  # regulator/incidents.py
@@ -385,7 +386,7 @@ def rejected(store: Store, limit: int) -> dict[str, Any]:
 
 
 # each unit's district: its node's, or the nearest district above it
-_UNIT_DISTRICT = (
+UNIT_DISTRICT = (
     "WITH RECURSIVE under(id, district) AS ("
     "SELECT id, id FROM nodes WHERE level = 'district' "
     "UNION SELECT n.id, u.district FROM nodes n JOIN under u ON n.parent = u.id "
@@ -404,7 +405,7 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     registry = has_registry(store, have)
     if registry:
         cte, join, dist = (
-            _UNIT_DISTRICT,
+            UNIT_DISTRICT,
             " LEFT JOIN unit_district ud ON ud.site = t.site",
             "ud.district",
         )

@@ -24,8 +24,8 @@ from typing import Any
 
 from gasguard.tools import exitcodes
 
-from .. import api, hazards, views
-from . import accounts, i18n
+from .. import api, geo, hazards, views
+from . import accounts, citypages, i18n, vendor
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -100,8 +100,8 @@ class Fingerprint:
 
 
 def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int = 5,
-                   poll_s: float = 0.5, key: str | None = None,
-                   secure_cookies: bool = False) -> Any:  # fmt: skip
+                   poll_s: float = 0.5, key: str | None = None, secure_cookies: bool = False,
+                   boundaries: geo.Boundaries | None = None) -> Any:  # fmt: skip
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -133,6 +133,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         return "%d:%02d:%02d" % (h, m, s % 60) if h else "%d:%02d" % (m, s % 60)
 
     env.filters.update(local=local, duration=duration)
+    env.globals["plotly_js"] = vendor.plotly_js()[0]  # its URL: the chart's and the map's
 
     def load_user(name: str) -> dict[str, Any] | None:
         store = readers.get()
@@ -399,6 +400,8 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/hazards/{id:int}/{action:str}", hazard_action, methods=["POST"]),
         Route("/overview", overview),
         Route("/gateways", gateway_list),
+        *vendor.routes(),
+        *citypages.routes(readers, render, tz, boundaries),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *api.routes(readers),
     ]
@@ -432,7 +435,8 @@ def register_serve(rs: Any) -> Any:
 
     p = rs.add_parser(
         "serve", help="the web console over --db (accounts: `gasguard regulator user add`)",
-        epilog=epilog("here:\n  2  --db is not a regulator database, a bad --listen or --zone\n"
+        epilog=epilog("here:\n  2  --db is not a regulator database, a bad --listen or --zone,\n"
+                      "     a --geojson file refused (it says why)\n"
                       "  3  the database cannot be reached at start"),
     )  # fmt: skip
     p.add_argument("--db", required=True, help="postgresql://... or the ingest's SQLite file")
@@ -443,6 +447,12 @@ def register_serve(rs: Any) -> Any:
         type=int,
         default=5,
         help="an unacknowledged alarm older than this is highlighted (default 5)",
+    )
+    p.add_argument(
+        "--geojson",
+        metavar="FILE",
+        help="district (street, grid) outlines for the map: a GeoJSON FeatureCollection of "
+        "polygons, each feature's properties.node naming its node of the tree",
     )
     p.add_argument(
         "--secure-cookies",
@@ -461,8 +471,10 @@ def main_serve(args: Any) -> int:
         zoneinfo.ZoneInfo(args.zone)
         if not 1 <= args.stale_minutes <= 1440:
             raise ValueError("--stale-minutes: 1 to 1440")
+        boundaries = geo.load(args.geojson) if args.geojson else None
+        vendor.plotly_js()  # the regulator extra's plotly: said now if it is missing
         key = session_key(args.db)
-    except (ValueError, NotOurDatabase, zoneinfo.ZoneInfoNotFoundError) as e:
+    except (ValueError, vendor.NoPlotly, NotOurDatabase, zoneinfo.ZoneInfoNotFoundError) as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return exitcodes.BAD_INPUT
     except StoreUnreachable as e:
@@ -471,7 +483,7 @@ def main_serve(args: Any) -> int:
     import uvicorn
 
     app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key,
-                         secure_cookies=args.secure_cookies)  # fmt: skip
+                         secure_cookies=args.secure_cookies, boundaries=boundaries)  # fmt: skip
     print("%s: http://%s:%d/" % (PROG, host, port), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return exitcodes.OK

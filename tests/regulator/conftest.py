@@ -40,6 +40,21 @@ def postgres():
 _db_names = itertools.count(1)
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, driven by Playwright (never `playwright install`): one for
+    the session, shared by the console's browser tests (each account its own context)."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                              args=["--no-sandbox"])  # fmt: skip
+        yield b
+        b.close()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request, tmp_path: Path) -> str:
     """A fresh, empty database of each kind."""
