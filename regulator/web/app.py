@@ -25,6 +25,7 @@ from typing import Any
 from gasguard.tools import exitcodes
 
 from .. import api, hazards, views
+from ..refusal import Refusal
 from . import accounts, i18n
 
 PROG = "gasguard regulator serve"
@@ -157,11 +158,15 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         """A page; a fragment (alarm_rows) leaves the flash for the page it was meant for."""
         lang = lang_of(request)
         t = i18n.translations(lang)
+        flash = None if name == "alarm_rows.html" else request.session.pop("flash", None)
+        if flash and "msgid" in flash:  # a refusal, said in this page's language
+            flash = {"error": True, "text": i18n.refusal(t, flash["msgid"], flash["params"],
+                                                         local)}  # fmt: skip
         html = env.get_template(name).render(
             _=t.gettext, pgettext=t.pgettext, lang=lang, html_lang=i18n.html_lang(lang),
             langs=i18n.LANGS,
             user=request.scope.get(USER_KEY), csrf=csrf_token(request), zone=zone,
-            flash=None if name == "alarm_rows.html" else request.session.pop("flash", None),
+            flash=flash,
             path=request.url.path, **ctx,
         )  # fmt: skip
         return HTMLResponse(html, status)
@@ -364,7 +369,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             await run_in_threadpool(move)
         except LookupError:
             return render(request, "error.html", 404, message="no such hazard")
-        except ValueError as e:  # WorkflowError, a bad name, note or deadline
+        except Refusal as e:  # hazards.WorkflowError, a bad name, note or deadline
+            request.session["flash"] = {"msgid": e.msgid, "params": e.params}
+        except ValueError as e:
             request.session["flash"] = {"error": True, "text": str(e)}
         else:
             request.session["flash"] = {"error": False, "done": action, "id": hid}
