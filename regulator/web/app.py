@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import hmac
 import secrets
+import shutil
 import sys
 import zoneinfo
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +27,7 @@ from gasguard.tools import exitcodes
 
 from .. import api, hazards, views
 from ..refusal import Refusal
-from . import accounts, i18n
+from . import accounts, i18n, ledger
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -295,27 +296,34 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
 
     # --- hazard ledger ------------------------------------------------------------------------
 
-    def hazard_rows(f: views.Filters, everything: bool) -> list[dict[str, Any]]:
-        store = readers.get()
-        if "hazards" not in store.table_names():
-            return []
-        where, params = f.where(views.has_registry(store, store.table_names()))
-        if not everything:
-            where += " AND status <> 'closed'"
-        rows = store.rows(
-            "SELECT %s FROM hazards WHERE 1=1%s ORDER BY CASE status WHEN 'closed' THEN 1 "
-            "ELSE 0 END, deadline, id LIMIT ?" % (", ".join(hazards.COLS), where),
-            [*params, LIST_LIMIT],
-        )
-        at = views.now()
-        for r in rows:
-            r["overdue"] = r["status"] != "closed" and r["deadline"] < at
-        return rows
-
     async def hazard_ledger(request: Any) -> Response:
-        everything = request.query_params.get("status") == "all"
-        rows = await run_in_threadpool(hazard_rows, scoped(request, state="all"), everything)
-        return render(request, "hazards.html", hazards=rows, everything=everything)
+        try:
+            q = ledger.parse(request.query_params)
+        except ledger.BadQuery as e:
+            return render(request, "error.html", 400, message=str(e))
+        rows, total = await run_in_threadpool(
+            lambda: ledger.rows(readers.get(), scoped(request, state="all"), q, ledger.PAGE,
+                                (q.page - 1) * ledger.PAGE))  # fmt: skip
+        return render(request, "hazards.html", hazards=rows, total=total, q=q, page=ledger.PAGE,
+                      everything=q.everything)  # fmt: skip
+
+    async def hazard_export(request: Any) -> Response:
+        from starlette.background import BackgroundTask
+        from starlette.responses import FileResponse
+
+        try:
+            q = ledger.parse(request.query_params, paged=False)
+        except ledger.BadQuery as e:
+            return Response(str(e), 400)
+        fmt = request.path_params["fmt"]
+        if fmt not in ledger.FORMATS:
+            return Response("no such format: csv or xlsx", 404)
+        f = scoped(request, state="all")
+        path, name = await run_in_threadpool(
+            lambda: ledger.download(readers.get(), f, q, fmt, zone))
+        return FileResponse(path, media_type=ledger.FORMATS[fmt][0],
+                            headers={"Content-Disposition": ledger.disposition(name)},
+                            background=BackgroundTask(shutil.rmtree, path.parent, True))
 
     def deadline_utc(text: str) -> str | None:
         if not text.strip():
@@ -403,6 +411,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/events", events),
         Route("/units/{site}", unit),
         Route("/hazards", hazard_ledger),
+        Route("/hazards/export.{fmt}", hazard_export),
         Route("/hazards/{id:int}/{action:str}", hazard_action, methods=["POST"]),
         Route("/overview", overview),
         Route("/gateways", gateway_list),
