@@ -27,7 +27,7 @@ from gasguard.tools import exitcodes
 
 from .. import api, hazards, views
 from ..refusal import Refusal
-from . import accounts, i18n, ledger
+from . import accounts, i18n, ledger, throttle
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -42,6 +42,7 @@ def session_key(url: str) -> str:
 
     store = open_ledger(url)
     try:
+        throttle.prepare(store)  # the failed logins' tables: the console's own, made here
         key = store.meta(SECRET_META)
         if key is None:
             store.set_meta(SECRET_META, secrets.token_urlsafe(48))
@@ -116,6 +117,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     from ..store import open_store
 
     tz = zoneinfo.ZoneInfo(zone)
+    secret = key or session_key(url)
+    if key:  # the key given: the failed logins' tables are still to be made where missing
+        session_key(url)
     readers = api.Stores(url)
     writers = api.Stores(url, open_store)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -193,15 +197,40 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         form = await form_checked(request)
         if isinstance(form, Response):
             return form
-        user = await run_in_threadpool(
-            lambda: accounts.login(readers.get(), form.get("name", ""), form.get("password", ""))
-        )
+        name = throttle.name_key(form.get("name", ""))
+        client = throttle.client_key(request.client.host if request.client else None)
+        device = throttle.device_of(secret, request.cookies.get(throttle.DEVICE_COOKIE), name)
+
+        def attempt() -> tuple[dict[str, Any] | None, str | None]:
+            """(the account, None), or (None, when a lock on this attempt ends, if any)."""
+            now = datetime.datetime.now(datetime.UTC)
+            until = throttle.locked_until(writers.get(), name, client, device, now)
+            if until is not None:
+                return None, until  # refused unread: no hash computed, nothing counted
+            user = accounts.login(readers.get(), form.get("name", ""), form.get("password", ""))
+            if user is None:
+                return None, throttle.failed(writers.get(), name, client, device, now)
+            throttle.succeeded(writers.get(), name, client, device)
+            return user, None
+
+        user, until = await run_in_threadpool(attempt)
+        if until is not None:
+            wait = datetime.datetime.fromisoformat(until.replace("Z", "+00:00")) - \
+                datetime.datetime.now(datetime.UTC)  # fmt: skip
+            page = render(request, "login.html", 429, locked=local(until, False))
+            page.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
+            return page
         if user is None:
             return render(request, "login.html", 401, failed=True)
         request.session.clear()
         request.session.update(user=user["name"], csrf=secrets.token_urlsafe(32),
                                lang=lang_of(request))  # fmt: skip
-        return RedirectResponse("/alarms", 303)
+        done = RedirectResponse("/alarms", 303)
+        if device is None:  # this browser may log in to this account while it is under attack
+            done.set_cookie(throttle.DEVICE_COOKIE, throttle.device_cookie(secret, name),
+                            max_age=int(throttle.DEVICE_AGE.total_seconds()), httponly=True,
+                            samesite="strict", secure=secure_cookies)  # fmt: skip
+        return done
 
     async def logout(request: Any) -> Response:
         form = await form_checked(request)
@@ -428,9 +457,10 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     middleware = [
         Middleware(
             SessionMiddleware,
-            secret_key=key or session_key(url),
+            secret_key=secret,
             session_cookie="gasguard_console",
             same_site="strict",
+            https_only=secure_cookies,  # --secure-cookies: the cookie's Secure flag
             max_age=12 * 3600,
         ),  # fmt: skip
         Middleware(Auth, load=load_user),
