@@ -18,6 +18,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(128)  # a browser told the address early waits for the server, not refused
     except OSError:
         sock.close()
         raise
