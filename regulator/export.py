@@ -55,8 +55,10 @@ def format_rows(store: Any, rows: list[dict[str, Any]], zone: Any = None) -> lis
     from gasguard.tools.human import local_time
 
     names: dict[str, str] = {}
-    if "units" in store.table_names():  # the registry's: the unit's name where it is registered
-        names = {r["site"]: r["name"] for r in store.rows("SELECT site, name FROM units")}
+    if "units" in store.table_names() and rows:  # the registry's name, where it is registered
+        sites, param = store.in_list(sorted({r["site"] for r in rows}))
+        names = {r["site"]: r["name"] for r in store.rows(
+            "SELECT site, name FROM units WHERE site IN %s" % sites, (param,))}  # fmt: skip
     rows = sorted(rows, key=lambda r: (r["opened_at"], r["id"]))  # a ledger reads as found
 
     def t(v: str | None) -> str:
