@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +48,19 @@ def db_url(request, tmp_path: Path) -> str:
         return str(tmp_path / "regulator.db")
     server = request.getfixturevalue("postgres")
     return server.create_database("t%d_%d" % (os.getpid(), next(_db_names)))
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's chromium, headless, for every browser test of the session (Playwright's sync
+    API allows one such driver a thread: the console's modules share this one)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
+                              args=["--no-sandbox"])  # fmt: skip
+        yield b
+        b.close()
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The web console in a real browser: Debian's chromium, headless, driven by Playwright (never
-`playwright install`: no browser is downloaded). One browser for the session, one console and one
-ingest for the module; each account its own browser context (its own cookies).
+`playwright install`: no browser is downloaded). One browser for the session (conftest.py), one
+console and one ingest for the module; each account its own browser context (its own cookies).
 
 A new alarm goes the ingest's way: published to a real mosquitto, stored by a running ingest,
 then on the live-alarm page by SSE, without a reload, within 2 s."""
@@ -21,19 +21,8 @@ from gasguard.tools.sim.brokers import Mosquitto, free_port
 from .conftest import Ingest, Publisher, board_event
 from .web_fixture import PASSWORD, SOON, build_console_db, hazard_of
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not shutil.which("chromium"), reason="chromium not installed "
                                 "(scripts/setup.sh installs it)")  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 _groups = itertools.count(1)
