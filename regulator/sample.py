@@ -67,9 +67,13 @@ def import_units(store: Any, path: Path = HOTPOT_UNITS) -> None:
 
 
 def add_demo_account(store: Any, by: str) -> tuple[str, str]:
-    """The demo's login: (name, a password made for this ledger)."""
-    name, role, node = DEMO_ACCOUNT
+    """The demo's login: (name, a password made for this ledger). A kept ledger run again has
+    one already (no password can be read back): demo-2, demo-3..."""
+    base, role, node = DEMO_ACCOUNT
     password = secrets.token_urlsafe(12)
+    taken = {r["name"] for r in store.rows("SELECT name FROM users")}
+    name = next(n for n in [base] + ["%s-%d" % (base, k) for k in range(2, 10_000)]
+                if n not in taken)  # fmt: skip
     accounts.add(store, name, role, node, password, by, spell(_now()))
     return name, password
 
