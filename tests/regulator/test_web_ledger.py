@@ -12,7 +12,7 @@ import urllib.parse
 from gasguard.regulator import export
 
 from .test_web_console import as_user, console  # noqa: F401 - the fixtures
-from .web_fixture import csrf_in, hazard_of
+from .web_fixture import SOON, csrf_in, hazard_of
 
 
 def csv_rows(r) -> list[list[str]]:
@@ -53,7 +53,7 @@ def test_the_download_applies_the_pages_filters(as_user, db_url):  # noqa: F811
     alice = as_user("alice")  # xuhui: site-0000 and site-0001
     h = hazard_of(db_url, "site-0000")
     r = alice.post("/hazards/%d/dispatch" % h["id"], data={
-        "to": "=HYPERLINK(\"http://x\")", "deadline": "2999-01-01T18:00",
+        "to": "=HYPERLINK(\"http://x\")", "deadline": SOON + "T18:00",
         "csrf": csrf_in(alice.get("/hazards").text)})  # fmt: skip
     assert r.status_code == 200
     every = csv_rows(alice.get("/hazards/export.csv"))

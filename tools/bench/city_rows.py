@@ -76,20 +76,20 @@ def seed(store: Any, units: int, now: datetime.datetime | None = None) -> dict[s
     incidents = []
     for u in alarmed:
         level = "high" if u % 3 == 0 else "low"
-        incidents.append(("%s-d1:alarm" % site_of(u), site_of(u), "%s-d1" % site_of(u), 1, level,
-                          "opened", "[0]", "[0]", 62.0 if level == "high" else 24.0,
+        incidents.append(("%s-d1:alarm" % site_of(u), site_of(u), "%s-d1" % site_of(u), "i1", 1,
+                          level, "opened", "[0]", "[0]", 62.0 if level == "high" else 24.0,
                           ago(u % 600), None, None, "%s-d1:alarm" % site_of(u)))  # fmt: skip
     for u in closed:
         t = ago(60 * 24 * (1 + u % 20))
-        incidents.append(("%s-d2:done" % site_of(u), site_of(u), "%s-d2" % site_of(u), 1, "high",
-                          "closed", "[0]", "[]", 58.0, t, t, t, "%s-d2:done" % site_of(u)))
+        incidents.append(("%s-d2:done" % site_of(u), site_of(u), "%s-d2" % site_of(u), "i1", 1,
+                          "high", "closed", "[0]", "[]", 58.0, t, t, t, "%s-d2:done" % site_of(u)))
     hazards = []
-    for n, (ev, site, device, _, level, stage, _, _, peak, opened, *_rest) in enumerate(
+    for n, (ev, site, device, _, _, level, stage, _, _, peak, opened, *_rest) in enumerate(
             incidents, 1):  # fmt: skip
         due = spell(datetime.datetime.fromisoformat(opened.replace("Z", "+00:00"))
                     + datetime.timedelta(hours=24 if level == "high" else 72))  # fmt: skip
         status = "closed" if stage == "closed" else ("dispatched" if n % 4 == 0 else "open")
-        hazards.append((n, "incident:" + ev, site, device, "alarm", level,
+        hazards.append((n, "incident:%s/%s" % (site, ev), site, device, "alarm", level,
                         "%s gas alarm, peak %.1f %%LEL" % (level, peak), status, due, opened,
                         "张师傅" if status != "open" else None,
                         "李工" if status == "closed" else None))  # fmt: skip
@@ -114,8 +114,8 @@ def seed(store: Any, units: int, now: datetime.datetime | None = None) -> dict[s
                                  "status_time", "updated_at"),
              ((site_of(u), "gw-1", 0 if u % 100 == 42 else 1, "0.9.0", 2, ago(u % 1440), at)
               for u in range(units)))  # fmt: skip
-        bulk(store, "incidents", ("open_event", "site", "device", "ordinal", "level", "stage",
-                                  "detectors", "alarming", "peak_lel", "opened_at",
+        bulk(store, "incidents", ("open_event", "site", "device", "instance", "ordinal", "level",
+                                  "stage", "detectors", "alarming", "peak_lel", "opened_at",
                                   "valve_closed_at", "closed_at", "last_event"), incidents)
         bulk(store, "hazards", ("id", "source", "site", "subject", "kind", "severity", "summary",
                                 "status", "deadline", "opened_at", "responsible", "closed_by"),
