@@ -11,6 +11,7 @@ output file is kept unless --force; the new one is written beside it and renamed
 from __future__ import annotations
 
 import csv
+import datetime
 import os
 import sys
 import tempfile
@@ -40,20 +41,34 @@ RISKY = ("=", "+", "-", "@", "\t", "\r")  # what starts a formula in Excel, Libr
 
 
 def table(store: Any, now: str, overdue: bool = False) -> list[list[str]]:
-    """The ledger's rows in HEADERS order, times local with their offset."""
-    from gasguard.tools.human import local_time
-
+    """The whole ledger's rows in HEADERS order, times local with their offset."""
     from .hazards import listing
 
+    rows = listing(store, now, overdue=overdue) if "hazards" in store.table_names() else []
+    return format_rows(store, rows)
+
+
+def format_rows(store: Any, rows: list[dict[str, Any]], zone: Any = None) -> list[list[str]]:
+    """Hazard rows (hazards.COLS and `overdue`) in HEADERS order, in the order found; times in
+    zone (a tzinfo; default this machine's), with their offset. The console passes its scope's
+    rows and its --zone."""
+    from gasguard.tools.human import local_time
+
     names: dict[str, str] = {}
-    tables = store.table_names()
-    if "units" in tables:  # the registry's: the unit's name where it is registered
-        names = {r["site"]: r["name"] for r in store.rows("SELECT site, name FROM units")}
-    rows = listing(store, now, overdue=overdue) if "hazards" in tables else []
-    rows.sort(key=lambda r: (r["opened_at"], r["id"]))  # a ledger reads in the order found
+    if "units" in store.table_names() and rows:  # the registry's name, where it is registered
+        sites, param = store.in_list(sorted({r["site"] for r in rows}))
+        names = {r["site"]: r["name"] for r in store.rows(
+            "SELECT site, name FROM units WHERE site IN %s" % sites, (param,))}  # fmt: skip
+    rows = sorted(rows, key=lambda r: (r["opened_at"], r["id"]))  # a ledger reads as found
 
     def t(v: str | None) -> str:
-        return "" if not v else local_time(v)
+        if not v:
+            return ""
+        if zone is None:
+            return local_time(v)
+        text = datetime.datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone(zone)
+        text = text.isoformat(sep=" ", timespec="seconds")
+        return text[:19] + " " + text[19:]  # as local_time spells it: 2026-11-30 21:05:12 +08:00
 
     return [
         [str(n), str(r["id"]), names.get(r["site"]) or r["site"], r["site"], r["subject"],

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import audit
+from .refusal import Refusal
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS hazards (
@@ -60,8 +61,9 @@ FROM = {
 }
 
 
-class WorkflowError(ValueError):
-    """An action the hazard's state, or the person, does not allow (exit 2)."""
+class WorkflowError(Refusal):
+    """An action the hazard's state, or the person, does not allow (exit 2). Its message has
+    named values so the console can show it translated (the catalog holds each msgid)."""
 
 
 def dialect_ddl(store: Any, postgres: bool) -> None:
@@ -233,22 +235,24 @@ def _escalate(store: Any, now: str, deadlines: dict[str, datetime.timedelta]) ->
 def get(store: Any, hazard: int) -> dict[str, Any]:
     rows = store.rows("SELECT %s FROM hazards WHERE id = ?" % ", ".join(COLS), (hazard,))
     if not rows:
-        raise WorkflowError("hazard %d: no such hazard" % hazard)
+        raise WorkflowError("hazard %(id)d: no such hazard", id=hazard)
     return rows[0]
 
 
 def _refuse(action: str, h: dict[str, Any]) -> WorkflowError:
     n, status = h["id"], h["status"]
     if status == "closed":
-        return WorkflowError("hazard %d was closed by %s at %s: a closed hazard is final"
-                             % (n, h["closed_by"], h["closed_at"]))  # fmt: skip
+        return WorkflowError("hazard %(id)d was closed by %(by)s at %(closed_at)s: a closed "
+                             "hazard is final", id=n, by=h["closed_by"],
+                             closed_at=h["closed_at"])  # fmt: skip
     if action == "rectify" and status == "open":
-        return WorkflowError("hazard %d is open: dispatch it to a responsible person first" % n)
+        return WorkflowError("hazard %(id)d is open: dispatch it to a responsible person first",
+                             id=n)  # fmt: skip
     if action == "rectify":
-        return WorkflowError("hazard %d is already rectified (by %s): it waits for its check"
-                             % (n, h["rectified_by"]))  # fmt: skip
-    return WorkflowError("hazard %d is %s: only a rectified hazard can be checked and closed"
-                         % (n, status))  # fmt: skip
+        return WorkflowError("hazard %(id)d is already rectified (by %(by)s): it waits for its "
+                             "check", id=n, by=h["rectified_by"])  # fmt: skip
+    return WorkflowError("hazard %(id)d is %(status)s: only a rectified hazard can be checked "
+                         "and closed", id=n, status=status)  # fmt: skip
 
 
 def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str, Any],
@@ -265,7 +269,7 @@ def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str
             (*sets.values(), hazard, before["status"]),
         )
         if cur.rowcount != 1:  # PostgreSQL: another transaction moved it first
-            raise WorkflowError("hazard %d changed meanwhile: look again" % hazard)
+            raise WorkflowError("hazard %(id)d changed meanwhile: look again", id=hazard)
         after = get(store, hazard)
         audit.record(store, at, by, "hazard." + action, "hazard:%d" % hazard, before, after)
     return after
@@ -295,12 +299,13 @@ def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at
 
     def check(h: dict[str, Any]) -> None:
         if (deadline or h["deadline"]) <= at:
-            raise WorkflowError("hazard %d: deadline %s has already passed: give a later one"
-                                % (hazard, deadline or h["deadline"]))  # fmt: skip
+            raise WorkflowError("hazard %(id)d: deadline %(deadline)s has already passed: give "
+                                "a later one", id=hazard, deadline=deadline or h["deadline"])
         if deadline and deadline > _due(at, MAX_DEADLINE):
-            raise WorkflowError("hazard %d: deadline %s is more than %d days away: a hazard is "
-                                "rectified within a deadline (限期整改), not put off"
-                                % (hazard, deadline, MAX_DEADLINE.days))  # fmt: skip
+            raise WorkflowError("hazard %(id)d: deadline %(deadline)s is more than %(days)d days "
+                                "away: a hazard is rectified within a deadline (限期整改), "
+                                "not put off", id=hazard, deadline=deadline,
+                                days=MAX_DEADLINE.days)  # fmt: skip
 
     sets: dict[str, Any] = {"status": "dispatched", "responsible": to, "dispatched_at": at,
                             "rectified_at": None, "rectified_by": None}  # fmt: skip
@@ -324,11 +329,13 @@ def close(store: Any, hazard: int, by: str, at: str, note: str | None = None) ->
     and not the responsible person."""
 
     def check(h: dict[str, Any]) -> None:
-        why = "whoever checks and signs must be someone else (谁检查、谁签名、谁负责)"
         if same_person(by, h["rectified_by"]):
-            raise WorkflowError("hazard %d was rectified by %s: %s" % (hazard, by, why))
+            raise WorkflowError("hazard %(id)d was rectified by %(by)s: whoever checks and signs "
+                                "must be someone else (谁检查、谁签名、谁负责)", id=hazard, by=by)
         if same_person(by, h["responsible"]):
-            raise WorkflowError("hazard %d: %s is responsible for it: %s" % (hazard, by, why))
+            raise WorkflowError("hazard %(id)d: %(by)s is responsible for it: whoever checks and "
+                                "signs must be someone else (谁检查、谁签名、谁负责)", id=hazard,
+                                by=by)  # fmt: skip
 
     sets = {"status": "closed", "verified_by": by, "closed_by": by, "closed_at": at,
             "check_note": note.strip() if note else None}  # fmt: skip

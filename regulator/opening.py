@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .refusal import Refusal
+
 NAME_CHARS = 100
 NOTE_CHARS = 2000  # a note is a paragraph for the ledger, not a report: attach those elsewhere
 
@@ -80,13 +82,15 @@ def actor(option: str, name: str) -> str:
     a zero-width space dropped), not empty."""
     _encodable(option, name)
     if any(c < " " or c == "\x7f" for c in name.strip()):
-        raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
+        raise Refusal("%(field)s: one line of at most %(n)d characters", field=option,
+                      n=NAME_CHARS)  # fmt: skip
     name = unicodedata.normalize("NFKC", name)
     name = " ".join("".join(c for c in name if unicodedata.category(c) != "Cf").split())
     if not name:
-        raise ValueError("%s: a name is needed" % option)
+        raise Refusal("%(field)s: a name is needed", field=option)
     if len(name) > NAME_CHARS:
-        raise ValueError("%s: one line of at most %d characters" % (option, NAME_CHARS))
+        raise Refusal("%(field)s: one line of at most %(n)d characters", field=option,
+                      n=NAME_CHARS)  # fmt: skip
     return name
 
 
@@ -94,9 +98,9 @@ def _encodable(option: str, text: str) -> None:
     try:  # what the shell passed may be bytes that are not UTF-8 (surrogate escapes)
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError("%s: not UTF-8 text" % option) from None
+        raise Refusal("%(field)s: not UTF-8 text", field=option) from None
     if "\x00" in text:
-        raise ValueError("%s: holds a NUL character" % option)
+        raise Refusal("%(field)s: holds a NUL character", field=option)
 
 
 def note(option: str, text: str | None) -> str | None:
@@ -105,7 +109,7 @@ def note(option: str, text: str | None) -> str | None:
         return None
     _encodable(option, text)
     if len(text.strip()) > NOTE_CHARS:
-        raise ValueError("%s: at most %d characters" % (option, NOTE_CHARS))
+        raise Refusal("%(field)s: at most %(n)d characters", field=option, n=NOTE_CHARS)
     return text.strip()
 
 

@@ -14,6 +14,7 @@ present, the gas clears, staff reset and the gas is back on. It ends with the le
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -145,7 +146,9 @@ class Regulator:
 
 
 class Demo:
-    def __init__(self, broker_url: str | None, duration: float, ledger: Path | None) -> None:
+    def __init__(self, broker_url: str | None, duration: float, ledger: Path | None,
+                 web: socket.socket | None = None) -> None:  # fmt: skip
+        self.web = web  # --web: the console's socket, bound before the site starts
         self.broker_url = broker_url
         self.duration = duration
         self.t0 = time.monotonic()
@@ -239,6 +242,11 @@ class Demo:
             self.bring_up()
             self.shift()
             self.summary()
+            if self.web is not None:
+                self.serve_console()
+            return 0
+        except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) while the console runs: a normal end
+            self.say("stopping: console, ingest, gateway, boards and broker")
             return 0
         except (DemoFailed, TimeoutError, RuntimeError) as e:
             self.say("DEMO FAILED: %s" % e)
@@ -369,6 +377,40 @@ class Demo:
         if len(incidents) != 1 or incidents[0]["stage"] != "closed":
             raise DemoFailed("expected this run's one incident in the ledger, closed")
 
+    def serve_console(self) -> None:
+        """The regulator's web console on this run's ledger until Ctrl-C, the site running on:
+        the unit registered (examples/hotpot-88/units.csv), its hazards raised, a login made."""
+        from gasguard.regulator import compliance, hazards, sample
+        from gasguard.regulator.store import now, open_store
+        from gasguard.regulator.web import serving
+        from gasguard.regulator.web.app import create_console
+
+        assert self.web is not None
+        store = open_store(str(self.ledger_path))
+        try:
+            sample.import_units(store)
+            compliance.evaluate(store)
+            hazards.sync(store, now())
+            name, password = sample.add_demo_account(store, "gasguard demo")
+        finally:
+            store.close()
+        role, node = sample.DEMO_ACCOUNT[1:]
+        app = create_console(str(self.ledger_path), stale_minutes=5)
+        print()
+        print("console: %s/ (the regulator's web console on this run's ledger)"
+              % serving.base_url(self.web))  # fmt: skip
+        print("log in as %s with password %s: an account the demo made for this ledger, as "
+              "`gasguard regulator user add --db %s --name %s --role %s --node %s` makes one"
+              % (name, password, self.ledger_path if self.kept else "LEDGER", name, role, node))
+        print("the site keeps running; Ctrl-C stops everything", flush=True)
+
+        def stop(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # uvicorn hands the signal back once it has stopped
+        serving.server(app).run(sockets=[self.web])
+        raise KeyboardInterrupt  # stopped without a signal (uvicorn's own end): the same
+
     def tear_down(self) -> None:
         if self.regulator is not None:
             self.regulator.stop()
@@ -381,7 +423,8 @@ class Demo:
         self._tmp.cleanup()
 
 
-def main(broker: str | None, duration: float, ledger: Path | None) -> int:
+def main(broker: str | None, duration: float, ledger: Path | None, web: bool = False,
+         listen: str = "127.0.0.1:8024") -> int:  # fmt: skip
     from gasguard.tools.sim import micropython
 
     try:
@@ -395,7 +438,22 @@ def main(broker: str | None, duration: float, ledger: Path | None) -> int:
         except ValueError as e:
             print("gasguard demo: %s" % e, file=sys.stderr)
             return exitcodes.BAD_INPUT
-    return Demo(broker, duration, ledger).run()
+    sock = None
+    if web:  # the console's address is taken now: a port in use ends the demo before it starts
+        from gasguard.regulator.api import split_listen
+        from gasguard.regulator.web import serving
+
+        try:
+            sock = serving.bind(*split_listen(listen))
+        except (ValueError, OSError) as e:
+            print("gasguard demo: --listen %s: %s" % (listen, getattr(e, "strerror", None) or e),
+                  file=sys.stderr)  # fmt: skip
+            return exitcodes.BAD_INPUT
+    try:
+        return Demo(broker, duration, ledger, sock).run()
+    finally:
+        if sock is not None:
+            sock.close()
 
 
 def register(sub: Any) -> None:
@@ -405,4 +463,9 @@ def register(sub: Any) -> None:
     )
     d.add_argument("--duration", type=float, default=60.0, help="give up after S seconds")
     d.add_argument("--ledger", type=Path, help="keep the regulator's ledger in this file")
-    d.set_defaults(run=lambda args: main(args.broker, args.duration, args.ledger))
+    d.add_argument("--web", action="store_true", help="then leave the regulator's web console "
+                   "running on the ledger (it prints the address and a login) until Ctrl-C")
+    d.add_argument("--listen", default="127.0.0.1:8024",
+                   help="--web: the console's HOST:PORT (default 127.0.0.1:8024)")
+    d.set_defaults(run=lambda args: main(args.broker, args.duration, args.ledger, args.web,
+                                         args.listen))  # fmt: skip

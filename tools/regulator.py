@@ -68,6 +68,7 @@ def register(sub: Any) -> None:
     from gasguard.regulator.registry import register_import
     from gasguard.regulator.web.accounts import register_user
     from gasguard.regulator.web.app import register_serve
+    from gasguard.regulator.web.screenshots import register_screenshots
 
     r = sub.add_parser(
         "regulator",
@@ -84,6 +85,7 @@ def register(sub: Any) -> None:
     register_api(rs)
     register_serve(rs)
     register_user(rs)
+    register_screenshots(rs)
     e = rs.add_parser("incidents", help="write the store's incidents and their durations as CSV")
     e.add_argument(
         "--db", "--ledger", dest="db", required=True,

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import hmac
 import secrets
+import shutil
 import sys
 import zoneinfo
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,8 @@ from typing import Any
 from gasguard.tools import exitcodes
 
 from .. import api, geo, hazards, views
-from . import accounts, citypages, i18n, vendor
+from ..refusal import Refusal
+from . import accounts, citypages, i18n, ledger, throttle, vendor
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -40,6 +42,7 @@ def session_key(url: str) -> str:
 
     store = open_ledger(url)
     try:
+        throttle.prepare(store)  # the failed logins' tables: the console's own, made here
         key = store.meta(SECRET_META)
         if key is None:
             store.set_meta(SECRET_META, secrets.token_urlsafe(48))
@@ -114,6 +117,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     from ..store import open_store
 
     tz = zoneinfo.ZoneInfo(zone)
+    secret = key or session_key(url)
+    if key:  # the key given: the failed logins' tables are still to be made where missing
+        session_key(url)
     readers = api.Stores(url)
     writers = api.Stores(url, open_store)
     env = Environment(loader=FileSystemLoader(HERE / "templates"),
@@ -158,11 +164,15 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         """A page; a fragment (alarm_rows) leaves the flash for the page it was meant for."""
         lang = lang_of(request)
         t = i18n.translations(lang)
+        flash = None if name == "alarm_rows.html" else request.session.pop("flash", None)
+        if flash and "msgid" in flash:  # a refusal, said in this page's language
+            flash = {"error": True, "text": i18n.refusal(t, flash["msgid"], flash["params"],
+                                                         local)}  # fmt: skip
         html = env.get_template(name).render(
             _=t.gettext, pgettext=t.pgettext, lang=lang, html_lang=i18n.html_lang(lang),
             langs=i18n.LANGS,
             user=request.scope.get(USER_KEY), csrf=csrf_token(request), zone=zone,
-            flash=None if name == "alarm_rows.html" else request.session.pop("flash", None),
+            flash=flash,
             path=request.url.path, **ctx,
         )  # fmt: skip
         return HTMLResponse(html, status)
@@ -188,15 +198,40 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         form = await form_checked(request)
         if isinstance(form, Response):
             return form
-        user = await run_in_threadpool(
-            lambda: accounts.login(readers.get(), form.get("name", ""), form.get("password", ""))
-        )
+        name = throttle.name_key(form.get("name", ""))
+        client = throttle.client_key(request.client.host if request.client else None)
+        device = throttle.device_of(secret, request.cookies.get(throttle.DEVICE_COOKIE), name)
+
+        def attempt() -> tuple[dict[str, Any] | None, str | None]:
+            """(the account, None), or (None, when a lock on this attempt ends, if any)."""
+            now = datetime.datetime.now(datetime.UTC)
+            until = throttle.locked_until(writers.get(), name, client, device, now)
+            if until is not None:
+                return None, until  # refused unread: no hash computed, nothing counted
+            user = accounts.login(readers.get(), form.get("name", ""), form.get("password", ""))
+            if user is None:
+                return None, throttle.failed(writers.get(), name, client, device, now)
+            throttle.succeeded(writers.get(), name, client, device)
+            return user, None
+
+        user, until = await run_in_threadpool(attempt)
+        if until is not None:
+            wait = datetime.datetime.fromisoformat(until.replace("Z", "+00:00")) - \
+                datetime.datetime.now(datetime.UTC)  # fmt: skip
+            page = render(request, "login.html", 429, locked=local(until, False))
+            page.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
+            return page
         if user is None:
             return render(request, "login.html", 401, failed=True)
         request.session.clear()
         request.session.update(user=user["name"], csrf=secrets.token_urlsafe(32),
                                lang=lang_of(request))  # fmt: skip
-        return RedirectResponse("/alarms", 303)
+        done = RedirectResponse("/alarms", 303)
+        if device is None:  # this browser may log in to this account while it is under attack
+            done.set_cookie(throttle.DEVICE_COOKIE, throttle.device_cookie(secret, name),
+                            max_age=int(throttle.DEVICE_AGE.total_seconds()), httponly=True,
+                            samesite="strict", secure=secure_cookies)  # fmt: skip
+        return done
 
     async def logout(request: Any) -> Response:
         form = await form_checked(request)
@@ -291,27 +326,34 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
 
     # --- hazard ledger ------------------------------------------------------------------------
 
-    def hazard_rows(f: views.Filters, everything: bool) -> list[dict[str, Any]]:
-        store = readers.get()
-        if "hazards" not in store.table_names():
-            return []
-        where, params = f.where(views.has_registry(store, store.table_names()))
-        if not everything:
-            where += " AND status <> 'closed'"
-        rows = store.rows(
-            "SELECT %s FROM hazards WHERE 1=1%s ORDER BY CASE status WHEN 'closed' THEN 1 "
-            "ELSE 0 END, deadline, id LIMIT ?" % (", ".join(hazards.COLS), where),
-            [*params, LIST_LIMIT],
-        )
-        at = views.now()
-        for r in rows:
-            r["overdue"] = r["status"] != "closed" and r["deadline"] < at
-        return rows
-
     async def hazard_ledger(request: Any) -> Response:
-        everything = request.query_params.get("status") == "all"
-        rows = await run_in_threadpool(hazard_rows, scoped(request, state="all"), everything)
-        return render(request, "hazards.html", hazards=rows, everything=everything)
+        try:
+            q = ledger.parse(request.query_params)
+        except ledger.BadQuery as e:
+            return render(request, "error.html", 400, message=str(e))
+        rows, total = await run_in_threadpool(
+            lambda: ledger.rows(readers.get(), scoped(request, state="all"), q, ledger.PAGE,
+                                (q.page - 1) * ledger.PAGE))  # fmt: skip
+        return render(request, "hazards.html", hazards=rows, total=total, q=q, page=ledger.PAGE,
+                      everything=q.everything)  # fmt: skip
+
+    async def hazard_export(request: Any) -> Response:
+        from starlette.background import BackgroundTask
+        from starlette.responses import FileResponse
+
+        try:
+            q = ledger.parse(request.query_params, paged=False)
+        except ledger.BadQuery as e:
+            return Response(str(e), 400)
+        fmt = request.path_params["fmt"]
+        if fmt not in ledger.FORMATS:
+            return Response("no such format: csv or xlsx", 404)
+        f = scoped(request, state="all")
+        path, name = await run_in_threadpool(
+            lambda: ledger.download(readers.get(), f, q, fmt, zone))
+        return FileResponse(path, media_type=ledger.FORMATS[fmt][0],
+                            headers={"Content-Disposition": ledger.disposition(name)},
+                            background=BackgroundTask(shutil.rmtree, path.parent, True))
 
     def deadline_utc(text: str) -> str | None:
         if not text.strip():
@@ -365,7 +407,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             await run_in_threadpool(move)
         except LookupError:
             return render(request, "error.html", 404, message="no such hazard")
-        except ValueError as e:  # WorkflowError, a bad name, note or deadline
+        except Refusal as e:  # hazards.WorkflowError, a bad name, note or deadline
+            request.session["flash"] = {"msgid": e.msgid, "params": e.params}
+        except ValueError as e:
             request.session["flash"] = {"error": True, "text": str(e)}
         else:
             request.session["flash"] = {"error": False, "done": action, "id": hid}
@@ -397,6 +441,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/events", events),
         Route("/units/{site}", unit),
         Route("/hazards", hazard_ledger),
+        Route("/hazards/export.{fmt}", hazard_export),
         Route("/hazards/{id:int}/{action:str}", hazard_action, methods=["POST"]),
         Route("/overview", overview),
         Route("/gateways", gateway_list),
@@ -415,9 +460,10 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     middleware = [
         Middleware(
             SessionMiddleware,
-            secret_key=key or session_key(url),
+            secret_key=secret,
             session_cookie="gasguard_console",
             same_site="strict",
+            https_only=secure_cookies,  # --secure-cookies: the cookie's Secure flag
             max_age=12 * 3600,
         ),  # fmt: skip
         Middleware(Auth, load=load_user),

@@ -7,7 +7,9 @@ from __future__ import annotations
 import functools
 import gettext
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 LANGS = {"zh_CN": "中文", "en": "English"}  # the first is the default
@@ -31,3 +33,18 @@ def translations(lang: str) -> gettext.NullTranslations:
 
 def html_lang(lang: str) -> str:
     return "zh-CN" if lang == "zh_CN" else "en"
+
+
+def refusal(t: gettext.NullTranslations, msgid: str, params: dict[str, Any],
+            local: Callable[[str], str]) -> str:  # fmt: skip
+    """A regulator.refusal.Refusal in t's language: a `field` value is a form field's name
+    (translated too), a `status` a hazard's, a time (`deadline`, `*_at`) shown local."""
+    shown = dict(params)
+    if isinstance(shown.get("field"), str):
+        shown["field"] = t.pgettext("field", shown["field"])
+    if isinstance(shown.get("status"), str):
+        shown["status"] = t.pgettext("hazard", shown["status"])
+    for k, v in params.items():
+        if (k == "deadline" or k.endswith("_at")) and isinstance(v, str):
+            shown[k] = local(v)
+    return t.gettext(msgid) % shown

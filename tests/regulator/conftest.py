@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +44,8 @@ _db_names = itertools.count(1)
 @pytest.fixture(scope="session")
 def browser():
     """Debian's chromium, headless, driven by Playwright (never `playwright install`): one for
-    the session, shared by the console's browser tests (each account its own context)."""
-    import shutil
-
+    the session, shared by the console's browser tests, each account its own context
+    (Playwright's sync API allows one such driver a thread)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -21,6 +21,7 @@ BENCHES = {
     "links": ("bench_links", "run_args", "missed", MISSED),
     "fault-matrix": ("fault_matrix", "run_args", "missed", "cell failed"),
     "regulator": ("bench_regulator", "run_args", "missed", MISSED),
+    "web": ("bench_web", "run_args", "missed", MISSED),
 }
 
 
@@ -42,7 +43,7 @@ def register(sub: Any) -> None:
     b.add_argument(
         "--only", action="append", help="fault-matrix: run the cells whose name contains this"
     )
-    b.add_argument("--units", type=int, default=50_000, help="regulator: units (sites)")
+    b.add_argument("--units", type=int, default=50_000, help="regulator, web: units (sites)")
     b.add_argument("--devices", type=int, help="regulator: devices (default: 2 per unit)")
     b.add_argument(
         "--workers", default="1,2,4", help="regulator: ingest worker counts to time (1,2,4)"
@@ -54,6 +55,8 @@ def register(sub: Any) -> None:
         action="store_true",
         help="regulator: run the bench's own PostgreSQL with fsync off (said so in the output)",
     )
+    b.add_argument("--visits", type=int, default=5, help="web: timed visits a page (median)")
+    b.add_argument("--backends", default="sqlite,postgresql", help="web: stores to measure")
     b.set_defaults(run=run)
 
 
