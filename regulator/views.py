@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import audit
+
 if TYPE_CHECKING:  # store.py takes this module's TABLES: it imports us, not the other way
     from .store import Store
 
@@ -409,13 +411,17 @@ UNIT_DISTRICT = (
 )
 
 
-def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
-    """Counts per district: units, devices online, open alarms, and overdue hazards where the
-    hazards table exists. Sites no unit names are counted under district null. scope: only the
-    units under that node. The database counts per node (a city's 100,000 device rows summed in
-    Python took most of 250 ms); the nodes, a thousand or so, are summed into their districts
-    here (districts()), where a recursive CTE giving each of 50,000 units its district, once
-    per count, took 300 ms on SQLite."""
+STALE_S = 300  # an open alarm nobody acknowledged for this long is "unacknowledged"
+
+
+def overview(store: Store, scope: str | None = None, stale_s: float = STALE_S) -> dict[str, Any]:
+    """Counts per district: units, devices online, open alarms and those nobody acknowledged
+    for stale_s, overdue hazards, and units compliant (no open finding: their share is the
+    compliance rate, None without units). Sites no unit names are counted under district
+    null. scope: only the units under that node. The database counts per node (a city's
+    100,000 device rows summed in Python took most of 250 ms); the nodes, a thousand or so,
+    are summed into their districts here (districts()), where a recursive CTE giving each of
+    50,000 units its district, once per count, took 300 ms on SQLite."""
     have = tables(store)
     registry = has_registry(store, have)
     # each row's unit's node (NULL: no unit names the site)
@@ -436,6 +442,13 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
             % (node, join, where, group),
             wp,
         ).fetchall()
+        stale_before = audit.spell(
+            datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=stale_s))
+        unacked = store.x(
+            "SELECT %s, count(*) FROM incidents t%s WHERE t.closed_at IS NULL "
+            "AND t.acknowledged_at IS NULL AND t.opened_at < ?%s%s" % (node, join, where, group),
+            [stale_before, *wp],
+        ).fetchall()
         overdue = None
         if "hazards" in have:
             overdue = store.x(
@@ -448,7 +461,9 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
         of: dict[str, str | None] = {}
         if registry:
             units = store.x(
-                "SELECT t.node, count(*) FROM units t WHERE 1 = 1%s GROUP BY t.node" % where, wp
+                "SELECT t.node, count(*), COALESCE(sum(CASE WHEN EXISTS (SELECT 1 FROM findings f "
+                "WHERE f.site = t.site AND f.cleared_at IS NULL) THEN 0 ELSE 1 END), 0) "
+                "FROM units t WHERE 1 = 1%s GROUP BY t.node" % where, wp
             ).fetchall()
             names = dict(store.x("SELECT id, name FROM nodes WHERE level = 'district'").fetchall())
             of = districts(store)
@@ -457,13 +472,16 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     def row(d: str | None) -> dict[str, Any]:
         if d not in rows:
             rows[d] = {"district": d, "name": names.get(d) if d else None, "units": 0,
-                       "devices": 0, "online": 0, "open_alarms": 0}  # fmt: skip
+                       "compliant_units": 0, "devices": 0, "online": 0, "open_alarms": 0,
+                       "unacknowledged": 0}  # fmt: skip
             if overdue is not None:
                 rows[d]["overdue_hazards"] = 0
         return rows[d]
 
-    for nd, n in units:
-        row(of.get(nd))["units"] += n
+    for nd, n, fine in units:
+        r = row(of.get(nd))
+        r["units"] += n
+        r["compliant_units"] += fine
     for nd, n, online in devs:
         if n:  # without a registry: one row, empty when there are no devices
             r = row(of.get(nd))
@@ -472,11 +490,17 @@ def overview(store: Store, scope: str | None = None) -> dict[str, Any]:
     for nd, n in alarms:
         if n:
             row(of.get(nd))["open_alarms"] += n
+    for nd, n in unacked:
+        if n:
+            row(of.get(nd))["unacknowledged"] += n
     for nd, n in overdue or []:
         if n:
             row(of.get(nd))["overdue_hazards"] += n
     listed = sorted(rows.values(), key=lambda r: (r["district"] is None, r["district"] or ""))
-    counted = ["units", "devices", "online", "open_alarms"]
+    counted = ["units", "compliant_units", "devices", "online", "open_alarms", "unacknowledged"]
     counted += ["overdue_hazards"] if overdue is not None else []
     totals = {k: sum(r[k] for r in listed) for k in counted}
-    return {"at": now(), "registry": registry, "districts": listed, "totals": totals}
+    for r in [*listed, totals]:
+        r["compliance_rate"] = round(r["compliant_units"] / r["units"], 4) if r["units"] else None
+    return {"at": now(), "registry": registry, "districts": listed, "totals": totals,
+            "stale_s": stale_s}  # fmt: skip

@@ -418,10 +418,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     # --- overview, gateways -------------------------------------------------------------------
 
     async def overview(request: Any) -> Response:
-        o = await run_in_threadpool(
-            lambda: views.overview(readers.get(), request.scope[USER_KEY]["scope"])
-        )
-        return render(request, "overview.html", o=o)
+        o = await run_in_threadpool(lambda: views.overview(
+            readers.get(), request.scope[USER_KEY]["scope"], stale_minutes * 60))  # fmt: skip
+        return render(request, "overview.html", o=o, stale=stale_minutes)
 
     async def gateway_list(request: Any) -> Response:
         g = await run_in_threadpool(lambda: views.gateways(readers.get(), scoped(request,

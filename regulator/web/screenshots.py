@@ -22,7 +22,9 @@ PROG = "gasguard regulator screenshots"
 # logging in; every other page as the sample city's account sees it.
 PAGES = [
     ("login", "/login", None),
-    ("overview", "/overview", None),
+    ("overview", "/overview", "#alarm-chart .main-svg"),  # the chart drawn
+    ("map", "/overview#map", "#unit-map canvas"),  # scrolled to the map, drawn
+    ("compliance", "/compliance", None),
     ("alarms", "/alarms", "#live:text('实时')"),  # the live stream connected
     ("unit", "/units/sh-xuhui-0042", None),
     ("hazards", "/hazards", None),
@@ -65,7 +67,9 @@ def take(browser: Any, base: str, out: Path, name: str, password: str,
                 page.click("button[type=submit]")
                 page.wait_for_url("**/alarms")
             r = page.goto(path, wait_until="load")
-            if r is None or r.status != 200:
+            if r is None and "#" in path:  # the same page scrolled to an anchor: no request
+                page.wait_for_timeout(300)  # smooth scrolling settles
+            elif r is None or r.status != 200:
                 raise RuntimeError("%s: HTTP %s" % (path, r and r.status))
             if ready:
                 page.wait_for_selector(ready, timeout=10_000)

@@ -49,6 +49,31 @@ def test_overview_counts_per_district(city, db_url):
     assert by["xuhui"]["overdue_hazards"] == 1 and by["minhang"]["overdue_hazards"] == 0
 
 
+def test_overview_counts_unacknowledged_alarms_and_the_compliance_rate(city, db_url):
+    """Per district, what a regulator asks first: open alarms nobody acknowledged for more
+    than 5 minutes, and the share of units without an open compliance finding."""
+    from .ledger_helpers import finding
+
+    store = open_store(db_url)
+    hour_ago = "2020-01-01T00:00:00.000Z"
+    with store.transaction():
+        store.x("UPDATE incidents SET opened_at = ?, acknowledged_at = NULL "
+                "WHERE closed_at IS NULL", (hour_ago,))  # fmt: skip
+        store.x("UPDATE incidents SET acknowledged_at = ? WHERE site = 'site-0001'", (hour_ago,))
+    finding(store, "site-0000", "no_detector")  # open
+    finding(store, "site-0001", "wrong_gas", cleared_at="2026-11-21T00:00:00.000Z")  # cleared
+    finding(store, "site-0002", "not_working")
+    store.close()
+    o = city.get("/api/overview").json()
+    by = {d["district"]: d for d in o["districts"]}
+    assert (by["xuhui"]["open_alarms"], by["xuhui"]["unacknowledged"]) == (2, 1)
+    assert (by["xuhui"]["compliant_units"], by["xuhui"]["compliance_rate"]) == (1, 0.5)
+    assert (by["minhang"]["compliant_units"], by["minhang"]["compliance_rate"]) == (1, 0.5)
+    assert by[None]["compliance_rate"] is None  # no registered unit there
+    assert o["totals"]["unacknowledged"] == o["totals"]["open_alarms"] - 1
+    assert (o["totals"]["compliant_units"], o["totals"]["compliance_rate"]) == (2, 0.5)
+
+
 def test_sites_site_incidents_gateways_rejected(city):
     s = city.get("/api/sites", params={"limit": 5}).json()
     assert s["total"] == 40 and len(s["sites"]) == 5

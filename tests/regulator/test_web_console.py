@@ -202,8 +202,11 @@ def test_chinese_first_english_on_switch(as_user):
     alice = as_user("alice")
     page = alice.get("/alarms").text
     assert '<html lang="zh-CN">' in page and "实时报警" in page and "高报" in page
+    page = alice.get("/overview").text
+    assert "合规率" in page and "超 5 分钟未确认" in page
     page = alice.get("/lang/en?next=/overview").text
     assert '<html lang="en">' in page and "City overview" in page and "全市概览" not in page
+    assert "Compliance rate" in page and "Unacknowledged &gt; 5 min" in page
     assert alice.get("/lang/en?next=//evil.example/").headers.get("location") is None  # followed
     assert "/evil" not in str(alice.get("/lang/zh_CN?next=//evil.example/", follow_redirects=False)
                               .headers["location"])  # fmt: skip
