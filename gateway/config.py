@@ -35,6 +35,9 @@ password) are kept out of repr() so they cannot reach a log line by accident.
     window = 64                     # QoS 1 publishes in flight (MQTT 5: within the broker's
                                     # Receive Maximum, alarms keep a quarter of it up to 16)
     reconnect_max_s = 1.0           # reconnect: at once, then backoff with jitter up to this
+    status_every_s = 30             # the retained status is published again when its counts
+                                    # (outbox, refused, dead letters, devices online) changed,
+                                    # looked at this often: at most once per period
 
     [outbox]
     max_events = 1000000
@@ -99,6 +102,7 @@ class MqttConfig:
     keepalive: int = 30
     window: int = 64
     reconnect_max_s: float = 1.0
+    status_every_s: float = 30.0
 
     @property
     def url(self) -> str:
@@ -238,6 +242,7 @@ def _mqtt(t: dict, base: Path, site: str, gw: str, files: bool = True) -> MqttCo
         (
             "url", "protocol", "client_id", "username", "password_file", "ca_file", "cert_file",
             "key_file", "keepalive", "window", "insecure_plaintext", "reconnect_max_s",
+            "status_every_s",
         ),
         p,
     )  # fmt: skip
@@ -290,6 +295,9 @@ def _mqtt(t: dict, base: Path, site: str, gw: str, files: bool = True) -> MqttCo
         window=_get(t, "window", p, (int,), 64, _range(1, 65535)),
         reconnect_max_s=float(
             _get(t, "reconnect_max_s", p, (int, float), 1.0, _range(0.1, 300))
+        ),
+        status_every_s=float(
+            _get(t, "status_every_s", p, (int, float), 30.0, _range(1, 3600))
         ),
     )
 

@@ -182,6 +182,11 @@ class FairQueue:
                 turn.append(dev)
         return out
 
+    def alarm_waiting(self) -> bool:
+        """A device's next buffered row is an alarm: one take() found no room for."""
+        buf = self._buf
+        return any(buf[d][0].priority for d in self._turn)
+
     def _pop(self, b: deque[Row]) -> Row:
         r = b.popleft()
         if self._probing and r.topic in self._probing:  # the probe: the rest waits for it

@@ -6,6 +6,11 @@ reconnect at once, then with a short capped backoff and jitter.
 After a reconnect everything still in the outbox is sent again from the oldest row, so a publish
 whose PUBACK was lost arrives twice at worst, with the same CloudEvents id (regulators dedupe).
 
+The retained status (online, with a last will saying offline) is published at each connect and
+again, by the pump, when its counts (boards online, outbox depth, refused frames, dead letters)
+changed: they are looked at every mqtt.status_every_s, so at most one status a period, and it
+goes behind alarms (pump.py).
+
 A publish the broker refuses (an MQTT 5 PUBACK with a failure reason code: an ACL, a quota) is
 not published: its row stays in the outbox (a retained state stays pending) and its topic is held
 while the other topics go on; one publish to it is tried again after a backoff (refusals.py).
@@ -68,7 +73,7 @@ class Publisher:
         version: str,
         outbox: OutboxWorker,
         states: Callable[[bool], dict[str, bytes]],
-        devices_online: Callable[[], int],
+        figures: Callable[[], dict[str, int]],
     ) -> None:
         self.cfg = cfg
         self.site = site
@@ -76,9 +81,15 @@ class Publisher:
         self.version = version
         self.outbox = outbox
         self.take_states = states  # (all) -> {device: retained state payload} changed or all
-        self.devices_online = devices_online
+        # () -> {devices_online, outbox, refused}: the gateway's counts for its status
+        self.take_figures = figures
+        self.dead_letters = 0  # dead letters the broker acknowledged, since start
+        self.dead_topic = cloudevents.topic_rejected(site, gateway_id)
+        self.status_sent: dict[str, int] | None = None  # the counts in the last online status
+        self.statuses = 0  # online statuses published, at connects and when counts changed
         self.identity: tuple[str, int] | None = None  # the gateway's instance id and boot
         self.closing = False  # the gateway is stopping: no more reconnects
+        self.stopping = False  # "offline" said: no online status may follow it
         self.status_topic = cloudevents.topic_gateway_status(site, gateway_id)
         self.wake = asyncio.Event()
         self.connected = False
@@ -110,18 +121,37 @@ class Publisher:
             self.fill()
         self.wake.set()
 
-    def _status(self, online: bool) -> bytes:
+    def figures(self) -> dict[str, int]:
+        """The counts the retained status carries."""
+        f = self.take_figures()
+        f["dead_letters"] = self.dead_letters
+        return f
+
+    def _status(self, online: bool, figures: dict[str, int] | None = None) -> bytes:
+        """figures None: the last will's status, made at connect, so without counts (they
+        would be stale when the broker sends it); a regulator keeps the last ones it had."""
+        f = figures or {}
         ce = cloudevents.gateway_status(
             self.site,
             self.gateway_id,
             online,
             time.time(),
             self.version,
-            self.devices_online() if online else 0,
+            f.get("devices_online", 0) if online else 0,
+            f,
         )
         if self.identity is not None:  # for diagnosis (docs/gateway.md)
             ce["data"]["instance"], ce["data"]["boot"] = self.identity
         return dumps(schemas.check(ce))
+
+    def online_status(self) -> bytes:
+        """The online status with the counts as they are now (remembered: the pump publishes
+        it again only once they changed)."""
+        figures = self.figures()
+        payload = self._status(True, figures)
+        self.status_sent = figures
+        self.statuses += 1
+        return payload
 
     def _connack(self, receive_maximum: int | None) -> None:
         self.receive_maximum = receive_maximum  # the broker's cap on QoS 1 publishes in flight
@@ -141,7 +171,7 @@ class Publisher:
                     self.last_error = None
                     up_at = time.monotonic()
                     log.info("connected", extra={"broker": self.cfg.url})
-                    await conn.publish_status(self.status_topic, self._status(True))
+                    await conn.publish_status(self.status_topic, self.online_status())
                     await Pump(self, conn).run()
             except MqttError as e:
                 self.last_error = str(e)
@@ -161,8 +191,10 @@ class Publisher:
     async def stop(self) -> None:
         """Clean shutdown: say offline ourselves (the will is only for a lost connection)."""
         c = self._conn
+        self.stopping = True
         if c is not None and self.connected:
             try:
-                await c.publish_status(self.status_topic, self._status(False))
+                # offline, with the counts it leaves behind (its outbox waits for the next start)
+                await c.publish_status(self.status_topic, self._status(False, self.figures()))
             except MqttError:
                 pass

@@ -1,6 +1,8 @@
 """One connection's publishing: the outbox's rows and the retained device states sent through
 the wire (gateway/mqttwire.py) within a window of QoS 1 publishes in flight, each PUBACK
-matched to its row by message id, acknowledged rows deleted in batches."""
+matched to its row by message id, acknowledged rows deleted in batches; and the gateway's
+retained status again when its counts changed (looked at every mqtt.status_every_s), after
+the alarms, in a slot of its own beyond the window."""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ DELETE_BATCH = 512
 ALARM_RESERVE = 16
 RESERVE_SHARE = 4  # the reserve is at most a quarter of the broker's Receive Maximum
 STATE_ROW_ID = 0  # a retained state is not an outbox row: nothing to delete once acknowledged
+# one publish in flight beyond the window and the alarms' reserve, for the status: a backlog
+# keeps the window full, and the status must still go (its outbox depth is the news then)
+STATUS_SLOT = 1
 
 
 class Pump:
@@ -40,7 +45,7 @@ class Pump:
         # broker's Receive Maximum
         limit = pub.receive_maximum or RECEIVE_MAXIMUM
         self.reserve = min(ALARM_RESERVE, limit // RESERVE_SHARE)
-        self.window = pub.window = max(1, min(pub.cfg.window, limit - self.reserve))
+        self.window = pub.window = max(1, min(pub.cfg.window, limit - self.reserve - STATUS_SLOT))
         pub.inflight_peak = 0
         self.inflight: dict[int, Row] = {}  # mid -> row
         self.finished: list[Row] = []  # rows whose PUBACK came back
@@ -50,13 +55,24 @@ class Pump:
         self.spells = pub.refusals.spells  # topic -> its spell: a refused topic is held
         self.deleting: set[asyncio.Future] = set()
         self.loop = asyncio.get_running_loop()
+        self.status_due = False  # time to look at the status's counts again
+        self.status_mid: int | None = None  # the status publish awaiting its PUBACK
+        self.status_timer: asyncio.TimerHandle | None = None
 
     # --- acks --------------------------------------------------------------------------------
 
     def on_ack(self, mid: int, refused: str | None) -> bool:
         row = self.inflight.pop(mid, None)
         if row is None:
-            return False  # the gateway status, published through the client itself
+            if mid != self.status_mid:
+                return False  # the status at connect, published through the client itself
+            self.status_mid = None
+            if refused is not None:  # again at the next look; nothing is held for it
+                self.pub.status_sent = None
+                log.warning("broker refused the gateway status",
+                            extra={"topic": self.pub.status_topic, "reason": refused})  # fmt: skip
+            self.pub.wake.set()
+            return True
         if refused is not None:
             self.refused(row, refused)
         else:
@@ -127,6 +143,25 @@ class Pump:
             # the connection is going: the pump sees it; an unsent row stays in the outbox
             self.pub.fill = None
 
+    def _status_tick(self) -> None:
+        self.status_due = True
+        self.pub.wake.set()
+
+    def send_status(self) -> None:
+        """The retained status again if its counts changed since the last one. Behind the
+        alarms: not while one waits for room (the next PUBACK brings us back), and in a slot of
+        its own (not in self.inflight), so it takes no row's or alarm's room. Looked at once a
+        period, whatever the counts do."""
+        pub = self.pub
+        if self.status_mid is not None or pub.stopping or self.queue.alarm_waiting():
+            return
+        self.status_due = False
+        self.status_timer = self.loop.call_later(pub.cfg.status_every_s, self._status_tick)
+        if pub.figures() == pub.status_sent:
+            return
+        self.status_mid = self.conn.publish(pub.status_topic, pub.online_status(), True)
+        self.conn.flush()
+
     # --- deletes -----------------------------------------------------------------------------
 
     def delete(self, rows: list[Row]) -> None:
@@ -150,10 +185,13 @@ class Pump:
         """Acknowledged rows: their latency noted, queued for deletion."""
         pub = self.pub
         now = time.time()  # wall, as a row's created (it outlives a restart)
+        dead = pub.dead_topic
         for r in batch:
             if r.id == STATE_ROW_ID:
                 continue
             self.acked.append(r)
+            if r.topic == dead:  # a dead letter the broker took: the status counts them
+                pub.dead_letters += 1
             ms = (now - r.created) * 1000
             pub.latency_ms.append(ms)
             if pub.on_latency is not None:
@@ -180,6 +218,7 @@ class Pump:
         lost.add_done_callback(self._on_lost)
         pub.pending_states = pub.take_states(True)  # the broker may have lost them
         pub.fill = self.fill
+        self.status_timer = self.loop.call_later(pub.cfg.status_every_s, self._status_tick)
         wake = pub.wake
         inflight = self.inflight
         window = self.window
@@ -201,6 +240,8 @@ class Pump:
                         queue.filled(await pub.outbox.fetch_devices(want, queue.batch))
                     if not self.send_ready():
                         break
+                if self.status_due:  # after the rows: alarms go first
+                    self.send_status()
                 if not self.finished:
                     await wake.wait()
                     continue
@@ -216,12 +257,14 @@ class Pump:
 
     async def close(self) -> None:
         self.pub.fill = None
+        if self.status_timer is not None:
+            self.status_timer.cancel()
         self.conn.detach()
         self.inflight.clear()  # not PUBACKed: still in the outbox, sent again after a reconnect
         self.refusals.lost()
         # PUBACKed before the connection dropped (some maybe in the very read that saw the
         # broker close): do not send them again
-        self.acked += [r for r in self.finished if r.id]
+        self.record(self.finished)
         self.finished.clear()
         if self.acked:
             self.delete(self.acked)

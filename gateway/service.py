@@ -20,7 +20,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from gasguard.gateway.session import DeviceState, LinkSession
+from gasguard.gateway.session import REFUSED, DeviceState, LinkSession
 from gasguard.protocol import VERSION, cloudevents
 from gasguard.protocol.auth import Signer
 
@@ -83,7 +83,7 @@ class Gateway:
             version=VERSION,
             outbox=self.worker,
             states=self._take_states,
-            devices_online=self.health.online_count,
+            figures=self._figures,
         )
         # a board with a wrong or missing key, or events the schema refuses: by device, not
         # a line per frame
@@ -145,6 +145,12 @@ class Gateway:
             except schemas.SchemaError as e:
                 log.error("state not published", extra={"device": d, "error": str(e)})
         return out
+
+    def _figures(self) -> dict[str, int]:
+        """The retained status's counts (the publisher adds its dead letters)."""
+        frames = self.frames
+        return {"devices_online": self.health.online_count(), "outbox": self.outbox.depth(),
+                "refused": sum(frames[k] for k in REFUSED)}  # fmt: skip
 
     def _mark(self, device: str) -> None:
         self._dirty.add(device)

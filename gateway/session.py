@@ -41,6 +41,12 @@ DIRECTION = "direction"
 BODY = "body"
 CHALLENGE = "challenge"
 REJECTED = (frame.UNKNOWN, frame.AUTH)  # drops that name a board that is not let in
+# what the retained status counts as "refused": intact frames (the CRC held) the gateway's rules
+# turned away: no key, a wrong tag, another protocol version, a bad header or body, a reflected
+# or a replayed frame. Not line noise (crc, cobs, short, oversize: a cable's matter, not a
+# sender's), nor the handshake at work (session, challenge: every board after a gateway
+# restart), nor the gateway's own failures (error)
+REFUSED = (*REJECTED, frame.VERSION, frame.HEADER, BODY, DIRECTION, REPLAY)
 
 
 class ReplayWindow:

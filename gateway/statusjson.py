@@ -36,6 +36,7 @@ def status(gw: Gateway) -> dict[str, Any]:
             "window": p.window,
             "inflight_peak": p.inflight_peak,
             "refused_topics": sorted(p.refusals.spells),  # held: the last try was refused
+            "statuses": p.statuses,  # online statuses published (connects, counts changed)
         },  # fmt: skip
         "states": {"refused": p.refusals.states},  # retained device states
         "frames": dict(gw.frames),
@@ -47,6 +48,7 @@ def status(gw: Gateway) -> dict[str, Any]:
             "refused": p.refusals.events,
             "refused_by_reason": dict(p.refusals.by_reason),
             "dropped_by_retention": gw.dropped_by_retention,
+            "dead_letters": p.dead_letters,  # published (the broker acknowledged them)
         },
         "outbox": {
             "depth": gw.outbox.depth(),

@@ -40,6 +40,10 @@ LEL_MAX = 200
 # a device clock the stream can carry: 2000-01-01 to 2100-01-01 (RFC 3339, four-digit years)
 TIME_MIN = 946684800
 TIME_MAX = 4102444800
+# the gateway status's optional counts, and the bound on every count in it (a regulator's BIGINT
+# holds it; a gateway past it says "at least")
+STATUS_FIGURES = ("outbox", "refused", "dead_letters")
+COUNT_MAX = 4294967295
 
 
 def topic_events(site, device):
@@ -217,14 +221,22 @@ def device_state(site, device, state, time):
     )
 
 
-def gateway_status(site, gateway, online, time, version, devices_online=0):
+def gateway_status(site, gateway, online, time, version, devices_online=0, figures=None):
+    """figures: optional counts, each a whole number (docs/protocol.md, "Regulator stream"):
+    outbox (rows waiting in the durable outbox), refused (device frames refused since the
+    gateway started), dead_letters (dead letters published since it started). A count past
+    COUNT_MAX is sent as COUNT_MAX (the schema's bound: "at least that many")."""
     data = {
         "site": site,
         "gateway": gateway,
         "status": "online" if online else "offline",
         "version": version,
-        "devices_online": devices_online,
+        "devices_online": min(devices_online, COUNT_MAX),
     }
+    if figures:
+        for k in STATUS_FIGURES:
+            if k in figures:
+                data[k] = min(figures[k], COUNT_MAX)
     return _envelope(
         site,
         "gateway/" + gateway,

@@ -5,7 +5,7 @@ console (issue 24) and whatever else a city runs.
     GET /api/sites?district=&limit=&offset=    sites with devices online and open incidents
     GET /api/sites/{site}?limit=               one site: unit, devices, gateways, incidents
     GET /api/incidents?state=&site=&district=&limit=
-    GET /api/gateways?state=&site=&district=&limit=
+    GET /api/gateways?state=&site=&district=&limit=   trouble first: offline, deepest outbox
     GET /api/rejected?limit=                   what the ingest refused, latest first
 
 A parameter the endpoint does not take, one given twice, a limit out of 1..1000 or text with

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +38,12 @@ SCHEMAS = {
     "status": ("gateway-status.schema.json", cloudevents.SCHEMA_GATEWAY),
     "rejected": ("rejected.schema.json", cloudevents.SCHEMA_REJECTED),
 }
+# a gateway status's counts (the schema bounds them 0..2^32-1)
+STATUS_COUNTS = ("devices_online", *cloudevents.STATUS_FIGURES)
 # the event kinds a board itself raises: their id is {device}:{instance}:{boot}:{seq}
 BOARD_KINDS = frozenset(cloudevents.EVENT_TYPES)
 HEX = "0123456789abcdef"
+IDENT = re.compile(r"[A-Za-z0-9_.:-]{1,32}\Z")  # a site, device or gateway id (the schemas')
 
 
 class Refused(ValueError):
@@ -65,6 +69,15 @@ def _compile(name: str):
 
 
 _VALIDATORS = {kind: _compile(name) for kind, (name, _) in SCHEMAS.items()}
+
+
+def topic_site(topic: str) -> str | None:
+    """The site a stream topic names (gasguard/v1/{site}/...), whatever follows; None when it
+    names none: what a refused message is counted under on the gateways page."""
+    parts = topic.split("/", 3)
+    if len(parts) == 4 and parts[0] == "gasguard" and parts[1] == "v1" and IDENT.match(parts[2]):
+        return parts[2]
+    return None
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:
@@ -165,13 +178,15 @@ def _seconds(spelled: str) -> float:
 
 
 def _believable(kind: str, payload: dict[str, Any], now: float) -> None:
-    """Times a wrong clock made, replaced (see FUTURE_SLACK_S, CLOCK_FLOOR). Retained state is
-    sent again at every subscribe: a time of its in the future becomes unknown (None), never
-    the arrival time, or each restart would make a dead device look just heard."""
+    """Times a wrong clock made, replaced (see FUTURE_SLACK_S, CLOCK_FLOOR). Retained state and
+    gateway status are sent again at every subscribe: a time of theirs in the future becomes
+    unknown (None), never the arrival time, or each restart would make a dead device (or
+    gateway) look just heard."""
     d = payload["data"]
     late = now + FUTURE_SLACK_S
-    if kind == "state":
-        for box, key in ((payload, "time"), (d, "last_seen")):
+    if kind in ("state", "status"):
+        boxes = ((payload, "time"), (d, "last_seen")) if kind == "state" else ((payload, "time"),)
+        for box, key in boxes:
             if _seconds(box[key]) > late:
                 box[key] = None
         return
@@ -193,6 +208,15 @@ def _schema(kind: str, payload: dict[str, Any]) -> None:
         field = name[5:] if name.startswith("data.") else "payload"
         message = getattr(e, "message", str(e)).replace(name, field, 1)
         raise Refused("schema: %s" % message[:200]) from None
+
+
+def _whole_counts(payload: dict[str, Any]) -> None:
+    """A status's counts as JSON integers: the schema's integer admits 7.0, which no gateway
+    writes (its encoder writes ints as ints); a count written as a float is someone else's."""
+    d = payload["data"]
+    for field in STATUS_COUNTS:
+        if field in d and type(d[field]) is not int:
+            raise Refused("schema: data.%s must be a whole number, not %r" % (field, d[field]))
 
 
 def _consistent(kind: str, site: str, subject: str, payload: dict[str, Any]) -> None:
@@ -245,6 +269,8 @@ def check(topic: str, raw: bytes, now: float | None = None) -> Message:
     if not isinstance(payload, dict):
         raise Refused("json: not an object")
     _schema(kind, payload)
+    if kind == "status":
+        _whole_counts(payload)
     payload["time"] = canonical_time(payload["time"], "time")
     d = payload["data"]
     for field in TIME_FIELDS[1:]:

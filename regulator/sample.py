@@ -101,8 +101,9 @@ def _state(site: str, device: str, inst: str, online: bool, t: float,
             json.dumps(cloudevents.device_state(site, device, state, int(t))).encode())
 
 
-def _status(site: str, online: bool, t: float, devices: int) -> tuple[str, bytes]:
-    doc = cloudevents.gateway_status(site, "gw-1", online, int(t), "0.9.0", devices)
+def _status(site: str, online: bool, t: float, devices: int,
+            counts: dict[str, int] | None = None) -> tuple[str, bytes]:  # fmt: skip
+    doc = cloudevents.gateway_status(site, "gw-1", online, int(t), "0.9.0", devices, counts)
     return cloudevents.topic_gateway_status(site, "gw-1"), json.dumps(doc).encode()
 
 
@@ -145,7 +146,11 @@ def seed_city(store: Any) -> tuple[str, str]:
                 msgs.append(_event(site, device, inst, seq, kind, start + 40 * seq, lel))
             valve = "closed" if steps and steps[-1][0] != "reset" else "open"
             msgs.append(_state(site, device, inst, online, seen, valve))
-        msgs.append(_status(site, online, seen, len(names) if online else 0))
+        # an online gateway's counts (one with a backlog, some with a refused frame or two);
+        # an offline one's last will carries none
+        counts = {"outbox": 1842 if n == 3 else 0, "refused": 2 if n % 4 == 1 else 0,
+                  "dead_letters": 0} if online else None  # fmt: skip
+        msgs.append(_status(site, online, seen, len(names) if online else 0, counts))
     store.write([boundary.check(topic, raw) for topic, raw in msgs])
     compliance.evaluate(store, now)
     at = spell(now)

@@ -23,7 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import audit, compliance, hazards, incidents, registry, views
+from gasguard.protocol import cloudevents
+
+from . import audit, boundary, compliance, hazards, incidents, registry, views
 from .boundary import Message
 from .web import accounts
 
@@ -55,7 +57,8 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_device ON incidents (site, device, ordinal);
 CREATE TABLE IF NOT EXISTS gateways (
     site TEXT NOT NULL, gateway TEXT NOT NULL, online INTEGER NOT NULL, version TEXT,
-    devices_online INTEGER, status_time TEXT NOT NULL, updated_at TEXT NOT NULL,
+    devices_online BIGINT, status_time TEXT NOT NULL, updated_at TEXT NOT NULL,
+    outbox BIGINT, refused BIGINT, dead_letters BIGINT, last_seen TEXT,
     PRIMARY KEY (site, gateway));
 CREATE TABLE IF NOT EXISTS dead_letters (
     id TEXT NOT NULL, site TEXT NOT NULL, gateway TEXT NOT NULL, device TEXT NOT NULL,
@@ -64,7 +67,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS rejected (
     topic TEXT NOT NULL, digest TEXT NOT NULL, reason TEXT NOT NULL, bytes INTEGER NOT NULL,
     excerpt TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL,
-    times BIGINT NOT NULL, worker INTEGER NOT NULL, PRIMARY KEY (topic, digest));
+    times BIGINT NOT NULL, worker INTEGER NOT NULL, site TEXT, PRIMARY KEY (topic, digest));
+CREATE INDEX IF NOT EXISTS rejected_site ON rejected (site);
 """
 TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
@@ -360,11 +364,12 @@ class Store:
                           "keeps (%d): counted here, not kept" % REJECTED_ROWS, b"")  # fmt: skip
             excerpt, digest = "", "overflow"
         self.x(
-            "INSERT INTO rejected AS r VALUES (?,?,?,?,?,?,?,1,?) ON CONFLICT (topic, digest) "
+            "INSERT INTO rejected AS r (topic, digest, reason, bytes, excerpt, first_at, last_at, "
+            "times, worker, site) VALUES (?,?,?,?,?,?,?,1,?,?) ON CONFLICT (topic, digest) "
             "DO UPDATE SET times = r.times + 1, last_at = excluded.last_at, "
             "reason = excluded.reason, worker = excluded.worker",
             (_text(r.topic[:300]), digest, _text(r.reason[:300]), len(r.raw), _text(excerpt),
-             at, at, worker),
+             at, at, worker, boundary.topic_site(r.topic)),
         )  # fmt: skip
         return 1  # at most one row more (another worker's concurrent batch may add its own)
 
@@ -399,15 +404,28 @@ class Store:
 
     def _gateway(self, m: Message, at: str) -> None:
         """In arrival order, not by time: a last will carries the time its gateway connected,
-        older than the online status it published after; it must still win when it comes."""
-        d = m.payload["data"]
+        older than the online status it published after; it must still win when it comes.
+        An online status's counts replace the row's (absent: an older gateway, unknown); an
+        offline one keeps those it does not carry (the will has none: the last ones known are
+        what the gateway left behind). last_seen: the newest status time, never going back
+        (a replayed retained status, a will's older time), unknown for a time in the future."""
+        p, d = m.payload, m.payload["data"]
+        online = int(d["status"] == "online")
+        keep = ", ".join(
+            "%s = CASE WHEN excluded.online = 1 THEN excluded.%s ELSE COALESCE(excluded.%s, g.%s) "
+            "END" % (c, c, c, c) for c in cloudevents.STATUS_FIGURES
+        )
         self.x(
-            "INSERT INTO gateways VALUES (?,?,?,?,?,?,?) ON CONFLICT (site, gateway) DO UPDATE "
+            "INSERT INTO gateways AS g (site, gateway, online, version, devices_online, "
+            "status_time, updated_at, outbox, refused, dead_letters, last_seen) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (site, gateway) DO UPDATE "
             "SET online = excluded.online, version = excluded.version, "
             "devices_online = excluded.devices_online, status_time = excluded.status_time, "
-            "updated_at = excluded.updated_at",
-            (m.site, m.subject, int(d["status"] == "online"), d["version"], d["devices_online"],
-             m.payload["time"], at),
+            "updated_at = excluded.updated_at, %s, last_seen = CASE WHEN g.last_seen IS NULL "
+            "OR g.last_seen < excluded.last_seen THEN excluded.last_seen ELSE g.last_seen END"
+            % keep,
+            (m.site, m.subject, online, d["version"], d["devices_online"], p["time"] or at, at,
+             *(d.get(c) for c in cloudevents.STATUS_FIGURES), p["time"]),
         )  # fmt: skip
 
     def _touch_devices(

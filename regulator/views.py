@@ -331,10 +331,9 @@ def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[
             (name,),
         )
         gateways = store.rows(
-            "SELECT gateway, online, version, devices_online, status_time FROM gateways "
-            "WHERE site = ? ORDER BY gateway",
-            (name,),
+            "SELECT %s FROM gateways WHERE site = ? ORDER BY gateway" % GATEWAY_FIELDS, (name,)
         )
+        _gateway_figures(store, gateways)
         unit = None
         if "units" in have:
             got = store.rows("SELECT * FROM units WHERE site = ?", (name,))
@@ -352,8 +351,20 @@ def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[
     }
 
 
+GATEWAY_FIELDS = (
+    "site, gateway, online, version, devices_online, outbox, refused, dead_letters, last_seen, "
+    "status_time, updated_at"
+)
+
+
 def gateways(store: Store, f: Filters, online: str, limit: int) -> dict[str, Any]:
-    """online: all, online or offline (f's own state is about incidents)."""
+    """online: all, online or offline (f's own state is about incidents). Trouble first:
+    offline, then the deepest outbox (an older gateway's unknown depth last). Each gateway
+    with what the regulator holds from it: `dead_letters_stored` (its rows in dead_letters),
+    `rejected` and `rejected_messages` (distinct messages in `rejected` on its site's topics,
+    and how often they came), and `last_seen`: the newer of its last status's time and the
+    last time any board of its site was heard (the boards' state and events come through
+    it: a quiet gateway publishes no status while its counts stand still)."""
     where, params = f.where(has_registry(store, tables(store)))
     if online not in GATEWAY_STATES:
         raise ValueError("state: %s" % ", ".join(GATEWAY_STATES))
@@ -363,14 +374,45 @@ def gateways(store: Store, f: Filters, online: str, limit: int) -> dict[str, Any
     with snapshot_of(store):
         total = store.x("SELECT count(*) FROM gateways WHERE 1=1" + where, params).fetchone()[0]
         rows = store.rows(
-            "SELECT site, gateway, online, version, devices_online, status_time, updated_at "
-            "FROM gateways WHERE 1=1%s ORDER BY online, status_time, site, gateway LIMIT ?"
-            % where,
+            "SELECT %s FROM gateways WHERE 1=1%s ORDER BY online, COALESCE(outbox, -1) DESC, "
+            "status_time, site, gateway LIMIT ?" % (GATEWAY_FIELDS, where),
             [*params, limit],
         )
+        _gateway_figures(store, rows)
+    return {"total": total, "gateways": rows}
+
+
+def _gateway_figures(store: Store, rows: list[dict[str, Any]]) -> None:
+    """The regulator's own counts for the listed gateways, a query each for all of them (the
+    primary keys and rejected's site index serve them)."""
+    sites = sorted({r["site"] for r in rows})
+    dead: dict[tuple[str, str], int] = {}
+    refused: dict[str, tuple[int, int, str | None]] = {}
+    heard: dict[str, str | None] = {}
+    if sites:
+        in_sites, p = store.in_list(sites)
+        for site, gw, n in store.x(
+            "SELECT site, gateway, count(*) FROM dead_letters WHERE site IN %s "
+            "GROUP BY site, gateway" % in_sites, (p,)
+        ).fetchall():
+            dead[(site, gw)] = n
+        for site, n, times, last in store.x(
+            "SELECT site, count(*), CAST(sum(times) AS BIGINT), max(last_at) FROM rejected "
+            "WHERE site IN %s GROUP BY site" % in_sites, (p,)
+        ).fetchall():
+            refused[site] = (n, times, last)
+        heard = dict(store.x(
+            "SELECT site, max(last_seen) FROM devices WHERE site IN %s GROUP BY site" % in_sites,
+            (p,),
+        ).fetchall())  # fmt: skip
     for r in rows:
         r["online"] = bool(r["online"])
-    return {"total": total, "gateways": rows}
+        r["dead_letters_stored"] = dead.get((r["site"], r["gateway"]), 0)
+        n, times, last = refused.get(r["site"], (0, 0, None))
+        r["rejected"], r["rejected_messages"], r["rejected_last"] = n, times, last
+        r["status_last_seen"] = r["last_seen"]  # from its statuses alone
+        r["last_seen"] = max((t for t in (r["last_seen"], heard.get(r["site"])) if t),
+                             default=None)  # fmt: skip
 
 
 def rejected(store: Store, limit: int) -> dict[str, Any]:

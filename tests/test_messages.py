@@ -154,6 +154,18 @@ def test_state_and_gateway_status_validate():
     STATE.validate(cloudevents.device_state("s", "kitchen-1", state, 1764000000))
     for online in (True, False):
         GATEWAY.validate(cloudevents.gateway_status("s", "gw-1", online, 1764000000, "0.1.0", 2))
+    counts = {"outbox": 7, "refused": 2, "dead_letters": 1}
+    ce = cloudevents.gateway_status("s", "gw-1", True, 1764000000, "0.1.0", 2, counts)
+    GATEWAY.validate(ce)
+    assert {k: ce["data"][k] for k in counts} == counts
+    # a count past the schema's bound is sent as the bound ("at least"), never refused
+    huge = cloudevents.gateway_status("s", "gw-1", True, 1764000000, "0.1.0", 2**40,
+                                      {"outbox": 2**40})  # fmt: skip
+    GATEWAY.validate(huge)
+    assert huge["data"]["outbox"] == huge["data"]["devices_online"] == cloudevents.COUNT_MAX
+    for bad in (-1, 2**32, 1.5, "7", None, True):
+        with pytest.raises(jsonschema.ValidationError):
+            GATEWAY.validate({**ce, "data": {**ce["data"], "outbox": bad}})
 
 
 def test_schemas_reject_what_a_regulator_must_not_receive():

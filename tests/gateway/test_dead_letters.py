@@ -33,7 +33,9 @@ def test_an_event_the_schema_refuses_is_acked_kept_and_dead_lettered(
         return real(payload)
 
     monkeypatch.setattr(events.schemas, "check", strict)
-    cfg = gwconfig.load(write_config(tmp_path, KEYS, mosquitto.url, site="site-9"))
+    cfg = gwconfig.load(
+        write_config(tmp_path, KEYS, mosquitto.url, site="site-9", status_every_s=1)
+    )
     dev = SynDevice("kitchen-1", KEYS["kitchen-1"])
 
     async def scenario():
@@ -54,6 +56,9 @@ def test_an_event_the_schema_refuses_is_acked_kept_and_dead_lettered(
                 await col.wait(lambda: any(t.endswith("/rejected") for t, _, _ in col.messages))
                 await col.wait(lambda: any(p["type"] == "gasguard.alarm.clear"
                                            for p in col.events()))  # fmt: skip
+                # the retained status counts it, at its next look (once a second here)
+                await col.wait(lambda: any(t.endswith("/status") and p["data"]["dead_letters"]
+                                           for t, p, _ in col.messages), 5)  # fmt: skip
                 w.close()
                 return eid, col.messages, gw.status()
         finally:
@@ -70,3 +75,5 @@ def test_an_event_the_schema_refuses_is_acked_kept_and_dead_lettered(
     assert letter["id"] == cloudevents.event_id("kitchen-1", dev.inst, *eid) + ":rejected"
     assert dev.unacked == {}  # the board moved on
     assert st["frames"]["rejected"] == 1 and st["outbox"]["depth"] == 0
+    assert st["events"]["dead_letters"] == 1
+    assert [p for t, p, _ in msgs if t.endswith("/status")][-1]["data"]["dead_letters"] == 1

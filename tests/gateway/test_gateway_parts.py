@@ -67,6 +67,8 @@ def test_a_good_config_loads_and_hides_its_secrets(tmp_path, monkeypatch):
         (('id = "gw-1"', 'id = "gw-1"\ncolour = "red"'), "gateway.colour", "unknown setting"),
         (('url = "mqtt://127.0.0.1:1883"', 'url = "mqtts://b.example"\ncert_file = "nope.pem"'),
          "mqtt.cert_file", "no such file"),
+        (('url = "mqtt://127.0.0.1:1883"', 'url = "mqtt://127.0.0.1:1883"\nstatus_every_s = 0.5'),
+         "mqtt.status_every_s", "must be 1..3600"),
     ],
 )  # fmt: skip
 def test_bad_configs_are_refused_with_the_field_and_the_reason(tmp_path, change, field, reason):

@@ -46,7 +46,8 @@ def build_city(db: str, sites: int = 500, alarms: int = 300, low: int = 0, close
                 [v for r in chunk for v in r],
             )
         for g in gws:
-            store.x("INSERT INTO gateways VALUES (?,?,?,?,?,?,?)", g)
+            store.x("INSERT INTO gateways (site, gateway, online, version, devices_online, "
+                    "status_time, updated_at) VALUES (?,?,?,?,?,?,?)", g)  # fmt: skip
     events = []
     for n in range(alarms):
         events.append(board_event(site_name(n), "dev-00", "alarm.high", 1, 1, lel=60.0 + n % 30,

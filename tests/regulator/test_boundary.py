@@ -191,3 +191,49 @@ def test_a_board_clock_not_yet_set_takes_the_gateways_time():
     m = boundary.check("gasguard/v1/site-1/kitchen-1/events", json.dumps(ce).encode(), now=now)
     assert m.payload["time"] == boundary.canonical_time(cloudevents.rfc3339(now - 2), "t")
     assert m.payload["data"]["device_time"].startswith("2000-01-01")  # the claim, kept
+
+
+def _status(online: bool = True, t: float = 1_760_000_000.0, devices: int = 3,
+            **counts) -> tuple[str, dict]:  # fmt: skip
+    ce = cloudevents.gateway_status("site-1", "gw-1", online, t, "0.9.0", devices, counts)
+    return cloudevents.topic_gateway_status("site-1", "gw-1"), ce
+
+
+def test_a_gateway_status_with_its_counts_or_without_them_passes():
+    """An older gateway's status has no counts; a newer one's carries them as integers."""
+    now = 1_760_000_100.0
+    topic, old = _status()
+    assert "outbox" not in boundary.check(topic, json.dumps(old).encode(), now=now).payload["data"]
+    topic, new = _status(outbox=2**32 - 1, refused=0, dead_letters=7)
+    d = boundary.check(topic, json.dumps(new).encode(), now=now).payload["data"]
+    assert (d["outbox"], d["refused"], d["dead_letters"]) == (2**32 - 1, 0, 7)
+
+
+@pytest.mark.parametrize("field", ["outbox", "refused", "dead_letters", "devices_online"])
+@pytest.mark.parametrize(
+    "value", [-1, 2**32, 10**30, 1.5, 7.0, 1e300, "7", None, True, [7], {"n": 7}]
+)
+def test_hostile_gateway_counts_are_refused_naming_the_field(field, value):
+    """Negative, past the bound, fractional or integral floats, strings, null, booleans and
+    containers: each a refusal into `rejected`, never a crash nor a float in a BIGINT."""
+    topic, ce = _status(outbox=1, refused=1, dead_letters=1)
+    ce["data"][field] = value
+    assert field in _refused(topic, json.dumps(ce))
+
+
+def test_a_gateway_status_from_the_future_says_nothing_of_when_it_was_seen():
+    """Retained like a device's state, so sent again at every ingest restart: a time ahead of
+    the ingest's clock becomes unknown, or each restart would make a dead gateway look heard."""
+    now = 1_760_000_000.0
+    topic, ce = _status(t=now + 3600, outbox=4)
+    assert boundary.check(topic, json.dumps(ce).encode(), now=now).payload["time"] is None
+    topic, ce = _status(t=now - 60)
+    assert boundary.check(topic, json.dumps(ce).encode(), now=now).payload["time"] is not None
+
+
+def test_the_site_of_a_refused_messages_topic():
+    assert boundary.topic_site("gasguard/v1/site-1/gateway/gw-1/status") == "site-1"
+    assert boundary.topic_site("gasguard/v1/site-1/kitchen-1/events") == "site-1"
+    for topic in ("gasguard/v1/site-1", "gasguard/v2/site-1/x/events", "gasguard/v1/a b/x/y",
+                  "gasguard/v1/%s/x/events" % ("s" * 33), "(overflow)"):  # fmt: skip
+        assert boundary.topic_site(topic) is None

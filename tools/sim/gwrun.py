@@ -24,6 +24,7 @@ def write_config(
     protocol: str = "5",
     window: int = 64,
     extra: str = "",
+    status_every_s: float | None = None,
 ) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "keys.toml").write_text(
@@ -50,6 +51,7 @@ def write_config(
         'url = "%s"' % broker_url,
         'protocol = "%s"' % protocol,
         "window = %d" % window,
+        "" if status_every_s is None else "status_every_s = %s" % status_every_s,
         "",
         "[status]",
         'listen = "127.0.0.1:%d"' % free_port(),
