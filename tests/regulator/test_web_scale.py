@@ -32,7 +32,7 @@ def city(request, tmp_path_factory):
     if request.param == "sqlite":
         url = str(tmp_path_factory.mktemp("city") / "city.db")
     else:
-        url = request.getfixturevalue("postgres").create_database("city_%d" % os.getpid())
+        url = request.getfixturevalue("postgres").create_database("scale_%d" % os.getpid())
     store = open_store(url, create=True)
     try:
         seeded = city_rows.seed(store, UNITS)

@@ -53,6 +53,13 @@ def bulk(store: Any, table: str, cols: tuple[str, ...], rows: Iterable[tuple]) -
                              rows)  # fmt: skip
 
 
+def place_of(u: int) -> tuple[float, float]:
+    """A unit's latitude and longitude: spread over central Shanghai (about 40 × 40 km), so the
+    map draws and clusters the whole city."""
+    lat = 31.05 + (u * 7919 % 10007) / 10007 * 0.36
+    return lat, 121.25 + (u * 104729 % 10009) / 10009 * 0.42
+
+
 def seed(store: Any, units: int, now: datetime.datetime | None = None) -> dict[str, int]:
     """The city into an empty regulator store (its tables made); returns what it wrote."""
     from gasguard.regulator.web import accounts
@@ -98,13 +105,18 @@ def seed(store: Any, units: int, now: datetime.datetime | None = None) -> dict[s
         since = ago(60 * 24 * (u % 12))
         due = spell(datetime.datetime.fromisoformat(since.replace("Z", "+00:00"))
                     + datetime.timedelta(days=7))  # fmt: skip
-        hazards.append((n, "finding:%s::not_working" % site_of(u), site_of(u), "", "not_working",
+        hazards.append((n, "finding:%s//not_working" % site_of(u), site_of(u), "", "not_working",
                         "normal", "offline since %s" % since, "open", due, since, None, None))
     with store.transaction():
         bulk(store, "nodes", ("id", "parent", "level", "name"), nodes)
-        bulk(store, "units", ("site", "name", "address", "gas", "responsible", "phone", "node"),
+        bulk(store, "units", ("site", "name", "address", "gas", "responsible", "phone", "node",
+                              "lat", "lon"),
              ((site_of(u), "饭店%d" % u, "路%d号" % u, "ng", "张%d" % u,
-               "021-5555%04d" % (u % 9999), node_path(*grid_of(u))) for u in range(units)))
+               "021-5555%04d" % (u % 9999), node_path(*grid_of(u)), *place_of(u))
+              for u in range(units)))  # fmt: skip
+        bulk(store, "findings", ("site", "subject", "kind", "detail", "since", "cleared_at"),
+             ((site_of(u), "", "not_working", "offline", ago(60 * 24 * (u % 12)), None)
+              for u in findings))  # fmt: skip
         bulk(store, "devices", ("site", "device", "online", "online_time", "last_seen", "fw",
                                 "valve", "alarm", "state_time"),
              ((site_of(u), "%s-d%d" % (site_of(u), k), 0 if (2 * u + k) % 50 == 0 else 1,
