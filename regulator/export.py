@@ -15,6 +15,7 @@ import datetime
 import os
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,10 @@ def format_rows(store: Any, rows: list[dict[str, Any]], zone: Any = None) -> lis
 
 
 def risky(cell: str) -> bool:
-    return cell.startswith(RISKY)
+    """Starts a formula, or would once a spreadsheet trims its leading spaces and line breaks
+    or reads a full-width ＝ as =."""
+    head = unicodedata.normalize("NFKC", cell[:64]).lstrip(" \n\u3000\xa0")
+    return cell.startswith(RISKY) or head.startswith(RISKY)
 
 
 def write_csv(path: Path, rows: Iterable[list[str]]) -> None:

@@ -98,6 +98,12 @@ def _one_key_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _flat(kind: str, polygons: list) -> list:
+    """The polygons with every position as [lon, lat]: the checked members alone."""
+    flat = [[[[p[0], p[1]] for p in ring] for ring in polygon] for polygon in polygons]
+    return flat[0] if kind == "Polygon" else flat
+
+
 def _polygons(geometry: dict[str, Any]) -> list:
     c = geometry["coordinates"]
     return [c] if geometry["type"] == "Polygon" else c
@@ -141,10 +147,14 @@ def parse(raw: bytes) -> Boundaries:
                     raise BadGeoJSON("%s: not closed (its last position must be its first)"
                                      % where)  # fmt: skip
         props = feature.get("properties") or {}
+        geometry = feature["geometry"]
         kept.append({
             "type": "Feature",
             "properties": {k: props[k] for k in ("node", "name") if k in props},
-            "geometry": feature["geometry"],
+            # rebuilt from what was checked: an altitude (1e999 is inf, which JSON cannot
+            # send on) and any other member of the file's geometry stay behind
+            "geometry": {"type": geometry["type"],
+                         "coordinates": _flat(geometry["type"], _polygons(geometry))},
         })  # fmt: skip
     return Boundaries(tuple(kept))
 

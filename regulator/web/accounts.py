@@ -69,6 +69,13 @@ def add(store: Any, name: str, role: str, node: str, password: str, by: str, at:
                              "registry first)" % node)  # fmt: skip
         if get(store, name) is not None:
             raise ValueError("--name %s: an account of that name exists" % name)
+        from .throttle import name_key
+
+        twin = [r[0] for r in store.x("SELECT name FROM users").fetchall()
+                if name_key(r[0]) == name_key(name)]  # fmt: skip
+        if twin:  # the login throttle and the device cookie count names as one: so must we
+            raise ValueError("--name %s: too like the account %s (they differ only in case or "
+                             "width)" % (name, twin[0]))  # fmt: skip
         store.x("INSERT INTO users VALUES (?, ?, ?, ?, ?, NULL)", (name, role, node, digest, at))
         audit.record(store, at, by, "user.add", "user:" + name, None, public(get(store, name)))
 

@@ -230,7 +230,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         if device is None:  # this browser may log in to this account while it is under attack
             done.set_cookie(throttle.DEVICE_COOKIE, throttle.device_cookie(secret, name),
                             max_age=int(throttle.DEVICE_AGE.total_seconds()), httponly=True,
-                            samesite="strict", secure=secure_cookies)  # fmt: skip
+                            samesite="lax", secure=secure_cookies)  # fmt: skip
         return done
 
     async def logout(request: Any) -> Response:
@@ -358,17 +358,19 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     def deadline_utc(text: str) -> str | None:
         if not text.strip():
             return None
+        from ..audit import spell
+
         try:
             t = datetime.datetime.fromisoformat(text.strip())
-        except ValueError:
+            if not 2000 <= t.year <= 2100:  # 0202 for 2026: stored, it would not read back
+                raise ValueError(t.year)
+            if t.tzinfo is None:
+                t = t.replace(tzinfo=tz)  # what the person sees on the wall, in the zone
+            return spell(t)
+        except (ValueError, OverflowError):  # 9999-12-31T23:59-10:00 overflows into UTC
             raise hazards.WorkflowError(
                 "deadline: a date and time, e.g. 2026-12-01T18:00"
             ) from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=tz)  # what the person sees on the wall, in the console's zone
-        from ..audit import spell
-
-        return spell(t)
 
     async def hazard_action(request: Any) -> Response:
         me = request.scope[USER_KEY]
@@ -381,6 +383,8 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             return form
         action = request.path_params["action"]
         hid = request.path_params["id"]
+        if hid >= 2**31:  # no hazard has such a number (SQLite would overflow reading it)
+            return render(request, "error.html", 404, message="no such hazard")
 
         def move() -> None:
             from ..opening import actor, note
@@ -461,7 +465,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             SessionMiddleware,
             secret_key=secret,
             session_cookie="gasguard_console",
-            same_site="strict",
+            same_site="lax",
             https_only=secure_cookies,  # --secure-cookies: the cookie's Secure flag
             max_age=12 * 3600,
         ),  # fmt: skip

@@ -46,5 +46,8 @@ def refusal(t: gettext.NullTranslations, msgid: str, params: dict[str, Any],
         shown["status"] = t.pgettext("hazard", shown["status"])
     for k, v in params.items():
         if (k == "deadline" or k.endswith("_at")) and isinstance(v, str):
-            shown[k] = local(v)
+            try:
+                shown[k] = local(v)
+            except (ValueError, OverflowError):  # shown as stored: a message must never fail
+                shown[k] = v
     return t.gettext(msgid) % shown
