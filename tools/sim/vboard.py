@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -55,7 +56,26 @@ def _field(cfg: object, *keys: str, default: object = None) -> object:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port below the kernel's ephemeral range. The board binds its panel at every
+    boot, long after the port is chosen: a port from the ephemeral range may meanwhile be the
+    local end of any outgoing connection on the machine (another test run's database or
+    broker client), and the board's bind fails (EADDRINUSE). Below that range only listeners
+    compete, and a random choice among thousands rarely meets another's."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # every port tried was taken: let the kernel pick one
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
