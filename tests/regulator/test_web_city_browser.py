@@ -7,13 +7,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import shutil
-import threading
-import time
 
 import pytest
 
 from gasguard.regulator import geo
-from gasguard.tools.sim.brokers import free_port
 
 from .map_fixture import (
     MARKUP_NAME,
@@ -37,24 +34,11 @@ COLORS = {"alarm": (0xD3, 0x2F, 0x2F), "offline": (0x75, 0x75, 0x75),
 
 @contextlib.contextmanager
 def console_at(db: str, **kw):
-    import uvicorn
-
+    from gasguard.regulator.web import serving
     from gasguard.regulator.web.app import create_console
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_console(db, **kw), host="127.0.0.1", port=port,
-                                           log_level="warning", timeout_graceful_shutdown=1))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the console did not start"
-        time.sleep(0.05)
-    try:
-        yield "http://127.0.0.1:%d" % port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving.in_thread(create_console(db, **kw)) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
