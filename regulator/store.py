@@ -25,11 +25,14 @@ from typing import Any
 
 from gasguard.protocol import cloudevents
 
-from . import audit, boundary, compliance, hazards, incidents, registry, views
+from . import acks, audit, boundary, compliance, hazards, incidents, registry, views
 from .boundary import Message
+from .notify import outbox
 from .web import accounts
 
-SCHEMA_MARK = "gasguard-regulator 2"  # in regulator_meta: this database is ours
+SCHEMA_MARK = "gasguard-regulator 3"  # in regulator_meta: this database is ours
+# 3: alarm to action (issue 25) and commissioning records (issue 26): tables added only; a
+# schema-2 database gains them at its next start (ADDED_IN_3)
 # 2: events, incidents and dead letters are unique per site and device (or gateway), not by id
 # alone: one site's publisher could otherwise take an id another site's board will send
 
@@ -73,7 +76,11 @@ CREATE INDEX IF NOT EXISTS rejected_site ON rejected (site);
 TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
+ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
+TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
+NEW_IN_3 = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ADDED_IN_3))
+PREVIOUS_MARK = "gasguard-regulator 2"
 DIALECT_DDL = [hazards.dialect_ddl, audit.dialect_ddl]  # sequences, triggers: each backend's own
 ROWS_PER_INSERT = 200  # rows in one multi-row INSERT (SQLite allows 32,766 parameters)
 EXCERPT_BYTES = 200  # what a rejected message keeps of itself: enough to recognise it
@@ -226,6 +233,9 @@ class Store:
                 "write into it" % ", ".join(sorted(tables)[:5])
             )
         mark = self._mark()
+        if mark == PREVIOUS_MARK and not (OUR_TABLES - NEW_IN_3) - tables:
+            self._add_tables()  # schema 3 only added tables: a whole schema-2 ledger gains them
+            tables, mark = self.table_names(), self._mark()
         if mark != SCHEMA_MARK:
             raise NotOurDatabase(
                 "--db: a regulator database of schema %r; this version reads and writes %r "
@@ -250,6 +260,14 @@ class Store:
                 "INSERT INTO regulator_meta VALUES ('schema', ?) ON CONFLICT (key) DO NOTHING",
                 (SCHEMA_MARK,),
             )
+
+    def _add_tables(self) -> None:
+        with self.transaction():
+            for stmt in ADDED_IN_3.split(";"):
+                if stmt.strip():
+                    self.x(stmt)
+            self.x("UPDATE regulator_meta SET value = ? WHERE key = 'schema' AND value = ?",
+                   (SCHEMA_MARK, PREVIOUS_MARK))
 
     def _mark(self) -> str | None:
         try:

@@ -257,7 +257,7 @@ META = "CREATE TABLE regulator_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
     ([META, "INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 1')",
       "CREATE TABLE events (id TEXT PRIMARY KEY)"], "schema 'gasguard-regulator 1'"),
     ([META, "INSERT INTO regulator_meta VALUES ('schema', 'gasguard-regulator 2')",
-      "CREATE TABLE events (id TEXT PRIMARY KEY)"], "without its tables"),
+      "CREATE TABLE events (id TEXT PRIMARY KEY)"], "schema 'gasguard-regulator 2'"),
     ([META, "CREATE TABLE payroll (name TEXT, pay INTEGER)"], "no regulator schema mark"),
     (["CREATE TABLE regulator_meta (key TEXT, value TEXT)", "CREATE TABLE payroll (n TEXT)"],
      "no regulator schema mark"),
@@ -312,3 +312,26 @@ def test_a_late_event_that_merges_two_incidents_flags_the_hazard_left_without_on
     flagged = [e for e in audit.entries(store) if e["action"] == "hazard.orphaned"]
     assert [e["target"] for e in flagged] == ["hazard:%d" % second]
     store.close()
+
+
+def test_a_whole_schema_2_ledger_gains_the_tables_of_schema_3_and_keeps_its_events(tmp_path):
+    """Schema 3 only added tables (alarm to action, commissioning records): a schema-2 ledger
+    with every table of its own opens, gains them, is marked 3 and keeps what it held."""
+    from gasguard.regulator import store as store_mod
+
+    path = str(tmp_path / "two.db")
+    s = store_in(path, [board_event(SITE, DEV, "alarm.high", 1, 10, lel=60.0)])
+    s.close()
+    db = sqlite3.connect(path)
+    for name in sorted(store_mod.NEW_IN_3):
+        db.execute("DROP TABLE %s" % name)
+    db.execute("UPDATE regulator_meta SET value = 'gasguard-regulator 2'")
+    db.commit()
+    db.close()
+    s = open_store(path)
+    try:
+        assert s.meta("schema") == store_mod.SCHEMA_MARK == "gasguard-regulator 3"
+        assert store_mod.NEW_IN_3 <= s.table_names()
+        assert s.x("SELECT COUNT(*) FROM events").fetchone()[0] == 1
+    finally:
+        s.close()
