@@ -251,8 +251,6 @@ def compute(store: Any, district: District, week: Week, as_of: datetime.datetime
 
 
 def _compute(store: Any, district: District, week: Week, as_of: datetime.datetime) -> Report:
-    start, end = week.start, week.end
-    s_start, s_end, s_as_of = audit.spell(start), audit.spell(end), audit.spell(as_of)
     rep = Report(district, week, as_of)
     nodes = {r["id"]: r for r in store.rows(
         _UNDER + "SELECT id, parent, level, name FROM nodes WHERE id IN (SELECT id FROM "
@@ -260,49 +258,18 @@ def _compute(store: Any, district: District, week: Week, as_of: datetime.datetim
     units = store.rows(
         _UNDER + "SELECT site, name, node FROM units WHERE node IN (SELECT id FROM under_node) "
         "ORDER BY site", (district.id,))  # fmt: skip
-    sites, param = store.in_list([u["site"] for u in units])
-    devices: dict[str, list[str]] = {u["site"]: [] for u in units}
-    for r in store.x("SELECT site, device FROM unit_devices WHERE site IN %s ORDER BY site, device"
-                     % sites, (param,)).fetchall():  # fmt: skip
-        devices[r[0]].append(r[1])
-
-    # what the ledger heard of each device: first heard, signals, last seen
-    first: dict[tuple[str, str], datetime.datetime] = {}
-    for r in store.x("SELECT site, device, MIN(time) FROM events WHERE site IN %s AND time < ? "
-                     "GROUP BY site, device" % sites, (param, s_end)).fetchall():  # fmt: skip
-        first[(r[0], r[1])] = _t(r[2])
-    signals: dict[tuple[str, str], list[tuple[datetime.datetime, bool]]] = {}
-    last_seen: dict[tuple[str, str], datetime.datetime | None] = {}
-    for r in store.x("SELECT site, device, online, online_time, last_seen FROM devices "
-                     "WHERE site IN %s" % sites, (param,)).fetchall():  # fmt: skip
-        key, seen = (r[0], r[1]), _t(r[4])
-        last_seen[key] = seen
-        if seen is not None and seen < end:
-            first[key] = min(first.get(key, seen), seen)
-        if r[2] is not None and r[3]:
-            signals.setdefault(key, []).append((_t(r[3]), bool(r[2])))
-    kinds = SIGNALS
-    for r in store.x(
-        "SELECT site, device, kind, time FROM events WHERE site IN %s AND kind IN (?, ?) "
-        "AND time < ? AND (time >= ? OR time = (SELECT MAX(e.time) FROM events e WHERE "
-        "e.site = events.site AND e.device = events.device AND e.kind IN (?, ?) AND e.time < ?))"
-        % sites, (param, *kinds, s_end, s_start, *kinds, s_start),
-    ).fetchall():  # fmt: skip
-        signals.setdefault((r[0], r[1]), []).append((_t(r[3]), r[2] == "device.online"))
-
+    sites = store.in_list([u["site"] for u in units])
+    devices = _devices(store, sites, week)
+    late, due = _overdue(store, sites, week, as_of)
     watched = offline = 0.0
     dev_watched = dev_offline = units_online = units_heard = 0
-    by_site: dict[str, dict[str, Any]] = {}
     for u in units:
-        street = _street(nodes, u["node"])
-        row = {"site": u["site"], "name": u["name"], "street": street,
-               "devices": len(devices[u["site"]]), "heard": 0, "online_at_end": 0,
-               "offline_s": 0.0, "watched_s": 0.0, "alarms": 0}  # fmt: skip
-        for dev in devices[u["site"]]:
-            key = (u["site"], dev)
-            got = offline_spans(first.get(key), signals.get(key, []), last_seen.get(key), start,
-                                end)
-            if got is None:
+        row = {"site": u["site"], "name": u["name"], "street": _street(nodes, u["node"]),
+               "devices": 0, "heard": 0, "online_at_end": 0, "offline_s": 0.0,
+               "watched_s": 0.0, "alarms": 0}  # fmt: skip
+        for got in devices.get(u["site"], []):
+            row["devices"] += 1
+            if got is None:  # registered, not heard before the week's end
                 continue
             row["heard"] += 1
             row["watched_s"] += got[0]
@@ -315,26 +282,81 @@ def _compute(store: Any, district: District, week: Week, as_of: datetime.datetim
         units_heard += 1 if row["heard"] else 0
         units_online += 1 if row["devices"] and row["online_at_end"] == row["devices"] else 0
         rep.units.append(row)
-        by_site[u["site"]] = row
+    responses, handlings = _alarms(store, sites, rep)
+    rep.streets = _streets(rep)
+    n, count = len(units), len(rep.alarms)
+    f = rep.figures
+    f["alarms"] = Figure("alarms", "count", count)
+    f["response"] = _duration("response", responses, count - len(responses))
+    f["handling"] = _duration("handling", handlings, count - len(handlings))
+    f["overdue_rate"] = _ratio("overdue_rate", late, due)
+    f["online_coverage"] = _ratio("online_coverage", units_online, n)
+    f["installation_coverage"] = _ratio("installation_coverage", units_heard, n)
+    f["offline_rate"] = Figure("offline_rate", "ratio", offline / watched if watched else None,
+                               round(offline), round(watched))  # fmt: skip
+    f["devices_offline"] = _ratio("devices_offline", dev_offline, dev_watched)
+    return rep
 
-    # the week's alarms, their first acknowledgement and their hazard's closing
+
+def _devices(store: Any, sites: tuple[str, Any], week: Week) -> dict[str, list[Any]]:
+    """site → offline_spans() of each registered device, from what the ledger heard of it:
+    first heard, the gateway's signals (the week's and the last before it), last seen."""
+    in_sites, param = sites
+    s_start, s_end = audit.spell(week.start), audit.spell(week.end)
+    first: dict[tuple[str, str], datetime.datetime] = {}
+    for r in store.x("SELECT site, device, MIN(time) FROM events WHERE site IN %s AND time < ? "
+                     "GROUP BY site, device" % in_sites, (param, s_end)).fetchall():  # fmt: skip
+        first[(r[0], r[1])] = _t(r[2])
+    signals: dict[tuple[str, str], list[tuple[datetime.datetime, bool]]] = {}
+    last_seen: dict[tuple[str, str], datetime.datetime | None] = {}
+    for r in store.x("SELECT site, device, online, online_time, last_seen FROM devices "
+                     "WHERE site IN %s" % in_sites, (param,)).fetchall():  # fmt: skip
+        key, seen = (r[0], r[1]), _t(r[4])
+        last_seen[key] = seen
+        if seen is not None and seen < week.end:
+            first[key] = min(first.get(key, seen), seen)
+        if r[2] is not None and r[3]:  # the last retained state (or signal) applied
+            signals.setdefault(key, []).append((_t(r[3]), bool(r[2])))
+    for r in store.x(  # the week's signals, and each device's last one before it
+        "SELECT site, device, kind, time FROM events WHERE site IN %s AND kind IN (?, ?) "
+        "AND time >= ? AND time < ? UNION ALL SELECT e.site, e.device, e.kind, e.time "
+        "FROM events e JOIN (SELECT site, device, MAX(time) AS t FROM events WHERE site IN %s "
+        "AND kind IN (?, ?) AND time < ? GROUP BY site, device) m ON e.site = m.site "
+        "AND e.device = m.device AND e.time = m.t WHERE e.kind IN (?, ?)" % (in_sites, in_sites),
+        (param, *SIGNALS, s_start, s_end, param, *SIGNALS, s_start, *SIGNALS),
+    ).fetchall():  # fmt: skip
+        signals.setdefault((r[0], r[1]), []).append((_t(r[3]), r[2] == "device.online"))
+    out: dict[str, list[Any]] = {}
+    for site, dev in store.x("SELECT site, device FROM unit_devices WHERE site IN %s "
+                             "ORDER BY site, device" % in_sites, (param,)).fetchall():  # fmt: skip
+        key = (site, dev)
+        out.setdefault(site, []).append(offline_spans(
+            first.get(key), signals.get(key, []), last_seen.get(key), week.start, week.end))
+    return out
+
+
+def _alarms(store: Any, sites: tuple[str, Any], rep: Report) -> tuple[list[float], list[float]]:
+    """The week's alarms into rep (rows, levels, per unit); their response and handling times."""
+    in_sites, param = sites
+    s_as_of = audit.spell(rep.as_of)
     incs = store.rows(
         "SELECT site, device, open_event, level, opened_at FROM incidents WHERE site IN %s "
         "AND opened_at >= ? AND opened_at < ? ORDER BY opened_at, site, device, open_event"
-        % sites, (param, s_start, s_end))  # fmt: skip
-    sources = [hazards.incident_source(i["site"], i["open_event"]) for i in incs]
-    src_sql, src_param = store.in_list(sources)
+        % in_sites, (param, audit.spell(rep.week.start), audit.spell(rep.week.end)))  # fmt: skip
+    src_sql, src_param = store.in_list(
+        [hazards.incident_source(i["site"], i["open_event"]) for i in incs])
     closed = {r[0]: r[1] for r in store.x(
         "SELECT source, closed_at FROM hazards WHERE source IN %s" % src_sql,
         (src_param,)).fetchall()}  # fmt: skip
+    by_site = {u["site"]: u for u in rep.units}
     responses, handlings = [], []
-    levels = {"low": 0, "high": 0}
+    rep.levels = {"low": 0, "high": 0}
     for i in incs:
         level = "high" if i["level"] == "high" else "low"
-        levels[level] += 1
+        rep.levels[level] += 1
         opened = _t(i["opened_at"])
         ack = acks.acknowledged(store, i["site"], i["device"], i["open_event"])
-        ack = ack if ack and ack <= s_as_of else None
+        ack = ack if ack and ack <= s_as_of else None  # after the report was made: not yet
         done = closed.get(hazards.incident_source(i["site"], i["open_event"]))
         done = done if done and done <= s_as_of else None
         response = None if ack is None else (_t(ack) - opened).total_seconds()
@@ -347,14 +369,22 @@ def _compute(store: Any, district: District, week: Week, as_of: datetime.datetim
                            "device": i["device"], "level": level, "opened_at": opened,
                            "acknowledged_at": _t(ack), "response_s": response,
                            "closed_at": _t(done), "handling_s": handling})  # fmt: skip
-    rep.levels = levels
+    return responses, handlings
 
-    # hazards due in the week: closed by their deadline or not
+
+def _overdue(store: Any, sites: tuple[str, Any], week: Week,
+             as_of: datetime.datetime) -> tuple[int, int]:  # fmt: skip
+    """(hazards not closed by their deadline, hazards due) among those due in the week."""
+    in_sites, param = sites
     due = store.x(
         "SELECT deadline, closed_at FROM hazards WHERE site IN %s AND deadline >= ? "
-        "AND deadline < ?" % sites, (param, s_start, s_end)).fetchall()  # fmt: skip
-    late = sum(1 for d, c in due if not c or c > s_as_of or c > d)
+        "AND deadline < ?" % in_sites, (param, audit.spell(week.start), audit.spell(week.end)),
+    ).fetchall()  # fmt: skip
+    s_as_of = audit.spell(as_of)
+    return sum(1 for d, c in due if not c or c > s_as_of or c > d), len(due)
 
+
+def _streets(rep: Report) -> list[dict[str, Any]]:
     streets: dict[str, dict[str, Any]] = {}
     for row in rep.units:
         s = streets.setdefault(row["street"], {"street": row["street"], "units": 0, "low": 0,
@@ -364,20 +394,7 @@ def _compute(store: Any, district: District, week: Week, as_of: datetime.datetim
         s = streets[a["street"]]
         s[a["level"]] += 1
         s["total"] += 1
-    rep.streets = sorted(streets.values(), key=lambda s: s["street"])
-
-    n = len(units)
-    f = rep.figures
-    f["alarms"] = Figure("alarms", "count", len(incs))
-    f["response"] = _duration("response", responses, len(incs) - len(responses))
-    f["handling"] = _duration("handling", handlings, len(incs) - len(handlings))
-    f["overdue_rate"] = _ratio("overdue_rate", late, len(due))
-    f["online_coverage"] = _ratio("online_coverage", units_online, n)
-    f["installation_coverage"] = _ratio("installation_coverage", units_heard, n)
-    f["offline_rate"] = Figure("offline_rate", "ratio", offline / watched if watched else None,
-                               round(offline), round(watched))  # fmt: skip
-    f["devices_offline"] = _ratio("devices_offline", dev_offline, dev_watched)
-    return rep
+    return sorted(streets.values(), key=lambda s: s["street"])
 
 
 def _street(nodes: dict[str, dict[str, Any]], node: str) -> str:

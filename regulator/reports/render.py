@@ -158,6 +158,8 @@ def write_xlsx(rep: Report, path: Path) -> None:
         append_safe(ws, [line["zh"], line["en"], line["text"], _cell(line["number"]),
                          _cell(line["num"]), _cell(line["den"]), _cell(line["n"]),
                          line["def_zh"], line["def_en"]])  # fmt: skip
+        if rep.figures[line["key"]].kind == "ratio" and line["number"] is not None:
+            ws.cell(row=ws.max_row, column=4).number_format = "0.0%"
     st = wb.create_sheet("街道 Streets")
     append_safe(st, ["街道 Street", "在册单位 Units", "低限报警 Low", "高限报警 High",
                      "报警合计 Alarms"])  # fmt: skip

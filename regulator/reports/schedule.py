@@ -9,8 +9,11 @@ query a district):
     store       an open regulator Store (writable)
     now         an aware datetime: the week just ended at now (Asia/Shanghai) is the one due
     recipients  [(channel, recipient), ...] from its own configuration, for every district
-    out_dir     the directory the PDF and XLSX go to (the deliverer attaches them from there)
+    out_dir     the directory the PDF and XLSX go to (made if missing; the deliverer attaches
+                them from there)
     returns     the outbox keys enqueued by this call (empty when nothing was due)
+    raises      tools/pdf.PdfError (no Chromium) or OSError: nothing of that district is
+                enqueued, and the next call tries it again
 
 Each message is idempotent by key = "report:" + JSON [district id, week, channel, recipient]
 (JSON: a ":" in a name cannot make two tuples one key); its body {title, text, attachments:
@@ -79,6 +82,7 @@ def enqueue_due(store: Any, now: datetime.datetime, recipients: list[tuple[str, 
                 printer: render.Printer | None = None) -> list[str]:  # fmt: skip
     """Make and enqueue what is due at now (see the module's docstring)."""
     out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
     pairs = list(dict.fromkeys((str(c), str(r)) for c, r in recipients))
     if not pairs:
         return []

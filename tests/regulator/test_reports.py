@@ -120,6 +120,20 @@ def test_week_bounds_and_iso_week_53():
             assert Week(y, n).start.utcoffset() == datetime.timedelta(hours=8)
 
 
+def test_week_53_from_the_ledger(store, tmp_path):
+    from .report_ledger import incident
+
+    with store.transaction():  # 2027-01-03 23:59:59.999 in Shanghai: the last of 2026-W53
+        incident(store, "s1", "d1", "i53", "low", "2027-01-03T15:59:59.999Z")
+        incident(store, "s1", "d1", "i1w", "low", "2027-01-03T16:00:00.000Z")  # 2027-W01
+    monday = datetime.datetime(2027, 1, 4, 1, 0, tzinfo=datetime.UTC)
+    district = figures.find_district(store, A)
+    rep = figures.compute(store, district, Week(2026, 53), monday)
+    assert [a["opened_at"].day for a in rep.alarms] == [3] and rep.levels["low"] == 1
+    keys = schedule.enqueue_due(store, monday, [("email", "x@y")], tmp_path, printer=fake_pdf)
+    assert len(keys) == 4 and all('"2026-W53"' in k for k in keys)
+
+
 def test_median_and_p90():
     assert figures.median_p90([]) == (None, None)
     assert figures.median_p90([5.0]) == (5.0, 5.0)
