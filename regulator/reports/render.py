@@ -80,6 +80,8 @@ def summary(rep: Report) -> list[dict[str, Any]]:
         zh, en, def_zh, def_en = f.names
         base = {"def_zh": def_zh, "def_en": def_en, "key": key, "num": f.num, "den": f.den,
                 "n": None}  # fmt: skip
+        if key == "offline_rate" and f.den:  # device-seconds, read as device-hours
+            base["num"], base["den"] = round(f.num / 3600, 2), round(f.den / 3600, 2)
         if f.kind == "count":
             lv = rep.levels
             text = "%d（高限 %d，低限 %d / high %d, low %d）" % (

@@ -68,7 +68,9 @@ def test_figures_of_a_known_week(store):
     assert by_site["s5"]["watched_s"] == 72 * H  # from when it was first heard
 
 
-def test_scope_never_another_districts_units(store):
+def test_scope_never_another_districts_units(store, tmp_path):
+    import openpyxl
+
     a, b = report(store, A), report(store, B)
     assert {u["site"] for u in a.units} == {"s1", "s2", "s3", "s4", "s5"}
     assert {u["site"] for u in b.units} == {"s8", "s9"}
@@ -79,6 +81,9 @@ def test_scope_never_another_districts_units(store):
     assert b.figures["offline_rate"].value == pytest.approx((160 + 48) / 336)
     assert (b.figures["online_coverage"].num, b.figures["online_coverage"].den) == (1, 2)
     assert "别区饭店" not in render.html(a)
+    book = openpyxl.load_workbook(render.write(a, tmp_path, printer=fake_pdf)[1])
+    cells = {str(c) for ws in book for row in ws.iter_rows(values_only=True) for c in row}
+    assert {"s1", "s5"} <= cells and not {"s8", "s9", "别区饭店", "d9"} & cells
 
 
 def test_no_units_and_no_alarms_say_no_data(store):
@@ -175,7 +180,9 @@ def test_xlsx_holds_the_figures(store, tmp_path):
     assert rows["Response time, median"][3] == 6.0  # minutes
     assert rows["Overdue rate"][3:6] == (0.6, 3, 5)
     assert rows["Online coverage"][2] == "40.0 % (2/5)"
-    assert rows["Offline (incl. unpowered) time"][3] == pytest.approx(0.0625)
+    assert rows["Offline (incl. unpowered) time"][3:6] == (pytest.approx(0.0625), 36, 576)
+    assert wb["概要 Summary"]["D12"].number_format == "0.0%"  # the overdue rate, a ratio
+    assert wb["概要 Summary"]["D8"].number_format != "0.0%"  # a time, in minutes
     alarms = list(wb["报警 Alarms"].iter_rows(min_row=2, values_only=True))
     assert [(a[0], a[7]) for a in alarms] == [("s1", 2.0), ("s1", 10.0), ("s2", "—")]
     empty = render.write(report(store, EMPTY), tmp_path, printer=fake_pdf)[1]
