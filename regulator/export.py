@@ -104,15 +104,21 @@ def write_xlsx(path: Path, rows: Iterable[list[str]]) -> None:
     ws = wb.active
     ws.title = "隐患台账"
     ws.append(HEADERS)
-    for n, row in enumerate(rows, 2):
-        ws.append(row)
-        for col, value in enumerate(row, 1):
-            if risky(value):
-                cell = ws.cell(row=n, column=col)
-                cell.data_type = "s"  # openpyxl took "=..." for a formula: it is text
-                cell.quotePrefix = True  # and Excel keeps it text when someone edits it
+    for row in rows:
+        append_safe(ws, row)
     ws.freeze_panes = "A2"
     wb.save(path)
+
+
+def append_safe(ws: Any, row: list[Any]) -> None:
+    """Append a row to an openpyxl sheet, every text a spreadsheet would run as a formula kept
+    as text (the weekly reports' sheets too)."""
+    ws.append(row)
+    for col, value in enumerate(row, 1):
+        if isinstance(value, str) and risky(value):
+            cell = ws.cell(row=ws.max_row, column=col)
+            cell.data_type = "s"  # openpyxl took "=..." for a formula: it is text
+            cell.quotePrefix = True  # and Excel keeps it text when someone edits it
 
 
 def export(url: str, out: Path, *, overdue: bool = False, force: bool = False) -> int:

@@ -66,6 +66,7 @@ def register(sub: Any) -> None:
     from gasguard.regulator.export import register_export
     from gasguard.regulator.hazards_cmd import register_hazards
     from gasguard.regulator.registry import register_import
+    from gasguard.regulator.reports.command import register_report
     from gasguard.regulator.web.accounts import register_user
     from gasguard.regulator.web.app import register_serve
     from gasguard.regulator.web.screenshots import register_screenshots
@@ -81,6 +82,7 @@ def register(sub: Any) -> None:
     register_hazards(rs)
     register_audit(rs)
     register_export(rs)
+    register_report(rs)
     register_watch(rs)
     register_api(rs)
     register_serve(rs)
