@@ -25,7 +25,19 @@ from typing import Any
 
 from gasguard.protocol import cloudevents
 
-from . import acks, audit, boundary, compliance, hazards, incidents, registry, views
+from . import (
+    acks,
+    audit,
+    boundary,
+    compliance,
+    hazards,
+    incidents,
+    photos,
+    registry,
+    triage,
+    views,
+    workorders,
+)
 from .boundary import Message
 from .notify import outbox
 from .web import accounts
@@ -77,6 +89,7 @@ TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
 ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
+ADDED_IN_3 += triage.TABLES + workorders.TABLES + photos.TABLES  # triage and work orders
 TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
 NEW_IN_3 = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ADDED_IN_3))
@@ -641,6 +654,16 @@ class SqliteStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if self.db.in_transaction:  # nested: a savepoint, as psycopg's nested transaction is
+            self.db.execute("SAVEPOINT nested")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK TO nested")
+                self.db.execute("RELEASE nested")
+                raise
+            self.db.execute("RELEASE nested")
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
