@@ -137,6 +137,19 @@ def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at
     return made
 
 
+def redispatch(store: Any, order: int, to: str, deadline: str | None, by: str, at: str,
+               note: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """An open work order to another person or by another deadline: it is reassigned and a new
+    one goes out (the hazard's dispatch again, with its checks). Returns the new one."""
+    note = text("note", note, RESULT_CHARS, required=False)
+    with store.transaction():
+        wo = get(store, order)
+        if wo["status"] not in OPEN:
+            raise OrderError("work order %(id)d is %(state)s: it cannot be %(step)s now",
+                             id=order, state=wo["status"], step="reassign")  # fmt: skip
+        return dispatch(store, wo["hazard"], to, deadline, by, at, kind=wo["kind"], note=note)
+
+
 def arrive(store: Any, order: int, by: str, at: str) -> dict[str, Any]:
     """The inspector is on site: `at` is the server's clock when they said so."""
     with store.transaction():

@@ -7,7 +7,7 @@ account's scope is "not found", whatever id is typed.
     GET  /workorders                       work orders in scope, open ones first
     GET  /workorders/{id}                  one work order: timeline, photos, re-inspection
     GET  /workorders/{id}/phone            the inspector's page: arrived, photos, result
-    POST /workorders/{id}/arrive|report|reinspect
+    POST /workorders/{id}/arrive|report|reinspect|redispatch
     POST /workorders/{id}/photos           multipart, up to photos.PER_POST images
     GET  /workorders/{id}/photos/{sha256}  a photo, from the ledger's hash only
 """
@@ -23,7 +23,7 @@ from .. import api, photos, triage, views, workorders
 from ..refusal import Refusal
 
 UPLOAD_MAX = photos.PER_POST * photos.MAX_BYTES + 64 * 1024  # the files and the form around them
-ACTIONS = ("arrive", "report", "reinspect")
+ACTIONS = ("arrive", "report", "reinspect", "redispatch")
 
 
 @dataclass
@@ -206,10 +206,14 @@ def routes(c: Console) -> list[Any]:
                 return workorders.arrive(store, n, user["name"], at)
             if action == "report":
                 return workorders.report(store, n, field(form, "result"), user["name"], at)
+            to = field(form, "to")
+            if action == "redispatch":  # another person or deadline: a new work order
+                return {"next": workorders.redispatch(
+                    store, n, actor("responsible", to), c.deadline_utc(field(form, "deadline")),
+                    user["name"], at, field(form, "note"))}  # fmt: skip
             outcome = field(form, "outcome")
             if outcome not in ("pass", "fail"):
                 raise workorders.OrderError("outcome: passed or failed")
-            to = field(form, "to")
             return workorders.reinspect(
                 store, n, outcome == "pass", field(form, "note"), user["name"], at,
                 to=actor("responsible", to) if to.strip() else None,
@@ -224,7 +228,8 @@ def routes(c: Console) -> list[Any]:
             refused(request, e)
         else:
             nxt = got.get("next")
-            request.session["flash"] = {"wo": action if not nxt else "failed", "id": n,
+            said = action if not nxt else ("failed" if action == "reinspect" else action)
+            request.session["flash"] = {"wo": said, "id": n,
                                         "next": nxt["id"] if nxt else 0}  # fmt: skip
             if nxt:
                 return RedirectResponse("/workorders/%d" % nxt["id"], 303)

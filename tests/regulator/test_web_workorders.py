@@ -182,6 +182,8 @@ def test_a_street_account_reaches_no_other_streets_alarm_work_order_or_photo(con
                  "/triage?site=site-0000&device=dev-00&event=" + EV0):  # fmt: skip
         assert tom.get(path).status_code == 404, path
     assert "site-0000" not in tom.get("/workorders").text
+    for n in ("9223372036854775808", "0", "-1"):  # past what the database holds, or none
+        assert alice.get("/workorders/%s" % n).status_code == 404
     assert tom.post("/triage", data=triage_form(tom, verdict="false")).status_code == 404
     for step in ("arrive", "report", "reinspect"):
         assert tom.post("/workorders/%d/%s" % (wo, step),
@@ -264,3 +266,57 @@ def test_the_result_needs_a_photo_and_a_failed_re_inspection_sends_a_new_order(c
     assert "复核不合格，已重新派发工单" in r.text and "李四" in r.text
     assert [r["status"] for r in q(db, "SELECT status FROM work_orders ORDER BY id")] == [
         "failed", "dispatched"]  # fmt: skip
+
+
+def test_every_refusal_of_triage_and_work_orders_is_in_the_chinese_catalog():
+    """What triage.py, workorders.py, photos.py and the pages raise reaches the flash: each
+    message id has a Chinese translation with the same named values, and each value the page
+    translates (a verdict, a work order's state, a step, a field) has one too."""
+    import ast
+    from pathlib import Path
+
+    from gasguard.regulator import photos, triage, workorders
+    from gasguard.regulator.web import i18n
+
+    t = i18n.translations("zh_CN")
+    root = Path(__file__).resolve().parents[2] / "regulator"
+    raised = []
+    for path in ("triage.py", "workorders.py", "photos.py", "web/workpages.py", "hazards.py"):
+        for node in ast.walk(ast.parse((root / path).read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr",
+                    None)) in ("OrderError", "TriageError", "PhotoError", "WorkflowError")
+                    and node.args and isinstance(node.args[0], ast.Constant)):  # fmt: skip
+                raised.append(node.args[0].value)
+    assert len(raised) >= 30
+    for msgid in raised:
+        said = t.gettext(msgid)
+        assert said != msgid and re.search(r"[\u4e00-\u9fff]", said), msgid
+        assert sorted(re.findall(r"%\((\w+)\)", said)) == sorted(
+            re.findall(r"%\((\w+)\)", msgid)), msgid  # fmt: skip
+    named = [("verdict", v) for v in triage.VERDICTS]
+    named += [("work order", s) for s in workorders.STATUSES]
+    named += [("work order kind", k) for k in workorders.KINDS]
+    named += [("step", s) for s in ("arrive", "report", "pass", "fail", "reassign")]
+    named += [("field", f) for f in ("reason", "result", "note", "responsible", "photo")]
+    for context, word in named:
+        assert re.search(r"[\u4e00-\u9fff]", t.pgettext(context, word)), (context, word)
+    assert photos.PER_POST <= photos.PER_ORDER
+
+
+def test_an_open_work_order_goes_to_someone_else_and_the_old_one_is_reassigned(console):
+    user, db, _ = console
+    alice, tom = user("alice"), user("tom")
+    wo = dispatched(alice)
+    r = alice.post("/workorders/%d/redispatch" % wo, data={"csrf": alice.token, "to": "",
+                                                           "deadline": ""})  # fmt: skip
+    assert "整改责任人" in r.text
+    assert tom.post("/workorders/%d/redispatch" % wo, data={
+        "csrf": tom.token, "to": "x"}).status_code == 404  # fmt: skip
+    r = alice.post("/workorders/%d/redispatch" % wo, data={
+        "csrf": alice.token, "to": "李四", "deadline": SOON + "T09:00"})  # fmt: skip
+    assert "已派发新工单，原工单已改派" in r.text and "李四" in r.text
+    assert [(o["status"], o["responsible"]) for o in q(
+        db, "SELECT status, responsible FROM work_orders ORDER BY id")] == [
+        ("reassigned", "王师傅"), ("dispatched", "李四")]  # fmt: skip
+    r = alice.post("/workorders/%d/redispatch" % wo, data={"csrf": alice.token, "to": "赵六"})
+    assert "现在不能改派" in r.text
