@@ -99,6 +99,7 @@ def test_triage_dispatch_phone_upload_result_and_re_inspection(browser, backend,
         phone.wait_for_selector(".flash:text('已记录到场时间')")
         assert "已到场" in phone.locator(".status").inner_text()
         file_input = phone.locator("#upload input[type=file]")
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # the upload form
         assert file_input.get_attribute("accept") == "image/*"
         assert file_input.get_attribute("capture") is not None
         file_input.set_input_files(str(photo))
