@@ -21,6 +21,7 @@ deadline.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from typing import Any
 
 from . import audit, hazards
@@ -157,9 +158,12 @@ def arrive(store: Any, order: int, by: str, at: str) -> dict[str, Any]:
                      {"status": "arrived", "arrived_at": at, "arrived_by": by}, by, at)
 
 
-def add_photos(store: Any, order: int, got: list[Any], by: str, at: str) -> int:
-    """Photos (photos.Photo, already checked and kept on disk) of the site, while the inspector
-    is there; at most photos.PER_ORDER a work order. Returns how many were new."""
+def add_photos(store: Any, order: int, got: list[Any], by: str, at: str,
+               keep: Callable[[], Any] | None = None) -> int:  # fmt: skip
+    """Photos (photos.Photo, already checked) of the site, while the inspector is there; at
+    most photos.PER_ORDER a work order. `keep` writes their files, once the work order has
+    taken them and before their rows commit: a refused upload leaves no file behind. Returns
+    how many were new."""
     from . import photos
 
     with store.transaction():
@@ -172,6 +176,8 @@ def add_photos(store: Any, order: int, got: list[Any], by: str, at: str) -> int:
         if have + len(got) > photos.PER_ORDER:
             raise OrderError("work order %(id)d: at most %(n)d photos", id=order,
                              n=photos.PER_ORDER)  # fmt: skip
+        if keep is not None:
+            keep()
         return sum(photos.attach(store, order, p, by, at) for p in got)
 
 

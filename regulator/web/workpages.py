@@ -265,13 +265,18 @@ def routes(c: Console) -> list[Any]:
                                         "--photo-dir)")  # fmt: skip
             if not files:
                 raise photos.PhotoError("photo: choose or take a photo first")
-            got = []
+            checked = []
             for f in files:  # the name and content type the browser sent are not used
                 data = f.file.read(photos.MAX_BYTES + 1)
-                p = photos.check(data)
-                photos.keep(c.photo_dir, data, p)
-                got.append(p)
-            return workorders.add_photos(store, n, got, user["name"], views.now())
+                checked.append((data, photos.check(data)))
+            root = c.photo_dir
+
+            def keep() -> None:
+                for data, p in checked:
+                    photos.keep(root, data, p)
+
+            return workorders.add_photos(store, n, [p for _, p in checked], user["name"],
+                                         views.now(), keep)  # fmt: skip
 
         try:
             added = await run_in_threadpool(act)

@@ -235,9 +235,13 @@ def test_an_upload_that_is_not_a_photo_is_refused_and_nothing_is_kept(console, f
 
 
 def test_too_many_or_too_large_uploads_are_refused_before_they_are_read(console):
-    user, db, _ = console
+    user, db, photo_dir = console
     alice = user("alice")
     wo = dispatched(alice)
+    r = alice.post("/workorders/%d/photos" % wo, data={"csrf": alice.token},
+                   files=[("photo", ("p.jpg", jpeg(), "image/jpeg"))])  # fmt: skip
+    assert "须在到场登记后于现场拍摄" in r.text  # not on site yet: refused, no file left
+    assert not photo_dir.exists() or not any(p.is_file() for p in photo_dir.rglob("*"))
     alice.post("/workorders/%d/arrive" % wo, data={"csrf": alice.token})
     five = [("photo", ("%d.jpg" % i, jpeg((10 + i, 10)), "image/jpeg")) for i in range(5)]
     r = alice.post("/workorders/%d/photos" % wo, data={"csrf": alice.token}, files=five)
