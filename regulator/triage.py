@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS alarm_triage (
     reason TEXT NOT NULL, by_user TEXT NOT NULL, at TEXT NOT NULL, hazard INTEGER NOT NULL,
     work_order INTEGER, PRIMARY KEY (site, device, open_event),
     CHECK (verdict IN ('real', 'false', 'test', 'fault')));
+CREATE INDEX IF NOT EXISTS alarm_triage_at ON alarm_triage (at);
 """
 VERDICTS = ("real", "false", "test", "fault")
 REASON_CHARS = 500

@@ -12,7 +12,7 @@ import threading
 import pytest
 from PIL import Image
 
-from gasguard.regulator import audit, hazards, photos, triage, workorders
+from gasguard.regulator import audit, hazards, photos, triage, views, workorders
 from gasguard.regulator.store import now, open_store
 
 from .web_fixture import SOON, build_console_db
@@ -57,7 +57,9 @@ def to_done(store, wo: int, by: str = "王师傅") -> None:
 
 def test_false_and_test_alarms_close_their_hazard_with_the_reason_and_stop_escalation(store):
     for n, verdict in ((0, "false"), (1, "test")):
+        seen = views.fingerprint(store)
         t = triage.triage(store, *alarm(n), verdict, "厨师误触\n已核实", "alice", now())
+        assert views.fingerprint(store) != seen  # the live pages hear of it
         h = hazard(store, n)
         assert t["verdict"] == verdict and t["work_order"] is None
         assert h["status"] == "closed" and h["closed_by"] == "alice"
