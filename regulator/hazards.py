@@ -7,7 +7,9 @@ responsible person and a deadline, and is closed by whoever checked it.
 
 A dispatched hazard may be dispatched again (another person, another deadline), and so may a
 rectified one whose check failed; a closed hazard is final. Every change is one transaction with
-its audit row (regulator/audit.py). sync() raises hazards idempotently: `source` is unique, so
+its audit row (regulator/audit.py). A hazard that has a work order (regulator/workorders.py)
+moves only through it (via_order); one closed at triage as a false or test alarm is dismissed
+(dismiss). sync() raises hazards idempotently: `source` is unique, so
 an incident or finding seen twice, or by two syncs at once, is one hazard.
 """
 

@@ -324,3 +324,24 @@ def test_an_open_work_order_goes_to_someone_else_and_the_old_one_is_reassigned(c
         ("reassigned", "王师傅"), ("dispatched", "李四")]  # fmt: skip
     r = alice.post("/workorders/%d/redispatch" % wo, data={"csrf": alice.token, "to": "赵六"})
     assert "现在不能改派" in r.text
+
+
+def test_a_photos_exif_is_kept_as_sent_but_its_time_is_never_believed(console):
+    user, db, photo_dir = console
+    alice = user("alice")
+    wo = dispatched(alice)
+    alice.post("/workorders/%d/arrive" % wo, data={"csrf": alice.token})
+    exif = Image.Exif()
+    exif[0x0132] = "2001:01:01 08:00:00"  # DateTime: a camera's clock, or anyone's claim
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(buf, "JPEG", exif=exif.tobytes())
+    sent = buf.getvalue()
+    r = alice.post("/workorders/%d/photos" % wo, data={"csrf": alice.token},
+                   files=[("photo", ("IMG_0001.JPG", sent, "application/octet-stream"))])
+    assert "照片已上传" in r.text
+    row = q(db, "SELECT sha256, uploaded_at, mime FROM work_order_photos")[0]
+    assert not row["uploaded_at"].startswith("2001") and row["mime"] == "image/jpeg"
+    assert (photo_dir / row["sha256"][:2] / row["sha256"]).read_bytes() == sent  # unstripped
+    assert "2001" not in alice.get("/workorders/%d" % wo).text
+    unit = alice.get("/units/site-0000").text
+    assert "真实泄漏" in unit and 'href="/workorders/%d"' % wo in unit
