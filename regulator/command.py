@@ -308,6 +308,7 @@ def _forget(cfg: Any, retired: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m gasguard.regulator ingest ...`, until `gasguard regulator` registers it."""
     from .compliance import register_compliance
+    from .installers import register_installer
     from .registry import register_import
 
     parser = argparse.ArgumentParser(prog="gasguard regulator")
@@ -315,5 +316,6 @@ def main(argv: list[str] | None = None) -> int:
     register_ingest(sub)
     register_import(sub)
     register_compliance(sub)
+    register_installer(sub)
     args = parser.parse_args(argv)
     return args.run(args)

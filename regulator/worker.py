@@ -39,6 +39,7 @@ EVENTS = "gasguard/v1/+/+/events"
 DEAD_LETTERS = "gasguard/v1/+/gateway/+/rejected"
 STATES = "gasguard/v1/+/+/state"
 GATEWAYS = "gasguard/v1/+/gateway/+/status"
+RECORDS = "gasguard/v1/+/+/commissioning"  # retained, like state: worker 0 reads them
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -64,7 +65,7 @@ class Config:
 
     def topics(self, index: int) -> list[str]:
         shared = ["$share/%s/%s" % (self.group, t) for t in (EVENTS, DEAD_LETTERS)]
-        return shared + ([STATES, GATEWAYS] if index == 0 and self.retained else [])
+        return shared + ([STATES, GATEWAYS, RECORDS] if index == 0 and self.retained else [])
 
 
 def classify(r: Received) -> boundary.Message | Rejection:
