@@ -78,8 +78,21 @@ def _record(cfg: Any, what: list[str], as_json: bool) -> int:
 
     if not what or what[0] not in ("add", "list") or len(what) != (2 if what[0] == "add" else 1):
         return fail(2, "usage: gasguard gateway record add FILE | record list --config FILE")
+    import os
+
     try:
         statedir.prepare(cfg.state_dir)
+        owner = os.stat(cfg.state_dir).st_uid
+        if what[0] == "add" and owner != os.geteuid():
+            # a file another user made here would stop the gateway's service account at start
+            import pwd
+
+            try:
+                name = pwd.getpwuid(owner).pw_name
+            except KeyError:
+                name = str(owner)
+            return fail(2, "run it as the gateway's user, who owns %s: sudo -u %s gasguard "
+                        "gateway record add ..." % (cfg.state_dir, name))  # fmt: skip
         records = Records(cfg.state_dir)
     except Exception as e:  # noqa: BLE001 - Fatal or sqlite3.Error: say it in one line
         return fail(2, "state directory %s: %s" % (cfg.state_dir, getattr(e, "message", e)))

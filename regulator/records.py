@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from typing import Any
 
 from gasguard.gateway import schemas
@@ -50,7 +51,11 @@ class Invalid(ValueError):
 
 
 def _s(v: Any, n: int = 200) -> str | None:
-    return v[:n] if isinstance(v, str) else None
+    """A string of the record for a column: what a database's text cannot hold (NUL for
+    PostgreSQL, lone surrogates for UTF-8) made visible rather than failing the batch."""
+    if not isinstance(v, str):
+        return None
+    return v[:n].replace("\x00", "\\0").encode("utf-8", "replace").decode("utf-8")
 
 
 def _get(r: Any, *path: str) -> Any:
@@ -98,7 +103,7 @@ def judge(store: Any, site: str, device: str, r: dict[str, Any]) -> tuple[str, d
     row = {
         "record_id": _s(r.get("record_id"), 64),
         "status": REFUSED if reason else ACCEPTED,
-        "reason": reason[:300] if reason else None,
+        "reason": _s(reason, 300),
         "key_id": _s(_get(r, "signature", "key_id"), 64),
         # who signed: the registry's name when the key is registered, else the record's claim
         "installer": inst["name"] if inst else _s(_get(r, "installer", "name"), 100),
@@ -119,9 +124,12 @@ def _check(store: Any, site: str, device: str, r: dict[str, Any]) -> None:
     except schemas.SchemaError as e:
         raise Invalid("schema: %s" % e) from None
     try:
-        boundary.calendar_time(r["finished_at"], "finished_at")
+        finished = boundary.calendar_time(r["finished_at"], "finished_at")
     except boundary.Refused as e:
         raise Invalid(str(e)) from None
+    if finished.timestamp() > time.time() + boundary.FUTURE_SLACK_S:
+        # the newest record counts: one dated ahead would hold its device for ever
+        raise Invalid("finished_at %s is in the future" % r["finished_at"])
     if (r["site"], r["device"]) != (site, device):
         raise Invalid("the record is for site %s, device %s, but came on the topic of site %s, "
                       "device %s" % (r["site"], r["device"], site, device))  # fmt: skip
@@ -165,7 +173,7 @@ def ingest(store: Any, m: boundary.Message, at: str) -> str:
             "judged_at, times, payload) VALUES (?,?,?,%s,?,?,1,?)"
             % (", ".join(COLS), ",".join("?" * len(COLS))),
             (m.site, m.subject, digest, *(row[c] for c in COLS), at, at,
-             json.dumps(r, ensure_ascii=False, default=repr).replace("\x00", "\\u0000")),
+             json.dumps(r, default=repr)),  # ASCII: NUL and lone surrogates escaped
         )  # fmt: skip
     elif old[0]["status"] == REFUSED and (row["status"], row["reason"]) != (
         old[0]["status"], old[0]["reason"]):  # fmt: skip
@@ -205,6 +213,7 @@ REASON_KINDS = (
     ("which no registered installer holds", "key not registered"),
     ("revoked at", "key revoked"),
     ("but came on the topic of", "not this device's record"),
+    ("is in the future", "dated in the future"),
     ("is registered to", "installer does not match"),
     ("but the record names the installer's key", "installer does not match"),
 )

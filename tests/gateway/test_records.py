@@ -6,6 +6,7 @@ are what the installer sees: exit 2 and one line naming why."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from gasguard.gateway import recordcheck
+from gasguard.gateway.status import render
 from gasguard.protocol import cloudevents
 from gasguard.protocol import record as rec
 from tests.commissioning import Installer, signed, unsigned
@@ -89,7 +91,9 @@ def test_a_record_added_on_the_site_box_reaches_its_retained_topic_and_a_newer_r
     assert len(r.stderr.strip().splitlines()) == 1
     time.sleep(2)  # a poll or two of the gateway: still the newer one
     assert retained(mosquitto.port, topic)["data"]["record"] == newer
-    assert gw.status()["records"]["held"] == ["kitchen-1"]
+    st = gw.status()
+    assert st["records"]["held"] == ["kitchen-1"]
+    assert "commissioning records for kitchen-1" in render(st)
 
 
 def test_a_record_added_while_the_broker_and_gateway_are_down_is_delivered_after_both_return(
@@ -159,6 +163,18 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
     assert json.loads(listed.stdout) == []  # nothing refused was kept
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
+def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
+                                                                     tmp_path):  # fmt: skip
+    cfg = gateways.config(mosquitto)
+    state = cfg.parent / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    os.chown(state, 65534, 65534)  # the gateway's service account, say
+    r = add(cfg, write(tmp_path, signed(SITE, "kitchen-1", Installer())))
+    assert r.returncode == 2 and "run it as the gateway's user" in r.stderr
+    assert not (state / "records.sqlite").exists()
+
+
 @pytest.mark.parametrize("bom", [False, True])
 def test_an_editor_written_record_with_a_bom_and_indentation_is_carried(tmp_path, bom):
     who = Installer()
@@ -166,3 +182,49 @@ def test_an_editor_written_record_with_a_bom_and_indentation_is_carried(tmp_path
     raw = json.dumps(good, ensure_ascii=False, indent=4).encode()
     c = recordcheck.check(b"\xef\xbb\xbf" + raw if bom else raw, SITE, {"kitchen-1"})
     assert c.digest == rec.digest(good) and c.key_id == who.key_id
+
+
+def test_a_record_the_broker_refuses_holds_up_no_alarm_and_goes_once_the_acl_is_mended(
+    gateways, tmp_path
+):
+    """An ACL without the commissioning topic (an operator's file from before issue 26): the
+    record is held and tried again, the board's alarms go meanwhile, and it goes when the ACL
+    is mended, without another `record add`."""
+    import asyncio
+    import signal
+
+    import aiomqtt
+
+    from gasguard.tools.sim.syndevice import SynDevice, run_tcp
+
+    from .conftest import KEYS, Collector, until
+    from .test_broker_refusals import EVERYTHING, acl_broker
+
+    broker, acl = acl_broker(tmp_path, "topic readwrite gasguard/v1/site-9/+/events\n"
+                             "topic readwrite gasguard/v1/site-9/+/state\n")  # fmt: skip
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
+    with broker:
+        cfg = gateways.config(broker, protocol="5")
+        gw = gateways.start(cfg)
+        record = signed(SITE, "kitchen-1", Installer())
+        assert add(cfg, write(tmp_path, record)).returncode == 0
+
+        async def scenario():
+            async with Collector(broker.port, aiomqtt.ProtocolVersion.V5) as col:
+                await until(lambda: topic in gw.status()["broker"]["refused_topics"], 10)
+                dev = SynDevice("kitchen-1", KEYS["kitchen-1"])
+                await run_tcp(dev, "127.0.0.1", gw.tcp_port, 3, kinds=("alarm.high",))
+                alarms = await until(lambda: sum(p["type"] == "gasguard.alarm.high"
+                                                 for p in col.events()) >= 3, 10)  # fmt: skip
+                held = gw.status()
+                acl.write_text(EVERYTHING)
+                broker.proc.send_signal(signal.SIGHUP)
+                went = await until(lambda: any(t == topic for t, _, _ in col.messages), 60)
+                return alarms, held, went, col
+
+        alarms, held, went, col = asyncio.run(scenario())
+    assert alarms, "the board's alarms waited behind the refused record"
+    assert topic in held["broker"]["refused_topics"] and held["records"]["published"] == 0
+    assert went, "the record never went after the ACL was mended"
+    (payload,) = {json.dumps(p) for t, p, _ in col.messages if t == topic}
+    assert json.loads(payload)["data"]["record"] == record

@@ -35,7 +35,7 @@ def envelope(record, site=SITE, device=DEV, gateway="gw-1") -> tuple[str, bytes]
     except rec.RecordError:
         digest = "0" * 64
     ce = cloudevents.commissioning(site, device, gateway, record, digest, 1764500000)
-    raw = json.dumps(ce, ensure_ascii=False).encode()
+    raw = json.dumps(ce).encode()  # ASCII: a lone surrogate goes as its JSON escape
     return cloudevents.topic_commissioning(site, device), raw
 
 
@@ -117,6 +117,8 @@ HOSTILE = {
     "schema": (lambda r, w: w.sign(dict(r, verdict="GOOD")), "record.verdict"),
     "a float": (lambda r, w: dict(r, bump_tests=[dict(r["bump_tests"][0], peak_tenths=52.0)]),
                 "a float"),
+    "dated ahead": (lambda r, w: w.sign(dict(r, finished_at="2099-01-01T00:00:00Z")),
+                    "is in the future"),
     "another certificate": (lambda r, w: w.sign(dict(r, installer=dict(r["installer"],
                             certificate="FAKE-1"))), "names certificate 'FAKE-1'"),  # fmt: skip
 }
@@ -138,10 +140,10 @@ def test_a_hostile_record_is_kept_refused_with_its_reason_and_never_counts(store
 def test_a_revoked_key_refuses_new_records_and_leaves_the_accepted_one(store, tmp_path):
     who = Installer()
     register(store, who)
-    first = signed(SITE, DEV, who, finished="2026-11-30T10:20:00Z")
+    first = signed(SITE, DEV, who, finished="2026-11-29T10:20:00Z")
     deliver(store, *envelope(first))
     installers.revoke(store, now(), "admin", who.key_id, "laptop stolen")
-    deliver(store, *envelope(signed(SITE, DEV, who, finished="2026-12-02T10:20:00Z")))
+    deliver(store, *envelope(signed(SITE, DEV, who, finished="2026-11-30T10:20:00Z")))
     rows = {r["status"]: r for r in kept(store)}
     why = rows["refused"]["reason"]
     assert "revoked at" in why and "laptop stolen" in why
@@ -203,6 +205,19 @@ def test_an_envelope_that_disagrees_with_its_topic_or_schema_is_rejected(store):
     assert "but the topic's device is 'kitchen-1'" in reasons[0] + reasons[1]
     assert any("schema" in r for r in reasons)
     assert kept(store) == []
+
+
+def test_what_a_database_cannot_hold_in_a_record_is_shown_not_a_failed_batch(store):
+    stranger = Installer(name="nul\x00 name", company="\x00")
+    deliver(store, *envelope(signed(SITE, DEV, stranger)))
+    lone = unsigned(SITE, "kitchen-2", stranger)  # not even signable: no UTF-8 for it
+    lone["installer"] = dict(lone["installer"], name="\ud800 surrogate")
+    deliver(store, *envelope(lone, device="kitchen-2"))
+    (row,) = kept(store)
+    assert row["status"] == "refused" and row["installer"] == "nul\\0 name"
+    (row,) = kept(store, "kitchen-2")
+    assert row["status"] == "refused" and row["installer"] == "? surrogate"
+    assert store.rows("SELECT * FROM rejected") == []
 
 
 # --- compliance --------------------------------------------------------------------------------
