@@ -57,7 +57,8 @@ def register_ingest(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-retained",
         action="store_true",
-        help="leave retained state and gateway status to another machine's ingest",
+        help="leave retained state, gateway status and commissioning records to another "
+        "machine's ingest",
     )
     p.add_argument("--username")
     p.add_argument("--password-file", help="file holding the MQTT password")

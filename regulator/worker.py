@@ -2,12 +2,12 @@
 each batch acknowledged to the broker only after it committed.
 
 Workers share the event stream and the gateways' dead letters through MQTT 5 shared
-subscriptions. Retained device state and gateway status cannot be shared (brokers give retained
-messages only to plain subscriptions), and they must be applied in the order the broker keeps
-per topic: a gateway's last will carries the time it connected, older than the "online" it
-published after, so only arrival order tells which came last. So one reader takes them:
-worker 0, unless this ingest was started with --no-retained (another machine's ingest reads
-them).
+subscriptions. Retained device state, gateway status and commissioning records cannot be
+shared (brokers give retained messages only to plain subscriptions), and they must be applied
+in the order the broker keeps per topic: a gateway's last will carries the time it connected,
+older than the "online" it published after, so only arrival order tells which came last. So one
+reader takes them: worker 0, unless this ingest was started with --no-retained (another
+machine's ingest reads them).
 """
 
 from __future__ import annotations

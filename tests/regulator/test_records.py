@@ -338,3 +338,16 @@ def test_the_installer_command_registers_lists_and_revokes_with_an_audit_trail(
     deliver(store, *envelope(signed(SITE, DEV, who)))
     assert "revoked" in kept(store)[0]["reason"]
     assert datetime.date.today()  # the revocation is dated by the ledger's clock
+
+
+def test_every_refusal_kind_and_verdict_the_unit_page_shows_is_in_the_chinese_catalog():
+    from babel.messages.pofile import read_po
+
+    from gasguard.regulator.web import i18n
+
+    with open(i18n.LOCALE_DIR / "zh_CN" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        catalog = read_po(f, locale="zh_CN")
+    have = {(m.context, m.id) for m in catalog if m.id and m.string}
+    wanted = {(None, k) for _, k in records.REASON_KINDS} | {(None, records.reason_kind(None))}
+    wanted |= {("verdict", v) for v in ("PASS", "FAIL", "INCOMPLETE")}
+    assert sorted(wanted - have, key=str) == []
