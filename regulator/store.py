@@ -25,7 +25,18 @@ from typing import Any
 
 from gasguard.protocol import cloudevents
 
-from . import acks, audit, boundary, compliance, hazards, incidents, registry, views
+from . import (
+    acks,
+    audit,
+    boundary,
+    compliance,
+    hazards,
+    incidents,
+    installers,
+    records,
+    registry,
+    views,
+)
 from .boundary import Message
 from .notify import outbox
 from .web import accounts
@@ -77,6 +88,7 @@ TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
 ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
+ADDED_IN_3 += installers.TABLES + records.TABLES  # commissioning records delivered (issue 26)
 TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
 NEW_IN_3 = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ADDED_IN_3))
@@ -320,6 +332,9 @@ class Store:
                     states[(m.site, m.subject)] = m
                 elif m.kind == "status":
                     self._gateway(m, at)
+                elif m.kind == "commissioning":  # judged and kept; the unit's findings follow
+                    records.ingest(self, m, at)
+                    out.sites.add(m.site)
             self._touch_devices(devices, states)
             self._states([states[key] for key in sorted(states)])
             for (site, device), new in sorted(devices.items()):
