@@ -106,6 +106,12 @@ class Publisher:
         self._connect = CLIENTS[client]
         self._conn: mqttwire.Connection | mqttproto.Connection | None = None
         self.pending_states: dict[str, bytes] = {}  # device -> retained state, not sent yet
+        # commissioning records (gateway/records.py): device -> (row id, payload), the newest
+        # of each device (sent again at every connect) and those not sent on this connection
+        self.records: dict[str, tuple[int, bytes]] = {}
+        self.pending_records: dict[str, tuple[int, bytes]] = {}
+        self.on_record_delivered: Callable[[int], None] | None = None
+        self.records_published = 0  # records the broker acknowledged, since start
         self.queue = FairQueue()
         self.fill: Callable[[], None] | None = None  # while connected: send what fits now
         self.scanned = False  # the outbox's rows from before this start are known
@@ -120,6 +126,17 @@ class Publisher:
         if self.fill is not None:
             self.fill()
         self.wake.set()
+
+    def offer_record(self, device: str, row_id: int, payload: bytes) -> None:
+        """A device's newest commissioning record: on its retained topic now, and at every
+        connect from now on."""
+        self.records[device] = self.pending_records[device] = (row_id, payload)
+        self.wake.set()
+
+    def record_delivered(self, row_id: int) -> None:
+        self.records_published += 1
+        if self.on_record_delivered is not None:
+            self.on_record_delivered(row_id)
 
     def figures(self) -> dict[str, int]:
         """The counts the retained status carries."""

@@ -29,6 +29,9 @@ DELETE_BATCH = 512
 ALARM_RESERVE = 16
 RESERVE_SHARE = 4  # the reserve is at most a quarter of the broker's Receive Maximum
 STATE_ROW_ID = 0  # a retained state is not an outbox row: nothing to delete once acknowledged
+# a commissioning record (retained, gateway/records.py): not an outbox row either; its Row's
+# ce_id holds its row id in records.sqlite, marked delivered at the PUBACK
+RECORD_ROW_ID = -1
 # one publish in flight beyond the window and the alarms' reserve, for the status: a backlog
 # keeps the window full, and the status must still go (its outbox depth is the news then)
 STATUS_SLOT = 1
@@ -86,12 +89,14 @@ class Pump:
     def refused(self, row: Row, reason: str) -> None:
         """Not published: the row stays in the outbox (a state stays pending) and its topic is
         held; the other topics go on."""
-        if row.id:
+        if row.id > 0:
             self.queue.requeue(row)
             self.queue.hold(row.topic)
+        elif row.id == RECORD_ROW_ID:  # a newer record taken meanwhile goes instead
+            self.pub.pending_records.setdefault(row.device, (int(row.ce_id), row.payload))
         else:  # a newer state taken meanwhile goes instead
             self.pub.pending_states.setdefault(row.device, row.payload)
-        delay = self.refusals.refused(row.topic, reason, not row.id, row.ce_id)
+        delay = self.refusals.refused(row.topic, reason, row.id <= 0, row.ce_id)
         if delay is not None:
             self.loop.call_later(delay, self.pub.wake.set)
 
@@ -128,6 +133,27 @@ class Pump:
             payload = states.pop(dev)
             row = Row(
                 id=STATE_ROW_ID, ce_id="", device=dev, topic=topic, payload=payload,
+                created=0.0, priority=ROUTINE,
+            )  # fmt: skip
+            self.send(topic, payload, True, row)
+            sent += 1
+        if sent:
+            self.conn.flush()
+
+    def send_records(self, room: int) -> None:
+        """Commissioning records, retained on their device's topic: each device's newest."""
+        pub = self.pub
+        records = pub.pending_records
+        sent = 0
+        for dev in list(records):
+            if sent >= room:
+                break
+            topic = cloudevents.topic_commissioning(pub.site, dev)
+            if self.spells and self.refusals.held(topic):
+                continue  # refused: tried again when its backoff is over
+            rid, payload = records.pop(dev)
+            row = Row(
+                id=RECORD_ROW_ID, ce_id=str(rid), device=dev, topic=topic, payload=payload,
                 created=0.0, priority=ROUTINE,
             )  # fmt: skip
             self.send(topic, payload, True, row)
@@ -187,7 +213,9 @@ class Pump:
         now = time.time()  # wall, as a row's created (it outlives a restart)
         dead = pub.dead_topic
         for r in batch:
-            if r.id == STATE_ROW_ID:
+            if r.id <= 0:
+                if r.id == RECORD_ROW_ID:
+                    pub.record_delivered(int(r.ce_id))
                 continue
             self.acked.append(r)
             if r.topic == dead:  # a dead letter the broker took: the status counts them
@@ -217,6 +245,7 @@ class Pump:
         lost = self.conn.lost
         lost.add_done_callback(self._on_lost)
         pub.pending_states = pub.take_states(True)  # the broker may have lost them
+        pub.pending_records = dict(pub.records)  # each device's newest record: retained too
         pub.fill = self.fill
         self.status_timer = self.loop.call_later(pub.cfg.status_every_s, self._status_tick)
         wake = pub.wake
@@ -234,6 +263,9 @@ class Pump:
                         queue.probe(topic)
                 if pub.pending_states and room > 0:  # in the window too: within the cap
                     self.send_states(room)
+                    room = window - len(inflight)
+                if pub.pending_records and room > 0:
+                    self.send_records(room)
                 while True:
                     want = queue.wanted() if len(inflight) < window else None
                     if want:

@@ -20,7 +20,9 @@ _FILES = {
     cloudevents.SCHEMA_STATE: "state.schema.json",
     cloudevents.SCHEMA_GATEWAY: "gateway-status.schema.json",
     cloudevents.SCHEMA_REJECTED: "rejected.schema.json",
+    cloudevents.SCHEMA_COMMISSIONING: "commissioning.schema.json",
 }
+RECORD_FILE = "commissioning.schema.json"  # its $defs/record: the record's top-level fields
 
 
 class SchemaError(ValueError):
@@ -44,6 +46,25 @@ def _compile(name: str):
 
 
 _VALIDATORS = {uri: _compile(f) for uri, f in _FILES.items()}
+
+
+def _compile_record():
+    schema = load(RECORD_FILE)["$defs"]["record"]  # self-contained: no $ref out of it
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    return fastjsonschema.compile(schema)
+
+
+_RECORD = _compile_record()
+
+
+def check_record(record: Any) -> None:
+    """Raise SchemaError unless a commissioning record has the top-level fields the delivery
+    relies on (the installer's schema holds the rest)."""
+    try:
+        _RECORD(record)
+    except fastjsonschema.JsonSchemaValueException as e:
+        field = "record" + e.name[4:] if e.name.startswith("data") else "record"
+        raise SchemaError(field, e.message.replace(e.name, field, 1)) from None
 
 
 def check(payload: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import signal
+import sqlite3
 import sys
 import time
 from collections import Counter, deque
@@ -36,6 +38,7 @@ from .links import LinkTable
 from .logs import RateLimited
 from .outbox import Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
+from .records import Records
 
 log = logging.getLogger("gasguard.gateway")
 
@@ -48,6 +51,7 @@ GIL_SWITCH_S = 0.0002
 REJECT_LOG_EVERY_S = 60.0
 STOP_PUBLISH_S = 2.0  # at shutdown, for the broker to acknowledge the "offline" status
 STOP_TASKS_S = 5.0  # for the tasks to end once cancelled
+RECORDS_POLL_S = 1.0  # how soon a record `gasguard gateway record add` committed is published
 
 
 class Gateway:
@@ -107,6 +111,12 @@ class Gateway:
         self.tcp_port: int | None = None
         self.status_port: int | None = None
         self.publisher.identity = (self.instance, self.boot)
+        try:  # commissioning records, added by `gasguard gateway record add` (another process)
+            self.records = Records(cfg.state_dir)
+        except sqlite3.Error as e:
+            msg = "commissioning records in %s: %s" % (cfg.state_dir, e)
+            raise Fatal(EX_CANTCREAT, msg) from None
+        self.publisher.on_record_delivered = self._record_delivered
         self.http = StatusServer(self)
         self.links = LinkTable(cfg.tcp.max_links if cfg.tcp is not None else 1)
         self._tasks: list[asyncio.Task] = []
@@ -167,6 +177,31 @@ class Gateway:
         )
         topic = cloudevents.topic_events(self.cfg.site, device)
         return Item(ce_id=ce_id, device=device, topic=topic, payload=dumps(ce))
+
+    # --- commissioning records -----------------------------------------------------------------
+
+    async def _watch_records(self) -> None:
+        """Each device's newest record to the publisher: at start, then whenever another
+        process committed one (PRAGMA data_version, a cheap read)."""
+        offered: dict[str, int] = {}
+        while True:
+            if await asyncio.to_thread(self.records.changed):
+                for dev, h in (await asyncio.to_thread(self.records.newest, False)).items():
+                    if offered.get(dev) == h.id:
+                        continue
+                    offered[dev] = h.id
+                    ce = cloudevents.commissioning(
+                        self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record), h.digest,
+                        h.added_at,
+                    )  # fmt: skip
+                    self.publisher.offer_record(dev, h.id, dumps(schemas.check(ce)))
+                    log.info("commissioning record to deliver",
+                             extra={"device": dev, "digest": h.digest[:16]})  # fmt: skip
+            await asyncio.sleep(RECORDS_POLL_S)
+
+    def _record_delivered(self, row_id: int) -> None:
+        log.info("commissioning record delivered", extra={"row": row_id})
+        asyncio.get_running_loop().run_in_executor(None, self.records.delivered, row_id)
 
     # --- housekeeping --------------------------------------------------------------------------
 
@@ -256,6 +291,7 @@ class Gateway:
         supervised("publisher", self.publisher.run)
         supervised("health", self._watch_health)
         supervised("retention", self._retention)
+        supervised("records", self._watch_records)
         for link in self.cfg.serial:
             supervised("serial " + link.port, lambda link=link: serial_link(self, link))
         if self.cfg.tcp is not None:
@@ -302,6 +338,7 @@ class Gateway:
             if t.done() and not t.cancelled():
                 t.exception()  # retrieved: reported by run_until_signalled, not by asyncio
         self.worker.close()
+        self.records.close()
         sys.setswitchinterval(self._switch_interval)
 
     async def run_until_signalled(self, ready: Callable[[Gateway], None] | None = None) -> None:

@@ -57,6 +57,11 @@ def render(st: dict[str, Any]) -> str:
         "frames  " + (", ".join("%s %d" % kv for kv in sorted(st["frames"].items())) or "none"),
         "devices %d online of %d" % (st["devices_online"], len(st["devices"])),
     ]
+    rec = st.get("records")  # an older gateway's status has none
+    if rec and rec["held"]:
+        lines.append("records commissioning records for %s; %d published since start "
+                     "(`gasguard gateway record list`)"
+                     % (", ".join(rec["held"]), rec["published"]))  # fmt: skip
     refused = st["broker"].get("refused_topics")
     if refused:
         lines.append(

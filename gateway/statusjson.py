@@ -38,7 +38,9 @@ def status(gw: Gateway) -> dict[str, Any]:
             "refused_topics": sorted(p.refusals.spells),  # held: the last try was refused
             "statuses": p.statuses,  # online statuses published (connects, counts changed)
         },  # fmt: skip
-        "states": {"refused": p.refusals.states},  # retained device states
+        "states": {"refused": p.refusals.states},  # retained device states (records too)
+        # commissioning records: each device's newest, and how many PUBACKs came back since start
+        "records": {"held": sorted(p.records), "published": p.records_published},
         "frames": dict(gw.frames),
         "events": {
             "received": gw.ingest.events_in,

@@ -6,6 +6,7 @@ SCHEMA_EVENT = "urn:gasguard:schema:event:2"
 SCHEMA_STATE = "urn:gasguard:schema:state:2"
 SCHEMA_GATEWAY = "urn:gasguard:schema:gateway-status:1"
 SCHEMA_REJECTED = "urn:gasguard:schema:rejected:1"
+SCHEMA_COMMISSIONING = "urn:gasguard:schema:commissioning:1"
 
 # device event kind -> CloudEvents type
 EVENT_TYPES = {
@@ -34,6 +35,7 @@ GATEWAY_EVENT_TYPES = {
 TYPE_STATE = "gasguard.device.state"
 TYPE_GATEWAY = "gasguard.gateway.status"
 TYPE_REJECTED = "gasguard.gateway.rejected"
+TYPE_COMMISSIONING = "gasguard.commissioning.record"
 # a reading the regulator can use: finite and within what any detector can report (%LEL)
 LEL_MIN = -20
 LEL_MAX = 200
@@ -61,6 +63,12 @@ def topic_gateway_status(site, gateway):
 def topic_rejected(site, gateway):
     """Dead letters: device messages the gateway acknowledged but cannot publish as events."""
     return "gasguard/v1/%s/gateway/%s/rejected" % (site, gateway)
+
+
+def topic_commissioning(site, device):
+    """The device's signed commissioning record (issue 26), retained: the newest one the site's
+    gateway holds."""
+    return "gasguard/v1/%s/%s/commissioning" % (site, device)
 
 
 def event_id(device, inst, boot, seq):
@@ -245,4 +253,22 @@ def gateway_status(site, gateway, online, time, version, devices_online=0, figur
         time,
         SCHEMA_GATEWAY,
         data,
+    )
+
+
+def commissioning(site, device, gateway, record, digest, received):
+    """The signed commissioning record as the gateway carries it (retained, per device). The
+    record travels as it was parsed; its signature covers its canonical JSON (protocol/record.py),
+    not these bytes. digest: sha256 hex of those canonical bytes, the record's name."""
+    data = {
+        "site": site,
+        "device": device,
+        "gateway": gateway,
+        "digest": digest,
+        "received": rfc3339(received),
+        "record": record,
+    }
+    return _envelope(
+        site, device, TYPE_COMMISSIONING, "%s:record:%s" % (device, digest[:32]), received,
+        SCHEMA_COMMISSIONING, data,
     )

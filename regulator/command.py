@@ -57,7 +57,8 @@ def register_ingest(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-retained",
         action="store_true",
-        help="leave retained state and gateway status to another machine's ingest",
+        help="leave retained state, gateway status and commissioning records to another "
+        "machine's ingest",
     )
     p.add_argument("--username")
     p.add_argument("--password-file", help="file holding the MQTT password")
@@ -308,6 +309,7 @@ def _forget(cfg: Any, retired: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m gasguard.regulator ingest ...`, until `gasguard regulator` registers it."""
     from .compliance import register_compliance
+    from .installers import register_installer
     from .registry import register_import
 
     parser = argparse.ArgumentParser(prog="gasguard regulator")
@@ -315,5 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     register_ingest(sub)
     register_import(sub)
     register_compliance(sub)
+    register_installer(sub)
     args = parser.parse_args(argv)
     return args.run(args)

@@ -15,8 +15,13 @@ again on the same data changes nothing. The ingest's workers drive it (Driver): 
 batch touched, a second later at most, and worker 0 sweeps every unit each minute for what time
 alone changes (a device silent past the threshold, a date passing).
 
-Positions are judged on the registry's imported geometry (commissioning records do not reach the
-regulator yet), by the installer's own rules (tools/installer/configcheck.install_rules).
+Positions are judged by the installer's own rules (tools/installer/configcheck.install_rules) on
+the registry's imported geometry, or, for a device with a commissioning record that counts
+(regulator/records.py: the newest accepted one), on what the record says: the installer measured
+and signed it on site, so its geometry, detector gas, approval and end of service life take the
+place of the registry's for that device's detectors (a value the record leaves out keeps the
+registry's). A counting record whose verdict is not PASS, or without a passed bump test for
+each detector it tested, is a not_working finding: gas was not shown to close the valve.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import records
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS findings (
@@ -116,8 +123,10 @@ def judge(
     heard: dict[str, Heard],
     now: datetime.datetime,
     rules: Rules = Rules(),
+    commissioned: dict[str, dict[str, Any]] | None = None,
 ) -> dict[tuple[str, str], str]:
-    """(subject, kind): detail for everything that holds for this unit now."""
+    """(subject, kind): detail for everything that holds for this unit now. commissioned:
+    device -> its counting commissioning record's row (its detectors already in detectors)."""
     from gasguard.tools import human
     from gasguard.tools.installer.configcheck import DETECTOR_LIFE_Y
 
@@ -170,6 +179,13 @@ def judge(
                 "%s: calibration was due %s [GB 15322.1-2019]" % (name, due),
             )
 
+    for dev, c in sorted((commissioned or {}).items()):
+        failed = _commissioning_failures(c)
+        if failed:
+            note(dev, "not_working", "commissioning record %s (finished %s): %s [GB 50028 "
+                 "§10.8.4: the valve closes on gas; issue 26]"
+                 % (c["record_id"], c["finished_at"], "; ".join(failed)))  # fmt: skip
+
     threshold = datetime.timedelta(seconds=rules.offline_after_s)
     for dev in devices:
         h = heard.get(dev)
@@ -220,6 +236,67 @@ def judge(
 
     for (dev, kind), whats in per_device.items():
         out[(dev, kind)] = "; ".join(dict.fromkeys(whats))  # once each, in order
+    return out
+
+
+def _commissioning_failures(c: dict[str, Any]) -> list[str]:
+    out = []
+    if c.get("verdict") != "PASS":
+        out.append("verdict %s" % c.get("verdict"))
+    bumps = json.loads(c.get("bump_tests") or "[]")
+    if not bumps:
+        out.append("no bump test")
+    for b in bumps:
+        if b.get("result") != "pass":
+            out.append("bump test of detector %s: %s" % (b.get("detector"), b.get("result")))
+    return out
+
+
+def _metres(v: Any) -> float | None:
+    """A length from a record (no floats there: a decimal string, or whole metres)."""
+    if type(v) is int:
+        return float(v)
+    if isinstance(v, str) and len(v) < 16:
+        try:
+            x = float(v)
+        except ValueError:
+            return None
+        return x if x == x and abs(x) < 1000 else None
+    return None
+
+
+def record_detectors(device: str, payload: dict[str, Any],
+                     registered: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """A device's detectors as its commissioning record has them, in the registry's columns;
+    what the record leaves out keeps the registered detector's value (same address)."""
+    equipment = payload.get("equipment") if isinstance(payload.get("equipment"), dict) else {}
+    install = payload.get("install") if isinstance(payload.get("install"), dict) else {}
+
+    def by_address(items: Any) -> dict[int, dict[str, Any]]:
+        return {d["address"]: d for d in items if isinstance(d, dict)
+                and type(d.get("address")) is int} if isinstance(items, list) else {}  # fmt: skip
+
+    eq, place = by_address(equipment.get("detectors")), by_address(install.get("detectors"))
+    mine = {d["address"]: d for d in registered if d["device"] == device}
+    ceiling = _metres(install.get("ceiling_m"))
+    out = []
+    for addr in sorted(set(eq) | set(place)):
+        e, p = eq.get(addr, {}), place.get(addr, {})
+        d = dict(mine.get(addr) or {"device": device, "address": addr})
+        said = {
+            "gas": e.get("gas") if isinstance(e.get("gas"), str) else None,
+            "standard": e.get("approval") if isinstance(e.get("approval"), str) else None,
+            "life_end": e.get("end_of_life") if isinstance(e.get("end_of_life"), str) else None,
+            "mount_height_m": _metres(p.get("mount_height_m")),
+            "distance_m": _metres(p.get("distance_m")),
+            "above_appliance": p.get("above_appliance")
+            if isinstance(p.get("above_appliance"), bool) else None,
+            "ceiling_m": ceiling,
+            "location": p.get("location") if isinstance(p.get("location"), str) else None,
+        }  # fmt: skip
+        d.update({k: v for k, v in said.items() if v is not None})
+        d.setdefault("gas", None)
+        out.append(d)
     return out
 
 
@@ -331,7 +408,8 @@ def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) ->
     out: dict[str, tuple] = {site: (u, [], [], {}) for site, u in units.items()}
     sites = sorted(units)
     if not sites:
-        return out
+        return {site: (*v, {}) for site, v in out.items()}
+    counting = records.current(store, sites)
     among, chunk = _in(store, sites)
     for r in store.rows(
         "SELECT site, device FROM unit_devices WHERE site IN %s ORDER BY site, device" % among,
@@ -386,7 +464,24 @@ def _load(store: Any, sites: list[str], now: datetime.datetime, rules: Rules) ->
     for _, _, _, heard in out.values():
         for h in heard.values():
             h.chain_breaks = list(dict.fromkeys(h.chain_breaks))  # reported at each boot: once
-    return out
+    return {site: (*v, _commissioned(store, site, v[1], v[2], counting))
+            for site, v in out.items()}  # fmt: skip
+
+
+def _commissioned(store: Any, site: str, devices: list[str], detectors: list[dict[str, Any]],
+                  counting: dict) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The site's devices with a counting record; their detectors replaced in place by the
+    record's (registered devices only: a record for another device is shown, not judged)."""
+    got = {}
+    for dev in devices:
+        c = counting.get((site, dev))
+        if c is None:
+            continue
+        got[dev] = c
+        from_record = record_detectors(dev, json.loads(c["payload"]), detectors)
+        if from_record:
+            detectors[:] = [d for d in detectors if d["device"] != dev] + from_record
+    return got
 
 
 def evaluate(
@@ -406,11 +501,11 @@ def evaluate(
     )
     computed: dict[tuple[str, str, str], str] = {}
     for n in range(0, len(scope), CHUNK):
-        for site, (unit, devices, detectors, heard) in _load(
+        for site, (unit, devices, detectors, heard, commissioned) in _load(
             store, scope[n : n + CHUNK], now, rules
         ).items():
             for (subject, kind), detail in judge(
-                unit, devices, detectors, heard, now, rules
+                unit, devices, detectors, heard, now, rules, commissioned
             ).items():
                 computed[(site, subject, kind)] = detail
     out = Outcome()

@@ -32,7 +32,9 @@ from . import (
     compliance,
     hazards,
     incidents,
+    installers,
     photos,
+    records,
     registry,
     triage,
     views,
@@ -89,6 +91,7 @@ TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
 ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
+ADDED_IN_3 += installers.TABLES + records.TABLES  # commissioning records delivered (issue 26)
 ADDED_IN_3 += triage.TABLES + workorders.TABLES + photos.TABLES  # triage and work orders
 TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
@@ -333,6 +336,9 @@ class Store:
                     states[(m.site, m.subject)] = m
                 elif m.kind == "status":
                     self._gateway(m, at)
+                elif m.kind == "commissioning":  # judged and kept; the unit's findings follow
+                    records.ingest(self, m, at)
+                    out.sites.add(m.site)
             self._touch_devices(devices, states)
             self._states([states[key] for key in sorted(states)])
             for (site, device), new in sorted(devices.items()):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import audit
+from . import audit, records
 
 if TYPE_CHECKING:  # store.py takes this module's TABLES: it imports us, not the other way
     from .store import Store
@@ -341,6 +341,8 @@ def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[
             got = store.rows("SELECT * FROM units WHERE site = ?", (name,))
             unit = got[0] if got else None
         listed, total = incidents(store, Filters(site=name, state="all"), limit, have, False)
+        # commissioning records (issue 26): the one that counts per device, then the others
+        commissioning = records.for_site(store, name) if "commissioning_records" in have else []
     if not devices and not gateways and unit is None:
         return None
     return {
@@ -350,6 +352,7 @@ def site(store: Store, name: str, limit: int, scope: str | None = None) -> dict[
         "gateways": gateways,
         "incidents": listed,
         "incidents_total": total,
+        "commissioning": commissioning,
     }
 
 

@@ -2,12 +2,12 @@
 each batch acknowledged to the broker only after it committed.
 
 Workers share the event stream and the gateways' dead letters through MQTT 5 shared
-subscriptions. Retained device state and gateway status cannot be shared (brokers give retained
-messages only to plain subscriptions), and they must be applied in the order the broker keeps
-per topic: a gateway's last will carries the time it connected, older than the "online" it
-published after, so only arrival order tells which came last. So one reader takes them:
-worker 0, unless this ingest was started with --no-retained (another machine's ingest reads
-them).
+subscriptions. Retained device state, gateway status and commissioning records cannot be
+shared (brokers give retained messages only to plain subscriptions), and they must be applied
+in the order the broker keeps per topic: a gateway's last will carries the time it connected,
+older than the "online" it published after, so only arrival order tells which came last. So one
+reader takes them: worker 0, unless this ingest was started with --no-retained (another
+machine's ingest reads them).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ EVENTS = "gasguard/v1/+/+/events"
 DEAD_LETTERS = "gasguard/v1/+/gateway/+/rejected"
 STATES = "gasguard/v1/+/+/state"
 GATEWAYS = "gasguard/v1/+/gateway/+/status"
+RECORDS = "gasguard/v1/+/+/commissioning"  # retained, like state: worker 0 reads them
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -64,7 +65,7 @@ class Config:
 
     def topics(self, index: int) -> list[str]:
         shared = ["$share/%s/%s" % (self.group, t) for t in (EVENTS, DEAD_LETTERS)]
-        return shared + ([STATES, GATEWAYS] if index == 0 and self.retained else [])
+        return shared + ([STATES, GATEWAYS, RECORDS] if index == 0 and self.retained else [])
 
 
 def classify(r: Received) -> boundary.Message | Rejection:

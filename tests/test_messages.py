@@ -22,7 +22,9 @@ EVENT = _validator("event")
 STATE = _validator("state")
 GATEWAY = _validator("gateway-status")
 REJECTED = _validator("rejected")
+COMMISSIONING = _validator("commissioning")
 BY_SCHEMA = {
+    cloudevents.SCHEMA_COMMISSIONING: COMMISSIONING,
     cloudevents.SCHEMA_EVENT: EVENT,
     cloudevents.SCHEMA_STATE: STATE,
     cloudevents.SCHEMA_GATEWAY: GATEWAY,
@@ -191,6 +193,18 @@ def test_example_payload_files_validate():
     for path in files:
         payload = json.loads(path.read_text())
         BY_SCHEMA[payload["dataschema"]].validate(payload)
+
+
+def test_the_commissioning_example_record_has_the_fields_the_delivery_relies_on():
+    """The record part ($defs/record) by the reference validator, as the gateway and the
+    regulator check it apart from its envelope."""
+    schema = json.loads((SCHEMAS / "commissioning.schema.json").read_text())
+    record = json.loads((EXAMPLES / "commissioning.json").read_text())["data"]["record"]
+    jsonschema.Draft202012Validator(schema["$defs"]["record"]).validate(record)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema["$defs"]["record"]).validate(
+            dict(record, verdict="OK")
+        )
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,7 @@ def register(sub: Any) -> None:
     from gasguard.regulator.console import register_watch
     from gasguard.regulator.export import register_export
     from gasguard.regulator.hazards_cmd import register_hazards
+    from gasguard.regulator.installers import register_installer
     from gasguard.regulator.registry import register_import
     from gasguard.regulator.reports.command import register_report
     from gasguard.regulator.web.accounts import register_user
@@ -80,6 +81,7 @@ def register(sub: Any) -> None:
     register_import(rs)
     register_compliance(rs)
     register_hazards(rs)
+    register_installer(rs)
     register_audit(rs)
     register_export(rs)
     register_report(rs)

@@ -1,0 +1,108 @@
+"""The gateway's border for a commissioning record file (issue 26): bytes in, a record the
+gateway may carry or a refusal naming why.
+
+The gateway cannot judge a signature (it holds no installer's registered key: the regulator
+does), so it checks what it can and what would otherwise be delivered for nothing: the size
+before reading, strict JSON (no duplicate keys, NaN or Infinity; a UTF-8 BOM is allowed, as
+editors write one), an object, no floats and the canonical form within record.MAX_BYTES
+(protocol/record.py), the top-level fields (commissioning.schema.json, $defs/record), a
+well-formed Ed25519 signature member whose key_id matches its public key (an unsigned record
+is refused here), and that the record is for this gateway's site and one of its devices.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NamedTuple
+
+from gasguard.protocol import record as rec
+
+from . import schemas
+
+MAX_FILE = rec.MAX_BYTES + 64 * 1024  # the canonical form's cap, plus an editor's indentation
+MAX_DEPTH = 24  # a record nests ~6 deep; json.loads recurses, so a deep file must not reach it
+
+
+class Refused(ValueError):
+    """A record file the gateway will not carry; str() says why, in one line."""
+
+
+class Checked(NamedTuple):
+    record: dict[str, Any]
+    digest: str  # sha256 hex of the canonical bytes (protocol/record.py)
+    device: str
+    record_id: str
+    finished_at: str
+    key_id: str
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # two readers could take different values: refuse the doubt
+        raise Refused("JSON: a key appears twice in one object")
+    return obj
+
+
+def _constant(name: str) -> Any:
+    raise Refused("JSON: %s is not JSON" % name)
+
+
+def _depth(raw: bytes) -> int:
+    depth = deepest = 0
+    in_str = esc = False
+    for b in raw:
+        if in_str:
+            if esc:
+                esc = False
+            elif b == 0x5C:
+                esc = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
+def decode(raw: bytes) -> Any:
+    if len(raw) > MAX_FILE:
+        raise Refused("%d bytes: more than a record holds (%d)" % (len(raw), MAX_FILE))
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if _depth(raw) > MAX_DEPTH:
+        raise Refused("JSON: nested deeper than %d" % MAX_DEPTH)
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs,
+                          parse_constant=_constant)  # fmt: skip
+    except UnicodeDecodeError:
+        raise Refused("not UTF-8 text") from None
+    except ValueError as e:  # JSONDecodeError, and Refused from the hooks
+        if isinstance(e, Refused):
+            raise
+        raise Refused("not JSON: %s" % str(e)[:120]) from None
+
+
+def check(raw: bytes, site: str, devices: frozenset[str] | set[str]) -> Checked:
+    record = decode(raw)
+    if not isinstance(record, dict):
+        raise Refused("not a commissioning record: a JSON object is expected")
+    try:
+        digest = rec.digest(record)  # floats, size
+        schemas.check_record(record)
+        key_id = rec.signer(record)  # unsigned, another algorithm, a malformed signature
+    except (rec.RecordError, schemas.SchemaError) as e:
+        raise Refused(str(e)) from None
+    if record["site"] != site:
+        raise Refused("the record is for site %r; this gateway serves site %r"
+                      % (record["site"], site))  # fmt: skip
+    if record["device"] not in devices:
+        raise Refused("the record is for device %r, which this gateway does not serve (its keys "
+                      "file lists %s)" % (record["device"], ", ".join(sorted(devices))))
+    return Checked(record, digest, record["device"], record["record_id"], record["finished_at"],
+                   key_id)  # fmt: skip
