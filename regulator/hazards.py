@@ -7,7 +7,9 @@ responsible person and a deadline, and is closed by whoever checked it.
 
 A dispatched hazard may be dispatched again (another person, another deadline), and so may a
 rectified one whose check failed; a closed hazard is final. Every change is one transaction with
-its audit row (regulator/audit.py). sync() raises hazards idempotently: `source` is unique, so
+its audit row (regulator/audit.py). A hazard that has a work order (regulator/workorders.py)
+moves only through it (via_order); one closed at triage as a false or test alarm is dismissed
+(dismiss). sync() raises hazards idempotently: `source` is unique, so
 an incident or finding seen twice, or by two syncs at once, is one hazard.
 """
 
@@ -58,6 +60,7 @@ FROM = {
     "dispatch": ("open", "dispatched", "rectified"),
     "rectify": ("dispatched",),
     "close": ("rectified",),
+    "dismiss": ("open",),  # triage found no hazard: a false or test alarm (regulator/triage.py)
 }
 
 
@@ -144,6 +147,29 @@ def _raise(store: Any, now: str, h: dict[str, Any]) -> int | None:
     audit.record(store, now, SYNC_ACTOR, "hazard.raise", "hazard:%d" % row[0], None,
                  get(store, row[0]))  # fmt: skip
     return row[0]
+
+
+def for_incident(store: Any, site: str, device: str, open_event: str, now: str,
+                 deadlines: dict[str, datetime.timedelta] = DEADLINES) -> dict[str, Any] | None:
+    """The incident's hazard, raised now if sync has not yet (triage may come first); None if
+    there is no such incident. Inside the caller's transaction."""
+    source = incident_source(site, open_event)
+    got = store.rows("SELECT id FROM hazards WHERE source = ?", (source,))
+    if not got:
+        inc = store.rows(
+            "SELECT level, opened_at, peak_lel FROM incidents WHERE site = ? AND device = ? "
+            "AND open_event = ?", (site, device, open_event))  # fmt: skip
+        if not inc:
+            return None
+        i = inc[0]
+        severity = "high" if i["level"] == "high" else "low"
+        _raise(store, now, {
+            "source": source, "site": site, "subject": device, "kind": "alarm",
+            "severity": severity, "summary": _incident_summary(i["level"], i["peak_lel"]),
+            "deadline": _due(i["opened_at"], deadlines[severity]), "opened_at": i["opened_at"],
+        })  # fmt: skip
+        got = store.rows("SELECT id FROM hazards WHERE source = ?", (source,))
+    return get(store, got[0]["id"])
 
 
 def _incident_summary(level: str, peak: float | None) -> str:
@@ -245,6 +271,9 @@ def _refuse(action: str, h: dict[str, Any]) -> WorkflowError:
         return WorkflowError("hazard %(id)d was closed by %(by)s at %(closed_at)s: a closed "
                              "hazard is final", id=n, by=h["closed_by"],
                              closed_at=h["closed_at"])  # fmt: skip
+    if action == "dismiss":
+        return WorkflowError("hazard %(id)d is %(status)s: it has gone out as a work order; it "
+                             "closes at its re-inspection", id=n, status=status)  # fmt: skip
     if action == "rectify" and status == "open":
         return WorkflowError("hazard %(id)d is open: dispatch it to a responsible person first",
                              id=n)  # fmt: skip
@@ -256,11 +285,15 @@ def _refuse(action: str, h: dict[str, Any]) -> WorkflowError:
 
 
 def _move(store: Any, hazard: int, action: str, by: str, at: str, sets: dict[str, Any],
-          check=None) -> dict[str, Any]:  # fmt: skip
+          check=None, via_order: bool = False) -> dict[str, Any]:  # fmt: skip
     with store.transaction():
         before = get(store, hazard)
         if before["status"] not in FROM[action]:
             raise _refuse(action, before)
+        order = store.x("SELECT max(id) FROM work_orders WHERE hazard = ?", (hazard,)).fetchone()
+        if not via_order and order[0] is not None:  # its work order's steps move it, or none
+            raise WorkflowError("hazard %(id)d goes by its work order %(order)d: dispatch, "
+                                "report and re-inspect it there", id=hazard, order=order[0])
         if check:
             check(before)
         cur = store.x(
@@ -293,7 +326,7 @@ def spelling(name: str) -> str:
 
 
 def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at: str,
-             note: str | None = None) -> dict[str, Any]:  # fmt: skip
+             note: str | None = None, *, via_order: bool = False) -> dict[str, Any]:  # fmt: skip
     """To a responsible person, by a deadline (default: the one its severity gave). Again from
     dispatched (another person or deadline) or rectified (the check found it not done)."""
 
@@ -313,18 +346,20 @@ def dispatch(store: Any, hazard: int, to: str, deadline: str | None, by: str, at
         sets["deadline"] = deadline
     if note:
         sets["check_note"] = note
-    return _move(store, hazard, "dispatch", by, at, sets, check)
+    return _move(store, hazard, "dispatch", by, at, sets, check, via_order)
 
 
-def rectify(store: Any, hazard: int, note: str, by: str, at: str) -> dict[str, Any]:
+def rectify(store: Any, hazard: int, note: str, by: str, at: str, *,
+            via_order: bool = False) -> dict[str, Any]:  # fmt: skip
     """What was done about it (整改情况); by whoever reports it."""
     if not note.strip():
         raise WorkflowError("--note: say what was done to rectify it")
     sets = {"status": "rectified", "rectified_at": at, "rectified_by": by, "note": note.strip()}
-    return _move(store, hazard, "rectify", by, at, sets)
+    return _move(store, hazard, "rectify", by, at, sets, None, via_order)
 
 
-def close(store: Any, hazard: int, by: str, at: str, note: str | None = None) -> dict[str, Any]:
+def close(store: Any, hazard: int, by: str, at: str, note: str | None = None, *,
+          via_order: bool = False) -> dict[str, Any]:  # fmt: skip
     """Verified on site and closed (销号) by `by`, who signs for it: not whoever rectified it
     and not the responsible person."""
 
@@ -339,7 +374,19 @@ def close(store: Any, hazard: int, by: str, at: str, note: str | None = None) ->
 
     sets = {"status": "closed", "verified_by": by, "closed_by": by, "closed_at": at,
             "check_note": note.strip() if note else None}  # fmt: skip
-    return _move(store, hazard, "close", by, at, sets, check)
+    return _move(store, hazard, "close", by, at, sets, check, via_order)
+
+
+def dismiss(store: Any, hazard: int, reason: str, by: str, at: str) -> dict[str, Any]:
+    """Closed at triage, never dispatched: the alarm was false or a test (regulator/triage.py).
+    Nothing was rectified and no one was made responsible, so the sign-off rule has no one to
+    keep apart: whoever triaged it checks and signs (closed_by, verified_by), the reason is the
+    check's note, and the audit row says so (hazard.dismiss)."""
+    if not reason.strip():
+        raise WorkflowError("reason: say why the alarm needs no rectification")
+    sets = {"status": "closed", "verified_by": by, "closed_by": by, "closed_at": at,
+            "check_note": reason.strip()}  # fmt: skip
+    return _move(store, hazard, "dismiss", by, at, sets)
 
 
 # --- reading ---------------------------------------------------------------------------------

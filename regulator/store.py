@@ -33,9 +33,12 @@ from . import (
     hazards,
     incidents,
     installers,
+    photos,
     records,
     registry,
+    triage,
     views,
+    workorders,
 )
 from .boundary import Message
 from .notify import outbox
@@ -89,6 +92,7 @@ TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
 ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
 ADDED_IN_3 += installers.TABLES + records.TABLES  # commissioning records delivered (issue 26)
+ADDED_IN_3 += triage.TABLES + workorders.TABLES + photos.TABLES  # triage and work orders
 TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
 NEW_IN_3 = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ADDED_IN_3))
@@ -656,6 +660,16 @@ class SqliteStore(Store):
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if self.db.in_transaction:  # nested: a savepoint, as psycopg's nested transaction is
+            self.db.execute("SAVEPOINT nested")
+            try:
+                yield
+            except BaseException:
+                self.db.execute("ROLLBACK TO nested")
+                self.db.execute("RELEASE nested")
+                raise
+            self.db.execute("RELEASE nested")
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield

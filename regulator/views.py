@@ -140,11 +140,13 @@ def tables(store: Store) -> set[str]:
 
 def fingerprint(store: Store) -> tuple:
     """Changes when anything a console shows has changed: what arrived, gateway status, rejected
-    messages, retained device state. Cheap (indexed maxima, one scan of devices)."""
+    messages, retained device state, a triage (the live page's verdicts). Cheap (indexed maxima,
+    one scan of devices)."""
     row = store.x(
         "SELECT (SELECT max(ingested_at) FROM events), (SELECT max(updated_at) FROM gateways), "
         "(SELECT max(last_at) FROM rejected), (SELECT max(state_time) FROM devices), "
-        "(SELECT count(*) FROM devices), (SELECT count(*) FROM dead_letters)"
+        "(SELECT count(*) FROM devices), (SELECT count(*) FROM dead_letters), "
+        "(SELECT max(at) FROM alarm_triage)"
     ).fetchone()
     return tuple(row)
 

@@ -19,15 +19,15 @@ import secrets
 import shutil
 import sys
 import zoneinfo
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from gasguard.tools import exitcodes
 
-from .. import api, geo, hazards, views
+from .. import api, geo, hazards, triage, views
 from ..refusal import Refusal
-from . import accounts, citypages, i18n, ledger, throttle, vendor
+from . import accounts, citypages, i18n, ledger, throttle, vendor, workpages
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -104,7 +104,11 @@ class Fingerprint:
 
 def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int = 5,
                    poll_s: float = 0.5, key: str | None = None, secure_cookies: bool = False,
-                   boundaries: geo.Boundaries | None = None) -> Any:  # fmt: skip
+                   boundaries: geo.Boundaries | None = None, photo_dir: str | Path | None = None,
+                   on_confirmed: Sequence[triage.Confirmed] = ()) -> Any:  # fmt: skip
+    """photo_dir: where work orders' photos are kept (None: uploads refused). on_confirmed:
+    hooks run when an alarm is triaged real (regulator/triage.py), inside its transaction:
+    the notify core's forward_alarm goes here."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -177,13 +181,15 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         )  # fmt: skip
         return HTMLResponse(html, status)
 
+    def csrf_ok(request: Any, sent: Any) -> bool:
+        return isinstance(sent, str) and hmac.compare_digest(
+            sent.encode(), request.session.get("csrf", "").encode() or b"\x00"
+        )
+
     async def form_checked(request: Any) -> dict[str, str] | Response:
         """The form, if its CSRF token is this session's; else the 403 to answer."""
         form = await request.form()
-        sent = form.get("csrf")
-        if not isinstance(sent, str) or not hmac.compare_digest(
-            sent.encode(), request.session.get("csrf", "").encode() or b"\x00"
-        ):
+        if not csrf_ok(request, form.get("csrf")):
             return Response("CSRF token missing or wrong: reload the page", 403)
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -253,8 +259,12 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
     def open_alarms(f: views.Filters) -> tuple[list[dict[str, Any]], int]:
         listed, total = views.incidents(readers.get(), f, LIST_LIMIT, oldest_first=False,
                                         by_severity=False)  # fmt: skip
+        verdicts = triage.of_sites(readers.get(), [(r["site"], r["device"], r["open_event"])
+                                                   for r in listed])  # fmt: skip
         for r in listed:
-            r["stale"] = r["acknowledged_at"] is None and (r["age_s"] or 0) > stale_minutes * 60
+            r["triage"] = verdicts.get((r["site"], r["device"], r["open_event"]))
+            r["stale"] = r["acknowledged_at"] is None and r["triage"] is None and \
+                (r["age_s"] or 0) > stale_minutes * 60  # fmt: skip
         return listed, total
 
     async def alarms(request: Any) -> Response:
@@ -299,6 +309,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             store = readers.get()
             got = views.site(store, site_id, 100, me["scope"])
             have = store.table_names()
+            if got is not None:
+                got["triage"] = triage.of_sites(store, [(i["site"], i["device"], i["open_event"])
+                                                        for i in got["incidents"]])  # fmt: skip
             if got is not None and "hazards" in have:
                 got["hazards"] = hazards.listing(store, views.now(), site=site_id)
             if got is not None and "unit_detectors" in have:
@@ -331,11 +344,19 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             q = ledger.parse(request.query_params)
         except ledger.BadQuery as e:
             return render(request, "error.html", 400, message=str(e))
-        rows, total = await run_in_threadpool(
-            lambda: ledger.rows(readers.get(), scoped(request, state="all"), q, ledger.PAGE,
-                                (q.page - 1) * ledger.PAGE))  # fmt: skip
+        def read() -> tuple[list[dict[str, Any]], int, dict[int, int]]:
+            store = readers.get()
+            rows, total = ledger.rows(store, scoped(request, state="all"), q, ledger.PAGE,
+                                      (q.page - 1) * ledger.PAGE)  # fmt: skip
+            sql, arg = store.in_list([str(r["id"]) for r in rows])
+            orders = {r["hazard"]: r["id"] for r in store.rows(
+                "SELECT hazard, max(id) AS id FROM work_orders WHERE CAST(hazard AS TEXT) IN "
+                + sql + " GROUP BY hazard", (arg,))} if rows else {}  # fmt: skip
+            return rows, total, orders
+
+        rows, total, orders = await run_in_threadpool(read)
         return render(request, "hazards.html", hazards=rows, total=total, q=q, page=ledger.PAGE,
-                      everything=q.everything)  # fmt: skip
+                      everything=q.everything, orders=orders)  # fmt: skip
 
     async def hazard_export(request: Any) -> Response:
         from starlette.background import BackgroundTask
@@ -374,7 +395,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
 
     async def hazard_action(request: Any) -> Response:
         me = request.scope[USER_KEY]
-        if request.path_params["action"] not in hazards.FROM:
+        if request.path_params["action"] not in ("dispatch", "rectify", "close"):
             return Response("no such action", 404)
         if not me["writer"]:
             return Response("a viewer's account cannot change the ledger", 403)
@@ -450,6 +471,9 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/gateways", gateway_list),
         *vendor.routes(),
         *citypages.routes(readers, render, tz, boundaries),
+        *workpages.routes(workpages.Console(
+            readers, writers, render, csrf_ok, deadline_utc, USER_KEY,
+            Path(photo_dir) if photo_dir else None, tuple(on_confirmed))),  # fmt: skip
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *api.routes(readers),
     ]
@@ -508,6 +532,12 @@ def register_serve(rs: Any) -> Any:
         action="store_true",
         help="mark the session cookie Secure (the console is served over HTTPS)",
     )
+    p.add_argument(
+        "--photo-dir",
+        metavar="DIR",
+        help="where work orders' photos are kept, by their SHA-256 (default: beside a SQLite "
+        "--db, <db>-photos; with PostgreSQL, give one, or uploads are refused)",
+    )
     p.set_defaults(run=main_serve)
     return p
 
@@ -531,8 +561,12 @@ def main_serve(args: Any) -> int:
         return exitcodes.UNREACHABLE
     import uvicorn
 
+    from ..store import is_postgres
+
+    photo_dir = args.photo_dir or (None if is_postgres(args.db) else args.db + "-photos")
     app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key,
-                         secure_cookies=args.secure_cookies, boundaries=boundaries)  # fmt: skip
+                         secure_cookies=args.secure_cookies, boundaries=boundaries,
+                         photo_dir=photo_dir)  # fmt: skip
     print("%s: http://%s:%d/" % (PROG, host, port), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return exitcodes.OK

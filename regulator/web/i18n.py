@@ -38,12 +38,15 @@ def html_lang(lang: str) -> str:
 def refusal(t: gettext.NullTranslations, msgid: str, params: dict[str, Any],
             local: Callable[[str], str]) -> str:  # fmt: skip
     """A regulator.refusal.Refusal in t's language: a `field` value is a form field's name
-    (translated too), a `status` a hazard's, a time (`deadline`, `*_at`) shown local."""
+    (translated too), a `status` a hazard's, a `state` a work order's, a `step` and a `verdict`
+    theirs, a time (`deadline`, `*_at`) shown local."""
     shown = dict(params)
     if isinstance(shown.get("field"), str):
         shown["field"] = t.pgettext("field", shown["field"])
-    if isinstance(shown.get("status"), str):
-        shown["status"] = t.pgettext("hazard", shown["status"])
+    for key, context in (("status", "hazard"), ("state", "work order"), ("step", "step"),
+                         ("verdict", "verdict")):  # fmt: skip
+        if isinstance(shown.get(key), str):
+            shown[key] = t.pgettext(context, shown[key])
     for k, v in params.items():
         if (k == "deadline" or k.endswith("_at")) and isinstance(v, str):
             try:
