@@ -96,10 +96,17 @@ class Worker:
             sweep=index == 0 and not drain, log=self.log, opener=lambda: open_store(cfg.db)
         )
 
+    def _hooked(self, store: Store) -> Store:
+        if self.cfg.notify:  # checked by the parent at start (exit 2 there)
+            from .notify import config, escalate
+
+            store.incident_hooks.append(escalate.opened_hook(config.load(self.cfg.notify)))
+        return store
+
     def _open(self) -> Store:
         while True:
             try:
-                return open_store(self.cfg.db)
+                return self._hooked(open_store(self.cfg.db))
             except StoreUnreachable as e:
                 if self.stopping:
                     raise Stopped from None
@@ -162,7 +169,7 @@ class Worker:
     def run(self) -> int:
         cfg = self.cfg
         try:
-            self.store = open_store(cfg.db)
+            self.store = self._hooked(open_store(cfg.db))
         except StoreUnreachable as e:
             self.log("gasguard regulator ingest: database unreachable: %s" % e)
             return EXIT_UNREACHABLE
