@@ -57,6 +57,7 @@ class Config:
     ca_file: str | None = None
     username: str | None = None
     password: str | None = None
+    notify: str | None = None  # notify.toml: incidents' first messages decided in the batch
 
     def client_id(self, index: int) -> str:
         """Stable per worker, so its session (and what queued in it) is found again after a

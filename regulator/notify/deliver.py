@@ -26,6 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from . import escalate, outbox
@@ -113,6 +114,7 @@ class Deliverer:
             listener.start()
         poll = d.tick_s if listener else d.poll_s
         next_tick = next_report = next_status = 0.0
+        reports: asyncio.Task | None = None
         try:
             while not stop.is_set():
                 mono = time.monotonic()
@@ -124,7 +126,8 @@ class Deliverer:
                         )
                     if mono >= next_report and self.cfg.report_recipients:
                         next_report = mono + REPORT_EVERY_S
-                        await self._reports()
+                        if reports is None or reports.done():  # never in the loop's way
+                            reports = asyncio.create_task(self._reports())
                     free = d.concurrency - len(self.inflight)
                     rows = []
                     if free > 0:
@@ -149,6 +152,8 @@ class Deliverer:
                 await self._wait(wake, stop, min(poll, max(0.0, next_tick - time.monotonic())))
         finally:
             self._stop_listen.set()
+            if reports is not None:
+                reports.cancel()
             if self.inflight:
                 await asyncio.wait(self.inflight, timeout=d.timeout_s + 1)
             for t in list(self.inflight):  # still sending: its row comes back after the lease
@@ -202,12 +207,29 @@ class Deliverer:
         self.figures["retried"] += 1
 
     async def _reports(self) -> None:
-        """The weekly reports' seam (regulator/reports/schedule.enqueue_due), when present."""
-        try:
-            from ..reports import schedule  # type: ignore[attr-defined]
-        except ImportError:
-            return
+        """The weekly reports' seam (regulator/reports/schedule.enqueue_due). On a connection
+        and thread of its own: printing takes Chromium seconds, which alarms must not wait."""
+        from ..reports import schedule
+
         cfg = self.cfg
-        await self.db(lambda s: schedule.enqueue_due(
-            s, self.clock(), list(cfg.report_recipients), cfg.report_dir or "reports",
-            console_url=cfg.base_url))  # fmt: skip
+
+        def once() -> list[str]:
+            store = self.opener()
+            try:
+                return schedule.enqueue_due(
+                    store,
+                    self.clock(),
+                    list(cfg.report_recipients),
+                    Path(cfg.report_dir or "reports"),
+                    console_url=cfg.base_url,
+                )
+            finally:
+                store.close()
+
+        try:
+            keys = await asyncio.to_thread(once)
+        except Exception as e:  # no Chromium, a full disk: said, tried again next time
+            self.log("notify: weekly reports not made: %s: %s" % (type(e).__name__, e))
+            return
+        if keys:
+            self.log("notify: %d weekly report message(s) enqueued" % len(keys))

@@ -179,6 +179,7 @@ def test_config_errors_name_their_lines(tmp_path: Path, monkeypatch):
         ('channel = "mail"\nto = "grid@example.gov.cn"', 'channel = "mail"', "to: needed"),
         ('to = "+8613900000002"', 'to = "+86139\\n00"', "one phone"),
         ("backoff_s = 0.2", "backoff_s = -1", "backoff_s"),
+        ('channels = ["sms", "voice"]', 'channels = ["sms", "mail"]', "not an sms or voice"),
         ('base_url = "https://console.example.gov.cn"', "base_url = 3", "base_url"),
     ]:
         assert old in good, old
@@ -558,3 +559,65 @@ def test_message_text_is_one_line_a_field():
     assert lines[2] == "地址: a b" and "20:00:00" in body["text"]  # Asia/Shanghai
     assert body["link"] == "https://c.example/units/" + urllib.parse.quote("s 1/../x", safe="")
     assert dingtalk.sign("k", 1) != feishu.sign("k", 1)
+
+
+def test_ingest_refuses_a_bad_notify_config_with_its_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "notify.toml"
+    bad.write_text('base_url = "https://x.example"\n[escalation.high]\nsteps = 3\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.tools.cli", "regulator", "ingest", "--broker",
+         "mqtt://127.0.0.1:1", "--db", str(tmp_path / "r.db"), "--notify-config", str(bad)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2 and "line 3" in r.stderr, r.stderr
+
+
+def test_a_work_order_provider_escalates_like_an_alarm(db_url):
+    """The seam for regulator/workorders.py: any provider of Subjects runs the same engine."""
+    now = datetime.datetime.now(datetime.UTC)
+    chain = '[escalation.workorder]\nsteps = [{after = "0s", roles = ["grid"]}]\n'
+    cfg = config.parse(
+        toml(
+            {n: "http://127.0.0.1:9/" + n for n in ("wecom", "ding", "feishu", "sms", "forward")},
+            chain=chain,
+        )
+    )
+    store = make_store(db_url)
+    orders = [
+        {
+            "id": 7,
+            "site": SITE,
+            "severity": "high",
+            "responsible": "张三",
+            "deadline": outbox._at(now - datetime.timedelta(seconds=1)),
+            "closed_at": None,
+        }
+    ]
+
+    def overdue(store, now):  # the shape workorders.overdue returns
+        return [
+            escalate.Subject(
+                "workorder",
+                "workorder:%s" % w["id"],
+                w["site"],
+                "workorder",
+                escalate.parse_time(w["deadline"]),
+                w["closed_at"] is not None,
+                "workorder:%s" % w["id"],
+                w,
+            )
+            for w in orders
+        ]
+
+    assert escalate.tick(store, cfg, now, [overdue]) == 4  # three robots and the grid's mail
+    assert escalate.tick(store, cfg, now, [overdue]) == 0  # a step fires once
+    body = json.loads(
+        store.x("SELECT body FROM notify_outbox WHERE channel = 'mail'").fetchone()[0]
+    )
+    assert "工单逾期" in body["title"] and "工单: 7" in body["text"]
+    (row,) = store.rows("SELECT target FROM audit WHERE action = 'notify.escalate'")
+    assert row["target"] == "workorder:7"
+    store.close()
