@@ -559,6 +559,38 @@ def test_message_text_is_one_line_a_field():
     assert lines[2] == "地址: a b" and "20:00:00" in body["text"]  # Asia/Shanghai
     assert body["link"] == "https://c.example/units/" + urllib.parse.quote("s 1/../x", safe="")
     assert dingtalk.sign("k", 1) != feishu.sign("k", 1)
+    # an independent implementation's vector (the `dingding` crate's signature test)
+    assert dingtalk.sign("secret", 1700000000000) == "OuzzJR5+xZ4/EYwqtNt6sMYZQMTa/HEGvc9miJe7XzY="
+    en = messages.alarm("en", "https://c.example", {"name": "Hotpot"}, {"site": "s1"}, 1, None)
+    assert en["title"] == "[Gas HIGH alarm] Hotpot (escalation step 2)"
+    assert "Valve: unknown" in en["text"]
+
+
+def test_forward_hazard_payload(db_url):
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).parents[2] / "protocol" / "schemas" / "forward.schema.json").read_text()
+    )
+    cfg = config.parse(
+        toml({n: "http://127.0.0.1:9/" + n for n in ("wecom", "ding", "feishu", "sms", "forward")})
+    )
+    store = make_store(db_url)
+    with store.transaction():
+        store.x(
+            "INSERT INTO hazards (id, source, site, kind, severity, summary, deadline, opened_at) "
+            "VALUES (5, 'finding:s1::no-valve', 's1', 'no-valve', 'normal', '未装切断阀', "
+            "'2026-12-07T00:00:00.000Z', '2026-11-30T00:00:00.000Z')"
+        )
+        (key,) = forward.forward_hazard(store, cfg, 5, "2026-11-30T20:00:00Z")
+        assert forward.forward_hazard(store, cfg, 5, "2026-11-30T20:00:00Z") == []
+    body = json.loads(
+        store.x("SELECT body FROM notify_outbox WHERE key = ?", (key,)).fetchone()[0]
+    )
+    jsonschema.validate(body["payload"], schema)
+    assert body["payload"]["hazard"]["status"] == "open" and body["payload"]["type"] == "hazard"
+    assert body["payload"]["message_id"] == outbox.message_id(key)
+    store.close()
 
 
 def test_ingest_refuses_a_bad_notify_config_with_its_line(tmp_path):
