@@ -60,6 +60,12 @@ def register_ingest(sub: Any) -> argparse.ArgumentParser:
         help="leave retained state, gateway status and commissioning records to another "
         "machine's ingest",
     )
+    p.add_argument(
+        "--notify-config",
+        metavar="TOML",
+        help="notify.toml: an incident's first messages are decided in the batch that opened it "
+        "(the deliverer, `regulator notify`, sends them)",
+    )
     p.add_argument("--username")
     p.add_argument("--password-file", help="file holding the MQTT password")
     p.add_argument("--ca-file", help="CA bundle that signed the broker's certificate")
@@ -91,6 +97,10 @@ def _config(args: Any):
         if not GROUP.match(name) or name == args.node:
             raise ValueError("--drain-node %r: another node's name (1-64 of A-Z a-z 0-9 _ . -)"
                              % name)  # fmt: skip
+    if args.notify_config:
+        from .notify.config import load
+
+        load(args.notify_config)  # ConfigError (a ValueError): every problem's line, exit 2
     password = None
     if args.password_file:
         password = Path(args.password_file).read_text().strip()
@@ -106,6 +116,7 @@ def _config(args: Any):
         ca_file=args.ca_file,
         username=args.username,
         password=password,
+        notify=args.notify_config,
     )
 
 

@@ -41,7 +41,7 @@ from . import (
     workorders,
 )
 from .boundary import Message
-from .notify import outbox
+from .notify import escalate, outbox
 from .web import accounts
 
 SCHEMA_MARK = "gasguard-regulator 3"  # in regulator_meta: this database is ours
@@ -91,6 +91,7 @@ TABLES += registry.TABLES + compliance.TABLES + hazards.TABLES + audit.TABLES
 TABLES += views.TABLES  # the consoles' indexes
 TABLES += accounts.TABLES  # the web console's logins
 ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
+ADDED_IN_3 += escalate.TABLES  # escalation steps fired (issue 25)
 ADDED_IN_3 += installers.TABLES + records.TABLES  # commissioning records delivered (issue 26)
 ADDED_IN_3 += triage.TABLES + workorders.TABLES + photos.TABLES  # triage and work orders
 TABLES += ADDED_IN_3
@@ -198,6 +199,10 @@ class Store:
 
     def __init__(self) -> None:
         self._sql: dict[str, str] = {}
+        # called inside the batch's transaction for an incident that opened (or became high)
+        # and is not acknowledged: the first notifications are decided with it (issue 25,
+        # regulator/notify/escalate.opened_hook, wired by `ingest --notify-config`)
+        self.incident_hooks: list[Any] = []
 
     # --- the dialect seam: subclasses hold the connection ----------------------------------------
 
@@ -547,6 +552,9 @@ class Store:
             events = [e for _, e in sorted(history, key=lambda t: t[0])]
         for inc in incidents.fold(latest, events, site, device):
             self._save_incident(inc)
+            if self.incident_hooks and _needs_telling(inc, latest):
+                for hook in self.incident_hooks:
+                    hook(self, inc)
         top = events[-1].key  # in order, every new event sorts after the cursor
         self.x(
             "UPDATE devices SET cursor_first = ?, cursor_instance = ?, cursor_boot = ?, "
@@ -598,6 +606,14 @@ class Store:
         cur = self.x(sql, params)
         names = [c[0] for c in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _needs_telling(inc: incidents.Incident, before: incidents.Incident | None) -> bool:
+    """New since `before` (or raised to high) and nobody has acknowledged it; a rebuild's
+    replayed incidents come here too: their notifications are keyed, so they are one."""
+    if inc.closed_at or inc.cleared_at or inc.acknowledged_at:
+        return False
+    return before is None or before.open_event != inc.open_event or before.level != inc.level
 
 
 def _by_id(m: Message) -> str:

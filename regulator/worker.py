@@ -57,6 +57,7 @@ class Config:
     ca_file: str | None = None
     username: str | None = None
     password: str | None = None
+    notify: str | None = None  # notify.toml: incidents' first messages decided in the batch
 
     def client_id(self, index: int) -> str:
         """Stable per worker, so its session (and what queued in it) is found again after a
@@ -96,10 +97,17 @@ class Worker:
             sweep=index == 0 and not drain, log=self.log, opener=lambda: open_store(cfg.db)
         )
 
+    def _hooked(self, store: Store) -> Store:
+        if self.cfg.notify:  # checked by the parent at start (exit 2 there)
+            from .notify import config, escalate
+
+            store.incident_hooks.append(escalate.opened_hook(config.load(self.cfg.notify)))
+        return store
+
     def _open(self) -> Store:
         while True:
             try:
-                return open_store(self.cfg.db)
+                return self._hooked(open_store(self.cfg.db))
             except StoreUnreachable as e:
                 if self.stopping:
                     raise Stopped from None
@@ -162,7 +170,7 @@ class Worker:
     def run(self) -> int:
         cfg = self.cfg
         try:
-            self.store = open_store(cfg.db)
+            self.store = self._hooked(open_store(cfg.db))
         except StoreUnreachable as e:
             self.log("gasguard regulator ingest: database unreachable: %s" % e)
             return EXIT_UNREACHABLE

@@ -66,6 +66,7 @@ def register(sub: Any) -> None:
     from gasguard.regulator.export import register_export
     from gasguard.regulator.hazards_cmd import register_hazards
     from gasguard.regulator.installers import register_installer
+    from gasguard.regulator.notify.command import register_notify
     from gasguard.regulator.registry import register_import
     from gasguard.regulator.reports.command import register_report
     from gasguard.regulator.web.accounts import register_user
@@ -85,6 +86,7 @@ def register(sub: Any) -> None:
     register_audit(rs)
     register_export(rs)
     register_report(rs)
+    register_notify(rs)
     register_watch(rs)
     register_api(rs)
     register_serve(rs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import uuid
 from typing import Any
 
 TABLES = """
@@ -53,4 +54,92 @@ def enqueue(
         "created_at, due_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
         (key, channel, recipient, kind, subject, site, text, _at(at), _at(due_at or at)),
     )
+    if cur.rowcount == 1 and store.placeholder == "%s":
+        store.x("NOTIFY " + WAKE)  # PostgreSQL: delivered to LISTENers at commit, once
     return cur.rowcount == 1
+
+
+# --- delivery (regulator/notify/deliver.py) --------------------------------------------------
+# A row is claimed by pushing its due_at a lease ahead (and counting the attempt) in one
+# statement: another deliverer skips it (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: one
+# writer), and a deliverer that dies mid-send leaves it due again when the lease ends. So
+# delivery is at least once: the receiver deduplicates by message_id(key), which is stable.
+
+WAKE = "gasguard_notify"  # PostgreSQL NOTIFY channel: a row was enqueued (sent at commit)
+COLS = ("key", "channel", "recipient", "kind", "subject", "site", "body", "created_at",
+        "attempts")  # fmt: skip
+_NS = uuid.UUID("6f1c1a52-4e0e-5a2b-9a43-7d1c25a0e0b1")
+
+
+def message_id(key: str) -> str:
+    """The message's idempotency key for receivers: the same for every attempt at one row."""
+    return str(uuid.uuid5(_NS, key))
+
+
+def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float) -> list[dict[str, Any]]:
+    """Take up to `limit` due pending rows (in its own transaction) for lease_s seconds; a
+    week's reports to a hundred recipients never hold an alarm back a batch."""
+    lock = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
+    until = _at(now + datetime.timedelta(seconds=lease_s))
+    if not store.x("SELECT 1 FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
+                   "LIMIT 1", (_at(now),)).fetchone():  # fmt: skip
+        return []  # a read: SQLite's write lock only when something is due
+    with store.transaction():
+        rows = store.rows(
+            "UPDATE notify_outbox SET due_at = ?, attempts = attempts + 1 WHERE key IN "
+            "(SELECT key FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
+            "ORDER BY kind = 'report', due_at LIMIT ?%s) AND status = 'pending' RETURNING %s"
+            % (lock, ", ".join(COLS)),
+            (until, _at(now), limit),
+        )
+    for r in rows:
+        r["body"] = json.loads(r["body"])
+        r["message_id"] = message_id(r["key"])
+    return rows
+
+
+def attempt(store: Any, key: str, at: datetime.datetime, ok: bool, detail: str) -> None:
+    store.x("INSERT INTO notify_attempts (key, at, ok, detail) VALUES (?,?,?,?)",
+            (key, _at(at), int(ok), detail[:500]))  # fmt: skip
+
+
+def sent(store: Any, key: str, at: datetime.datetime, detail: str) -> None:
+    """A receiver took it: never sent again by us (a pending row only: a failed one stays)."""
+    with store.transaction():
+        attempt(store, key, at, True, detail)
+        store.x("UPDATE notify_outbox SET status = 'sent', sent_at = ?, last_error = NULL "
+                "WHERE key = ? AND status = 'pending'", (_at(at), key))  # fmt: skip
+
+
+def retry(store: Any, key: str, at: datetime.datetime, due: datetime.datetime,
+          detail: str) -> None:  # fmt: skip
+    with store.transaction():
+        attempt(store, key, at, False, detail)
+        store.x("UPDATE notify_outbox SET due_at = ?, last_error = ? WHERE key = ? AND "
+                "status = 'pending'", (_at(due), detail[:500], key))  # fmt: skip
+
+
+def give_up(store: Any, key: str, at: datetime.datetime, detail: str) -> bool:
+    """Mark failed and audit it (never silent): counted by counts(), listed in the audit."""
+    from .. import audit
+
+    with store.transaction():
+        attempt(store, key, at, False, detail)
+        cur = store.x("UPDATE notify_outbox SET status = 'failed', last_error = ? WHERE key = ? "
+                      "AND status = 'pending'", (detail[:500], key))  # fmt: skip
+        if cur.rowcount == 1:
+            row = store.rows("SELECT channel, recipient, kind, subject, attempts FROM "
+                             "notify_outbox WHERE key = ?", (key,))[0]  # fmt: skip
+            audit.record(store, _at(at), "notify", "notify.failed", row["subject"], None,
+                         {**row, "key": key, "error": detail[:200]})  # fmt: skip
+    return cur.rowcount == 1
+
+
+def counts(store: Any) -> dict[str, int]:
+    """Rows by status: pending, sent, failed (a failed count above 0 needs a person)."""
+    out = {"pending": 0, "sent": 0, "failed": 0}
+    for status, n in store.x(
+        "SELECT status, count(*) FROM notify_outbox GROUP BY status"
+    ).fetchall():
+        out[status] = n
+    return out

