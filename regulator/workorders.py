@@ -21,11 +21,13 @@ deadline.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import audit, hazards
 from .refusal import Refusal
+
+Closed = Callable[[Any, int, str], None]  # hook(store, hazard_id, at)
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS work_orders (
@@ -199,9 +201,12 @@ def report(store: Any, order: int, result: str, by: str, at: str) -> dict[str, A
 
 
 def reinspect(store: Any, order: int, passed: bool, note: str | None, by: str, at: str, *,
-              to: str | None = None, deadline: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Re-inspection by someone else. Passed: the hazard closes, signed by `by`. Failed: why,
-    and a new work order to `to` (by `deadline`) in the same transaction. Returns the work order
+              to: str | None = None, deadline: str | None = None,
+              on_closed: Iterable[Closed] = ()) -> dict[str, Any]:  # fmt: skip
+    """Re-inspection by someone else. Passed: the hazard closes, signed by `by`, and the
+    on_closed hooks run (hook(store, hazard_id, at), inside the transaction: forwarding the
+    closed hazard goes here; one that raises undoes the re-inspection). Failed: why, and a new
+    work order to `to` (by `deadline`) in the same transaction. Returns the work order
     re-inspected (failed: with `next`, the new one)."""
     note = text("note", note, RESULT_CHARS, required=not passed)
     with store.transaction():
@@ -215,6 +220,8 @@ def reinspect(store: Any, order: int, passed: bool, note: str | None, by: str, a
                           {"status": "passed", "checked_at": at, "checked_by": by,
                            "check_note": note}, by, at)  # fmt: skip
             hazards.close(store, wo["hazard"], by, at, note, via_order=True)
+            for hook in on_closed:
+                hook(store, wo["hazard"], at)
             return after
         if not to:
             raise OrderError("responsible: a failed re-inspection sends a new work order: name "

@@ -25,7 +25,7 @@ from typing import Any
 
 from gasguard.tools import exitcodes
 
-from .. import api, geo, hazards, triage, views
+from .. import api, geo, hazards, triage, views, workorders
 from ..refusal import Refusal
 from . import accounts, citypages, i18n, ledger, throttle, vendor, workpages
 
@@ -105,10 +105,12 @@ class Fingerprint:
 def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int = 5,
                    poll_s: float = 0.5, key: str | None = None, secure_cookies: bool = False,
                    boundaries: geo.Boundaries | None = None, photo_dir: str | Path | None = None,
-                   on_confirmed: Sequence[triage.Confirmed] = ()) -> Any:  # fmt: skip
+                   on_confirmed: Sequence[triage.Confirmed] = (),
+                   on_closed: Sequence[workorders.Closed] = ()) -> Any:  # fmt: skip
     """photo_dir: where work orders' photos are kept (None: uploads refused). on_confirmed:
-    hooks run when an alarm is triaged real (regulator/triage.py), inside its transaction:
-    the notify core's forward_alarm goes here."""
+    hooks run when an alarm is triaged real (regulator/triage.py), on_closed when a
+    re-inspection closes a hazard (regulator/workorders.py), each inside its transaction:
+    forwarding to upper platforms goes there (regulator/notify/hooks.py)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -473,7 +475,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         *citypages.routes(readers, render, tz, boundaries),
         *workpages.routes(workpages.Console(
             readers, writers, render, csrf_ok, deadline_utc, USER_KEY,
-            Path(photo_dir) if photo_dir else None, tuple(on_confirmed))),  # fmt: skip
+            Path(photo_dir) if photo_dir else None, tuple(on_confirmed), tuple(on_closed))),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         *api.routes(readers),
     ]
@@ -538,6 +540,12 @@ def register_serve(rs: Any) -> Any:
         help="where work orders' photos are kept, by their SHA-256 (default: beside a SQLite "
         "--db, <db>-photos; with PostgreSQL, give one, or uploads are refused)",
     )
+    p.add_argument(
+        "--notify-config",
+        metavar="FILE",
+        help="notify.toml (`regulator notify`'s): an alarm triaged real, and its hazard when a "
+        "re-inspection closes it, are forwarded to its forward channels",
+    )
     p.set_defaults(run=main_serve)
     return p
 
@@ -553,6 +561,12 @@ def main_serve(args: Any) -> int:
         boundaries = geo.load(args.geojson) if args.geojson else None
         vendor.plotly_js()  # the regulator extra's plotly: said now if it is missing
         key = session_key(args.db)
+        hooks: tuple[list[Any], list[Any]] = ([], [])
+        if args.notify_config:
+            from ..notify import config as notify_config
+            from ..notify.hooks import console_hooks
+
+            hooks = console_hooks(notify_config.load(args.notify_config))  # its line, exit 2
     except (ValueError, vendor.NoPlotly, NotOurDatabase, zoneinfo.ZoneInfoNotFoundError) as e:
         print("%s: %s" % (PROG, e), file=sys.stderr)
         return exitcodes.BAD_INPUT
@@ -566,7 +580,7 @@ def main_serve(args: Any) -> int:
     photo_dir = args.photo_dir or (None if is_postgres(args.db) else args.db + "-photos")
     app = create_console(args.db, zone=args.zone, stale_minutes=args.stale_minutes, key=key,
                          secure_cookies=args.secure_cookies, boundaries=boundaries,
-                         photo_dir=photo_dir)  # fmt: skip
+                         photo_dir=photo_dir, on_confirmed=hooks[0], on_closed=hooks[1])
     print("%s: http://%s:%d/" % (PROG, host, port), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)
     return exitcodes.OK

@@ -38,6 +38,7 @@ class Console:
     user_key: str
     photo_dir: Path | None
     on_confirmed: Sequence[triage.Confirmed]
+    on_closed: Sequence[workorders.Closed] = ()
 
 
 def routes(c: Console) -> list[Any]:
@@ -217,7 +218,7 @@ def routes(c: Console) -> list[Any]:
             return workorders.reinspect(
                 store, n, outcome == "pass", field(form, "note"), user["name"], at,
                 to=actor("responsible", to) if to.strip() else None,
-                deadline=c.deadline_utc(field(form, "deadline")),
+                deadline=c.deadline_utc(field(form, "deadline")), on_closed=c.on_closed,
             )  # fmt: skip
 
         try:

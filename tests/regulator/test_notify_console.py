@@ -1,0 +1,87 @@
+"""The console's workflow hands real alarms to forwarding (regulator/notify/hooks.py, issue 25):
+`serve --notify-config` passes the hooks; what the upper platform would be sent is the outbox's
+forward rows. A real alarm goes with its hazard dispatched, the hazard again when a
+re-inspection closes it; a false alarm goes nowhere. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from gasguard.regulator.notify import config
+from gasguard.regulator.notify.hooks import console_hooks
+from gasguard.regulator.web.app import create_console
+
+from .test_web_workorders import EV0, arrived_with_photo, dispatched, q, triage_form
+from .web_fixture import build_console_db, csrf_in, log_in
+
+NOTIFY = """
+base_url = "https://console.example.gov.cn"
+[channels.city]
+type = "forward"
+url = "http://127.0.0.1:9/forward"
+hmac_secret_env = "T_FWD_SECRET"
+[forward]
+channels = ["city"]
+"""
+
+
+@pytest.fixture
+def console(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("T_FWD_SECRET", "fwdsecret")
+    (tmp_path / "notify.toml").write_text(NOTIFY)
+    on_confirmed, on_closed = console_hooks(config.load(tmp_path / "notify.toml"))
+    build_console_db(db_url)
+    app = create_console(db_url, photo_dir=tmp_path / "photos", on_confirmed=on_confirmed,
+                         on_closed=on_closed)  # fmt: skip
+    made = []
+
+    def user(name: str) -> TestClient:
+        c = TestClient(app)
+        c.__enter__()
+        made.append(c)
+        assert log_in(c, name).status_code == 303
+        c.token = csrf_in(c.get("/alarms").text)
+        return c
+
+    yield user, db_url
+    for c in made:
+        c.__exit__(None, None, None)
+
+
+def forwarded(db: str) -> list[dict]:
+    rows = q(db, "SELECT channel, subject, body FROM notify_outbox WHERE kind = 'forward' "
+                 "ORDER BY created_at, key")  # fmt: skip
+    return [{"channel": r["channel"], **json.loads(r["body"])["payload"]} for r in rows]
+
+
+def test_a_real_alarm_is_forwarded_with_its_hazard_and_again_when_it_is_closed(console):
+    user, db = console
+    alice, bob = user("alice"), user("bob")
+    wo = dispatched(alice)
+    sent = forwarded(db)
+    assert [(f["type"], f.get("hazard", {}).get("status")) for f in sent] == [
+        ("alarm", None), ("hazard", "dispatched")]
+    assert sent[0]["alarm"]["verdict"] == "real" and sent[0]["site"] == "site-0000"
+    assert {f["channel"] for f in sent} == {"city"}
+    arrived_with_photo(bob, wo)
+    assert bob.post("/workorders/%d/report" % wo,
+                    data={"csrf": bob.token, "result": "阀门更换"}).status_code == 200
+    chen = user("chen")
+    r = chen.post("/workorders/%d/reinspect" % wo, data={"csrf": chen.token, "outcome": "pass"})
+    assert r.status_code == 200, r.text[-800:]
+    closed = forwarded(db)[-1]
+    assert closed["type"] == "hazard" and closed["hazard"]["status"] == "closed"
+    assert len(forwarded(db)) == 3
+
+
+def test_a_false_alarm_is_not_forwarded(console):
+    user, db = console
+    alice = user("alice")
+    r = alice.post("/triage", data=triage_form(alice, EV0, verdict="false", to=None,
+                                               deadline=None))  # fmt: skip
+    assert r.status_code in (200, 303), r.text[-800:]
+    assert q(db, "SELECT verdict FROM alarm_triage") == [{"verdict": "false"}]
+    assert forwarded(db) == []
