@@ -44,6 +44,7 @@ ACTOR = "ingest"
 COLS = ("record_id", "status", "reason", "key_id", "installer", "company", "certificate",
         "verdict", "finished_at", "high_to_closed_ms", "bump_tests", "event_log_head",
         "gateway")  # fmt: skip
+MAX_CLOSE_MS = 3_600_000  # bump_tests[].high_to_closed_ms's maximum (commissioning.schema.json)
 
 
 class Invalid(ValueError):
@@ -69,9 +70,12 @@ def _bumps(r: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for t in tests[:8] if isinstance(tests, list) else []:
         if isinstance(t, dict):
-            ms = t.get("high_to_closed_ms")
-            out.append({"detector": t.get("detector") if type(t.get("detector")) is int else None,
-                        "high_to_closed_ms": ms if type(ms) is int else None,
+            ms, det = t.get("high_to_closed_ms"), t.get("detector")
+            # a refused record's numbers are anyone's: the schema's ranges, or a BIGINT column
+            # (and the page) would fail the row for 2^70
+            out.append({"detector": det if type(det) is int and 0 <= det <= 247 else None,
+                        "high_to_closed_ms": ms if type(ms) is int and 0 <= ms <= MAX_CLOSE_MS
+                        else None,
                         "result": _s(t.get("result"), 32)})  # fmt: skip
     return out
 

@@ -220,6 +220,20 @@ def test_what_a_database_cannot_hold_in_a_record_is_shown_not_a_failed_batch(sto
     assert store.rows("SELECT * FROM rejected") == []
 
 
+def test_a_refused_records_close_time_beyond_a_bigint_is_kept_refused_not_a_failed_batch(store):
+    """The columns of a refused record come from a record nobody vouched for: a close time of
+    2^70 ms (or -2^70) must not fail the INSERT and drop the record from its unit's page."""
+    who = Installer()
+    register(store, who)
+    for dev, ms in (("kitchen-1", 2**70), ("kitchen-2", -(2**70))):
+        r = unsigned(SITE, dev, who)
+        r["bump_tests"] = [dict(r["bump_tests"][0], high_to_closed_ms=ms)]
+        deliver(store, *envelope(r, device=dev))
+        (row,) = kept(store, dev)
+        assert row["status"] == "refused" and row["high_to_closed_ms"] is None
+    assert store.rows("SELECT * FROM rejected") == []
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
@@ -257,6 +271,17 @@ def test_an_incomplete_commissioning_is_a_finding(store):
     deliver(store, *envelope(signed(SITE, DEV, who, verdict="INCOMPLETE", bump_tests=[])))
     nw = findings(store)[(DEV, "not_working")]
     assert "verdict INCOMPLETE" in nw and "no bump test" in nw
+
+
+def test_a_counting_records_whole_number_too_big_for_a_float_stops_no_evaluation(store):
+    """install is free-form in the schema: a signed ceiling of 10**400 metres (or one held from
+    before the seam refused such numbers) must not raise out of compliance, whose sweep judges
+    every unit in one run: one record would stop the city's findings."""
+    payload = unsigned(SITE, DEV, Installer())
+    payload["install"]["ceiling_m"] = 10**400
+    payload["install"]["detectors"][0]["mount_height_m"] = -(10**400)
+    (d,) = compliance.record_detectors(DEV, payload, [])
+    assert d.get("ceiling_m") is None and d.get("mount_height_m") is None
 
 
 # --- the unit page and the API -----------------------------------------------------------------
