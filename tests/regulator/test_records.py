@@ -117,6 +117,7 @@ HOSTILE = {
     "schema": (lambda r, w: w.sign(dict(r, verdict="GOOD")), "record.verdict"),
     "a float": (lambda r, w: dict(r, bump_tests=[dict(r["bump_tests"][0], peak_tenths=52.0)]),
                 "a float"),
+    "big integer": (lambda r, w: dict(r, peak=2**64), "beyond 2^53"),
     "dated ahead": (lambda r, w: w.sign(dict(r, finished_at="2099-01-01T00:00:00Z")),
                     "is in the future"),
     "another certificate": (lambda r, w: w.sign(dict(r, installer=dict(r["installer"],
