@@ -190,11 +190,19 @@ class Gateway:
                     if offered.get(dev) == h.id:
                         continue
                     offered[dev] = h.id
-                    ce = cloudevents.commissioning(
-                        self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record), h.digest,
-                        h.added_at,
-                    )  # fmt: skip
-                    self.publisher.offer_record(dev, h.id, dumps(schemas.check(ce)))
+                    try:
+                        ce = cloudevents.commissioning(
+                            self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record),
+                            h.digest, h.added_at,
+                        )  # fmt: skip
+                        payload = dumps(schemas.check(ce))
+                    except Exception as e:  # noqa: BLE001 - one held row must not end the task
+                        # (and every other device's delivery with it); a newer record replaces it
+                        log.error("commissioning record not deliverable",
+                                  extra={"device": dev, "digest": h.digest[:16],
+                                         "error": "%s: %s" % (type(e).__name__, e)})  # fmt: skip
+                        continue
+                    self.publisher.offer_record(dev, h.id, payload)
                     log.info("commissioning record to deliver",
                              extra={"device": dev, "digest": h.digest[:16]})  # fmt: skip
             await asyncio.sleep(RECORDS_POLL_S)

@@ -142,6 +142,8 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
         "other device": (signed(SITE, "kitchen-99", who), "does not serve"),
         "other site": (signed("site-1", "kitchen-1", who), "serves site 'site-9'"),
         "a float": (dict(unsigned(SITE, "kitchen-1", who), peak=1.5), "a float"),
+        # orjson cannot write it (the gateway's publisher): "added", then never delivered
+        "big integer": (dict(good, peak=2**64), "beyond 2^53"),
         "schema": (signed(SITE, "kitchen-1", who, verdict="GOOD"), "record.verdict"),
         "a list": (b"[1, 2]", "a JSON object is expected"),
         "NaN": (b'{"a": NaN}', "NaN is not JSON"),
@@ -162,6 +164,29 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
                             capture_output=True, text=True)  # fmt: skip
     assert json.loads(listed.stdout) == []  # nothing refused was kept
 
+
+def test_a_held_record_the_gateway_cannot_publish_stops_no_other_devices_record(
+    mosquitto, gateways, tmp_path
+):
+    """A row held from before the border refused it (a whole number past 64 bits: orjson will
+    not write it) must not end the records task and, with it, every later device's delivery."""
+    from gasguard.gateway.records import Records
+
+    who = Installer()
+    cfg = gateways.config(mosquitto)
+    state = cfg.parent / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    bad = dict(signed(SITE, "kitchen-1", who), peak=2**64)
+    held = Records(state)
+    held.add(recordcheck.Checked(bad, "ab" * 32, "kitchen-1", bad["record_id"],
+                                 bad["finished_at"], who.key_id), json.dumps(bad))  # fmt: skip
+    held.close()
+    gw = gateways.start(cfg)
+    good = signed(SITE, "kitchen-2", who)
+    assert add(cfg, write(tmp_path, good)).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-2")
+    assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == good
+    assert gw.status()["records"]["held"] == ["kitchen-2"]
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
