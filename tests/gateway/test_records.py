@@ -144,6 +144,12 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
         "a float": (dict(unsigned(SITE, "kitchen-1", who), peak=1.5), "a float"),
         # orjson cannot write it (the gateway's publisher): "added", then never delivered
         "big integer": (dict(good, peak=2**64), "beyond 2^53"),
+        # a finish time no calendar has (the pattern admits it) was a traceback; one years
+        # ahead was held as the newest, and refused every real record for the device after it
+        "no such day": (signed(SITE, "kitchen-1", who, finished="2026-02-30T10:00:00Z"),
+                        "not a real"),
+        "years ahead": (signed(SITE, "kitchen-1", who, finished="2099-01-01T00:00:00Z"),
+                        "in the future"),
         "schema": (signed(SITE, "kitchen-1", who, verdict="GOOD"), "record.verdict"),
         "a list": (b"[1, 2]", "a JSON object is expected"),
         "NaN": (b'{"a": NaN}', "NaN is not JSON"),
