@@ -239,6 +239,11 @@ def for_site(store: Any, site: str, limit: int = 20) -> list[dict[str, Any]]:
         (site, limit),
     )  # fmt: skip
     counting = current(store, [site])
+    # the limit counts refused records too, which anyone with the site's broker login can send:
+    # the ones that count are shown whatever came after them
+    shown = {(r["device"], r["digest"]) for r in rows}
+    rows += [{k: c[k] for k in ("site", "device", "digest", *COLS, "received_at", "times")}
+             for c in counting.values() if (c["device"], c["digest"]) not in shown]  # fmt: skip
     for r in rows:
         c = counting.get((r["site"], r["device"]))
         r["counts"] = c is not None and c["digest"] == r["digest"]

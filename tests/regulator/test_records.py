@@ -235,6 +235,19 @@ def test_a_refused_records_close_time_beyond_a_bigint_is_kept_refused_not_a_fail
     assert store.rows("SELECT * FROM rejected") == []
 
 
+def test_a_flood_of_refused_records_on_the_sites_topics_hides_no_counting_record(store):
+    """Anyone with the site's broker login can publish refused records (20 is the page's
+    limit) on a device topic that sorts first: the unit's counting record must still show."""
+    who = Installer()
+    register(store, who)
+    deliver(store, *envelope(signed(SITE, DEV, who)))
+    for _ in range(25):
+        deliver(store, *envelope(unsigned(SITE, "aaa", who), device="aaa"))
+    listed = records.for_site(store, SITE)
+    assert [(r["device"], r["status"]) for r in listed if r["counts"]] == [(DEV, "accepted")]
+    assert "payload" not in listed[-1]
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
