@@ -16,6 +16,7 @@ what was replaced before it could be.
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 import threading
 import time
@@ -134,3 +135,24 @@ class Records:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_for_gateway(state_dir: Path, log: Any) -> Records:
+    """The gateway's Records: a file that is not a database (a power cut, a bad card) is moved
+    aside and a fresh one begun, as a damaged outbox is. These are papers, not the alarm path:
+    the gateway must not stop for them (a delivered record stays retained at the broker; one
+    not yet delivered is added again from its file)."""
+    try:
+        return Records(state_dir)
+    except sqlite3.OperationalError:  # locked, no permission, a full disk: not damage
+        raise
+    except sqlite3.DatabaseError as e:
+        path = Path(state_dir) / FILE
+        aside = path.with_name("%s.damaged-%s" % (FILE, time.strftime("%Y%m%dT%H%M%S")))
+        for suffix in ("", "-wal", "-shm"):
+            if Path(str(path) + suffix).exists():
+                os.replace(str(path) + suffix, str(aside) + suffix)
+        log.error("commissioning records damaged: moved aside, a fresh file begun; add any "
+                  "record not yet delivered again",
+                  extra={"path": str(path), "moved_to": str(aside), "reason": str(e)})  # fmt: skip
+        return Records(state_dir)

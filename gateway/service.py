@@ -38,7 +38,7 @@ from .links import LinkTable
 from .logs import RateLimited
 from .outbox import Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
-from .records import Records
+from .records import open_for_gateway
 
 log = logging.getLogger("gasguard.gateway")
 
@@ -112,7 +112,7 @@ class Gateway:
         self.status_port: int | None = None
         self.publisher.identity = (self.instance, self.boot)
         try:  # commissioning records, added by `gasguard gateway record add` (another process)
-            self.records = Records(cfg.state_dir)
+            self.records = open_for_gateway(cfg.state_dir, log)
         except sqlite3.Error as e:
             msg = "commissioning records in %s: %s" % (cfg.state_dir, e)
             raise Fatal(EX_CANTCREAT, msg) from None

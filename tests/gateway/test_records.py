@@ -194,6 +194,23 @@ def test_a_held_record_the_gateway_cannot_publish_stops_no_other_devices_record(
     assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == good
     assert gw.status()["records"]["held"] == ["kitchen-2"]
 
+def test_a_damaged_records_file_does_not_keep_the_gateway_from_relaying_alarms(
+    mosquitto, gateways, tmp_path
+):
+    """records.sqlite is the commissioning paperwork, not the alarm path: a file a power cut
+    damaged is moved aside (as a damaged outbox is) and the gateway starts, rather than exit 73
+    and relay no alarm until someone finds why."""
+    cfg = gateways.config(mosquitto)
+    state = cfg.parent / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "records.sqlite").write_bytes(b"not a database " * 512)
+    gateways.start(cfg)
+    assert [p.name for p in state.glob("records.sqlite.damaged-*")]
+    record = signed(SITE, "kitchen-1", Installer())
+    assert add(cfg, write(tmp_path, record)).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
+    assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == record
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
                                                                      tmp_path):  # fmt: skip
