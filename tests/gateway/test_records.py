@@ -211,6 +211,20 @@ def test_a_damaged_records_file_does_not_keep_the_gateway_from_relaying_alarms(
     topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
     assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == record
 
+def test_records_file_damaged_while_running_does_not_stop_the_gateway(mosquitto, gateways,
+                                                                      tmp_path):  # fmt: skip
+    """The records task failing at every poll (its file overwritten in place) was 5 failures in
+    a minute: exit 70, the whole gateway down, again and again, for the paperwork."""
+    cfg = gateways.config(mosquitto)
+    gw = gateways.start(cfg)
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", Installer()))).returncode == 0
+    for path in (cfg.parent / "var").glob("records.sqlite*"):
+        with path.open("r+b") as f:  # in place: the gateway's open connection reads it
+            f.write(b"\xff" * max(path.stat().st_size, 4096))
+    time.sleep(12)
+    assert gw.proc.poll() is None, gw.log_path.read_text()[-600:]
+    assert gw.status()["records"] is not None
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
                                                                      tmp_path):  # fmt: skip
