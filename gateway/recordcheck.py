@@ -24,7 +24,10 @@ from gasguard.protocol import record as rec
 from . import schemas
 
 MAX_FILE = rec.MAX_BYTES + 64 * 1024  # the canonical form's cap, plus an editor's indentation
-MAX_DEPTH = 24  # a record nests ~6 deep; json.loads recurses, so a deep file must not reach it
+# a record nests ~6 deep; json.loads recurses, so a deep file must not reach it. And the
+# regulator refuses an envelope nested past 16 (boundary.RECORD_MAX_DEPTH), the record inside
+# it two deeper: what is carried must be what it reads
+MAX_DEPTH = 14
 FUTURE_SLACK_S = 86400.0  # a site box's clock may be off; a finish a day ahead is no clock's
 
 

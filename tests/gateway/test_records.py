@@ -156,6 +156,10 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
         "duplicate": (b'{"a": 1, "a": 2}', "appears twice"),
         "not JSON": (b"\x89PNG\r\n", "not"),
         "deep": (b"[" * 5000 + b"]" * 5000, "nested deeper"),
+        # within the gateway's old cap (24), past the regulator's for the envelope (16): carried
+        # and then never on its unit's page (the ingest's `rejected`, not a refused record)
+        "deep for the regulator": (dict(good, unit=json.loads('{"a":' * 18 + "1" + "}" * 18)),
+                                   "nested deeper"),
         "huge": (b'{"a": "' + b"x" * (recordcheck.MAX_FILE + 10) + b'"}', "more than a record"),
     }
     for name, (doc, why) in cases.items():
