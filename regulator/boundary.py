@@ -207,6 +207,17 @@ def _believable(kind: str, payload: dict[str, Any], now: float) -> None:
         payload["time"] = got if got and _seconds(got) >= CLOCK_FLOOR else _spell(now)
 
 
+def _noted(payload: dict[str, Any], now: float) -> None:
+    """A record envelope's times are when its gateway took the record, kept in records.sqlite
+    and sent the same at every connect: one taken before the box's clock was set (1970) would
+    be refused for ever. The record's own signed times are judged; these become the ingest's."""
+    for box, key in ((payload, "time"), (payload["data"], "received")):
+        try:
+            calendar_time(box[key], key)
+        except Refused:
+            box[key] = _spell(now)
+
+
 def _schema(kind: str, payload: dict[str, Any]) -> None:
     try:
         _VALIDATORS[kind](payload)
@@ -281,8 +292,10 @@ def check(topic: str, raw: bytes, now: float | None = None) -> Message:
     _schema(kind, payload)
     if kind == "status":
         _whole_counts(payload)
-    payload["time"] = canonical_time(payload["time"], "time")
     d = payload["data"]
+    if kind == "commissioning":
+        _noted(payload, time.time() if now is None else now)
+    payload["time"] = canonical_time(payload["time"], "time")
     for field in TIME_FIELDS[1:]:
         if field in d:
             d[field] = canonical_time(d[field], "data." + field)

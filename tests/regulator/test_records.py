@@ -248,6 +248,21 @@ def test_a_flood_of_refused_records_on_the_sites_topics_hides_no_counting_record
     assert "payload" not in listed[-1]
 
 
+@pytest.mark.parametrize("clock", [0, 4200000000])
+def test_a_record_a_gateway_took_with_its_clock_wrong_is_still_judged(store, clock):
+    """The envelope's time is when the gateway took the record (records.sqlite keeps it: the
+    same at every send). A site box that took it before its clock was set (1970) carried it
+    to `rejected` at every connect, for ever; the record's own signed times are what count."""
+    who = Installer()
+    register(store, who)
+    record = signed(SITE, DEV, who)
+    ce = cloudevents.commissioning(SITE, DEV, "gw-1", record, rec.digest(record), clock)
+    deliver(store, cloudevents.topic_commissioning(SITE, DEV), json.dumps(ce).encode())
+    assert store.rows("SELECT reason FROM rejected") == []
+    (row,) = kept(store)
+    assert row["status"] == "accepted"
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
