@@ -52,13 +52,18 @@ class Records:
     def __init__(self, state_dir: Path, clock=time.time) -> None:
         self.path = Path(state_dir) / FILE
         self.clock = clock
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
-                                  check_same_thread=False)  # fmt: skip
         self.lock = threading.Lock()  # one statement at a time from the gateway's threads
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # added means on disk
-        self.db.executescript(_SCHEMA)
+        self.db = self._connect()
         self._version: int | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
+                             check_same_thread=False)  # fmt: skip
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # added means on disk
+        db.executescript(_SCHEMA)
+        self._inode = os.stat(self.path).st_ino
+        return db
 
     def add(self, c: Checked, compact: str) -> str:
         """Commit a checked record; 'added' or 'already held'. Refused if a newer record, or
@@ -97,6 +102,14 @@ class Records:
     def changed(self) -> bool:
         """True when another connection committed since the last call (and at the first)."""
         with self.lock:
+            try:
+                gone = os.stat(self.path).st_ino != self._inode
+            except FileNotFoundError:
+                gone = True
+            if gone:  # deleted (or replaced) under us: `record add` writes the file now there
+                self.db.close()
+                self.db = self._connect()
+                self._version = None
             v = self.db.execute("PRAGMA data_version").fetchone()[0]
         was, self._version = self._version, v
         return was != v

@@ -184,7 +184,7 @@ class Gateway:
     async def _watch_records(self) -> None:
         """Each device's newest record to the publisher: at start, then whenever another
         process committed one (PRAGMA data_version, a cheap read)."""
-        offered: dict[str, int] = {}
+        offered: dict[str, str] = {}  # device -> digest (a row id begins again in a new file)
         while True:
             try:
                 await self._offer_records(offered)
@@ -198,13 +198,13 @@ class Gateway:
                 await asyncio.sleep(RECORDS_RETRY_S)
             await asyncio.sleep(RECORDS_POLL_S)
 
-    async def _offer_records(self, offered: dict[str, int]) -> None:
+    async def _offer_records(self, offered: dict[str, str]) -> None:
         """Each device's newest record not yet offered, when another process committed one."""
         if await asyncio.to_thread(self.records.changed):
             for dev, h in (await asyncio.to_thread(self.records.newest, False)).items():
-                if offered.get(dev) == h.id:
+                if offered.get(dev) == h.digest:
                     continue
-                offered[dev] = h.id
+                offered[dev] = h.digest
                 try:
                     ce = cloudevents.commissioning(
                         self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record),

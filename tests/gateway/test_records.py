@@ -229,6 +229,23 @@ def test_records_file_damaged_while_running_does_not_stop_the_gateway(mosquitto,
     assert gw.proc.poll() is None, gw.log_path.read_text()[-600:]
     assert gw.status()["records"] is not None
 
+def test_a_record_added_after_the_records_file_was_deleted_under_the_gateway_is_delivered(
+    mosquitto, gateways, tmp_path
+):
+    """`rm records.sqlite*` (a clean-up) while the gateway runs: `record add` makes a new file
+    and says the running gateway delivers it, which read the deleted one until its restart."""
+    cfg = gateways.config(mosquitto)
+    gateways.start(cfg)
+    who = Installer()
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", who))).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
+    wait_retained(mosquitto.port, topic, lambda p: True)
+    for p in (cfg.parent / "var").glob("records.sqlite*"):
+        p.unlink()
+    record = signed(SITE, "kitchen-1", who, finished="2026-11-30T11:00:00Z")  # row 1 again
+    assert add(cfg, write(tmp_path, record, "again.json")).returncode == 0
+    wait_retained(mosquitto.port, topic, lambda p: p["data"]["record"] == record)
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
                                                                      tmp_path):  # fmt: skip
