@@ -163,9 +163,10 @@ def calendar_time(value: str, field: str) -> datetime.datetime:
     only a calendar refuses them."""
     try:
         t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        ts = t.timestamp()  # naive 0001-01-01 (a refused record's, unpatterned): ValueError
+    except (ValueError, OverflowError):
         raise Refused("%s: %r is not a real UTC date and time" % (field, value[:40])) from None
-    if not cloudevents.TIME_MIN <= t.timestamp() < cloudevents.TIME_MAX:
+    if not cloudevents.TIME_MIN <= ts < cloudevents.TIME_MAX:
         raise Refused("%s: %r is outside 2000-2100" % (field, value[:40]))
     return t
 

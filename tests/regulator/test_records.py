@@ -263,6 +263,19 @@ def test_a_record_a_gateway_took_with_its_clock_wrong_is_still_judged(store, clo
     assert row["status"] == "accepted"
 
 
+@pytest.mark.parametrize("finished", ["0001-01-01", "0001-01-01T00:00:00", "9999-12-31"])
+def test_a_refused_records_finish_time_no_clock_can_hold_is_kept_refused(store, finished):
+    """A refused record's finish time is read for its row whatever its spelling: a naive year 1
+    raised ValueError out of the boundary's calendar (year 0 is out of range), failing the row
+    into `rejected` instead of the unit's page."""
+    who = Installer()
+    register(store, who)
+    deliver(store, *envelope(who.sign(unsigned(SITE, DEV, who, finished=finished))))
+    (row,) = kept(store)
+    assert row["status"] == "refused" and row["finished_at"] is None
+    assert store.rows("SELECT * FROM rejected") == []
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
