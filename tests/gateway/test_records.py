@@ -246,6 +246,26 @@ def test_a_record_added_after_the_records_file_was_deleted_under_the_gateway_is_
     assert add(cfg, write(tmp_path, record, "again.json")).returncode == 0
     wait_retained(mosquitto.port, topic, lambda p: p["data"]["record"] == record)
 
+def test_a_full_disk_at_record_add_is_one_line_and_nothing_added(mosquitto, gateways, tmp_path):
+    """The commit failing (the state directory's disk full: here a file size limit) was a
+    traceback; the installer needs one line saying the record was not added, and why."""
+    import resource
+
+    cfg = gateways.config(mosquitto)
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", Installer()))).returncode == 0
+    big = write(tmp_path, signed(SITE, "kitchen-2", Installer(), unit={"note": "x" * 200_000}),
+                "big.json")  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.gateway", "record", "add", str(big), "--config",
+         str(cfg)], capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)),
+    )  # fmt: skip
+    assert r.returncode == 1 and "not added" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    listed = subprocess.run([sys.executable, "-m", "gasguard.gateway", "record", "list",
+                             "--config", str(cfg), "--json"], capture_output=True, text=True)
+    assert [x["device"] for x in json.loads(listed.stdout)] == ["kitchen-1"]
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,
                                                                      tmp_path):  # fmt: skip
