@@ -13,6 +13,7 @@ its newest at every connect) is counted, not stored twice; an older record repla
 newer one is kept, valid, but does not count (the newer finished later). A refused record is
 judged again when it comes again (its installer may have been registered meanwhile); an
 accepted one stays accepted. Every verdict is written to the audit log in the ingest's batch.
+A site keeps at most REFUSED_PER_SITE refused records; the ingest puts more in `rejected`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ COLS = ("record_id", "status", "reason", "key_id", "installer", "company", "cert
         "verdict", "finished_at", "high_to_closed_ms", "bump_tests", "event_log_head",
         "gateway")  # fmt: skip
 MAX_CLOSE_MS = 3_600_000  # bump_tests[].high_to_closed_ms's maximum (commissioning.schema.json)
+# refused records kept per site: anyone with a site's broker login can send endless distinct
+# ones (each up to 320 KiB, with an audit row); past this they go to the bounded `rejected`
+REFUSED_PER_SITE = 200
+NOT_KEPT = "not kept"
 
 
 class Invalid(ValueError):
@@ -161,7 +166,8 @@ def _check(store: Any, site: str, device: str, r: dict[str, Any]) -> None:
 
 
 def ingest(store: Any, m: boundary.Message, at: str) -> str:
-    """Judge and keep one record message (inside the ingest's batch transaction); its status."""
+    """Judge and keep one record message (inside the ingest's batch transaction); its status,
+    or NOT_KEPT for a refused one past the site's REFUSED_PER_SITE (the caller rejects it)."""
     d = m.payload["data"]
     r = d["record"]
     digest, row = judge(store, m.site, m.subject, r)
@@ -171,6 +177,11 @@ def ingest(store: Any, m: boundary.Message, at: str) -> str:
         "SELECT status, reason, times FROM commissioning_records WHERE site = ? AND device = ? "
         "AND digest = ?", (m.site, m.subject, digest),
     )  # fmt: skip
+    if not old and row["status"] == REFUSED and store.x(
+        "SELECT count(*) FROM commissioning_records WHERE site = ? AND status = ?",
+        (m.site, REFUSED),
+    ).fetchone()[0] >= REFUSED_PER_SITE:  # fmt: skip
+        return NOT_KEPT
     if not old:
         store.x(
             "INSERT INTO commissioning_records (site, device, digest, %s, received_at, "

@@ -276,6 +276,25 @@ def test_a_refused_records_finish_time_no_clock_can_hold_is_kept_refused(store, 
     assert store.rows("SELECT * FROM rejected") == []
 
 
+def test_endless_distinct_refused_records_from_a_sites_login_do_not_grow_the_ledger(
+    store, monkeypatch
+):
+    """`rejected` keeps a bounded number of short excerpts; a refused record was kept whole (up
+    to 320 KiB) with an audit row each, without end: anyone with one site's broker login could
+    fill the city's database. Past the site's share they go to `rejected`, counted."""
+    monkeypatch.setattr(records, "REFUSED_PER_SITE", 5, raising=False)
+    who = Installer()
+    register(store, who)
+    for n in range(8):
+        deliver(store, *envelope(unsigned(SITE, "x%d" % n, who), device="x%d" % n))
+    deliver(store, *envelope(signed(SITE, DEV, who)))  # a real one still counts
+    kept_rows = store.rows("SELECT status FROM commissioning_records WHERE site = ?", (SITE,))
+    assert sorted(r["status"] for r in kept_rows) == ["accepted"] + ["refused"] * 5
+    over = store.rows("SELECT reason FROM rejected")
+    assert len(over) == 3 and all("refused records kept" in r["reason"] for r in over)
+    assert records.current(store, [SITE])[(SITE, DEV)]["status"] == "accepted"
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
