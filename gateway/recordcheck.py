@@ -7,9 +7,9 @@ before reading, strict JSON (no duplicate keys, NaN or Infinity; a UTF-8 BOM is 
 editors write one), an object, no floats and the canonical form within record.MAX_BYTES
 (protocol/record.py), the top-level fields (commissioning.schema.json, $defs/record), a
 well-formed Ed25519 signature member whose key_id matches its public key (an unsigned record
-is refused here), a finish time a calendar has and not ahead of this box's clock (by more than
-a day: the newest record is held, so one dated ahead would refuse every real one after it), and
-that the record is for this gateway's site and one of its devices.
+is refused here), a finish time a calendar has and not ahead of this box's clock by more than
+the regulator allows (the newest record is held, so one dated ahead would refuse every real one
+after it), and that the record is for this gateway's site and one of its devices.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ MAX_FILE = rec.MAX_BYTES + 64 * 1024  # the canonical form's cap, plus an editor
 # regulator refuses an envelope nested past 16 (boundary.RECORD_MAX_DEPTH), the record inside
 # it two deeper: what is carried must be what it reads
 MAX_DEPTH = 14
-FUTURE_SLACK_S = 86400.0  # a site box's clock may be off; a finish a day ahead is no clock's
+# the regulator's (boundary.FUTURE_SLACK_S): it refuses a record finished further ahead and
+# judges it again only when the gateway sends it again, at its next connect, maybe weeks on
+FUTURE_SLACK_S = 300.0
 
 
 class Refused(ValueError):
