@@ -26,7 +26,8 @@ def register(sub: Any) -> None:
         help="run the site gateway, or show a running one's status",
         epilog="here:\n"
         "  gateway status: 3 when no gateway answers at the config's [status] listen\n"
-        "  gateway record add FILE: 2 a record the gateway will not carry (the line says why)\n"
+        "  gateway record add FILE: 2 a record the gateway will not carry (the line says why),\n"
+        "  1 not committed (a full disk: nothing added)\n"
         "  gateway run (a service): a failure it cannot survive exits with a sysexits code\n"
         "  for the service manager (gateway/exits.py: 2 config, 70 software, 71 OS error,\n"
         "  73 cannot create, 74 I/O error)",
@@ -79,6 +80,7 @@ def _record(cfg: Any, what: list[str], as_json: bool) -> int:
     if not what or what[0] not in ("add", "list") or len(what) != (2 if what[0] == "add" else 1):
         return fail(2, "usage: gasguard gateway record add FILE | record list --config FILE")
     import os
+    import sqlite3
 
     try:
         statedir.prepare(cfg.state_dir)
@@ -117,6 +119,8 @@ def _record(cfg: Any, what: list[str], as_json: bool) -> int:
             done = records.add(c, compact)
         except recordcheck.Refused as e:
             return fail(2, "%s: refused: %s" % (path, e))
+        except sqlite3.Error as e:  # a full disk, a lock held past the timeout: rolled back
+            return fail(1, "%s: not added: %s: %s" % (path, records.path, e))
         msg = "%s: %s for %s (record %s, finished %s); delivered by the running gateway" % (
             path, done, c.device, c.record_id, c.finished_at)  # fmt: skip
         if as_json:

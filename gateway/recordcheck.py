@@ -7,12 +7,16 @@ before reading, strict JSON (no duplicate keys, NaN or Infinity; a UTF-8 BOM is 
 editors write one), an object, no floats and the canonical form within record.MAX_BYTES
 (protocol/record.py), the top-level fields (commissioning.schema.json, $defs/record), a
 well-formed Ed25519 signature member whose key_id matches its public key (an unsigned record
-is refused here), and that the record is for this gateway's site and one of its devices.
+is refused here), a finish time a calendar has and not ahead of this box's clock by more than
+the regulator allows (the newest record is held, so one dated ahead would refuse every real one
+after it), and that the record is for this gateway's site and one of its devices.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from typing import Any, NamedTuple
 
 from gasguard.protocol import record as rec
@@ -20,7 +24,13 @@ from gasguard.protocol import record as rec
 from . import schemas
 
 MAX_FILE = rec.MAX_BYTES + 64 * 1024  # the canonical form's cap, plus an editor's indentation
-MAX_DEPTH = 24  # a record nests ~6 deep; json.loads recurses, so a deep file must not reach it
+# a record nests ~6 deep; json.loads recurses, so a deep file must not reach it. And the
+# regulator refuses an envelope nested past 16 (boundary.RECORD_MAX_DEPTH), the record inside
+# it two deeper: what is carried must be what it reads
+MAX_DEPTH = 14
+# the regulator's (boundary.FUTURE_SLACK_S): it refuses a record finished further ahead and
+# judges it again only when the gateway sends it again, at its next connect, maybe weeks on
+FUTURE_SLACK_S = 300.0
 
 
 class Refused(ValueError):
@@ -98,6 +108,16 @@ def check(raw: bytes, site: str, devices: frozenset[str] | set[str]) -> Checked:
         key_id = rec.signer(record)  # unsigned, another algorithm, a malformed signature
     except (rec.RecordError, schemas.SchemaError) as e:
         raise Refused(str(e)) from None
+    try:
+        finished = datetime.datetime.fromisoformat(record["finished_at"].replace("Z", "+00:00"))
+    except ValueError:  # the schema's pattern admits 2026-02-30
+        why = "finished_at %r is not a real date and time" % record["finished_at"]
+        raise Refused(why) from None
+    if finished.timestamp() > time.time() + FUTURE_SLACK_S:
+        # held as the device's newest, it would refuse every real record after it, for years
+        raise Refused("finished_at %s is in the future (this site box's clock says %s)"
+                      % (record["finished_at"], time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                              time.gmtime())))  # fmt: skip
     if record["site"] != site:
         raise Refused("the record is for site %r; this gateway serves site %r"
                       % (record["site"], site))  # fmt: skip

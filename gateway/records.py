@@ -16,6 +16,7 @@ what was replaced before it could be.
 from __future__ import annotations
 
 import datetime
+import os
 import sqlite3
 import threading
 import time
@@ -51,13 +52,18 @@ class Records:
     def __init__(self, state_dir: Path, clock=time.time) -> None:
         self.path = Path(state_dir) / FILE
         self.clock = clock
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
-                                  check_same_thread=False)  # fmt: skip
         self.lock = threading.Lock()  # one statement at a time from the gateway's threads
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # added means on disk
-        self.db.executescript(_SCHEMA)
+        self.db = self._connect()
         self._version: int | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30,
+                             check_same_thread=False)  # fmt: skip
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # added means on disk
+        db.executescript(_SCHEMA)
+        self._inode = os.stat(self.path).st_ino
+        return db
 
     def add(self, c: Checked, compact: str) -> str:
         """Commit a checked record; 'added' or 'already held'. Refused if a newer record, or
@@ -96,6 +102,14 @@ class Records:
     def changed(self) -> bool:
         """True when another connection committed since the last call (and at the first)."""
         with self.lock:
+            try:
+                gone = os.stat(self.path).st_ino != self._inode
+            except FileNotFoundError:
+                gone = True
+            if gone:  # deleted (or replaced) under us: `record add` writes the file now there
+                self.db.close()
+                self.db = self._connect()
+                self._version = None
             v = self.db.execute("PRAGMA data_version").fetchone()[0]
         was, self._version = self._version, v
         return was != v
@@ -134,3 +148,24 @@ class Records:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_for_gateway(state_dir: Path, log: Any) -> Records:
+    """The gateway's Records: a file that is not a database (a power cut, a bad card) is moved
+    aside and a fresh one begun, as a damaged outbox is. These are papers, not the alarm path:
+    the gateway must not stop for them (a delivered record stays retained at the broker; one
+    not yet delivered is added again from its file)."""
+    try:
+        return Records(state_dir)
+    except sqlite3.OperationalError:  # locked, no permission, a full disk: not damage
+        raise
+    except sqlite3.DatabaseError as e:
+        path = Path(state_dir) / FILE
+        aside = path.with_name("%s.damaged-%s" % (FILE, time.strftime("%Y%m%dT%H%M%S")))
+        for suffix in ("", "-wal", "-shm"):
+            if Path(str(path) + suffix).exists():
+                os.replace(str(path) + suffix, str(aside) + suffix)
+        log.error("commissioning records damaged: moved aside, a fresh file begun; add any "
+                  "record not yet delivered again",
+                  extra={"path": str(path), "moved_to": str(aside), "reason": str(e)})  # fmt: skip
+        return Records(state_dir)

@@ -38,7 +38,7 @@ from .links import LinkTable
 from .logs import RateLimited
 from .outbox import Item, OutboxWorker, Row
 from .publisher import Publisher, dumps
-from .records import Records
+from .records import open_for_gateway
 
 log = logging.getLogger("gasguard.gateway")
 
@@ -52,6 +52,7 @@ REJECT_LOG_EVERY_S = 60.0
 STOP_PUBLISH_S = 2.0  # at shutdown, for the broker to acknowledge the "offline" status
 STOP_TASKS_S = 5.0  # for the tasks to end once cancelled
 RECORDS_POLL_S = 1.0  # how soon a record `gasguard gateway record add` committed is published
+RECORDS_RETRY_S = 60.0  # records.sqlite unreadable: read (and say so in the log) this often
 
 
 class Gateway:
@@ -112,7 +113,7 @@ class Gateway:
         self.status_port: int | None = None
         self.publisher.identity = (self.instance, self.boot)
         try:  # commissioning records, added by `gasguard gateway record add` (another process)
-            self.records = Records(cfg.state_dir)
+            self.records = open_for_gateway(cfg.state_dir, log)
         except sqlite3.Error as e:
             msg = "commissioning records in %s: %s" % (cfg.state_dir, e)
             raise Fatal(EX_CANTCREAT, msg) from None
@@ -183,21 +184,42 @@ class Gateway:
     async def _watch_records(self) -> None:
         """Each device's newest record to the publisher: at start, then whenever another
         process committed one (PRAGMA data_version, a cheap read)."""
-        offered: dict[str, int] = {}
+        offered: dict[str, str] = {}  # device -> digest (a row id begins again in a new file)
         while True:
-            if await asyncio.to_thread(self.records.changed):
-                for dev, h in (await asyncio.to_thread(self.records.newest, False)).items():
-                    if offered.get(dev) == h.id:
-                        continue
-                    offered[dev] = h.id
-                    ce = cloudevents.commissioning(
-                        self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record), h.digest,
-                        h.added_at,
-                    )  # fmt: skip
-                    self.publisher.offer_record(dev, h.id, dumps(schemas.check(ce)))
-                    log.info("commissioning record to deliver",
-                             extra={"device": dev, "digest": h.digest[:16]})  # fmt: skip
+            try:
+                await self._offer_records(offered)
+            except sqlite3.Error as e:
+                # a file damaged under the running gateway: failing the task five times a
+                # minute stopped the whole gateway (exit 70) for the paperwork; the next start
+                # moves the file aside (records.open_for_gateway)
+                log.error("commissioning records unreadable",
+                          extra={"error": repr(e), "retry_s": RECORDS_RETRY_S})  # fmt: skip
+                self.records._version = None  # all of it again, once it reads
+                await asyncio.sleep(RECORDS_RETRY_S)
             await asyncio.sleep(RECORDS_POLL_S)
+
+    async def _offer_records(self, offered: dict[str, str]) -> None:
+        """Each device's newest record not yet offered, when another process committed one."""
+        if await asyncio.to_thread(self.records.changed):
+            for dev, h in (await asyncio.to_thread(self.records.newest, False)).items():
+                if offered.get(dev) == h.digest:
+                    continue
+                offered[dev] = h.digest
+                try:
+                    ce = cloudevents.commissioning(
+                        self.cfg.site, dev, self.cfg.gateway_id, json.loads(h.record),
+                        h.digest, h.added_at,
+                    )  # fmt: skip
+                    payload = dumps(schemas.check(ce))
+                except Exception as e:  # noqa: BLE001 - one held row must not end the task
+                    # (and every other device's delivery with it); a newer record replaces it
+                    log.error("commissioning record not deliverable",
+                              extra={"device": dev, "digest": h.digest[:16],
+                                     "error": "%s: %s" % (type(e).__name__, e)})  # fmt: skip
+                    continue
+                self.publisher.offer_record(dev, h.id, payload)
+                log.info("commissioning record to deliver",
+                         extra={"device": dev, "digest": h.digest[:16]})  # fmt: skip
 
     def _record_delivered(self, row_id: int) -> None:
         log.info("commissioning record delivered", extra={"row": row_id})

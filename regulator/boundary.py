@@ -163,9 +163,10 @@ def calendar_time(value: str, field: str) -> datetime.datetime:
     only a calendar refuses them."""
     try:
         t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        ts = t.timestamp()  # naive 0001-01-01 (a refused record's, unpatterned): ValueError
+    except (ValueError, OverflowError):
         raise Refused("%s: %r is not a real UTC date and time" % (field, value[:40])) from None
-    if not cloudevents.TIME_MIN <= t.timestamp() < cloudevents.TIME_MAX:
+    if not cloudevents.TIME_MIN <= ts < cloudevents.TIME_MAX:
         raise Refused("%s: %r is outside 2000-2100" % (field, value[:40]))
     return t
 
@@ -205,6 +206,17 @@ def _believable(kind: str, payload: dict[str, Any], now: float) -> None:
     elif kind == "events" and t < CLOCK_FLOOR:  # the gateway's clock, when it has one
         got = d.get("received")
         payload["time"] = got if got and _seconds(got) >= CLOCK_FLOOR else _spell(now)
+
+
+def _noted(payload: dict[str, Any], now: float) -> None:
+    """A record envelope's times are when its gateway took the record, kept in records.sqlite
+    and sent the same at every connect: one taken before the box's clock was set (1970) would
+    be refused for ever. The record's own signed times are judged; these become the ingest's."""
+    for box, key in ((payload, "time"), (payload["data"], "received")):
+        try:
+            calendar_time(box[key], key)
+        except Refused:
+            box[key] = _spell(now)
 
 
 def _schema(kind: str, payload: dict[str, Any]) -> None:
@@ -281,8 +293,10 @@ def check(topic: str, raw: bytes, now: float | None = None) -> Message:
     _schema(kind, payload)
     if kind == "status":
         _whole_counts(payload)
-    payload["time"] = canonical_time(payload["time"], "time")
     d = payload["data"]
+    if kind == "commissioning":
+        _noted(payload, time.time() if now is None else now)
+    payload["time"] = canonical_time(payload["time"], "time")
     for field in TIME_FIELDS[1:]:
         if field in d:
             d[field] = canonical_time(d[field], "data." + field)

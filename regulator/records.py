@@ -13,6 +13,7 @@ its newest at every connect) is counted, not stored twice; an older record repla
 newer one is kept, valid, but does not count (the newer finished later). A refused record is
 judged again when it comes again (its installer may have been registered meanwhile); an
 accepted one stays accepted. Every verdict is written to the audit log in the ingest's batch.
+A site keeps at most REFUSED_PER_SITE refused records; the ingest puts more in `rejected`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ ACTOR = "ingest"
 COLS = ("record_id", "status", "reason", "key_id", "installer", "company", "certificate",
         "verdict", "finished_at", "high_to_closed_ms", "bump_tests", "event_log_head",
         "gateway")  # fmt: skip
+MAX_CLOSE_MS = 3_600_000  # bump_tests[].high_to_closed_ms's maximum (commissioning.schema.json)
+# refused records kept per site: anyone with a site's broker login can send endless distinct
+# ones (each up to 320 KiB, with an audit row); past this they go to the bounded `rejected`
+REFUSED_PER_SITE = 200
+NOT_KEPT = "not kept"
 
 
 class Invalid(ValueError):
@@ -69,9 +75,12 @@ def _bumps(r: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for t in tests[:8] if isinstance(tests, list) else []:
         if isinstance(t, dict):
-            ms = t.get("high_to_closed_ms")
-            out.append({"detector": t.get("detector") if type(t.get("detector")) is int else None,
-                        "high_to_closed_ms": ms if type(ms) is int else None,
+            ms, det = t.get("high_to_closed_ms"), t.get("detector")
+            # a refused record's numbers are anyone's: the schema's ranges, or a BIGINT column
+            # (and the page) would fail the row for 2^70
+            out.append({"detector": det if type(det) is int and 0 <= det <= 247 else None,
+                        "high_to_closed_ms": ms if type(ms) is int and 0 <= ms <= MAX_CLOSE_MS
+                        else None,
                         "result": _s(t.get("result"), 32)})  # fmt: skip
     return out
 
@@ -157,7 +166,8 @@ def _check(store: Any, site: str, device: str, r: dict[str, Any]) -> None:
 
 
 def ingest(store: Any, m: boundary.Message, at: str) -> str:
-    """Judge and keep one record message (inside the ingest's batch transaction); its status."""
+    """Judge and keep one record message (inside the ingest's batch transaction); its status,
+    or NOT_KEPT for a refused one past the site's REFUSED_PER_SITE (the caller rejects it)."""
     d = m.payload["data"]
     r = d["record"]
     digest, row = judge(store, m.site, m.subject, r)
@@ -167,6 +177,11 @@ def ingest(store: Any, m: boundary.Message, at: str) -> str:
         "SELECT status, reason, times FROM commissioning_records WHERE site = ? AND device = ? "
         "AND digest = ?", (m.site, m.subject, digest),
     )  # fmt: skip
+    if not old and row["status"] == REFUSED and store.x(
+        "SELECT count(*) FROM commissioning_records WHERE site = ? AND status = ?",
+        (m.site, REFUSED),
+    ).fetchone()[0] >= REFUSED_PER_SITE:  # fmt: skip
+        return NOT_KEPT
     if not old:
         store.x(
             "INSERT INTO commissioning_records (site, device, digest, %s, received_at, "
@@ -235,6 +250,11 @@ def for_site(store: Any, site: str, limit: int = 20) -> list[dict[str, Any]]:
         (site, limit),
     )  # fmt: skip
     counting = current(store, [site])
+    # the limit counts refused records too, which anyone with the site's broker login can send:
+    # the ones that count are shown whatever came after them
+    shown = {(r["device"], r["digest"]) for r in rows}
+    rows += [{k: c[k] for k in ("site", "device", "digest", *COLS, "received_at", "times")}
+             for c in counting.values() if (c["device"], c["digest"]) not in shown]  # fmt: skip
     for r in rows:
         c = counting.get((r["site"], r["device"]))
         r["counts"] = c is not None and c["digest"] == r["digest"]

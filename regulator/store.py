@@ -342,7 +342,13 @@ class Store:
                 elif m.kind == "status":
                     self._gateway(m, at)
                 elif m.kind == "commissioning":  # judged and kept; the unit's findings follow
-                    records.ingest(self, m, at)
+                    if records.ingest(self, m, at) == records.NOT_KEPT:
+                        reason = ("commissioning: a refused record, not kept: site %s has %d "
+                                  "refused records kept" % (m.site, records.REFUSED_PER_SITE))
+                        full = self.x("SELECT count(*) FROM rejected").fetchone()[0]
+                        self._reject(Rejection(m.topic, reason, m.text.encode()), at, worker,
+                                     full >= REJECTED_ROWS)  # fmt: skip
+                        out.rejected += 1
                     out.sites.add(m.site)
             self._touch_devices(devices, states)
             self._states([states[key] for key in sorted(states)])

@@ -359,8 +359,10 @@ def _alarms(store: Any, sites: tuple[str, Any], rep: Report) -> tuple[list[float
         ack = ack if ack and ack <= s_as_of else None  # after the report was made: not yet
         done = closed.get(hazards.incident_source(i["site"], i["open_event"]))
         done = done if done and done <= s_as_of else None
-        response = None if ack is None else (_t(ack) - opened).total_seconds()
-        handling = None if done is None else (_t(done) - opened).total_seconds()
+        # opened_at is the board's clock (kept up to 5 min ahead), an ack or a closing the
+        # console's: "before" the alarm is at once, never a negative time in the figures
+        response = None if ack is None else max(0.0, (_t(ack) - opened).total_seconds())
+        handling = None if done is None else max(0.0, (_t(done) - opened).total_seconds())
         responses += [] if response is None else [response]
         handlings += [] if handling is None else [handling]
         unit = by_site[i["site"]]

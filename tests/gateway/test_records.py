@@ -82,7 +82,7 @@ def test_a_record_added_on_the_site_box_reaches_its_retained_topic_and_a_newer_r
     # the same file again: nothing new; an older one: refused, the newer stays retained
     again = add(cfg, write(tmp_path, first))
     assert again.returncode == 0 and "already held" in again.stdout
-    newer = signed(SITE, "kitchen-1", who, finished="2026-12-01T09:00:00Z", close_ms=2100)
+    newer = signed(SITE, "kitchen-1", who, finished="2026-11-30T12:00:00Z", close_ms=2100)
     assert add(cfg, write(tmp_path, newer, "newer.json")).returncode == 0
     wait_retained(mosquitto.port, topic, lambda p: p["data"]["record"] == newer)
     older = signed(SITE, "kitchen-1", who, finished="2026-11-29T09:00:00Z")
@@ -129,6 +129,7 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
     who = Installer()
     cfg = gateways.config(mosquitto)
     good = signed(SITE, "kitchen-1", who)
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
     bad_sig = dict(good, signature=dict(good["signature"], alg="rsa"))
     short_key = dict(good, signature=dict(good["signature"], public_key="AAAA"))
     not_b64 = dict(good, signature=dict(good["signature"], public_key="@@not base64@@"))
@@ -142,12 +143,27 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
         "other device": (signed(SITE, "kitchen-99", who), "does not serve"),
         "other site": (signed("site-1", "kitchen-1", who), "serves site 'site-9'"),
         "a float": (dict(unsigned(SITE, "kitchen-1", who), peak=1.5), "a float"),
+        # orjson cannot write it (the gateway's publisher): "added", then never delivered
+        "big integer": (dict(good, peak=2**64), "beyond 2^53"),
+        # a finish time no calendar has (the pattern admits it) was a traceback; one years
+        # ahead was held as the newest, and refused every real record for the device after it
+        "no such day": (signed(SITE, "kitchen-1", who, finished="2026-02-30T10:00:00Z"),
+                        "not a real"),
+        "years ahead": (signed(SITE, "kitchen-1", who, finished="2099-01-01T00:00:00Z"),
+                        "in the future"),
+        # the regulator refuses it (5 min ahead at most) and judges it again only when the
+        # gateway sends it again, at its next connect: weeks of "refused" for a good record
+        "an hour ahead": (signed(SITE, "kitchen-1", who, finished=ahead), "in the future"),
         "schema": (signed(SITE, "kitchen-1", who, verdict="GOOD"), "record.verdict"),
         "a list": (b"[1, 2]", "a JSON object is expected"),
         "NaN": (b'{"a": NaN}', "NaN is not JSON"),
         "duplicate": (b'{"a": 1, "a": 2}', "appears twice"),
         "not JSON": (b"\x89PNG\r\n", "not"),
         "deep": (b"[" * 5000 + b"]" * 5000, "nested deeper"),
+        # within the gateway's old cap (24), past the regulator's for the envelope (16): carried
+        # and then never on its unit's page (the ingest's `rejected`, not a refused record)
+        "deep for the regulator": (dict(good, unit=json.loads('{"a":' * 18 + "1" + "}" * 18)),
+                                   "nested deeper"),
         "huge": (b'{"a": "' + b"x" * (recordcheck.MAX_FILE + 10) + b'"}', "more than a record"),
     }
     for name, (doc, why) in cases.items():
@@ -162,6 +178,97 @@ def test_the_gateway_refuses_at_its_border_what_it_must_not_carry(mosquitto, gat
                             capture_output=True, text=True)  # fmt: skip
     assert json.loads(listed.stdout) == []  # nothing refused was kept
 
+
+def test_a_held_record_the_gateway_cannot_publish_stops_no_other_devices_record(
+    mosquitto, gateways, tmp_path
+):
+    """A row held from before the border refused it (a whole number past 64 bits: orjson will
+    not write it) must not end the records task and, with it, every later device's delivery."""
+    from gasguard.gateway.records import Records
+
+    who = Installer()
+    cfg = gateways.config(mosquitto)
+    state = cfg.parent / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    bad = dict(signed(SITE, "kitchen-1", who), peak=2**64)
+    held = Records(state)
+    held.add(recordcheck.Checked(bad, "ab" * 32, "kitchen-1", bad["record_id"],
+                                 bad["finished_at"], who.key_id), json.dumps(bad))  # fmt: skip
+    held.close()
+    gw = gateways.start(cfg)
+    good = signed(SITE, "kitchen-2", who)
+    assert add(cfg, write(tmp_path, good)).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-2")
+    assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == good
+    assert gw.status()["records"]["held"] == ["kitchen-2"]
+
+def test_a_damaged_records_file_does_not_keep_the_gateway_from_relaying_alarms(
+    mosquitto, gateways, tmp_path
+):
+    """records.sqlite is the commissioning paperwork, not the alarm path: a file a power cut
+    damaged is moved aside (as a damaged outbox is) and the gateway starts, rather than exit 73
+    and relay no alarm until someone finds why."""
+    cfg = gateways.config(mosquitto)
+    state = cfg.parent / "var"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "records.sqlite").write_bytes(b"not a database " * 512)
+    gateways.start(cfg)
+    assert [p.name for p in state.glob("records.sqlite.damaged-*")]
+    record = signed(SITE, "kitchen-1", Installer())
+    assert add(cfg, write(tmp_path, record)).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
+    assert wait_retained(mosquitto.port, topic, lambda p: True)["data"]["record"] == record
+
+def test_records_file_damaged_while_running_does_not_stop_the_gateway(mosquitto, gateways,
+                                                                      tmp_path):  # fmt: skip
+    """The records task failing at every poll (its file overwritten in place) was 5 failures in
+    a minute: exit 70, the whole gateway down, again and again, for the paperwork."""
+    cfg = gateways.config(mosquitto)
+    gw = gateways.start(cfg)
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", Installer()))).returncode == 0
+    for path in (cfg.parent / "var").glob("records.sqlite*"):
+        with path.open("r+b") as f:  # in place: the gateway's open connection reads it
+            f.write(b"\xff" * max(path.stat().st_size, 4096))
+    time.sleep(12)
+    assert gw.proc.poll() is None, gw.log_path.read_text()[-600:]
+    assert gw.status()["records"] is not None
+
+def test_a_record_added_after_the_records_file_was_deleted_under_the_gateway_is_delivered(
+    mosquitto, gateways, tmp_path
+):
+    """`rm records.sqlite*` (a clean-up) while the gateway runs: `record add` makes a new file
+    and says the running gateway delivers it, which read the deleted one until its restart."""
+    cfg = gateways.config(mosquitto)
+    gateways.start(cfg)
+    who = Installer()
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", who))).returncode == 0
+    topic = cloudevents.topic_commissioning(SITE, "kitchen-1")
+    wait_retained(mosquitto.port, topic, lambda p: True)
+    for p in (cfg.parent / "var").glob("records.sqlite*"):
+        p.unlink()
+    record = signed(SITE, "kitchen-1", who, finished="2026-11-30T11:00:00Z")  # row 1 again
+    assert add(cfg, write(tmp_path, record, "again.json")).returncode == 0
+    wait_retained(mosquitto.port, topic, lambda p: p["data"]["record"] == record)
+
+def test_a_full_disk_at_record_add_is_one_line_and_nothing_added(mosquitto, gateways, tmp_path):
+    """The commit failing (the state directory's disk full: here a file size limit) was a
+    traceback; the installer needs one line saying the record was not added, and why."""
+    import resource
+
+    cfg = gateways.config(mosquitto)
+    assert add(cfg, write(tmp_path, signed(SITE, "kitchen-1", Installer()))).returncode == 0
+    big = write(tmp_path, signed(SITE, "kitchen-2", Installer(), unit={"note": "x" * 200_000}),
+                "big.json")  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "gasguard.gateway", "record", "add", str(big), "--config",
+         str(cfg)], capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536)),
+    )  # fmt: skip
+    assert r.returncode == 1 and "not added" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    listed = subprocess.run([sys.executable, "-m", "gasguard.gateway", "record", "list",
+                             "--config", str(cfg), "--json"], capture_output=True, text=True)
+    assert [x["device"] for x in json.loads(listed.stdout)] == ["kitchen-1"]
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs to give the state directory away")
 def test_a_record_added_by_another_user_than_the_gateways_is_refused(mosquitto, gateways,

@@ -117,6 +117,7 @@ HOSTILE = {
     "schema": (lambda r, w: w.sign(dict(r, verdict="GOOD")), "record.verdict"),
     "a float": (lambda r, w: dict(r, bump_tests=[dict(r["bump_tests"][0], peak_tenths=52.0)]),
                 "a float"),
+    "big integer": (lambda r, w: dict(r, peak=2**64), "beyond 2^53"),
     "dated ahead": (lambda r, w: w.sign(dict(r, finished_at="2099-01-01T00:00:00Z")),
                     "is in the future"),
     "another certificate": (lambda r, w: w.sign(dict(r, installer=dict(r["installer"],
@@ -220,6 +221,80 @@ def test_what_a_database_cannot_hold_in_a_record_is_shown_not_a_failed_batch(sto
     assert store.rows("SELECT * FROM rejected") == []
 
 
+def test_a_refused_records_close_time_beyond_a_bigint_is_kept_refused_not_a_failed_batch(store):
+    """The columns of a refused record come from a record nobody vouched for: a close time of
+    2^70 ms (or -2^70) must not fail the INSERT and drop the record from its unit's page."""
+    who = Installer()
+    register(store, who)
+    for dev, ms in (("kitchen-1", 2**70), ("kitchen-2", -(2**70))):
+        r = unsigned(SITE, dev, who)
+        r["bump_tests"] = [dict(r["bump_tests"][0], high_to_closed_ms=ms)]
+        deliver(store, *envelope(r, device=dev))
+        (row,) = kept(store, dev)
+        assert row["status"] == "refused" and row["high_to_closed_ms"] is None
+    assert store.rows("SELECT * FROM rejected") == []
+
+
+def test_a_flood_of_refused_records_on_the_sites_topics_hides_no_counting_record(store):
+    """Anyone with the site's broker login can publish refused records (20 is the page's
+    limit) on a device topic that sorts first: the unit's counting record must still show."""
+    who = Installer()
+    register(store, who)
+    deliver(store, *envelope(signed(SITE, DEV, who)))
+    for _ in range(25):
+        deliver(store, *envelope(unsigned(SITE, "aaa", who), device="aaa"))
+    listed = records.for_site(store, SITE)
+    assert [(r["device"], r["status"]) for r in listed if r["counts"]] == [(DEV, "accepted")]
+    assert "payload" not in listed[-1]
+
+
+@pytest.mark.parametrize("clock", [0, 4200000000])
+def test_a_record_a_gateway_took_with_its_clock_wrong_is_still_judged(store, clock):
+    """The envelope's time is when the gateway took the record (records.sqlite keeps it: the
+    same at every send). A site box that took it before its clock was set (1970) carried it
+    to `rejected` at every connect, for ever; the record's own signed times are what count."""
+    who = Installer()
+    register(store, who)
+    record = signed(SITE, DEV, who)
+    ce = cloudevents.commissioning(SITE, DEV, "gw-1", record, rec.digest(record), clock)
+    deliver(store, cloudevents.topic_commissioning(SITE, DEV), json.dumps(ce).encode())
+    assert store.rows("SELECT reason FROM rejected") == []
+    (row,) = kept(store)
+    assert row["status"] == "accepted"
+
+
+@pytest.mark.parametrize("finished", ["0001-01-01", "0001-01-01T00:00:00", "9999-12-31"])
+def test_a_refused_records_finish_time_no_clock_can_hold_is_kept_refused(store, finished):
+    """A refused record's finish time is read for its row whatever its spelling: a naive year 1
+    raised ValueError out of the boundary's calendar (year 0 is out of range), failing the row
+    into `rejected` instead of the unit's page."""
+    who = Installer()
+    register(store, who)
+    deliver(store, *envelope(who.sign(unsigned(SITE, DEV, who, finished=finished))))
+    (row,) = kept(store)
+    assert row["status"] == "refused" and row["finished_at"] is None
+    assert store.rows("SELECT * FROM rejected") == []
+
+
+def test_endless_distinct_refused_records_from_a_sites_login_do_not_grow_the_ledger(
+    store, monkeypatch
+):
+    """`rejected` keeps a bounded number of short excerpts; a refused record was kept whole (up
+    to 320 KiB) with an audit row each, without end: anyone with one site's broker login could
+    fill the city's database. Past the site's share they go to `rejected`, counted."""
+    monkeypatch.setattr(records, "REFUSED_PER_SITE", 5, raising=False)
+    who = Installer()
+    register(store, who)
+    for n in range(8):
+        deliver(store, *envelope(unsigned(SITE, "x%d" % n, who), device="x%d" % n))
+    deliver(store, *envelope(signed(SITE, DEV, who)))  # a real one still counts
+    kept_rows = store.rows("SELECT status FROM commissioning_records WHERE site = ?", (SITE,))
+    assert sorted(r["status"] for r in kept_rows) == ["accepted"] + ["refused"] * 5
+    over = store.rows("SELECT reason FROM rejected")
+    assert len(over) == 3 and all("refused records kept" in r["reason"] for r in over)
+    assert records.current(store, [SITE])[(SITE, DEV)]["status"] == "accepted"
+
+
 # --- compliance --------------------------------------------------------------------------------
 
 
@@ -257,6 +332,17 @@ def test_an_incomplete_commissioning_is_a_finding(store):
     deliver(store, *envelope(signed(SITE, DEV, who, verdict="INCOMPLETE", bump_tests=[])))
     nw = findings(store)[(DEV, "not_working")]
     assert "verdict INCOMPLETE" in nw and "no bump test" in nw
+
+
+def test_a_counting_records_whole_number_too_big_for_a_float_stops_no_evaluation(store):
+    """install is free-form in the schema: a signed ceiling of 10**400 metres (or one held from
+    before the seam refused such numbers) must not raise out of compliance, whose sweep judges
+    every unit in one run: one record would stop the city's findings."""
+    payload = unsigned(SITE, DEV, Installer())
+    payload["install"]["ceiling_m"] = 10**400
+    payload["install"]["detectors"][0]["mount_height_m"] = -(10**400)
+    (d,) = compliance.record_detectors(DEV, payload, [])
+    assert d.get("ceiling_m") is None and d.get("mount_height_m") is None
 
 
 # --- the unit page and the API -----------------------------------------------------------------

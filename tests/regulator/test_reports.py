@@ -68,6 +68,22 @@ def test_figures_of_a_known_week(store):
     assert by_site["s5"]["watched_s"] == 72 * H  # from when it was first heard
 
 
+def test_a_console_ack_before_a_board_clock_ahead_is_no_negative_response(store):
+    """A board's time up to 5 minutes ahead is kept (boundary.FUTURE_SLACK_S), the console's
+    ack is the server's: acknowledged 'before' the alarm, the week's median response read -90 s
+    in a report sent to the district."""
+    from .report_ledger import incident
+
+    with store.transaction():
+        for n in range(3):
+            incident(store, "s2", "d3", "ahead%d" % n, "high", "2026-11-26T10:01:30.000Z")
+            store.x("INSERT INTO alarm_acks VALUES (?,?,?,?,?,?)",
+                    ("s2", "d3", "ahead%d" % n, "值班员", "2026-11-26T10:00:00.000Z", "console"))
+    f = report(store, A).figures
+    assert f["response"].value >= 0 and min(a["response_s"] for a in report(store, A).alarms
+                                             if a["response_s"] is not None) >= 0  # fmt: skip
+
+
 def test_scope_never_another_districts_units(store, tmp_path):
     import openpyxl
 
