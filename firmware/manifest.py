@@ -15,6 +15,7 @@ ROOT_BYTECODE = ("rom.py", "fallback.py")
 FIRMWARE = (
     "lib/gasguard/__init__.py",
     "lib/gasguard/app.py",
+    "lib/gasguard/bump.py",
     "lib/gasguard/config.py",
     "lib/gasguard/detectors.py",
     "lib/gasguard/eventlog.py",

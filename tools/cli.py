@@ -35,6 +35,7 @@ COMMANDS = (
     "gasguard.tools.installer.flash",
     "gasguard.tools.bench.fuzz",
     "gasguard.tools.installer.commission",
+    "gasguard.tools.installer.identity",  # installer keygen
     "gasguard.tools.regulator",
 )
 

@@ -390,3 +390,28 @@ def test_an_install_date_not_in_iso_form_is_named_with_the_form_to_use(value):
     found = [f for f in check(edit(good, _set("install.valve_installed", value)), TODAY)]
     (f,) = [f for f in found if f.field == "install.valve_installed"]
     assert json.dumps(value, ensure_ascii=False) in f.message and "YYYY-MM-DD" in f.message
+
+
+@pytest.mark.parametrize(
+    "path, value, words",
+    [
+        ("install.unit.name", "x" * 121, "at most 120 characters"),
+        ("install.unit.responsible", 12345, "must be text"),
+        ("install.unit.owner", "Eve", "unknown key"),
+        ("install.valve.serial", "", "at least 1 characters"),
+        ("install.valve.standard", ["CJ/T 394"], "must be text"),
+        ("install.detectors.0.approval", "A" * 61, "at most 60 characters"),
+        ("install.detectors.0.calibrated", "2026-13-01", "YYYY-MM-DD"),
+        ("install.detectors.0.end_of_life", "soon", "not a real date"),
+    ],
+)  # fmt: skip
+def test_what_the_commissioning_record_names_is_checked_at_the_config(path, value, words):
+    """Issue 26: the unit, the valve and each detector's model, serial, approval, calibration
+    and end of life live in the install block; what a record could not hold is refused here,
+    field by field, before a board is ever flashed."""
+    cfg = edit(good, _set(path, value)) if not path.endswith("owner") else edit(
+        good, _set("install.unit", {"name": "n", "owner": value}))  # fmt: skip
+    found = [f for f in check(cfg, TODAY) if f.field.startswith(path.rsplit(".", 1)[0]
+                                                                .replace(".0", "[0]"))]
+    assert found and any(words in f.message for f in found), [f.message for f in check(cfg,
+                                                                                      TODAY)]

@@ -241,20 +241,25 @@ def test_an_override_is_kept_on_the_board_and_in_the_commissioning_record(factor
     b.wait_line("GASGUARD RUNNING hotpot-88-main", 20, start=mark)
 
     out = tmp_path / "record"
+    from gasguard.tools.installer.identity import keygen
+
+    ident = keygen(tmp_path / "id", "Wang Wei", "An Ran Co", "44-0912")[1]
     r = subprocess.run(
         [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
-         "--config", str(p), "--out", str(out), "--yes", "--installer", "Wang Wei"],
+         "--config", str(p), "--out", str(out), "--yes", "--installer", str(ident),
+         "--no-bump", "--no-pdf"],
         capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 1 and "no bump test" in r.stdout, r.stdout + r.stderr
     rec = json.loads(next(out.glob("*.json")).read_text())
     ov = rec["install_rules_overridden"]
     assert ov["by"] == "Wang Wei (licence 44-0912)" and ov["reason"] == why and ov["current"]
     assert ov["overridden"][0]["field"] == "install.detectors[0].mount_height_m"
-    md = next(out.glob("*.md")).read_text()
-    # Markdown-escaped as the record escapes every value: it reads install.detectors[0]...
-    assert "**OVERRIDDEN** by Wang Wei" in md
-    assert r"install.detectors\[0\].mount\_height\_m" in md
+    # overridden, so not a failure of the record: the installer took it on, and it says so
+    assert not any("install rule" in w for w in rec["verdict_reasons"])
+    page = next(out.glob("*.html")).read_text()
+    assert "install rules OVERRIDDEN by Wang Wei (licence 44-0912)" in page
+    assert "install.detectors[0].mount_height_m" in page
 
     # the config fixed and flashed again: the override no longer applies and leaves the board
     mark = len(b.lines)

@@ -1,8 +1,11 @@
 # On-site self-test for commissioning, run from the REPL once the safety loop has been stopped
 # (Ctrl-C leaves the valve closed and keeps the board and config in gasguard.stopped).
 #
-# Order matters: detectors first; the valve is only opened, for a moment, when every detector
-# answered with a clean-air reading. Each step prints one "SELFTEST {json}" line as it finishes
+# The lamps, buzzer and fan are switched by the host, one at a time, and stay on while the
+# installer is asked whether they saw or heard it (tools/installer/commission.py). Here, order
+# matters: detectors first; the valve is only opened, for a moment, when every detector
+# answered with a clean-air reading (then the host runs the bump test: gasguard/bump.py).
+# Each step prints one "SELFTEST {json}" line as it finishes
 # (the host, tools/installer/commission.py, reads them as they come); "result" is a number
 # (0 info, 1 pass, 2 fail, 3 driven: a person must confirm it, 4 skipped). The valve ends closed
 # whatever happens: a step that fails (a silent detector, the heap running short) is reported as
@@ -22,7 +25,6 @@ from gasguard import detectors, modbus
 from gasguard.protocol import VERSION
 from gasguard.protocol.profile import NOANSWER, OK, STATE_NAMES
 
-_LAMP_MS = const(700)  # long enough for a person to see each one
 _PASS = const(1)
 _FAIL = const(2)
 _DRIVEN = const(3)
@@ -43,19 +45,6 @@ def idle(board, period_ms):
     while ticks_diff(ticks_ms(), t0) < period_ms:
         board.service(ticks_ms())
         sleep_ms(10)
-
-
-def _drive(board):
-    # each lamp, the buzzer and the fan on their own: all dark first
-    for name in ("red", "yellow", "green", "buzzer", "fan"):
-        getattr(board, name).value(0)
-    idle(board, 300)
-    for name in ("red", "yellow", "green", "buzzer", "fan"):
-        pin = getattr(board, name)
-        pin.value(1)
-        idle(board, _LAMP_MS)
-        pin.value(0)
-        show(name, _DRIVEN, "on for %d ms: confirm it was seen or heard" % _LAMP_MS)
 
 
 def poll(board, cfg):
@@ -161,11 +150,9 @@ def run(stopped=None):
           '"cfg": %s}' % tuple(json.dumps(x) for x in about))  # fmt: skip
     ok = False
     try:
-        for step in range(3):
+        for step in range(2):
             try:
                 if step == 0:
-                    _drive(board)
-                elif step == 1:
                     ok = poll(board, cfg)
                 else:
                     valve(board, cfg, ok)
@@ -173,7 +160,7 @@ def run(stopped=None):
                 # the stopped firmware's heap is fragmented: say so, keep the valve closed
                 board.valve.value(0)
                 why = "the board ran out of memory: restart it, then try again"
-                show(("lamps, buzzer and fan", "detectors", "valve")[step], _FAIL, why)
+                show(("detectors", "valve")[step], _FAIL, why)
     finally:
         board.valve.value(0)
         for name in ("red", "yellow", "green", "buzzer", "fan"):
