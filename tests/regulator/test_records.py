@@ -334,6 +334,19 @@ def test_an_incomplete_commissioning_is_a_finding(store):
     assert "verdict INCOMPLETE" in nw and "no bump test" in nw
 
 
+def test_a_record_made_without_the_boards_log_head_is_accepted_as_incomplete(store):
+    """`gasguard commission` writes event_log_head null (and INCOMPLETE, never PASS) when it
+    could not read the board's log: a signed, honest record, kept and counted as incomplete,
+    not refused as if forged."""
+    who = Installer()
+    register(store, who)
+    deliver(store, *envelope(signed(SITE, DEV, who, verdict="INCOMPLETE",
+                                    event_log_head=None)))  # fmt: skip
+    (row,) = kept(store)
+    assert row["status"] == "accepted" and row["verdict"] == "INCOMPLETE", row
+    assert "verdict INCOMPLETE" in findings(store)[(DEV, "not_working")]
+
+
 def test_a_counting_records_whole_number_too_big_for_a_float_stops_no_evaluation(store):
     """install is free-form in the schema: a signed ceiling of 10**400 metres (or one held from
     before the seam refused such numbers) must not raise out of compliance, whose sweep judges
