@@ -3,7 +3,7 @@
 smtplib rather than aiosmtplib: a few messages a minute at most (one per contact per step), so a
 thread per send costs nothing and the regulator gains no runtime dependency. A report's files
 are named by their path on the regulator's disk in the text, never attached (docs/design.md
-§9.1: the file stays where the report made it; mail size limits never bite).
+§2.5: the file stays where the report made it; mail size limits never bite).
 """
 
 from __future__ import annotations
