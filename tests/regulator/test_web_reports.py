@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from gasguard.regulator.notify import messages
 from gasguard.regulator.reports import schedule
 from gasguard.regulator.store import now, open_store
 from gasguard.regulator.web import accounts
@@ -160,4 +161,9 @@ def test_a_link_made_from_a_district_id_with_slashes_and_dots_is_one_segment():
     shanghai = urllib.parse.quote("上海市")
     assert made.page("上海市/..", "2026-W48") == "/reports/%s%%2F../2026-W48" % shanghai
     assert made.link(BASE + "/", "a/b", "2026-W48") == BASE + "/reports/a%2Fb/2026-W48"
+    # what a robot shows: the link whole inside the markdown, its title made inert
+    link = made.link(BASE, "a/b", "2026-W48")
+    body = {"title": "周报 [x](http://evil)", "text": "t", "link": link}
+    assert messages.markdown_of(body).endswith("](%s/reports/a%%2Fb/2026-W48)" % BASE)
+    assert "[x]" not in messages.markdown_of(body)
 
