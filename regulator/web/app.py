@@ -27,7 +27,7 @@ from gasguard.tools import exitcodes
 
 from .. import api, geo, hazards, triage, views, workorders
 from ..refusal import Refusal
-from . import accounts, citypages, i18n, ledger, throttle, vendor, workpages
+from . import accounts, citypages, i18n, ledger, reportpages, throttle, vendor, workpages
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -155,6 +155,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         row.pop("password")
         row["scope"] = accounts.scope_of(store, row["node"])
         row["writer"] = row["role"] in accounts.WRITERS
+        row["reports"] = reportpages.may_read(store, row["node"])
         return row
 
     def lang_of(request: Any) -> str:
@@ -473,6 +474,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/gateways", gateway_list),
         *vendor.routes(),
         *citypages.routes(readers, render, tz, boundaries),
+        *reportpages.routes(readers, render, USER_KEY),
         *workpages.routes(workpages.Console(
             readers, writers, render, csrf_ok, deadline_utc, USER_KEY,
             Path(photo_dir) if photo_dir else None, tuple(on_confirmed), tuple(on_closed))),
