@@ -762,3 +762,40 @@ def test_a_person_is_guided_through_the_bump_test_step_by_step(board, tmp_path):
     assert text.count("Hold RESET now") == 2 and "verdict: INCOMPLETE" in text
     rec = json.loads(only(tmp_path, "*.json").read_text())
     assert [t["result"] for t in rec["bump_tests"]] == ["pass", "pass"], rec["bump_tests"]
+
+
+# --- the issue 26 attack (attack26b) -----------------------------------------------------------
+
+
+def test_ctrl_c_while_the_valve_is_open_for_the_bump_test_closes_it(board, tmp_path):
+    """The installer presses Ctrl-C while the valve is open and the board waits for test gas
+    (a person has 300 s): the host left bump.alarm running on the board, the valve open, and
+    the restart (machine.reset() through a raw REPL that was busy) never reached an ESP32.
+    Ctrl-C on the host stops the test on the board: the valve closes at once and the board
+    restarts into normal operation, valve closed until a reset on site."""
+    import os
+    import signal
+
+    b = board.board
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
+         "--config", str(board.config_path), "--out", str(tmp_path), "--installer", str(IDENT),
+         "--yes", "--no-pdf"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "Apply test gas to" in line:
+                break
+        b.wait_output("valve", 1, 5)  # open, waiting for the gas
+        lines = len(b.lines)
+        proc.send_signal(signal.SIGINT)
+        b.wait_output("valve", 0, 3)
+        b.wait_line("GASGUARD RUNNING", 20, start=lines)
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert list(tmp_path.glob("*.json")) == []
+

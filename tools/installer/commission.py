@@ -410,6 +410,12 @@ def commission(
         ) from None
     finally:
         try:
+            # a test the host left running (Ctrl-C here, an error reading its lines) holds the
+            # valve as it was, open in the bump test, until its own time runs out, and keeps
+            # the REPL busy so the restart below never reaches the board: stop it first (its
+            # finally closes the valve; at an idle prompt Ctrl-C does nothing)
+            board.t.serial.write(b"\x03")
+            time.sleep(0.2)
             board.restart(info.get("platform", "esp32"))
         except Exception:  # noqa: BLE001 - a board that cannot be restarted from here is closed
             try:
