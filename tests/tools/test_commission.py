@@ -799,3 +799,53 @@ def test_ctrl_c_while_the_valve_is_open_for_the_bump_test_closes_it(board, tmp_p
     assert proc.returncode != 0
     assert list(tmp_path.glob("*.json")) == []
 
+
+def _bump_lines(*steps, **extra):
+    return [("2026-11-30T00:00:%02d.000Z" % i, dict({"check": "bump", "result": 0, "step": s,
+                                                     "lel": 600, "ms": 300},
+                                                    **extra.get(str(s), {})))
+            for i, s in enumerate(steps)]  # fmt: skip
+
+
+@pytest.mark.parametrize("steps", [
+    (7, 9),  # only "reset: the valve open again": no gas, no closing seen
+    (1, 2, 3, 5, 6, 7, 9),  # the valve-closed line lost on the cable: the closing unproven
+    (1, 2, 3, 4, 6, 5, 7, 9),  # refused after the gas had cleared
+    (1, 3, 2, 4, 5, 6, 7, 9),  # high before low
+    (1, 2, 3, 4, 5, 6, 7, 7, 9),  # a line twice
+])  # fmt: skip
+def test_a_bump_test_passes_only_with_every_milestone_in_order(steps):
+    """Attack: bumptest.result took "pass" from the reopening line alone, whatever came before:
+    a valve-closed line garbled on the cable (skipped as not JSON) still gave PASS, with no
+    closing time. Every milestone, once, in order, and the board's own end step 7, or fail."""
+    got = bumptest.result(1, _bump_lines(*steps, **{"5": {"why": 6}, "9": {"end": 7}}))
+    assert got["result"] == "fail", got
+    assert got["detail"], got
+
+
+@pytest.mark.parametrize("line", [
+    '{"check": "bump", "result": 0, "step": 1, "lel": null, "ms": 0}',
+    '{"check": "bump", "result": 0, "step": 2, "lel": "600", "ms": 0}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": 600, "ms": 1e999}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": 600, "ms": 99999999999999999999}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": NaN, "ms": 3}',
+    '{"check": "bump", "result": 0, "step": "4", "lel": 600, "ms": 3}',
+    '{"check": "bump", "result": 0, "step": 9, "end": 7, "lel": 1e30, "ms": 3}',
+    '{"check": "bump", "result": 0, "lel": 600, "ms": 3}',
+    '[1, 2]',
+    '{"check": "bump", "result": 0, "st\ufffd',
+])  # fmt: skip
+def test_a_garbled_milestone_line_is_never_a_crash_or_a_value_in_the_record(line):
+    """Attack: a line damaged on the way (a byte lost or changed on the USB cable) raised in the
+    REPL reader (TypeError formatting a null reading) and left the bump test running with the
+    valve open; a huge number reached the record and made signing fail after the test. A
+    damaged line is named, and the test it belongs to fails."""
+    got = bumptest.parse("SELFTEST " + line)
+    assert got is None or all(isinstance(v, int) and abs(v) < 2**31 for k, v in got.items()
+                              if k not in ("check",)), got  # fmt: skip
+    full = _bump_lines(1, 2, 3, 4, 5, 6, 7, 9, **{"5": {"why": 6}, "9": {"end": 7}})
+    if got is None:
+        full.insert(4, ("2026-11-30T00:00:04.500Z", bumptest.GARBLED))
+    res = bumptest.result(1, full)
+    assert got is not None or res["result"] == "fail", res
+    signed.canonical(res)
