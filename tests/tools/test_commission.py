@@ -849,3 +849,51 @@ def test_a_garbled_milestone_line_is_never_a_crash_or_a_value_in_the_record(line
     res = bumptest.result(1, full)
     assert got is not None or res["result"] == "fail", res
     signed.canonical(res)
+
+
+def test_an_install_block_no_signature_can_hold_still_makes_a_signed_record():
+    """Attack: the install block never reaches the board (flash strips it), so nothing but the
+    record reads it: a unit address written as a number (1.5), a height of 10^20, an override
+    file naming 2^60, a log index past 2^53 made the record's signing raise after the whole
+    test had run (the valve cycled, the gas applied): a traceback and no record. Kept as text."""
+    from datetime import datetime
+
+    cfg = json.loads(EXAMPLE.read_text())
+    cfg["install"]["unit"]["address"] = 1.5
+    cfg["install"]["unit"]["responsible"] = 13800138000 * 10**10
+    cfg["install"]["ceiling_m"] = 10**20
+    cfg["install"]["detectors"][0]["mount_height_m"] = -(2**64)
+    cfg["install"]["valve"]["serial"] = 2**70
+    now = datetime(2026, 11, 30, 14, 5, 9).astimezone()
+    rec = commrecord.build(cfg=cfg, installer={"name": "W", "company": "c", "certificate": "n",
+                                               "key_id": "0" * 16},
+                           board={"id": "hotpot-88-main", "firmware": "1", "digest": None},
+                           checks=[], bumps=[], findings=[], override={"by": 2**60},
+                           log_head=(2**60, "8992aac118639a27"), started=now,
+                           finished=now)  # fmt: skip
+    signed.canonical(rec)
+    assert rec["unit"]["address"] == "1.5" and rec["install"]["ceiling_m"] == str(10**20)
+    assert rec["equipment"]["valve"]["serial"] == str(2**70)
+    commrecord.html(rec)
+
+
+@pytest.mark.parametrize("line", [
+    '{"check": "detector.1", "result": 1, "detail": "ok", "lel": 1e999}',
+    '{"check": "detector.1", "result": 7, "detail": "ok"}',
+    '{"check": "detector.x", "result": 1, "detail": "ok"}',
+    '{"check": "valve", "result": 1, "detail": "ok", "open_ms": 99999999999999999999}',
+    '{"check": "valve", "result": 1, "detail": "ok", "open_ms": 3, "close_ms": NaN}',
+    '{"check": "valve", "result": 1, "de\ufffd',
+    '{"check": 5, "result": 1}',
+])  # fmt: skip
+def test_a_garbled_self_test_line_is_a_failed_check_not_a_crash(line):
+    """Attack: a self-test line damaged on the cable raised in the REPL reader (not JSON, a
+    result number past the list, "detector.x"), or put an infinite reading or a number past
+    2^53 into the record, whose signing then failed after the test. It is a failed check."""
+    r = cm.selftest_line("SELFTEST " + line)
+    assert r["result"] == "fail" and "damaged" in r["detail"], r
+    signed.canonical(cm.as_check(dict(r, at="2026-11-30T00:00:00.000Z"), None))
+    ok = cm.selftest_line('SELFTEST {"check": "detector.1", "result": 1, "detail": "d", '
+                          '"lel": 0.5}')  # fmt: skip
+    assert ok["result"] == "pass" and cm.as_check(ok, None)["tenths"] == 5
+

@@ -39,11 +39,17 @@ def plain(v: Any) -> Any:
     """The config's values as the signed bytes can hold them: a float as the text it reads as."""
     if isinstance(v, float):
         return repr(v) if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > signed.INT_MAX:
+        return str(v)  # past 2^53 the signing refuses it, after the whole test had run
     if isinstance(v, dict):
         return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, list):
         return [plain(x) for x in v]
     return v
+
+
+def text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
 
 def tenths(pct: Any) -> int | None:
@@ -174,6 +180,10 @@ def build(
     install["findings"] = plain(findings)
     unit = inst.get("unit") if isinstance(inst, dict) else None
     unit = unit if isinstance(unit, dict) else {}
+    # a number where text belongs (an address as 1.5) is kept as its text: never a float
+    unit = {k: v if isinstance(v, str) or v is None else text(plain(v)) for k, v in unit.items()}
+    if log_head and not (isinstance(log_head[0], int) and 0 <= log_head[0] <= signed.INT_MAX):
+        log_head = None  # an index no record holds: the head is not read
     rec: dict[str, Any] = {
         "schema": signed.SCHEMA,
         "record_id": str(uuid.uuid4()),
