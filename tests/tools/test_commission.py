@@ -897,3 +897,19 @@ def test_a_garbled_self_test_line_is_a_failed_check_not_a_crash(line):
                           '"lel": 0.5}')  # fmt: skip
     assert ok["result"] == "pass" and cm.as_check(ok, None)["tenths"] == 5
 
+
+def test_the_pdf_never_follows_a_symlink_or_writes_over_a_file(tmp_path):
+    """Attack: the PDF was copied to "<name>.pdf.part" through open() (a symlink planted there,
+    in a shared --out, took the PDF into the file it names) and moved over "<name>.pdf" by
+    os.replace, whatever had appeared there since commission looked (a race: never overwrite)."""
+    from gasguard.tools import pdf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    out = tmp_path / "rec.pdf"
+    (tmp_path / "rec.pdf.part").symlink_to(victim)
+    pdf.html_to_pdf("<p>record</p>", out, exclusive=True)
+    assert victim.read_text() == "mine\n" and out.read_bytes().startswith(b"%PDF")
+    with pytest.raises(FileExistsError):  # the name taken since: refused, the file kept
+        pdf.html_to_pdf("<p>another</p>", out, exclusive=True)
+    assert out.read_bytes().startswith(b"%PDF") and len(list(tmp_path.iterdir())) == 3

@@ -254,11 +254,9 @@ def write(out_dir: Path, rec: dict[str, Any], when: datetime.datetime,
     if not pdf:
         del paths["pdf"]
         return paths, None
-    if paths["pdf"].exists():
-        raise FileExistsError(paths["pdf"])
     try:
-        printer.html_to_pdf(page, paths["pdf"])
-    except printer.PdfError as e:
+        printer.html_to_pdf(page, paths["pdf"], exclusive=True)
+    except (printer.PdfError, OSError) as e:  # the JSON and HTML stand: said, not raised
         del paths["pdf"]
         return paths, str(e)
     return paths, None
