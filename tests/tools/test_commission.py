@@ -913,3 +913,17 @@ def test_the_pdf_never_follows_a_symlink_or_writes_over_a_file(tmp_path):
     with pytest.raises(FileExistsError):  # the name taken since: refused, the file kept
         pdf.html_to_pdf("<p>another</p>", out, exclusive=True)
     assert out.read_bytes().startswith(b"%PDF") and len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_signing_key_others_can_read_is_refused(tmp_path):
+    """Attack: a key copied with `cp` to a shared machine (0644) signed records all the same:
+    anyone on that machine could sign as this installer. Refused, as ssh refuses such a key,
+    with the chmod that mends it (before the board is touched)."""
+    import os
+
+    key_path, id_path = identity.keygen(tmp_path / "k", "W", "C", "N")
+    os.chmod(key_path, 0o644)
+    with pytest.raises(identity.IdentityError, match="chmod 600"):
+        identity.load(id_path)
+    os.chmod(key_path, 0o600)
+    assert identity.load(id_path)[0]["name"] == "W"
