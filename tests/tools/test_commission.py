@@ -927,3 +927,39 @@ def test_a_signing_key_others_can_read_is_refused(tmp_path):
         identity.load(id_path)
     os.chmod(key_path, 0o600)
     assert identity.load(id_path)[0]["name"] == "W"
+
+
+def test_a_board_that_reboots_mid_bump_test_is_said_at_once(board, tmp_path):
+    """Attack: the board rebooted (a power dip, its watchdog) while the valve was open for the
+    bump test: it came up running, valve closed, but the host went on waiting for milestones
+    until its timeout (110 s here, 630 s for a person), guiding the person through a test that
+    no longer ran. Its boot lines end the test at once, in words; no record."""
+    import os
+
+    b = board.board
+    ep = tmp_path / "endpoints.json"
+    ep.write_text(json.dumps(board.endpoints()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
+         "--config", str(board.config_path), "--out", str(tmp_path / "rec"), "--installer",
+         str(IDENT), "--yes", "--no-pdf", "--virtual", str(ep)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "test gas on" in line:
+                break
+        b.wait_output("valve", 1, 5)
+        b.power_cycle()
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "restarted during the bump test" in err and "Traceback" not in err, err
+    assert took < 30, took
+    assert list((tmp_path / "rec").glob("*.json")) == []
+    b.wait_line("GASGUARD RUNNING", 20, start=len(b.lines) - 1)
+    b.wait_output("valve", 0, 5)

@@ -59,6 +59,9 @@ STEPS = (OPEN, LOW, HIGH, CLOSED, REFUSED, CLEARED, REOPENED)  # in this order, 
 # a number the board's ticks_diff and readings never reach: beyond it a line was damaged
 LIMIT = 2**31
 GARBLED = {"garbled": True}  # a milestone line damaged on its way (a byte lost on the cable)
+# lines only the firmware's boot and loop print (never the stopped board's bump test): the
+# board rebooted mid-test; without them the host waited out its timeout (630 s for a person)
+BOOTED = ("GASGUARD ", "EVENT ", "MPY: soft reboot")
 GAS_WAIT_S = 300  # how long the board waits for a person to go through the steps
 VIRTUAL_WAIT_S = 40
 
@@ -280,6 +283,11 @@ def run(board: Any, place: int, address: int, name: str, actor, echo,
         *done, partial = partial.split(b"\n")
         for raw in done:
             text = raw.decode(errors="replace").strip()
+            if text.startswith(BOOTED):  # the firmware runs again: no test is running any more
+                raise FlashError(
+                    "the board restarted during the bump test (a reset, its watchdog, a power "
+                    "dip): it runs normally again, the valve closed until a reset on site. No "
+                    "record was written: run the same command again")  # fmt: skip
             if not text.startswith("SELFTEST "):
                 continue
             at = utc_now()
