@@ -963,3 +963,18 @@ def test_a_board_that_reboots_mid_bump_test_is_said_at_once(board, tmp_path):
     assert list((tmp_path / "rec").glob("*.json")) == []
     b.wait_line("GASGUARD RUNNING", 20, start=len(b.lines) - 1)
     b.wait_output("valve", 0, 5)
+
+
+def test_bidi_controls_in_the_record_are_shown_not_obeyed():
+    """Attack: the install block's text is the installer's own, and never reaches the board: an
+    RTL override in a serial ("\\u202e4321") printed as "1234" in the HTML and PDF, while the
+    signed JSON says otherwise (what an inspector compares with the plate). Every bidi control
+    in a printed value is shown as its code, never obeyed; the JSON keeps the bytes."""
+    rec = sample_record()
+    rec["equipment"]["detectors"][0]["serial"] = "\u202e4321"
+    rec["unit"]["name"] = "火锅\u2067店\u2069\u200f"
+    rec["install"]["detectors"][0]["location"] = "\u202dwall"
+    page = commrecord.html(rec)
+    assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]", page), page
+    assert "[U+202E]4321" in page and "[U+202D]wall" in page
+    assert rec["equipment"]["detectors"][0]["serial"] == "\u202e4321"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,18 @@ def build(
 # --- the documents -------------------------------------------------------------------------------
 
 
+# bidi controls (LRM, RLM, ALM, embeddings, overrides, isolates): obeyed, "\u202e4321" prints
+# as "1234", and the page would show what the signed JSON does not say
+BIDI = re.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(v: Any) -> Any:
+    """Every printed value: a bidi control shown as its code ([U+202E]), never obeyed."""
+    if isinstance(v, str) and BIDI.search(v):  # (else as it is: Markup stays Markup)
+        return BIDI.sub(lambda m: "[U+%04X]" % ord(m.group()), v)
+    return v
+
+
 def html(rec: dict[str, Any]) -> str:
     """The record as a bilingual (zh-CN and English) page to read and print; every value is
     escaped (autoescape), whatever the config, the installer or the board said."""
@@ -216,7 +229,7 @@ def html(rec: dict[str, Any]) -> str:
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-        autoescape=True)  # fmt: skip
+        autoescape=True, finalize=visible)  # fmt: skip
     known = lambda v: None if isinstance(v, jinja2.Undefined) else v  # noqa: E731 - absent
     env.filters["local"] = lambda s: human.local_time(s) if known(s) else "—"
     env.filters["shown"] = lambda v: human.figure(known(v))
