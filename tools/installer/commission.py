@@ -544,6 +544,11 @@ def main(args: Any) -> int:
         rec, paths, pdf_error = commission(
             args.port, Path(args.out), installer, key, Path(args.config), ask=ask,
             virtual=virtual, pdf=not args.no_pdf, bump=not args.no_bump)  # fmt: skip
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a question: the board restarted
+        print("gasguard commission: interrupted: no record was written. A board it reached "
+              "was restarted: the valve stays closed until staff reset it on site",
+              file=sys.stderr)  # fmt: skip
+        return exitcodes.FAILED
     except FlashError as e:
         print("gasguard commission: %s" % e, file=sys.stderr)
         if e.code == exitcodes.FAILED:  # the board was reached and stopped: it was restarted
