@@ -38,8 +38,10 @@ def chromium() -> str:
                    "GASGUARD_CHROMIUM): the HTML and JSON are written")
 
 
-def html_to_pdf(html: str, out: Path, browser: str | None = None) -> Path:
-    """Print `html` to the PDF file `out` (written whole or not at all)."""
+def html_to_pdf(html: str, out: Path, browser: str | None = None,
+                exclusive: bool = False) -> Path:  # fmt: skip
+    """Print `html` to the PDF file `out` (written whole or not at all). exclusive: never over
+    a file (or a symlink) at `out`, FileExistsError instead (a signed record's PDF)."""
     exe = browser or chromium()
     with tempfile.TemporaryDirectory(prefix="gasguard-pdf-") as tmp:
         page, pdf = Path(tmp) / "page.html", Path(tmp) / "out.pdf"
@@ -56,7 +58,18 @@ def html_to_pdf(html: str, out: Path, browser: str | None = None) -> Path:
             tail = got.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise PdfError("Chromium (%s) did not print (exit %d) %s"
                            % (exe, got.returncode, tail[0][:200]))  # fmt: skip
-        part = out.with_name(out.name + ".part")
-        shutil.copyfile(pdf, part)
-        os.replace(part, out)
+        # a part file of a new name, made here (O_EXCL): a fixed "<out>.part" was opened through
+        # whatever symlink another user had planted at it, the PDF written into that file
+        fd, part = tempfile.mkstemp(dir=out.parent, prefix="." + out.name + ".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f, open(pdf, "rb") as src:
+                shutil.copyfileobj(src, f)
+                os.fchmod(f.fileno(), 0o644)  # a document to read, as copyfile made it (not 0600)
+            if exclusive:
+                os.link(part, out)  # EEXIST for anything at out since: never replaced
+            else:
+                os.replace(part, out)
+        finally:
+            if os.path.lexists(part):
+                os.unlink(part)
     return out

@@ -762,3 +762,221 @@ def test_a_person_is_guided_through_the_bump_test_step_by_step(board, tmp_path):
     assert text.count("Hold RESET now") == 2 and "verdict: INCOMPLETE" in text
     rec = json.loads(only(tmp_path, "*.json").read_text())
     assert [t["result"] for t in rec["bump_tests"]] == ["pass", "pass"], rec["bump_tests"]
+
+
+# --- the issue 26 attack (attack26b) -----------------------------------------------------------
+
+
+def test_ctrl_c_while_the_valve_is_open_for_the_bump_test_closes_it(board, tmp_path):
+    """The installer presses Ctrl-C while the valve is open and the board waits for test gas
+    (a person has 300 s): the host left bump.alarm running on the board, the valve open, and
+    the restart (machine.reset() through a raw REPL that was busy) never reached an ESP32.
+    Ctrl-C on the host stops the test on the board: the valve closes at once and the board
+    restarts into normal operation, valve closed until a reset on site."""
+    import os
+    import signal
+
+    b = board.board
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
+         "--config", str(board.config_path), "--out", str(tmp_path), "--installer", str(IDENT),
+         "--yes", "--no-pdf"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "Apply test gas to" in line:
+                break
+        b.wait_output("valve", 1, 5)  # open, waiting for the gas
+        lines = len(b.lines)
+        proc.send_signal(signal.SIGINT)
+        b.wait_output("valve", 0, 3)
+        b.wait_line("GASGUARD RUNNING", 20, start=lines)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    # said in words, not a KeyboardInterrupt traceback
+    assert proc.returncode == 1 and "Traceback" not in err, err
+    assert "interrupted" in err and "no record was written" in err, err
+    assert list(tmp_path.glob("*.json")) == []
+
+
+def _bump_lines(*steps, **extra):
+    return [("2026-11-30T00:00:%02d.000Z" % i, dict({"check": "bump", "result": 0, "step": s,
+                                                     "lel": 600, "ms": 300},
+                                                    **extra.get(str(s), {})))
+            for i, s in enumerate(steps)]  # fmt: skip
+
+
+@pytest.mark.parametrize("steps", [
+    (7, 9),  # only "reset: the valve open again": no gas, no closing seen
+    (1, 2, 3, 5, 6, 7, 9),  # the valve-closed line lost on the cable: the closing unproven
+    (1, 2, 3, 4, 6, 5, 7, 9),  # refused after the gas had cleared
+    (1, 3, 2, 4, 5, 6, 7, 9),  # high before low
+    (1, 2, 3, 4, 5, 6, 7, 7, 9),  # a line twice
+])  # fmt: skip
+def test_a_bump_test_passes_only_with_every_milestone_in_order(steps):
+    """Attack: bumptest.result took "pass" from the reopening line alone, whatever came before:
+    a valve-closed line garbled on the cable (skipped as not JSON) still gave PASS, with no
+    closing time. Every milestone, once, in order, and the board's own end step 7, or fail."""
+    got = bumptest.result(1, _bump_lines(*steps, **{"5": {"why": 6}, "9": {"end": 7}}))
+    assert got["result"] == "fail", got
+    assert got["detail"], got
+
+
+@pytest.mark.parametrize("line", [
+    '{"check": "bump", "result": 0, "step": 1, "lel": null, "ms": 0}',
+    '{"check": "bump", "result": 0, "step": 2, "lel": "600", "ms": 0}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": 600, "ms": 1e999}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": 600, "ms": 99999999999999999999}',
+    '{"check": "bump", "result": 0, "step": 4, "lel": NaN, "ms": 3}',
+    '{"check": "bump", "result": 0, "step": "4", "lel": 600, "ms": 3}',
+    '{"check": "bump", "result": 0, "step": 9, "end": 7, "lel": 1e30, "ms": 3}',
+    '{"check": "bump", "result": 0, "lel": 600, "ms": 3}',
+    '[1, 2]',
+    '{"check": "bump", "result": 0, "st\ufffd',
+])  # fmt: skip
+def test_a_garbled_milestone_line_is_never_a_crash_or_a_value_in_the_record(line):
+    """Attack: a line damaged on the way (a byte lost or changed on the USB cable) raised in the
+    REPL reader (TypeError formatting a null reading) and left the bump test running with the
+    valve open; a huge number reached the record and made signing fail after the test. A
+    damaged line is named, and the test it belongs to fails."""
+    got = bumptest.parse("SELFTEST " + line)
+    assert got is None or all(isinstance(v, int) and abs(v) < 2**31 for k, v in got.items()
+                              if k not in ("check",)), got  # fmt: skip
+    full = _bump_lines(1, 2, 3, 4, 5, 6, 7, 9, **{"5": {"why": 6}, "9": {"end": 7}})
+    if got is None:
+        full.insert(4, ("2026-11-30T00:00:04.500Z", bumptest.GARBLED))
+    res = bumptest.result(1, full)
+    assert got is not None or res["result"] == "fail", res
+    signed.canonical(res)
+
+
+def test_an_install_block_no_signature_can_hold_still_makes_a_signed_record():
+    """Attack: the install block never reaches the board (flash strips it), so nothing but the
+    record reads it: a unit address written as a number (1.5), a height of 10^20, an override
+    file naming 2^60, a log index past 2^53 made the record's signing raise after the whole
+    test had run (the valve cycled, the gas applied): a traceback and no record. Kept as text."""
+    from datetime import datetime
+
+    cfg = json.loads(EXAMPLE.read_text())
+    cfg["install"]["unit"]["address"] = 1.5
+    cfg["install"]["unit"]["responsible"] = 13800138000 * 10**10
+    cfg["install"]["ceiling_m"] = 10**20
+    cfg["install"]["detectors"][0]["mount_height_m"] = -(2**64)
+    cfg["install"]["valve"]["serial"] = 2**70
+    now = datetime(2026, 11, 30, 14, 5, 9).astimezone()
+    rec = commrecord.build(cfg=cfg, installer={"name": "W", "company": "c", "certificate": "n",
+                                               "key_id": "0" * 16},
+                           board={"id": "hotpot-88-main", "firmware": "1", "digest": None},
+                           checks=[], bumps=[], findings=[], override={"by": 2**60},
+                           log_head=(2**60, "8992aac118639a27"), started=now,
+                           finished=now)  # fmt: skip
+    signed.canonical(rec)
+    assert rec["unit"]["address"] == "1.5" and rec["install"]["ceiling_m"] == str(10**20)
+    assert rec["equipment"]["valve"]["serial"] == str(2**70)
+    commrecord.html(rec)
+
+
+@pytest.mark.parametrize("line", [
+    '{"check": "detector.1", "result": 1, "detail": "ok", "lel": 1e999}',
+    '{"check": "detector.1", "result": 7, "detail": "ok"}',
+    '{"check": "detector.x", "result": 1, "detail": "ok"}',
+    '{"check": "valve", "result": 1, "detail": "ok", "open_ms": 99999999999999999999}',
+    '{"check": "valve", "result": 1, "detail": "ok", "open_ms": 3, "close_ms": NaN}',
+    '{"check": "valve", "result": 1, "de\ufffd',
+    '{"check": 5, "result": 1}',
+])  # fmt: skip
+def test_a_garbled_self_test_line_is_a_failed_check_not_a_crash(line):
+    """Attack: a self-test line damaged on the cable raised in the REPL reader (not JSON, a
+    result number past the list, "detector.x"), or put an infinite reading or a number past
+    2^53 into the record, whose signing then failed after the test. It is a failed check."""
+    r = cm.selftest_line("SELFTEST " + line)
+    assert r["result"] == "fail" and "damaged" in r["detail"], r
+    signed.canonical(cm.as_check(dict(r, at="2026-11-30T00:00:00.000Z"), None))
+    ok = cm.selftest_line('SELFTEST {"check": "detector.1", "result": 1, "detail": "d", '
+                          '"lel": 0.5}')  # fmt: skip
+    assert ok["result"] == "pass" and cm.as_check(ok, None)["tenths"] == 5
+
+
+def test_the_pdf_never_follows_a_symlink_or_writes_over_a_file(tmp_path):
+    """Attack: the PDF was copied to "<name>.pdf.part" through open() (a symlink planted there,
+    in a shared --out, took the PDF into the file it names) and moved over "<name>.pdf" by
+    os.replace, whatever had appeared there since commission looked (a race: never overwrite)."""
+    from gasguard.tools import pdf
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    out = tmp_path / "rec.pdf"
+    (tmp_path / "rec.pdf.part").symlink_to(victim)
+    pdf.html_to_pdf("<p>record</p>", out, exclusive=True)
+    assert victim.read_text() == "mine\n" and out.read_bytes().startswith(b"%PDF")
+    with pytest.raises(FileExistsError):  # the name taken since: refused, the file kept
+        pdf.html_to_pdf("<p>another</p>", out, exclusive=True)
+    assert out.read_bytes().startswith(b"%PDF") and len(list(tmp_path.iterdir())) == 3
+
+
+def test_a_signing_key_others_can_read_is_refused(tmp_path):
+    """Attack: a key copied with `cp` to a shared machine (0644) signed records all the same:
+    anyone on that machine could sign as this installer. Refused, as ssh refuses such a key,
+    with the chmod that mends it (before the board is touched)."""
+    import os
+
+    key_path, id_path = identity.keygen(tmp_path / "k", "W", "C", "N")
+    os.chmod(key_path, 0o644)
+    with pytest.raises(identity.IdentityError, match="chmod 600"):
+        identity.load(id_path)
+    os.chmod(key_path, 0o600)
+    assert identity.load(id_path)[0]["name"] == "W"
+
+
+def test_a_board_that_reboots_mid_bump_test_is_said_at_once(board, tmp_path):
+    """Attack: the board rebooted (a power dip, its watchdog) while the valve was open for the
+    bump test: it came up running, valve closed, but the host went on waiting for milestones
+    until its timeout (110 s here, 630 s for a person), guiding the person through a test that
+    no longer ran. Its boot lines end the test at once, in words; no record."""
+    import os
+
+    b = board.board
+    ep = tmp_path / "endpoints.json"
+    ep.write_text(json.dumps(board.endpoints()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gasguard.tools.cli", "commission", "--port", b.repl_path,
+         "--config", str(board.config_path), "--out", str(tmp_path / "rec"), "--installer",
+         str(IDENT), "--yes", "--no-pdf", "--virtual", str(ep)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:
+            if "test gas on" in line:
+                break
+        b.wait_output("valve", 1, 5)
+        b.power_cycle()
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out + err
+    assert "restarted during the bump test" in err and "Traceback" not in err, err
+    assert took < 30, took
+    assert list((tmp_path / "rec").glob("*.json")) == []
+    b.wait_line("GASGUARD RUNNING", 20, start=len(b.lines) - 1)
+    b.wait_output("valve", 0, 5)
+
+
+def test_bidi_controls_in_the_record_are_shown_not_obeyed():
+    """Attack: the install block's text is the installer's own, and never reaches the board: an
+    RTL override in a serial ("\\u202e4321") printed as "1234" in the HTML and PDF, while the
+    signed JSON says otherwise (what an inspector compares with the plate). Every bidi control
+    in a printed value is shown as its code, never obeyed; the JSON keeps the bytes."""
+    rec = sample_record()
+    rec["equipment"]["detectors"][0]["serial"] = "\u202e4321"
+    rec["unit"]["name"] = "火锅\u2067店\u2069\u200f"
+    rec["install"]["detectors"][0]["location"] = "\u202dwall"
+    page = commrecord.html(rec)
+    assert not re.search("[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]", page), page
+    assert "[U+202E]4321" in page and "[U+202D]wall" in page
+    assert rec["equipment"]["detectors"][0]["serial"] == "\u202e4321"

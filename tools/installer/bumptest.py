@@ -55,6 +55,13 @@ NOTES = {
     CLEARED: "gas cleared ({lel} %LEL)",
     REOPENED: "reset accepted: valve open again",
 }
+STEPS = (OPEN, LOW, HIGH, CLOSED, REFUSED, CLEARED, REOPENED)  # in this order, each once
+# a number the board's ticks_diff and readings never reach: beyond it a line was damaged
+LIMIT = 2**31
+GARBLED = {"garbled": True}  # a milestone line damaged on its way (a byte lost on the cable)
+# lines only the firmware's boot and loop print (never the stopped board's bump test): the
+# board rebooted mid-test; without them the host waited out its timeout (630 s for a person)
+BOOTED = ("GASGUARD ", "EVENT ", "MPY: soft reboot")
 GAS_WAIT_S = 300  # how long the board waits for a person to go through the steps
 VIRTUAL_WAIT_S = 40
 
@@ -181,6 +188,28 @@ class Virtual:
             pass
 
 
+def parse(text: str) -> dict[str, Any] | None:
+    """A milestone line ("SELFTEST {...}") as the board prints it, or None if it was damaged on
+    its way: every field the board writes, an integer within LIMIT. (A damaged line raised in
+    the REPL reader mid-test, or put a number no signature can hold into the record.)"""
+    try:
+        line = json.loads(text[9:])
+    except ValueError:
+        return None
+    if not isinstance(line, dict) or line.get("check") != "bump":
+        return None
+    need = {"step", "lel", "ms"} | ({"why"} if line.get("step") == REFUSED else set())
+    need |= {"end"} if line.get("step") == END else set()
+    for k, v in line.items():
+        if k in ("check", "result"):
+            continue
+        if k not in need or isinstance(v, bool) or not isinstance(v, int) or abs(v) >= LIMIT:
+            return None
+    if not need <= set(line) or line["step"] not in STEPS + (END,):
+        return None
+    return line
+
+
 def result(address: int, lines: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """The record's bump test from the board's milestone lines (each with its arrival time):
     what was not seen is left out, never null."""
@@ -209,16 +238,23 @@ def _result(address: int, lines: list[tuple[str, dict[str, Any]]]) -> dict[str, 
             out["peak_tenths"] = line.get("lel") if isinstance(line.get("lel"), int) else None
             end = line.get("end")
     last = seen[-1] if seen else OPEN
+    steps = tuple(ln.get("step") for _, ln in lines if ln.get("step") != END)
     if out["detail"]:
         return out
-    if end == 8:
+    if any(ln is GARBLED for _, ln in lines):
+        out["detail"] = "a line from the board was damaged on its way (the USB cable?): test again"
+    elif steps != STEPS[:len(steps)]:
+        # a milestone lost, twice or out of order: what the board saw cannot be vouched for
+        out["detail"] = "the board's milestones came out of order (%s)" % (
+            " ".join(str(x) for x in steps))[:80]
+    elif end == 8:
         out["detail"] = "RESET reopened the valve: the gas was gone before RESET was held"
     elif not seen and not any(ln.get("step") == OPEN for _, ln in lines):
         out["detail"] = "the valve never opened for the test (a detector not reading clean air?)"
     elif REOPENED in seen and out["high_to_closed_ms"] is None and out["valve_closed_at"]:
         out["result"] = "not confirmed"
         out["detail"] = "no position input: the valve's closing was commanded, not measured"
-    elif REOPENED in seen:
+    elif REOPENED in seen and end == REOPENED:
         out["result"] = "pass"
     else:
         out["detail"] = {
@@ -247,13 +283,19 @@ def run(board: Any, place: int, address: int, name: str, actor, echo,
         *done, partial = partial.split(b"\n")
         for raw in done:
             text = raw.decode(errors="replace").strip()
+            if text.startswith(BOOTED):  # the firmware runs again: no test is running any more
+                raise FlashError(
+                    "the board restarted during the bump test (a reset, its watchdog, a power "
+                    "dip): it runs normally again, the valve closed until a reset on site. No "
+                    "record was written: run the same command again")  # fmt: skip
             if not text.startswith("SELFTEST "):
                 continue
-            try:
-                line = json.loads(text[9:])
-            except ValueError:
-                continue
             at = utc_now()
+            line = parse(text)
+            if line is None:  # the test goes on (the board holds the valve): it fails at the end
+                lines.append((at, GARBLED))
+                echo("  %-31s a line from the board was damaged: %r" % (name, text[:80]))
+                continue
             lines.append((at, line))
             step = line.get("step")
             if step in NOTES:

@@ -169,6 +169,31 @@ def check_name(check: str, place: int | None = None) -> str:
     return check
 
 
+def selftest_line(text: str) -> dict[str, Any]:
+    """A self-test line ("SELFTEST {...}") as the record keeps it, its result named. A line
+    damaged on its way (a byte lost on the USB cable) is a failed check saying so: it raised in
+    the REPL reader, or put an infinite reading or a number past 2^53 into the record, whose
+    signing then failed after the test."""
+    try:
+        r = json.loads(text[9:])
+        ok = isinstance(r, dict) and isinstance(r.get("check"), str) and r.get("result") in (
+            range(len(RESULTS)))  # fmt: skip
+        ok = ok and all(isinstance(r[k], str) for k in ("detail", "device", "site", "fw", "cfg")
+                        if k in r)  # fmt: skip
+        ok = ok and all(type(r[k]) is int and 0 <= r[k] < bumptest.LIMIT
+                        for k in ("open_ms", "close_ms") if k in r)  # fmt: skip
+        lel = r.get("lel", 0) if ok else None
+        ok = ok and type(lel) in (int, float) and abs(lel) < 1e6  # NaN is not below anything
+        if ok and r["check"].startswith("detector."):
+            ok = r["check"][9:].isdigit() and len(r["check"]) < 16
+    except ValueError:
+        ok = False
+    if not ok:
+        r = {"check": "damaged", "result": 2, "detail": "a line from the board was damaged on "
+             "its way (the USB cable?): %r" % text[9:89]}  # fmt: skip
+    return dict(r, result=RESULTS[r["result"]])
+
+
 def run_selftest(board: Board, echo) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     partial = b""
@@ -181,10 +206,8 @@ def run_selftest(board: Board, echo) -> list[dict[str, Any]]:
         for raw in lines:
             line = raw.decode(errors="replace").strip()
             if line.startswith("SELFTEST "):
-                r = json.loads(line[9:])
+                r = selftest_line(line)
                 r["at"] = utc_now()
-                if isinstance(r.get("result"), int):
-                    r["result"] = RESULTS[r["result"]]
                 if str(r.get("check")).startswith("detector."):
                     r["name"] = check_name(r["check"], detectors)
                     detectors += 1
@@ -295,7 +318,9 @@ def log_head(board: Board) -> tuple[int, str] | None:
             index = cbor.loads(payload)["n"]
         except (ValueError, KeyError, TypeError, IndexError):
             break
-        head = (int(index), hashlib.sha256(payload).digest()[:8].hex())
+        if type(index) is not int or not 0 <= index <= signed.INT_MAX:
+            break  # not a record's index (a damaged record): int("x") raised here
+        head = (index, hashlib.sha256(payload).digest()[:8].hex())
         pos += 6 + n
     return head
 
@@ -410,6 +435,12 @@ def commission(
         ) from None
     finally:
         try:
+            # a test the host left running (Ctrl-C here, an error reading its lines) holds the
+            # valve as it was, open in the bump test, until its own time runs out, and keeps
+            # the REPL busy so the restart below never reaches the board: stop it first (its
+            # finally closes the valve; at an idle prompt Ctrl-C does nothing)
+            board.t.serial.write(b"\x03")
+            time.sleep(0.2)
             board.restart(info.get("platform", "esp32"))
         except Exception:  # noqa: BLE001 - a board that cannot be restarted from here is closed
             try:
@@ -513,6 +544,11 @@ def main(args: Any) -> int:
         rec, paths, pdf_error = commission(
             args.port, Path(args.out), installer, key, Path(args.config), ask=ask,
             virtual=virtual, pdf=not args.no_pdf, bump=not args.no_bump)  # fmt: skip
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C, or Ctrl-D at a question: the board restarted
+        print("gasguard commission: interrupted: no record was written. A board it reached "
+              "was restarted: the valve stays closed until staff reset it on site",
+              file=sys.stderr)  # fmt: skip
+        return exitcodes.FAILED
     except FlashError as e:
         print("gasguard commission: %s" % e, file=sys.stderr)
         if e.code == exitcodes.FAILED:  # the board was reached and stopped: it was restarted

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,17 @@ def plain(v: Any) -> Any:
     """The config's values as the signed bytes can hold them: a float as the text it reads as."""
     if isinstance(v, float):
         return repr(v) if v == v and v not in (float("inf"), float("-inf")) else None
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > signed.INT_MAX:
+        return str(v)  # past 2^53 the signing refuses it, after the whole test had run
     if isinstance(v, dict):
         return {str(k): plain(x) for k, x in v.items()}
     if isinstance(v, list):
         return [plain(x) for x in v]
     return v
+
+
+def text(v: Any) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
 
 
 def tenths(pct: Any) -> int | None:
@@ -174,6 +181,10 @@ def build(
     install["findings"] = plain(findings)
     unit = inst.get("unit") if isinstance(inst, dict) else None
     unit = unit if isinstance(unit, dict) else {}
+    # a number where text belongs (an address as 1.5) is kept as its text: never a float
+    unit = {k: v if isinstance(v, str) or v is None else text(plain(v)) for k, v in unit.items()}
+    if log_head and not (isinstance(log_head[0], int) and 0 <= log_head[0] <= signed.INT_MAX):
+        log_head = None  # an index no record holds: the head is not read
     rec: dict[str, Any] = {
         "schema": signed.SCHEMA,
         "record_id": str(uuid.uuid4()),
@@ -199,6 +210,18 @@ def build(
 # --- the documents -------------------------------------------------------------------------------
 
 
+# bidi controls (LRM, RLM, ALM, embeddings, overrides, isolates): obeyed, "\u202e4321" prints
+# as "1234", and the page would show what the signed JSON does not say
+BIDI = re.compile("[\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(v: Any) -> Any:
+    """Every printed value: a bidi control shown as its code ([U+202E]), never obeyed."""
+    if isinstance(v, str) and BIDI.search(v):  # (else as it is: Markup stays Markup)
+        return BIDI.sub(lambda m: "[U+%04X]" % ord(m.group()), v)
+    return v
+
+
 def html(rec: dict[str, Any]) -> str:
     """The record as a bilingual (zh-CN and English) page to read and print; every value is
     escaped (autoescape), whatever the config, the installer or the board said."""
@@ -206,7 +229,7 @@ def html(rec: dict[str, Any]) -> str:
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
-        autoescape=True)  # fmt: skip
+        autoescape=True, finalize=visible)  # fmt: skip
     known = lambda v: None if isinstance(v, jinja2.Undefined) else v  # noqa: E731 - absent
     env.filters["local"] = lambda s: human.local_time(s) if known(s) else "—"
     env.filters["shown"] = lambda v: human.figure(known(v))
@@ -244,11 +267,9 @@ def write(out_dir: Path, rec: dict[str, Any], when: datetime.datetime,
     if not pdf:
         del paths["pdf"]
         return paths, None
-    if paths["pdf"].exists():
-        raise FileExistsError(paths["pdf"])
     try:
-        printer.html_to_pdf(page, paths["pdf"])
-    except printer.PdfError as e:
+        printer.html_to_pdf(page, paths["pdf"], exclusive=True)
+    except (printer.PdfError, OSError) as e:  # the JSON and HTML stand: said, not raised
         del paths["pdf"]
         return paths, str(e)
     return paths, None

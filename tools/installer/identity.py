@@ -123,10 +123,19 @@ def load(id_path: Path, key_path: Path | None = None) -> tuple[dict[str, Any], A
     if len(pub) != 32 or doc.get("key_id") != record.key_id(pub):
         raise IdentityError("--installer %s: its public key or key_id is damaged" % id_path)
     key_path = key_path or id_path.with_name(KEY)
+    raw_key = _read(key_path, "--key")
     try:
-        key = record.load_private(_read(key_path, "--key"))
+        key = record.load_private(raw_key)
     except record.RecordError as e:
         raise IdentityError("--key %s: %s" % (key_path, e)) from None
+    try:
+        mode = os.stat(key_path).st_mode
+    except OSError:
+        mode = 0
+    if os.name == "posix" and mode & 0o077:
+        # as ssh refuses it: whoever else can read the key can sign records as this installer
+        raise IdentityError("--key %s can be read by others (mode %o): chmod 600 %s"
+                            % (key_path, mode & 0o777, key_path))  # fmt: skip
     if record.public_raw_of(key) != pub:
         raise IdentityError("--key %s is not the key of %s (%s): sign with your own key"
                             % (key_path, id_path, ident["name"]))  # fmt: skip

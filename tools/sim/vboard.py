@@ -270,10 +270,30 @@ class VirtualBoard:
                 continue
             fd = self._console_fd
             if fd >= 0:
+                if b"\x03" in data and self._interrupt(fd):
+                    data = data.replace(b"\x03", b"")
                 try:
                     os.write(fd, data)
                 except OSError:
                     pass
+
+    def _interrupt(self, fd: int) -> bool:
+        # Ctrl-C while code runs from the raw REPL (gasguard commission's bump test): an ESP32's
+        # UART takes it as KeyboardInterrupt whatever the code does, but the unix port runs
+        # raw-REPL code with its terminal's signals off. Raised here as the board would, only
+        # while the interpreter catches SIGINT (code running) and its terminal would not.
+        proc = self.proc
+        try:
+            if proc is None or termios.tcgetattr(fd)[3] & termios.ISIG:
+                return False
+            with open("/proc/%d/status" % proc.pid) as f:
+                caught = next(int(x.split()[1], 16) for x in f if x.startswith("SigCgt:"))
+            if not caught & (1 << (signal.SIGINT - 1)):
+                return False
+            proc.send_signal(signal.SIGINT)
+            return True
+        except (OSError, StopIteration, termios.error):
+            return False
 
     def _reset(self, proc: subprocess.Popen[bytes] | None) -> None:
         # machine.reset() as the board does it: the process ends, the supervisor reboots it
