@@ -1,0 +1,44 @@
+"""An outside attack on the notification core (issue 25): hostile notify.toml values, an alarm
+that opens and clears in one batch, steps that tell nobody; SQLite and PostgreSQL (db_url)."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from gasguard.regulator import boundary
+from gasguard.regulator.notify import config, escalate, outbox
+
+from .conftest import board_event
+from .test_notify import DEV, SITE, hooked, make_store, secrets, toml  # noqa: F401
+
+URLS = {n: "http://127.0.0.1:9/" + n for n in ("wecom", "ding", "feishu", "sms", "forward")}
+
+
+@pytest.mark.parametrize("after", ["99999999999999h", "999999999h", "600000m"])
+def test_a_step_delay_beyond_any_city_is_refused_with_its_line(after):
+    # 999999999h parsed, then `since + after` overflowed in every tick: no step of any
+    # incident fired again; 99999999999999h crashed parse() with an OverflowError
+    chain = ('[escalation.high]\nsteps = [{after = "0s", roles = ["owner"]}, '
+             '{after = "%s", roles = ["street"]}]\n' % after)  # fmt: skip
+    with pytest.raises(config.ConfigError, match=r"line \d+: .*after"):
+        config.parse(toml(URLS, chain=chain))
+
+
+def test_an_alarm_opened_and_cleared_in_one_batch_is_told(db_url):
+    # a gateway back from an outage hands over alarm and clear together: the incident is
+    # cleared when the ingest sees it, and nobody was ever told (the valve may be shut)
+    cfg = config.parse(toml(URLS))
+    store = hooked(make_store(db_url), cfg)
+    store.write([boundary.check(*board_event(SITE, DEV, "alarm.high", 1, 1, lel=60)),
+                 boundary.check(*board_event(SITE, DEV, "alarm.clear", 1, 2))])  # fmt: skip
+    assert store.rows("SELECT cleared_at FROM incidents")[0]["cleared_at"]
+    n = store.x("SELECT count(*) FROM notify_outbox WHERE kind = 'alarm'").fetchone()[0]
+    assert n == 6  # step 0, as for an alarm still open; no escalation after it
+    now = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    assert escalate.tick(store, cfg, now) == 0
+    # the same batch again (a replay) tells nobody twice
+    store.write([boundary.check(*board_event(SITE, DEV, "alarm.high", 1, 1, lel=60))])
+    assert outbox.counts(store)["pending"] == 6
+    store.close()
