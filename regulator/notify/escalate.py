@@ -186,7 +186,10 @@ def fire(store: Any, cfg: Config, s: Subject, step: int, now: datetime.datetime)
         )
     store.x("UPDATE notify_steps SET recipients = ? WHERE subject = ? AND step = ?",
             (len(told), s.key, step))  # fmt: skip
-    audit.record(store, at, ACTOR, "notify.escalate", s.target, None, {
+    # a step that told nobody (no contact at or above the unit's node, an owner without a
+    # phone) is its own action and counted by outbox.counts(): a message that never went
+    action = "notify.escalate" if told else "notify.untold"
+    audit.record(store, at, ACTOR, action, s.target, None, {
         "step": step + 1, "chain": s.severity, "roles": list(chain[step].roles),
         "due_at": outbox._at(due), "told": ["%s %s" % (c.role, c.channel) for c in told],
         "late_ms": round((now - due).total_seconds() * 1000)})  # fmt: skip

@@ -136,10 +136,12 @@ def give_up(store: Any, key: str, at: datetime.datetime, detail: str) -> bool:
 
 
 def counts(store: Any) -> dict[str, int]:
-    """Rows by status: pending, sent, failed (a failed count above 0 needs a person)."""
+    """Rows by status: pending, sent, failed; and untold, escalation steps that had nobody to
+    tell (regulator/notify/escalate.fire). A failed or untold count above 0 needs a person."""
     out = {"pending": 0, "sent": 0, "failed": 0}
     for status, n in store.x(
         "SELECT status, count(*) FROM notify_outbox GROUP BY status"
     ).fetchall():
         out[status] = n
+    out["untold"] = store.x("SELECT count(*) FROM notify_steps WHERE recipients = 0").fetchone()[0]
     return out

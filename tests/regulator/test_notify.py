@@ -273,7 +273,7 @@ def test_alarm_reaches_every_channel_signed_and_escaped(db_url, capsys):
         assert to == ["grid@example.gov.cn"] and "高报警" in mail["Subject"]
         assert "/units/s1" in mail.get_content()
         # each sent once, each attempt recorded, nothing pending
-        assert outbox.counts(store) == {"pending": 0, "sent": 6, "failed": 0}
+        assert outbox.counts(store) == {"pending": 0, "sent": 6, "failed": 0, "untold": 0}
         assert store.x("SELECT count(*) FROM notify_attempts WHERE ok = 1").fetchone()[0] == 6
         steps = store.rows("SELECT * FROM audit WHERE action = 'notify.escalate'")
         assert (

@@ -42,3 +42,18 @@ def test_an_alarm_opened_and_cleared_in_one_batch_is_told(db_url):
     store.write([boundary.check(*board_event(SITE, DEV, "alarm.high", 1, 1, lel=60))])
     assert outbox.counts(store)["pending"] == 6
     store.close()
+
+
+def test_a_step_that_tells_nobody_is_counted_not_silent(db_url):
+    # a unit at a node nobody at or above holds a contact for, its owner without a phone: its high
+    # alarm's step 0 fired, told nobody, and only an audit row's empty list said so
+    cfg = config.parse(toml(URLS))
+    store = hooked(make_store(db_url), cfg)
+    with store.transaction():
+        store.x("UPDATE units SET node = '徐州市', phone = '' WHERE site = ?", (SITE,))
+    store.write([boundary.check(*board_event(SITE, DEV, "alarm.high", 1, 1, lel=60))])
+    assert store.rows("SELECT recipients FROM notify_steps") == [{"recipients": 0}]
+    assert outbox.counts(store) == {"pending": 0, "sent": 0, "failed": 0, "untold": 1}
+    told = store.rows("SELECT action FROM audit WHERE actor = 'notify'")
+    assert [r["action"] for r in told] == ["notify.untold"]
+    store.close()
