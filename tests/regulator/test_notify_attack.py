@@ -57,3 +57,34 @@ def test_a_step_that_tells_nobody_is_counted_not_silent(db_url):
     told = store.rows("SELECT action FROM audit WHERE actor = 'notify'")
     assert [r["action"] for r in told] == ["notify.untold"]
     store.close()
+
+
+def test_a_high_alarm_is_claimed_before_a_flood_of_low_ones_and_forwards(db_url):
+    # 10,000 units' low alarms (and forwards, work orders) queued first: a high alarm's step 0
+    # waited behind all of them, by due_at alone (a city-wide sensor fault is such a flood)
+    store = make_store(db_url)
+    t0 = datetime.datetime(2026, 11, 30, 8, tzinfo=datetime.UTC)
+    body = {"title": "t", "text": "x"}
+
+    def add(key, kind, at):
+        outbox.enqueue(store, key=key, channel="sms", recipient="+86139", kind=kind,
+                       subject=key, site=SITE, body=body, at=at)  # fmt: skip
+
+    with store.transaction():
+        for i in range(300):
+            at = t0 + datetime.timedelta(milliseconds=i)
+            add("incident:s%d/d1/e1:low:0:sms:+86139" % i, "alarm", at)
+            add("forward:alarm:s%d/d1/e1:real:city" % i, "forward", at)
+            add("workorder:%d:0:sms:+86139" % i, "workorder", at)
+        add("incident:s9/d1/e9:high:1:sms:+86139", "escalation", t0 + datetime.timedelta(1))
+        add("incident:s9/d1/e9:high:0:sms:+86139", "alarm", t0 + datetime.timedelta(seconds=2))
+    now = t0 + datetime.timedelta(days=2)
+    got = sorted(r["key"] for r in outbox.claim(store, now, 3, 60))  # one batch, sent at once
+    assert got == [
+        "incident:s0/d1/e1:low:0:sms:+86139",  # then alarms before the others
+        "incident:s9/d1/e9:high:0:sms:+86139",
+        "incident:s9/d1/e9:high:1:sms:+86139",
+    ]
+    got = {r["kind"] for r in outbox.claim(store, now, 299, 60)}
+    assert got == {"alarm"}
+    store.close()
