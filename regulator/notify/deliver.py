@@ -20,6 +20,7 @@ lives in one thread of its own; the loop hands it work and never blocks on the d
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime
 import random
@@ -59,6 +60,7 @@ class Deliverer:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="notify-db")
         self.store: Any = None
         self.inflight: set[asyncio.Task] = set()
+        self.busy: collections.Counter[str] = collections.Counter()  # in flight per channel
         self.figures = {"sent": 0, "retried": 0, "failed": 0, "escalations": 0}
         self._stop_listen = threading.Event()
 
@@ -131,11 +133,17 @@ class Deliverer:
                     free = d.concurrency - len(self.inflight)
                     rows = []
                     if free > 0:
-                        rows = await self.db(outbox.claim, self.clock(), free, d.lease_s)
+                        # one channel gets half the slots at most: a receiver that hangs to
+                        # its timeout must not hold the owner's SMS back behind its queue
+                        share = max(1, d.concurrency // 2)
+                        room = {ch: share - self.busy[ch] for ch in self.cfg.channels}
+                        rows = await self.db(outbox.claim, self.clock(), free, d.lease_s, room)
                     for r in rows:
+                        self.busy[r["channel"]] += 1
                         t = asyncio.create_task(self._one(r))
                         self.inflight.add(t)
                         t.add_done_callback(self.inflight.discard)
+                        t.add_done_callback(lambda _, ch=r["channel"]: self.busy.subtract([ch]))
                 except Exception as e:  # the database away: say so, try again shortly
                     self.log("notify: %s: %s" % (type(e).__name__, str(e)[:200]))
                     rows = []

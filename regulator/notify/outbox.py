@@ -84,21 +84,41 @@ RANK = ("CASE WHEN kind IN ('alarm', 'escalation') AND key LIKE ? THEN 0 WHEN ki
 HIGH = "incident:%:high:%"
 
 
-def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float) -> list[dict[str, Any]]:
+def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float,
+          room: dict[str, int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Take up to `limit` due pending rows (in its own transaction) for lease_s seconds, most
-    urgent first (RANK); a week's reports never hold an alarm back a batch."""
+    urgent first (RANK); a week's reports never hold an alarm back a batch. `room`: how many
+    more rows of each channel named this deliverer may take (the deliverer's share per
+    channel), so a receiver that hangs holds its share of the slots and not all of them."""
     lock = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
     until = _at(now + datetime.timedelta(seconds=lease_s))
     if not store.x("SELECT 1 FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
                    "LIMIT 1", (_at(now),)).fetchone():  # fmt: skip
         return []  # a read: SQLite's write lock only when something is due
+    left = dict(room or {})
+    full = sorted(ch for ch, n in left.items() if n <= 0)
+    where, args = "", [_at(now)]
+    if full:
+        sql, arg = store.in_list(full)
+        where, args = " AND channel NOT IN " + sql, [*args, arg]
     with store.transaction():
+        keys = []
+        for c in store.rows(
+            "SELECT key, channel FROM notify_outbox WHERE status = 'pending' AND due_at <= ?%s "
+            "ORDER BY %s, due_at LIMIT ?%s" % (where, RANK, lock),
+            (*args, HIGH, limit),
+        ):
+            if left.get(c["channel"], 1) > 0:
+                keys.append(c["key"])
+                if c["channel"] in left:
+                    left[c["channel"]] -= 1
+        if not keys:
+            return []
+        sql, arg = store.in_list(keys)
         rows = store.rows(
-            "UPDATE notify_outbox SET due_at = ?, attempts = attempts + 1 WHERE key IN "
-            "(SELECT key FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
-            "ORDER BY %s, due_at LIMIT ?%s) AND status = 'pending' RETURNING %s"
-            % (RANK, lock, ", ".join(COLS)),
-            (until, _at(now), HIGH, limit),
+            "UPDATE notify_outbox SET due_at = ?, attempts = attempts + 1 WHERE key IN %s "
+            "AND status = 'pending' RETURNING %s" % (sql, ", ".join(COLS)),
+            (until, arg),
         )
     for r in rows:
         r["body"] = json.loads(r["body"])

@@ -4,6 +4,7 @@ that opens and clears in one batch, steps that tell nobody; SQLite and PostgreSQ
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 
@@ -11,6 +12,7 @@ from gasguard.regulator import boundary
 from gasguard.regulator.notify import config, escalate, outbox
 
 from .conftest import board_event
+from .notify_fixture import Receiver, Running, Server, wait
 from .test_notify import DEV, SITE, hooked, make_store, secrets, toml  # noqa: F401
 
 URLS = {n: "http://127.0.0.1:9/" + n for n in ("wecom", "ding", "feishu", "sms", "forward")}
@@ -88,3 +90,41 @@ def test_a_high_alarm_is_claimed_before_a_flood_of_low_ones_and_forwards(db_url)
     got = {r["kind"] for r in outbox.claim(store, now, 299, 60)}
     assert got == {"alarm"}
     store.close()
+
+
+def test_a_hanging_receiver_does_not_starve_a_live_one(tmp_path):
+    # the grid robot hangs (a slow loris): every slot went to its queued messages, each held
+    # to its timeout, while the owner's SMS, queued just behind, waited ten rounds of them
+    db = str(tmp_path / "r.db")
+    with Server(Receiver(mode="slow")) as dead, Server(Receiver()) as live:
+        cfg = config.parse(
+            toml({**URLS, "wecom": dead.url("/w"), "sms": live.url("/s")}).replace(
+                "timeout_s = 2", "timeout_s = 1\nconcurrency = 4"
+            )
+        )
+        store = make_store(db)
+        t0 = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=10)
+        with store.transaction():
+            for i in range(40):
+                outbox.enqueue(store, key="incident:s%d/d/e:low:0:wecom:" % i, channel="wecom",
+                               recipient="wecom", kind="alarm", subject="x", site=SITE,
+                               body={"title": "t", "text": "x"},
+                               at=t0 + datetime.timedelta(milliseconds=i))  # fmt: skip
+            outbox.enqueue(
+                store,
+                key="incident:s99/d/e:low:0:sms:+86139",
+                channel="sms",
+                recipient="+86139",
+                kind="alarm",
+                subject="x",
+                site=SITE,
+                body={"title": "t", "text": "x"},
+                at=t0 + datetime.timedelta(seconds=1),
+            )
+        started = time.monotonic()
+        with Running(db, cfg):
+            wait(lambda: live.got, timeout=15)
+            took = time.monotonic() - started
+            dead.closing = True
+        assert took < 3, took  # half the slots at most for one channel: the SMS goes at once
+        store.close()
