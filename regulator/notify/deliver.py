@@ -137,7 +137,14 @@ class Deliverer:
                         # its timeout must not hold the owner's SMS back behind its queue
                         share = max(1, d.concurrency // 2)
                         room = {ch: share - self.busy[ch] for ch in self.cfg.channels}
-                        rows = await self.db(outbox.claim, self.clock(), free, d.lease_s, room)
+                        rows = await self.db(
+                            outbox.claim,
+                            self.clock(),
+                            free,
+                            d.lease_s,
+                            room,
+                            d.lease_s + d.backoff_cap_s + 60,
+                        )
                     for r in rows:
                         self.busy[r["channel"]] += 1
                         t = asyncio.create_task(self._one(r))

@@ -85,27 +85,32 @@ HIGH = "incident:%:high:%"
 
 
 def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float,
-          room: dict[str, int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+          room: dict[str, int] | None = None,
+          horizon_s: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Take up to `limit` due pending rows (in its own transaction) for lease_s seconds, most
     urgent first (RANK); a week's reports never hold an alarm back a batch. `room`: how many
     more rows of each channel named this deliverer may take (the deliverer's share per
-    channel), so a receiver that hangs holds its share of the slots and not all of them."""
+    channel), so a receiver that hangs holds its share of the slots and not all of them.
+    `horizon_s`: no lease or backoff reaches further ahead, so a row due later was leased or
+    retried by a clock that jumped ahead and came back: it is due now, not in a year."""
     lock = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
     until = _at(now + datetime.timedelta(seconds=lease_s))
-    if not store.x("SELECT 1 FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
-                   "LIMIT 1", (_at(now),)).fetchone():  # fmt: skip
+    far = _at(now + datetime.timedelta(seconds=horizon_s or 1e9))
+    due = "status = 'pending' AND (due_at <= ? OR due_at > ?)"
+    if not store.x("SELECT 1 FROM notify_outbox WHERE %s LIMIT 1" % due,
+                   (_at(now), far)).fetchone():  # fmt: skip
         return []  # a read: SQLite's write lock only when something is due
     left = dict(room or {})
     full = sorted(ch for ch, n in left.items() if n <= 0)
-    where, args = "", [_at(now)]
+    where, args = "", [_at(now), far]
     if full:
         sql, arg = store.in_list(full)
         where, args = " AND channel NOT IN " + sql, [*args, arg]
     with store.transaction():
         keys = []
         for c in store.rows(
-            "SELECT key, channel FROM notify_outbox WHERE status = 'pending' AND due_at <= ?%s "
-            "ORDER BY %s, due_at LIMIT ?%s" % (where, RANK, lock),
+            "SELECT key, channel FROM notify_outbox WHERE %s%s ORDER BY %s, due_at LIMIT ?%s"
+            % (due, where, RANK, lock),
             (*args, HIGH, limit),
         ):
             if left.get(c["channel"], 1) > 0:

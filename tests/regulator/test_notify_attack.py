@@ -128,3 +128,28 @@ def test_a_hanging_receiver_does_not_starve_a_live_one(tmp_path):
             dead.closing = True
         assert took < 3, took  # half the slots at most for one channel: the SMS goes at once
         store.close()
+
+
+def test_a_clock_that_jumped_ahead_and_back_does_not_park_messages(tmp_path):
+    # NTP steps the clock a year ahead and back: a retry decided meanwhile was due a year on,
+    # and the owner's SMS stayed pending (not failed, not counted) for that year
+    db = str(tmp_path / "r.db")
+    jump = [datetime.timedelta(days=365)]
+
+    def clock():
+        return datetime.datetime.now(datetime.UTC) + jump[0]
+
+    with Server(Receiver(mode="fail")) as sms:
+        cfg = config.parse(toml({**URLS, "sms": sms.url("/s")}))
+        store = make_store(db)
+        with store.transaction():
+            outbox.enqueue(store, key="incident:s1/d/e:high:0:sms:+86139", channel="sms",
+                           recipient="+86139", kind="alarm", subject="x", site=SITE,
+                           body={"title": "t", "text": "x"}, at=clock())  # fmt: skip
+        with Running(db, cfg, clock=clock):
+            wait(lambda: sms.got, timeout=10)  # tried at the jumped time, refused: a retry
+            time.sleep(0.5)
+            jump[0] = datetime.timedelta(0)  # the clock put right
+            sms.mode = "ok"
+            wait(lambda: outbox.counts(store)["sent"] == 1, timeout=10)
+        store.close()
