@@ -108,7 +108,17 @@ def path_of(root: str | Path, sha256: str) -> Path:
 
 
 def keep(root: str | Path, data: bytes, photo: Photo) -> Path:
-    """Write the bytes under their hash (atomically; already there: left as it is)."""
+    """Write the bytes under their hash (atomically; already there: left as it is). A disk full
+    or a directory gone bad is a PhotoError: the inspector reads that it was not kept (a bare
+    500 left them guessing) and the work order's transaction takes no row for it."""
+    try:
+        return _keep(root, data, photo)
+    except OSError as e:
+        raise PhotoError("photo: not saved: the photo directory cannot be written (%(error)s)",
+                         error=e.strerror or type(e).__name__) from None
+
+
+def _keep(root: str | Path, data: bytes, photo: Photo) -> Path:
     path = path_of(root, photo.sha256)
     if path.is_file():
         return path

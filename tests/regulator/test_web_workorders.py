@@ -345,3 +345,17 @@ def test_a_photos_exif_is_kept_as_sent_but_its_time_is_never_believed(console):
     assert "2001" not in alice.get("/workorders/%d" % wo).text
     unit = alice.get("/units/site-0000").text
     assert "真实泄漏" in unit and 'href="/workorders/%d"' % wo in unit
+
+
+def test_a_photo_directory_that_cannot_be_written_is_said_not_a_500(console):
+    # the disk full or the directory gone bad (here: a file where the directory should be):
+    # the inspector on site got "Internal Server Error" and no idea whether the photo was kept
+    user, db, photo_dir = console
+    photo_dir.write_bytes(b"not a directory")
+    alice = user("alice")
+    wo = dispatched(alice)
+    assert alice.post("/workorders/%d/arrive" % wo, data={"csrf": alice.token}).status_code == 200
+    r = alice.post("/workorders/%d/photos" % wo, data={"csrf": alice.token},
+                   files=[("photo", ("x.jpg", jpeg(), "image/jpeg"))])  # fmt: skip
+    assert r.status_code == 200 and "照片未能保存" in r.text
+    assert q(db, "SELECT count(*) AS n FROM work_order_photos") == [{"n": 0}]
