@@ -115,6 +115,14 @@ class Deliverer:
             listener = threading.Thread(target=self._listen, args=(loop, wake), daemon=True)
             listener.start()
         poll = d.tick_s if listener else d.poll_s
+        try:
+            for c in await self.db(escalate.unplaced, self.cfg):
+                self.log(
+                    "notify: WARNING contact %s %s via %s: node %r is not in the registry; "
+                    "nobody there is told" % (c.role, c.name or c.to, c.channel, c.node)
+                )
+        except Exception as e:  # the database away: the loop below says so and retries
+            self.log("notify: contacts not checked against the registry: %s" % e)
         next_tick = next_report = next_status = 0.0
         reports: asyncio.Task | None = None
         try:

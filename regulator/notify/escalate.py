@@ -138,6 +138,18 @@ def recipients(cfg: Config, unit: dict[str, Any], roles: tuple[str, ...]) -> lis
     return list(out.values())
 
 
+def unplaced(store: Any, cfg: Config) -> list[Contact]:
+    """Contacts whose node the registry does not hold (a typo, a node renamed): nobody there is
+    ever told, and a step that told someone else beside them looks fine. Said at the deliverer's
+    start (notify.toml is checked without the database)."""
+    nodes = {c.node for c in cfg.contacts}
+    if not nodes:
+        return []
+    sql, arg = store.in_list(sorted(nodes))
+    known = {r[0] for r in store.x("SELECT id FROM nodes WHERE id IN %s" % sql, (arg,)).fetchall()}
+    return [c for c in cfg.contacts if c.node not in known]
+
+
 def _body(store: Any, cfg: Config, s: Subject, unit: dict[str, Any], lang: str,
           step: int) -> dict[str, Any]:  # fmt: skip
     if s.kind == "workorder":

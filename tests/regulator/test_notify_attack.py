@@ -153,3 +153,29 @@ def test_a_clock_that_jumped_ahead_and_back_does_not_park_messages(tmp_path):
             sms.mode = "ok"
             wait(lambda: outbox.counts(store)["sent"] == 1, timeout=10)
         store.close()
+
+
+def test_a_contact_at_a_node_the_registry_lacks_is_said_at_start(db_url):
+    # a typo in a contact's node ("彭城街" for "彭城街道") matched no unit: that street was never
+    # told, and nothing said so while the grid and the owner were told beside it
+    import asyncio
+
+    from gasguard.regulator.notify.deliver import Deliverer
+    from gasguard.regulator.store import open_store
+
+    text = toml(URLS).replace(
+        'node = "徐州市/云龙区/彭城街道"\n', 'node = "徐州市/云龙区/彭城街"\n'
+    )
+    cfg = config.parse(text)
+    make_store(db_url).close()
+    said: list[str] = []
+    d = Deliverer(lambda: open_store(db_url), cfg, log=said.append, adapters={})
+
+    async def briefly():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.3, stop.set)
+        await d.run(stop)
+
+    asyncio.run(briefly())
+    assert any("徐州市/云龙区/彭城街" in s and "not in the registry" in s for s in said), said
+    assert not any("网格1" in s and "not in the registry" in s for s in said)
