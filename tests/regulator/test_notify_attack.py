@@ -12,7 +12,7 @@ from gasguard.regulator import boundary
 from gasguard.regulator.notify import config, escalate, outbox
 
 from .conftest import board_event
-from .notify_fixture import Receiver, Running, Server, wait
+from .notify_fixture import Receiver, Running, Server, Smtp, wait
 from .test_notify import DEV, SITE, hooked, make_store, secrets, toml  # noqa: F401
 
 URLS = {n: "http://127.0.0.1:9/" + n for n in ("wecom", "ding", "feishu", "sms", "forward")}
@@ -179,3 +179,21 @@ def test_a_contact_at_a_node_the_registry_lacks_is_said_at_start(db_url):
     asyncio.run(briefly())
     assert any("徐州市/云龙区/彭城街" in s and "not in the registry" in s for s in said), said
     assert not any("网格1" in s and "not in the registry" in s for s in said)
+
+
+def test_a_unit_name_with_a_c1_line_break_still_mails(tmp_path):
+    # the registry refuses C0 controls, not NEL (U+0085): in a unit's name it reached the
+    # e-mail's Subject, which the mail library refuses to build, so every attempt failed
+    # until the alarm's e-mail was given up
+    db = str(tmp_path / "r.db")
+    with Smtp() as (box, port):
+        cfg = config.parse(toml(URLS, port))
+        store = hooked(make_store(db, "老王饭店\x85Bcc: evil@example.com\x9b"), cfg)
+        store.write([boundary.check(*board_event(SITE, DEV, "alarm.high", 1, 1, lel=60))])
+        with Running(db, cfg):
+            wait(lambda: box.got, timeout=10)
+        to, mail = box.got[0]
+        assert to == ["grid@example.gov.cn"]
+        assert mail["Subject"] == "【燃气高报警】老王饭店 Bcc: evil@example.com"
+        assert mail["Bcc"] is None
+        store.close()
