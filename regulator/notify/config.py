@@ -299,6 +299,13 @@ def parse(text: str, path: str = "notify.toml") -> Config:
             lines.err(problems, "channels." + name, key, "[channels.%s] %s" % (name, e))
     for c in channels.values():  # a channel without its own deadline takes the delivery's
         c.options.setdefault("timeout_s", delivery.timeout_s)
+    # a lease shorter than a send: the row is due again while its receiver is still answering,
+    # claimed again and sent twice at once (SMTP's timeout is per step: twice, for its steps)
+    longest = max([delivery.timeout_s] + [c.options["timeout_s"] for c in channels.values()])
+    if delivery.lease_s < 2 * longest:
+        lines.err(problems, "delivery", "lease_s", "[delivery] lease_s %g: at least twice the "
+                  "longest timeout_s (%g), or a send still waiting is claimed and sent again"
+                  % (delivery.lease_s, longest))  # fmt: skip
     contacts = _contacts(doc.get("contacts", []), channels, lines, problems)
     owner = doc.get("owner", {})
     owner_channels: tuple[str, ...] = ()

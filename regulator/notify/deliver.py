@@ -204,7 +204,9 @@ class Deliverer:
         try:
             if adapter is None:
                 raise Failed("no channel %r in the config" % r["channel"], retry=False)
-            detail = await asyncio.wait_for(adapter.send(msg), self.cfg.delivery.timeout_s + 5)
+            spec = self.cfg.channels.get(r["channel"])  # its own timeout_s, or the delivery's
+            limit = spec.options["timeout_s"] if spec else self.cfg.delivery.timeout_s
+            detail = await asyncio.wait_for(adapter.send(msg), limit + 5)
         except Failed as e:
             await self._failed(r, e.detail, e.retry)
             return

@@ -197,3 +197,18 @@ def test_a_unit_name_with_a_c1_line_break_still_mails(tmp_path):
         assert mail["Subject"] == "【燃气高报警】老王饭店 Bcc: evil@example.com"
         assert mail["Bcc"] is None
         store.close()
+
+
+@pytest.mark.parametrize("extra", ["lease_s = 1\ntimeout_s = 10", "lease_s = 12\ntimeout_s = 10",
+                                   "lease_s = 30\n[channels.slow]\ntype = \"sms\"\n"
+                                   "url = \"https://sms.example.cn\"\ntimeout_s = 60"])  # fmt: skip
+def test_a_lease_shorter_than_a_send_is_refused(extra):
+    # lease_s = 1 with timeout_s = 10 validated: a send still waiting on its receiver was due
+    # again after 1 s, claimed again (by this deliverer or another) and sent twice at once
+    text = toml(URLS).replace("lease_s = 5\n", "").replace("timeout_s = 2\n", "")
+    text = text.replace("[delivery]\n", "[delivery]\n" + extra + "\n", 1)
+    if "[channels.slow]" in extra:  # a channel's own timeout: its table after [delivery]'s keys
+        head, _, rest = extra.partition("\n")
+        text = toml(URLS).replace("lease_s = 5\n", head + "\n") + rest.replace("\\n", "\n")
+    with pytest.raises(config.ConfigError, match=r"line \d+: .*lease_s"):
+        config.parse(text)
