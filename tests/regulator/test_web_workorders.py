@@ -359,3 +359,20 @@ def test_a_photo_directory_that_cannot_be_written_is_said_not_a_500(console):
                    files=[("photo", ("x.jpg", jpeg(), "image/jpeg"))])  # fmt: skip
     assert r.status_code == 200 and "照片未能保存" in r.text
     assert q(db, "SELECT count(*) AS n FROM work_order_photos") == [{"n": 0}]
+
+
+@pytest.mark.parametrize("path", ["/login", "/triage", "/workorders/1/arrive"])
+def test_a_form_post_of_megabytes_is_refused_before_it_is_read(console, path):
+    # Starlette keeps an url-encoded form whole in memory: a 40 MB "reason" (or a login
+    # form, before any account) was read in full, as many at once as a client cared to send
+    user, db, _ = console
+    alice = user("alice")
+    body = b"csrf=" + alice.token.encode() + b"&reason=" + b"x" * (40 << 20)
+    r = alice.post(path, content=body,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 413
+    chunks = iter([b"csrf=x&reason=", *[b"y" * (1 << 20)] * 8])  # no Content-Length: counted
+    r = alice.post(path, content=chunks,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 413
+    assert q(db, "SELECT count(*) AS n FROM alarm_triage") == [{"n": 0}]
