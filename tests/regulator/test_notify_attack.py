@@ -199,16 +199,47 @@ def test_a_unit_name_with_a_c1_line_break_still_mails(tmp_path):
         store.close()
 
 
-@pytest.mark.parametrize("extra", ["lease_s = 1\ntimeout_s = 10", "lease_s = 12\ntimeout_s = 10",
-                                   "lease_s = 30\n[channels.slow]\ntype = \"sms\"\n"
-                                   "url = \"https://sms.example.cn\"\ntimeout_s = 60"])  # fmt: skip
-def test_a_lease_shorter_than_a_send_is_refused(extra):
+SLOW = '[channels.slow]\ntype = "sms"\nurl = "https://sms.example.cn"\ntimeout_s = 60\n'
+
+
+@pytest.mark.parametrize("delivery, channel", [("lease_s = 1\ntimeout_s = 10", ""),
+                                               ("lease_s = 12\ntimeout_s = 10", ""),
+                                               ("lease_s = 30", SLOW)])  # fmt: skip
+def test_a_lease_shorter_than_a_send_is_refused(delivery, channel):
     # lease_s = 1 with timeout_s = 10 validated: a send still waiting on its receiver was due
     # again after 1 s, claimed again (by this deliverer or another) and sent twice at once
     text = toml(URLS).replace("lease_s = 5\n", "").replace("timeout_s = 2\n", "")
-    text = text.replace("[delivery]\n", "[delivery]\n" + extra + "\n", 1)
-    if "[channels.slow]" in extra:  # a channel's own timeout: its table after [delivery]'s keys
-        head, _, rest = extra.partition("\n")
-        text = toml(URLS).replace("lease_s = 5\n", head + "\n") + rest.replace("\\n", "\n")
+    text = text.replace("[delivery]\n", "[delivery]\n" + delivery + "\n", 1) + channel
     with pytest.raises(config.ConfigError, match=r"line \d+: .*lease_s"):
         config.parse(text)
+
+
+def test_concurrent_republishes_share_one_mqtt_connection(broker):
+    # a flood's first forwards reached the bridge adapter together: each saw no connection,
+    # each made one, and all but the last were left open at the city's broker for ever
+    import asyncio
+
+    from gasguard.regulator.notify.channels import Outgoing, mqtt
+
+    text = toml(URLS) + (f'[channels.bridge]\ntype = "mqtt"\nurl = "mqtt://127.0.0.1:'
+                         f'{broker.port}"\ntopic = "city/alarms"\n')  # fmt: skip
+    a = mqtt.Republish(config.parse(text).channels["bridge"])
+    made = []
+    connect = a._connect
+
+    async def counted():
+        made.append(1)
+        return await connect()
+
+    a._connect = counted
+
+    async def flood():
+        msgs = [Outgoing("k%d" % i, "m%d" % i, "bridge", "bridge", "forward", SITE,
+                         {"payload": {"n": i}}, 1) for i in range(12)]  # fmt: skip
+        try:
+            return await asyncio.gather(*(a.send(m) for m in msgs))
+        finally:
+            await a.close()
+
+    assert asyncio.run(flood()) == ["mqtt ok"] * 12
+    assert len(made) == 1
