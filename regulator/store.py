@@ -42,6 +42,7 @@ from . import (
 )
 from .boundary import Message
 from .notify import escalate, outbox
+from .reports import made
 from .web import accounts
 
 SCHEMA_MARK = "gasguard-regulator 3"  # in regulator_meta: this database is ours
@@ -94,6 +95,7 @@ ADDED_IN_3 = acks.TABLES + outbox.TABLES  # alarm to action (issue 25)
 ADDED_IN_3 += escalate.TABLES  # escalation steps fired (issue 25)
 ADDED_IN_3 += installers.TABLES + records.TABLES  # commissioning records delivered (issue 26)
 ADDED_IN_3 += triage.TABLES + workorders.TABLES + photos.TABLES  # triage and work orders
+ADDED_IN_3 += made.TABLES  # the weekly reports made: their files, for the console and e-mail
 TABLES += ADDED_IN_3
 OUR_TABLES = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", TABLES))
 NEW_IN_3 = frozenset(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", ADDED_IN_3))

@@ -1,6 +1,6 @@
 """Commissioning records for the delivery tests (issue 26), made and signed the way
 `gasguard commission` does through protocol/record.py, with the top-level fields of
-docs/design.md §9.1."""
+docs/design.md §2.6."""
 
 from __future__ import annotations
 

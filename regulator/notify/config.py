@@ -39,7 +39,7 @@ SECRETS = {  # type: the secrets it takes (each as NAME_env or NAME_file)
 }  # fmt: skip
 OPTIONS = {  # type: its other keys
     "wecom": ("url",), "dingtalk": ("url",), "feishu": ("url",),
-    "smtp": ("host", "port", "security", "username", "sender", "timeout_s"),
+    "smtp": ("host", "port", "security", "username", "sender", "timeout_s", "attach_max_mb"),
     "sms": ("url", "timeout_s"), "voice": ("url", "timeout_s"),
     "forward": ("url", "key_id", "timeout_s"), "mqtt": ("url", "topic", "username"),
 }  # fmt: skip
@@ -238,6 +238,9 @@ def _channel(name: str, spec: Any) -> Channel:
     t = opts.get("timeout_s", 10)
     if isinstance(t, bool) or not isinstance(t, int | float) or not 0.1 <= t <= 300:
         raise ValueError("timeout_s: 0.1 to 300")
+    cap = opts.get("attach_max_mb", 10)
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 <= cap <= 50:
+        raise ValueError("attach_max_mb: 0 to 50 (0: reports go as a link only)")
     secrets = {s: v for s in SECRETS[kind] if (v := _secret(spec, s)) is not None}
     if kind in ROBOTS and kind != "wecom" and "secret" not in secrets:
         raise ValueError("%s: secret_env or secret_file (the robot's signing secret)" % kind)

@@ -11,7 +11,7 @@ Providers:
   (regulator/acks.py), not cleared, not closed; its chain is its level's (high / low). Its
   clock starts when the regulator first stored the opening alarm (events.ingested_at), not at
   the board's own time: a board whose clock is not set yet would make every step due at once.
-- work orders (merge seam): `regulator/workorders.py: overdue(store, now: datetime) ->
+- work orders: `regulator/workorders.py: overdue(store, now: datetime) ->
   list[dict(id, site, severity, deadline, responsible, closed_at)]`; each is a subject of kind
   "workorder", chain "workorder", its clock starting at the deadline, stopped once closed_at is
   set. It is used when that module exists (workorder_provider).
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import audit
+from .. import audit, workorders
 from . import messages, outbox
 from .config import Config, Contact
 
@@ -82,8 +82,6 @@ def incident_provider(store: Any, now: datetime.datetime) -> list[Subject]:
 
 
 def workorder_provider(store: Any, now: datetime.datetime) -> list[Subject]:
-    from .. import workorders  # type: ignore[attr-defined]  # the triage helper's, at merge
-
     out = []
     for w in workorders.overdue(store, now):
         deadline = w["deadline"]
@@ -104,12 +102,7 @@ def workorder_provider(store: Any, now: datetime.datetime) -> list[Subject]:
 
 
 def providers() -> list[Provider]:
-    out: list[Provider] = [incident_provider]
-    try:
-        from .. import workorders  # noqa: F401  # type: ignore[attr-defined]
-    except ImportError:
-        return out
-    return [*out, workorder_provider]
+    return [incident_provider, workorder_provider]
 
 
 # --- who is told ---------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """A message's words: Chinese by default, English per contact; pure, no I/O.
 
 A body (what the outbox stores) is {"title", "text", "markdown", "link", "attachments"}: the
-same shape the weekly reports enqueue (regulator/reports/schedule.py), so every channel renders
-any kind. Names come from the registry, which a district fills in: a unit called
-"饭店\\n# 已处理" or "[点我](http://evil)" must stay one line of plain words in every channel,
-so text is flattened (no control characters) and markdown escaped before it goes in.
+shape the weekly reports enqueue too (regulator/reports/schedule.py, with their files' "sha256"),
+so every channel renders any kind. Names come from the registry, which a district fills in: a
+unit called "饭店\\n# 已处理" or "[点我](http://evil)" must stay one line of plain words in every
+channel, so text is flattened (no control characters) and markdown escaped before it goes in.
 """
 
 from __future__ import annotations
@@ -118,11 +118,36 @@ def markdown_of(body: dict[str, Any]) -> str:
 
 
 def text_of(body: dict[str, Any]) -> str:
-    """A body's plain text; attachments named by path (they stay on the regulator's disk)."""
+    """A body's plain text and link. A report's files are not named: their paths on the
+    regulator's disk mean nothing to a reader (the e-mail attaches them, the link serves them)."""
     text = str(body.get("text") or body.get("title") or "")
     if body.get("link") and body["link"] not in text:
         text += "\n" + body["link"]
-    files = body.get("attachments") or []
-    if files:
-        text += "\n附件 / Attachments:\n" + "\n".join("  " + plain(f, 500) for f in files)
     return text
+
+
+# a report's files in an e-mail (attach.py): bilingual, as the report's own text is
+NOTES = {
+    "attached": "附件 / Attached: %s",
+    "missing": "文件缺失，未附上 / File missing, not attached: %s",
+    "changed": "文件与报告生成时记录的 SHA-256 不符，未附上 / File not as the report recorded it "
+               "(SHA-256), not attached: %s",
+    "too_big": "附件合计 %.1f MB，超过 %.0f MB 上限，未附上 / The files total %.1f MB, over the "
+               "%.0f MB limit: not attached",
+    "link": "请从监管平台下载 / Download them from the console: %s",
+    "no_link": "请向监管平台索取 / Ask the regulator's console for them",
+}  # fmt: skip
+
+
+def attachment_notes(attached: list[str], problems: list[tuple[str, str]], total: int | None,
+                     cap: int, link: str | None) -> list[str]:  # fmt: skip
+    """What the reader is told about the report's files: those attached, those not and why
+    (problems: ("missing" | "changed", file name)), total: the files' bytes when over cap."""
+    out = [NOTES["attached"] % ", ".join(attached)] if attached else []
+    out += [NOTES[what] % plain(name, 200) for what, name in problems]
+    if total is not None:
+        mb, cap_mb = total / (1 << 20), cap / (1 << 20)
+        out.append(NOTES["too_big"] % (mb, cap_mb, mb, cap_mb))
+    if problems or total is not None:
+        out.append(NOTES["link"] % link if link else NOTES["no_link"])
+    return out

@@ -9,19 +9,20 @@ query a district):
     store       an open regulator Store (writable)
     now         an aware datetime: the week just ended at now (Asia/Shanghai) is the one due
     recipients  [(channel, recipient), ...] from its own configuration, for every district
-    out_dir     the directory the PDF and XLSX go to (made if missing; the deliverer attaches
-                them from there)
+    out_dir     the directory the PDF and XLSX go to (made if missing; the e-mail attaches
+                them from there, the console serves them)
     returns     the outbox keys enqueued by this call (empty when nothing was due)
     raises      tools/pdf.PdfError (no Chromium) or OSError: nothing of that district is
                 enqueued, and the next call tries it again
 
 Each message is idempotent by key = "report:" + JSON [district id, week, channel, recipient]
 (JSON: a ":" in a name cannot make two tuples one key); its body {title, text, attachments:
-[pdf path, xlsx path], link}. A district's week is made at most once: its files and summary are
-recorded in the audit log (`report.generate`, target `report:<district id>/<week>`, by
-`system:report`) in the transaction that enqueues them, and a recipient added later gets the
-files already made. Two deliverers at the same moment may each print the files (the second
-replaces the first's, the same figures); the outbox keeps one message per key.
+[pdf path, xlsx path], sha256: {file name: hex}, link: the district week's console page}. A
+district's week is made at most once: its files and summary are recorded in the audit log
+(`report.generate`, target `report:<district id>/<week>`, by `system:report`) and in
+`weekly_reports` (made.py) in the transaction that enqueues them, and a recipient added later
+gets the files already made. Two deliverers at the same moment may each print the files (the
+second replaces the first's, the same figures); the outbox keeps one message per key.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 
 from .. import audit
 from ..notify.outbox import enqueue
-from . import render
+from . import made, render
 from .figures import District, Report, compute, districts
 from .week import Week, last_ended
 
@@ -61,7 +62,16 @@ def record(store: Any, rep: Report, files: list[Path], at: str) -> dict[str, Any
              "sha256": {p.name: render.sha256(p) for p in files}, "title": title, "text": text,
              "figures": {ln["en"]: ln["number"] for ln in lines}}  # fmt: skip
     audit.record(store, at, ACTOR, ACTION, target(rep.district.id, rep.week.name), None, after)
+    made.put(store, after, at)
     return after
+
+
+def message(done: dict[str, Any], console_url: str | None) -> dict[str, Any]:
+    """A report's outbox body from its audit row: the files by path with the digests recorded
+    (the e-mail attaches a file only if it still has them), the link to its console page."""
+    return {"title": done["title"], "text": done["text"], "attachments": done["files"],
+            "sha256": done["sha256"],
+            "link": made.link(console_url, done["district"], done["week"])}  # fmt: skip
 
 
 def _made(store: Any, d: District, week: Week, out_dir: Path) -> dict[str, Any] | None:
@@ -70,10 +80,10 @@ def _made(store: Any, d: District, week: Week, out_dir: Path) -> dict[str, Any] 
                   "LIMIT 1", (target(d.id, week.name), ACTION)).fetchone()  # fmt: skip
     if row is None:
         return None
-    made = json.loads(row[0])
-    files = [Path(p) for p in made["files"]]
+    got = json.loads(row[0])
+    files = [Path(p) for p in got["files"]]
     if all(p.parent == out_dir and p.is_file() for p in files):
-        return made
+        return got
     return None
 
 
@@ -97,17 +107,16 @@ def enqueue_due(store: Any, now: datetime.datetime, recipients: list[tuple[str, 
         todo = {pair: k for pair, k in keys.items() if k not in have}
         if not todo:
             continue
-        made = _made(store, d, week, out_dir)
+        done = _made(store, d, week, out_dir)
         rep, files = None, []
-        if made is None:  # printed outside any transaction: Chromium takes seconds
+        if done is None:  # printed outside any transaction: Chromium takes seconds
             rep = compute(store, d, week, now)
             files = render.write(rep, out_dir, replace=True, printer=printer)
         with store.transaction():
             if rep is not None:
-                made = _made(store, d, week, out_dir) or record(store, rep, files, at)
-            assert made is not None
-            body = {"title": made["title"], "text": made["text"], "attachments": made["files"],
-                    "link": console_url}  # fmt: skip
+                done = _made(store, d, week, out_dir) or record(store, rep, files, at)
+            assert done is not None
+            body = message(done, console_url)
             for (channel, recipient), k in todo.items():
                 if enqueue(store, key=k, channel=channel, recipient=recipient, kind="report",
                            subject=target(d.id, week.name), site=None, body=body, at=at):

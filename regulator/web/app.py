@@ -23,12 +23,13 @@ import zoneinfo
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from gasguard.tools import exitcodes
 
 from .. import api, geo, hazards, triage, views, workorders
 from ..refusal import Refusal
-from . import accounts, citypages, i18n, ledger, throttle, vendor, workpages
+from . import accounts, citypages, i18n, ledger, reportpages, throttle, vendor, workpages
 
 PROG = "gasguard regulator serve"
 HERE = Path(__file__).parent
@@ -108,11 +109,31 @@ class Auth:
             if path.startswith("/api/"):
                 return await JSONResponse({"error": "log in first"}, 401)(scope, receive, send)
             if not any(path.startswith(p) for p in OPEN_PATHS):
-                return await RedirectResponse("/login", 303)(scope, receive, send)
+                # back to the page asked for after the login (a robot's link to a unit or a
+                # report); only a GET is worth coming back to
+                back = path + ("?" + scope["query_string"].decode("latin-1")
+                               if scope.get("query_string") else "")  # fmt: skip
+                target = "/login"
+                if scope.get("method") == "GET" and local_path(back):
+                    target += "?" + urlencode({"next": back})
+                return await RedirectResponse(target, 303)(scope, receive, send)
         else:
             scope[USER_KEY] = user
             scope[api.SCOPE_KEY] = user["scope"]
         await self.app(scope, receive, send)
+
+
+NEXT_MAX = 2000  # characters of a page to come back to after the login
+
+
+def local_path(v: Any) -> bool:
+    """A path on this console to send a browser to, never another site's: one "/" then no
+    second "/" or "\\" (a browser reads "//host" and "/\\host" as another host), no control or
+    space characters, not the login or logout itself."""
+    return (isinstance(v, str) and 1 <= len(v) <= NEXT_MAX and v.startswith("/")
+            and v[1:2] not in ("/", "\\") and "\\" not in v
+            and not any(c <= " " or "\x7f" <= c <= "\x9f" for c in v)
+            and not v.startswith(("/login", "/logout")))  # fmt: skip
 
 
 class Fingerprint:
@@ -190,6 +211,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         row.pop("password")
         row["scope"] = accounts.scope_of(store, row["node"])
         row["writer"] = row["role"] in accounts.WRITERS
+        row["reports"] = reportpages.may_read(store, row["node"])
         return row
 
     def lang_of(request: Any) -> str:
@@ -237,7 +259,8 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
 
     async def login_page(request: Any) -> Response:
         if request.method == "GET":
-            return render(request, "login.html")
+            back = request.query_params.get("next")
+            return render(request, "login.html", next=back if local_path(back) else None)
         form = await form_checked(request)
         if isinstance(form, Response):
             return form
@@ -257,19 +280,20 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
             throttle.succeeded(writers.get(), name, client, device)
             return user, None
 
+        back = form.get("next") if local_path(form.get("next")) else None
         user, until = await run_in_threadpool(attempt)
         if until is not None:
             wait = datetime.datetime.fromisoformat(until.replace("Z", "+00:00")) - \
                 datetime.datetime.now(datetime.UTC)  # fmt: skip
-            page = render(request, "login.html", 429, locked=local(until, False))
+            page = render(request, "login.html", 429, locked=local(until, False), next=back)
             page.headers["Retry-After"] = str(max(1, int(wait.total_seconds())))
             return page
         if user is None:
-            return render(request, "login.html", 401, failed=True)
+            return render(request, "login.html", 401, failed=True, next=back)
         request.session.clear()
         request.session.update(user=user["name"], csrf=secrets.token_urlsafe(32),
                                lang=lang_of(request))  # fmt: skip
-        done = RedirectResponse("/alarms", 303)
+        done = RedirectResponse(back or "/alarms", 303)
         if device is None:  # this browser may log in to this account while it is under attack
             done.set_cookie(throttle.DEVICE_COOKIE, throttle.device_cookie(secret, name),
                             max_age=int(throttle.DEVICE_AGE.total_seconds()), httponly=True,
@@ -508,6 +532,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         Route("/gateways", gateway_list),
         *vendor.routes(),
         *citypages.routes(readers, render, tz, boundaries),
+        *reportpages.routes(readers, render, USER_KEY),
         *workpages.routes(workpages.Console(
             readers, writers, render, csrf_ok, deadline_utc, USER_KEY,
             Path(photo_dir) if photo_dir else None, tuple(on_confirmed), tuple(on_closed))),

@@ -85,3 +85,45 @@ def test_a_false_alarm_is_not_forwarded(console):
     assert r.status_code in (200, 303), r.text[-800:]
     assert q(db, "SELECT verdict FROM alarm_triage") == [{"verdict": "false"}]
     assert forwarded(db) == []
+
+
+def test_a_real_work_order_past_its_deadline_escalates_once(db_url, monkeypatch):
+    """The ledger's own work orders (regulator/workorders.py), not a stand-in: dispatched with a
+    deadline, nothing before it, the workorder chain's first step once past it, and once."""
+    import datetime
+
+    from gasguard.regulator import hazards, workorders
+    from gasguard.regulator.notify import escalate, outbox
+
+    from .test_notify import DEV, SITE, alarm, make_store, toml
+
+    monkeypatch.setenv("T_FWD_SECRET", "x")
+    for name in ("T_WECOM_KEY", "T_ROBOT_SECRET", "T_SMS_TOKEN"):
+        monkeypatch.setenv(name, "x")
+    chain = '[escalation.workorder]\nsteps = [{after = "0s", roles = ["grid"]}]\n'
+    cfg = config.parse(toml({n: "http://127.0.0.1:9/" + n for n in
+                             ("wecom", "ding", "feishu", "sms", "forward")}, chain=chain))
+    store = make_store(db_url)
+    try:
+        alarm(store)
+        (inc,) = store.rows("SELECT open_event FROM incidents")
+        t0 = datetime.datetime.now(datetime.UTC)
+        at = outbox._at(t0)
+        with store.transaction():
+            h = hazards.for_incident(store, SITE, DEV, inc["open_event"], at)
+        deadline = t0 + datetime.timedelta(hours=2)
+        wo = workorders.dispatch(store, h["id"], "王师傅", outbox._at(deadline), "alice", at)
+
+        def told() -> int:
+            return store.x("SELECT COUNT(*) FROM notify_outbox WHERE kind = 'workorder' AND "
+                           "subject = ?", ("workorder:%d" % wo["id"],)).fetchone()[0]  # fmt: skip
+
+        escalate.tick(store, cfg, deadline - datetime.timedelta(seconds=1))
+        assert told() == 0  # not overdue yet
+        escalate.tick(store, cfg, deadline + datetime.timedelta(seconds=1))
+        first = told()
+        assert first > 0
+        escalate.tick(store, cfg, deadline + datetime.timedelta(seconds=2))
+        assert told() == first  # a step fires once
+    finally:
+        store.close()

@@ -334,9 +334,13 @@ def test_schedule_enqueues_once_per_recipient(db_url, tmp_path):
     mine = [r for r in rows if r["subject"] == "report:%s/2026-W48" % A]
     assert {(r["channel"], r["recipient"]) for r in mine} == set(to)
     body = json.loads(mine[0]["body"])
-    assert set(body) == {"title", "text", "attachments", "link"} and mine[0]["site"] is None
+    assert set(body) == {"title", "text", "attachments", "sha256", "link"}
+    assert mine[0]["site"] is None and body["link"] is None  # no console_url given
     assert "徐汇区" in body["title"] and "Alarms" in body["text"]
     assert all(Path(p).is_file() and Path(p).parent == tmp_path for p in body["attachments"])
+    assert body["sha256"] == {Path(p).name: render.sha256(Path(p)) for p in body["attachments"]}
+    kept = s.rows("SELECT * FROM weekly_reports WHERE district = ?", (A,))
+    assert [(r["week"], r["pdf"], r["xlsx"]) for r in kept] == [("2026-W48", *body["attachments"])]
     # a recipient added later gets the files already made, nothing printed again
     more = schedule.enqueue_due(s, now, to + [("sms", "+8613800000000")], tmp_path,
                                 printer=printer)  # fmt: skip

@@ -187,7 +187,7 @@ def test_nothing_without_a_login_but_plotly_is_kept_a_year(city):
     for path in ("/api/map", "/api/alarms/daily", "/api/compliance"):
         assert client.get(path).status_code == 401, path
     r = client.get("/compliance", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fcompliance"
     url = vendor.plotly_js()[0]
     r = client.get(url, headers={"Accept-Encoding": "gzip"})
     assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"

@@ -44,7 +44,7 @@ def as_user(db_url, console):
 
 def test_nothing_without_a_login(console):
     r = console.get("/alarms", follow_redirects=False)
-    assert r.status_code == 303 and r.headers["location"] == "/login"
+    assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Falarms"
     for path in ("/api/overview", "/api/incidents", "/api/sites/site-0000", "/api/rejected"):
         assert console.get(path).status_code == 401, path
     assert console.get("/static/console.css").status_code == 200  # assets: no login

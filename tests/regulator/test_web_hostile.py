@@ -100,3 +100,39 @@ def test_an_outline_with_an_infinite_altitude_or_extra_members_sends_only_lon_la
 def test_a_cell_a_spreadsheet_runs_once_trimmed_is_written_as_text(cell):
     assert export.risky(cell)
     assert not export.risky("李四 = 张三的同事")  # an equals sign inside is text
+
+
+def test_a_link_followed_before_logging_in_opens_its_page_after_the_login(tmp_path):
+    """A robot's message links to a unit or a report: the login comes back to it."""
+    db = str(tmp_path / "c.db")
+    build_console_db(db)
+    with TestClient(create_console(db)) as c:
+        r = c.get("/units/site-0000?x=1", follow_redirects=False)
+        assert r.status_code == 303
+        assert r.headers["location"] == "/login?next=%2Funits%2Fsite-0000%3Fx%3D1"
+        page = c.get(r.headers["location"]).text
+        assert 'name="next" value="/units/site-0000?x=1"' in page
+        r = c.post("/login", data={"name": "alice", "password": PASSWORD,
+                                   "csrf": csrf_in(page), "next": "/units/site-0000?x=1"},
+                   follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303 and r.headers["location"] == "/units/site-0000?x=1"
+
+
+@pytest.mark.parametrize("target", [
+    "//evil.example/x", "/\\evil.example", "/x\\y", "https://evil.example/", "javascript:alert(1)",
+    "/\t/evil.example", "/ /evil.example", "/x\r\nSet-Cookie: a=b", "/\x85x", "/login",
+    "/logout", "", "evil", "/" + "a" * 2001,
+])  # fmt: skip
+def test_a_login_sends_nobody_to_another_site(tmp_path, target):
+    db = str(tmp_path / "c.db")
+    build_console_db(db)
+    with TestClient(create_console(db)) as c:
+        page = c.get("/login", params={"next": target}).text
+        assert 'name="next"' not in page
+        bad = c.post("/login", data={"name": "alice", "password": "wrong",
+                                     "csrf": csrf_in(page), "next": target})  # fmt: skip
+        assert bad.status_code == 401 and 'name="next"' not in bad.text
+        r = c.post("/login", data={"name": "alice", "password": PASSWORD,
+                                   "csrf": csrf_in(page), "next": target},
+                   follow_redirects=False)  # fmt: skip
+        assert r.status_code == 303 and r.headers["location"] == "/alarms"

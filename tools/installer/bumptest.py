@@ -7,7 +7,7 @@ board has no clock of its own when it is stopped) and tells whoever applies the 
 next: a Person at the site, guided step by step in Chinese and English, or, on a virtual board,
 Virtual, which sets the detector simulator's gas and holds the panel's RESET button.
 
-What the record gets for each detector (docs/design.md §9.1): low_at, high_at, valve_closed_at,
+What the record gets for each detector (docs/design.md §2.6): low_at, high_at, valve_closed_at,
 high_to_closed_ms (measured on the board: from the high set point to the position input showing
 closed), reset_refused_at, reset_at, peak_tenths and a result, pass only when every milestone
 was seen in order.

@@ -1,7 +1,7 @@
 """The commissioning record (issue 26): built from what the board and the installer said, judged,
 signed, and written as JSON, bilingual HTML and PDF under a name of its own.
 
-The fields are those of docs/design.md §9.1 (the regulator's side relies on them; the schema is
+The fields are those of docs/design.md §2.6 (the regulator's side relies on them; the schema is
 protocol/schemas/commissioning-record.schema.json). Everything in it is an integer, a string, a
 boolean or null: the signed bytes (protocol/record.py) refuse floats, so the config's metres
 are kept as the text the installer wrote ("3.05") and readings as tenths of %LEL.
