@@ -558,9 +558,10 @@ class Store:
             latest = None
             history = self._history(site, device, firsts)
             events = [e for _, e in sorted(history, key=lambda t: t[0])]
+        fresh = {m.payload["id"] for m in moves}
         for inc in incidents.fold(latest, events, site, device):
             self._save_incident(inc)
-            if self.incident_hooks and _needs_telling(inc, latest):
+            if self.incident_hooks and _needs_telling(inc, latest, fresh):
                 for hook in self.incident_hooks:
                     hook(self, inc)
         top = events[-1].key  # in order, every new event sorts after the cursor
@@ -616,12 +617,18 @@ class Store:
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
-def _needs_telling(inc: incidents.Incident, before: incidents.Incident | None) -> bool:
+def _needs_telling(inc: incidents.Incident, before: incidents.Incident | None,
+                   fresh: set[str]) -> bool:  # fmt: skip
     """New since `before` (or raised to high) and nobody has acknowledged it; a rebuild's
-    replayed incidents come here too: their notifications are keyed, so they are one."""
-    if inc.closed_at or inc.cleared_at or inc.acknowledged_at:
+    replayed incidents come here too: their notifications are keyed, so they are one. One
+    opened and cleared in this batch (a gateway's backlog after an outage) is told too: nobody
+    has heard of it, and its valve may be shut; a rebuild's old cleared ones are not."""
+    if inc.acknowledged_at:
         return False
-    return before is None or before.open_event != inc.open_event or before.level != inc.level
+    new = before is None or before.open_event != inc.open_event or before.level != inc.level
+    if inc.closed_at or inc.cleared_at:
+        return new and inc.open_event in fresh
+    return new
 
 
 def _by_id(m: Message) -> str:

@@ -27,6 +27,9 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ROLE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+# a step's delay: a year at most. More is a typo, and `since + after` past datetime's range
+# raised in every escalation tick, so no step of any subject fired again
+MAX_AFTER = datetime.timedelta(days=365)
 ROBOTS = ("wecom", "dingtalk", "feishu")
 TYPES = (*ROBOTS, "smtp", "sms", "voice", "forward", "mqtt")
 SECRETS = {  # type: the secrets it takes (each as NAME_env or NAME_file)
@@ -149,7 +152,10 @@ def duration(text: Any) -> datetime.timedelta:
     if m is None:
         raise ValueError("%r is not a duration (e.g. \"0s\", \"5m\", \"1.5h\", \"300ms\")"
                          % (text,))  # fmt: skip
-    return datetime.timedelta(seconds=float(m.group(1)) * UNITS[m.group(2)])
+    seconds = float(m.group(1)) * UNITS[m.group(2)]
+    if seconds > MAX_AFTER.total_seconds():
+        raise ValueError("after %r: more than %d days" % (text, MAX_AFTER.days))
+    return datetime.timedelta(seconds=seconds)
 
 
 def _loopback(host: str) -> bool:
@@ -296,6 +302,13 @@ def parse(text: str, path: str = "notify.toml") -> Config:
             lines.err(problems, "channels." + name, key, "[channels.%s] %s" % (name, e))
     for c in channels.values():  # a channel without its own deadline takes the delivery's
         c.options.setdefault("timeout_s", delivery.timeout_s)
+    # a lease shorter than a send: the row is due again while its receiver is still answering,
+    # claimed again and sent twice at once (SMTP's timeout is per step: twice, for its steps)
+    longest = max([delivery.timeout_s] + [c.options["timeout_s"] for c in channels.values()])
+    if delivery.lease_s < 2 * longest:
+        lines.err(problems, "delivery", "lease_s", "[delivery] lease_s %g: at least twice the "
+                  "longest timeout_s (%g), or a send still waiting is claimed and sent again"
+                  % (delivery.lease_s, longest))  # fmt: skip
     contacts = _contacts(doc.get("contacts", []), channels, lines, problems)
     owner = doc.get("owner", {})
     owner_channels: tuple[str, ...] = ()

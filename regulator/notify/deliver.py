@@ -20,6 +20,7 @@ lives in one thread of its own; the loop hands it work and never blocks on the d
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import datetime
 import random
@@ -59,6 +60,7 @@ class Deliverer:
         self.pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="notify-db")
         self.store: Any = None
         self.inflight: set[asyncio.Task] = set()
+        self.busy: collections.Counter[str] = collections.Counter()  # in flight per channel
         self.figures = {"sent": 0, "retried": 0, "failed": 0, "escalations": 0}
         self._stop_listen = threading.Event()
 
@@ -113,6 +115,14 @@ class Deliverer:
             listener = threading.Thread(target=self._listen, args=(loop, wake), daemon=True)
             listener.start()
         poll = d.tick_s if listener else d.poll_s
+        try:
+            for c in await self.db(escalate.unplaced, self.cfg):
+                self.log(
+                    "notify: WARNING contact %s %s via %s: node %r is not in the registry; "
+                    "nobody there is told" % (c.role, c.name or c.to, c.channel, c.node)
+                )
+        except Exception as e:  # the database away: the loop below says so and retries
+            self.log("notify: contacts not checked against the registry: %s" % e)
         next_tick = next_report = next_status = 0.0
         reports: asyncio.Task | None = None
         try:
@@ -131,11 +141,24 @@ class Deliverer:
                     free = d.concurrency - len(self.inflight)
                     rows = []
                     if free > 0:
-                        rows = await self.db(outbox.claim, self.clock(), free, d.lease_s)
+                        # one channel gets half the slots at most: a receiver that hangs to
+                        # its timeout must not hold the owner's SMS back behind its queue
+                        share = max(1, d.concurrency // 2)
+                        room = {ch: share - self.busy[ch] for ch in self.cfg.channels}
+                        rows = await self.db(
+                            outbox.claim,
+                            self.clock(),
+                            free,
+                            d.lease_s,
+                            room,
+                            d.lease_s + d.backoff_cap_s + 60,
+                        )
                     for r in rows:
+                        self.busy[r["channel"]] += 1
                         t = asyncio.create_task(self._one(r))
                         self.inflight.add(t)
                         t.add_done_callback(self.inflight.discard)
+                        t.add_done_callback(lambda _, ch=r["channel"]: self.busy.subtract([ch]))
                 except Exception as e:  # the database away: say so, try again shortly
                     self.log("notify: %s: %s" % (type(e).__name__, str(e)[:200]))
                     rows = []
@@ -181,7 +204,9 @@ class Deliverer:
         try:
             if adapter is None:
                 raise Failed("no channel %r in the config" % r["channel"], retry=False)
-            detail = await asyncio.wait_for(adapter.send(msg), self.cfg.delivery.timeout_s + 5)
+            spec = self.cfg.channels.get(r["channel"])  # its own timeout_s, or the delivery's
+            limit = spec.options["timeout_s"] if spec else self.cfg.delivery.timeout_s
+            detail = await asyncio.wait_for(adapter.send(msg), limit + 5)
         except Failed as e:
             await self._failed(r, e.detail, e.retry)
             return

@@ -131,6 +131,18 @@ def recipients(cfg: Config, unit: dict[str, Any], roles: tuple[str, ...]) -> lis
     return list(out.values())
 
 
+def unplaced(store: Any, cfg: Config) -> list[Contact]:
+    """Contacts whose node the registry does not hold (a typo, a node renamed): nobody there is
+    ever told, and a step that told someone else beside them looks fine. Said at the deliverer's
+    start (notify.toml is checked without the database)."""
+    nodes = {c.node for c in cfg.contacts}
+    if not nodes:
+        return []
+    sql, arg = store.in_list(sorted(nodes))
+    known = {r[0] for r in store.x("SELECT id FROM nodes WHERE id IN %s" % sql, (arg,)).fetchall()}
+    return [c for c in cfg.contacts if c.node not in known]
+
+
 def _body(store: Any, cfg: Config, s: Subject, unit: dict[str, Any], lang: str,
           step: int) -> dict[str, Any]:  # fmt: skip
     if s.kind == "workorder":
@@ -179,7 +191,10 @@ def fire(store: Any, cfg: Config, s: Subject, step: int, now: datetime.datetime)
         )
     store.x("UPDATE notify_steps SET recipients = ? WHERE subject = ? AND step = ?",
             (len(told), s.key, step))  # fmt: skip
-    audit.record(store, at, ACTOR, "notify.escalate", s.target, None, {
+    # a step that told nobody (no contact at or above the unit's node, an owner without a
+    # phone) is its own action and counted by outbox.counts(): a message that never went
+    action = "notify.escalate" if told else "notify.untold"
+    audit.record(store, at, ACTOR, action, s.target, None, {
         "step": step + 1, "chain": s.severity, "roles": list(chain[step].roles),
         "due_at": outbox._at(due), "told": ["%s %s" % (c.role, c.channel) for c in told],
         "late_ms": round((now - due).total_seconds() * 1000)})  # fmt: skip

@@ -17,7 +17,9 @@ from typing import Any
 
 ZONE = zoneinfo.ZoneInfo("Asia/Shanghai")  # what every kitchen and office reads
 FIELD_MAX = 120
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029\u200b-\u200f\u202a-\u202e]+")
+# C1 too (U+0080-U+009F): the registry refuses only C0, and NEL (U+0085) is a line break to
+# Python's e-mail headers, which then refuse the Subject (the alarm's mail failed every try)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e]+")
 # markdown's and HTML's active characters as their full-width forms: a robot's markdown subset
 # has no reliable escape (WeCom shows a backslash as is), and ＃［］ read naturally in Chinese
 _MD = str.maketrans("#*_[]()<>`|~\\&", "＃＊＿［］（）＜＞｀｜～＼＆")

@@ -76,21 +76,54 @@ def message_id(key: str) -> str:
     return str(uuid.uuid5(_NS, key))
 
 
-def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float) -> list[dict[str, Any]]:
-    """Take up to `limit` due pending rows (in its own transaction) for lease_s seconds; a
-    week's reports to a hundred recipients never hold an alarm back a batch."""
+# Which due rows go first: a high incident's messages (its key names the level:
+# escalate.fire), then other alarms, then work orders and forwards, reports last. By due_at
+# alone, a flood of 10,000 low alarms held a high alarm's first message back for minutes.
+RANK = ("CASE WHEN kind IN ('alarm', 'escalation') AND key LIKE ? THEN 0 WHEN kind IN "
+        "('alarm', 'escalation') THEN 1 WHEN kind = 'report' THEN 3 ELSE 2 END")  # fmt: skip
+HIGH = "incident:%:high:%"
+
+
+def claim(store: Any, now: datetime.datetime, limit: int, lease_s: float,
+          room: dict[str, int] | None = None,
+          horizon_s: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Take up to `limit` due pending rows (in its own transaction) for lease_s seconds, most
+    urgent first (RANK); a week's reports never hold an alarm back a batch. `room`: how many
+    more rows of each channel named this deliverer may take (the deliverer's share per
+    channel), so a receiver that hangs holds its share of the slots and not all of them.
+    `horizon_s`: no lease or backoff reaches further ahead, so a row due later was leased or
+    retried by a clock that jumped ahead and came back: it is due now, not in a year."""
     lock = " FOR UPDATE SKIP LOCKED" if store.placeholder == "%s" else ""
     until = _at(now + datetime.timedelta(seconds=lease_s))
-    if not store.x("SELECT 1 FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
-                   "LIMIT 1", (_at(now),)).fetchone():  # fmt: skip
+    far = _at(now + datetime.timedelta(seconds=horizon_s or 1e9))
+    due = "status = 'pending' AND (due_at <= ? OR due_at > ?)"
+    if not store.x("SELECT 1 FROM notify_outbox WHERE %s LIMIT 1" % due,
+                   (_at(now), far)).fetchone():  # fmt: skip
         return []  # a read: SQLite's write lock only when something is due
+    left = dict(room or {})
+    full = sorted(ch for ch, n in left.items() if n <= 0)
+    where, args = "", [_at(now), far]
+    if full:
+        sql, arg = store.in_list(full)
+        where, args = " AND channel NOT IN " + sql, [*args, arg]
     with store.transaction():
+        keys = []
+        for c in store.rows(
+            "SELECT key, channel FROM notify_outbox WHERE %s%s ORDER BY %s, due_at LIMIT ?%s"
+            % (due, where, RANK, lock),
+            (*args, HIGH, limit),
+        ):
+            if left.get(c["channel"], 1) > 0:
+                keys.append(c["key"])
+                if c["channel"] in left:
+                    left[c["channel"]] -= 1
+        if not keys:
+            return []
+        sql, arg = store.in_list(keys)
         rows = store.rows(
-            "UPDATE notify_outbox SET due_at = ?, attempts = attempts + 1 WHERE key IN "
-            "(SELECT key FROM notify_outbox WHERE status = 'pending' AND due_at <= ? "
-            "ORDER BY kind = 'report', due_at LIMIT ?%s) AND status = 'pending' RETURNING %s"
-            % (lock, ", ".join(COLS)),
-            (until, _at(now), limit),
+            "UPDATE notify_outbox SET due_at = ?, attempts = attempts + 1 WHERE key IN %s "
+            "AND status = 'pending' RETURNING %s" % (sql, ", ".join(COLS)),
+            (until, arg),
         )
     for r in rows:
         r["body"] = json.loads(r["body"])
@@ -136,10 +169,12 @@ def give_up(store: Any, key: str, at: datetime.datetime, detail: str) -> bool:
 
 
 def counts(store: Any) -> dict[str, int]:
-    """Rows by status: pending, sent, failed (a failed count above 0 needs a person)."""
+    """Rows by status: pending, sent, failed; and untold, escalation steps that had nobody to
+    tell (regulator/notify/escalate.fire). A failed or untold count above 0 needs a person."""
     out = {"pending": 0, "sent": 0, "failed": 0}
     for status, n in store.x(
         "SELECT status, count(*) FROM notify_outbox GROUP BY status"
     ).fetchall():
         out[status] = n
+    out["untold"] = store.x("SELECT count(*) FROM notify_steps WHERE recipients = 0").fetchone()[0]
     return out

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime
 import hmac
+import re
 import secrets
 import shutil
 import sys
@@ -51,6 +52,40 @@ def session_key(url: str) -> str:
         return key
     finally:
         store.close()
+
+
+FORM_MAX = 2 << 20  # a form: its longest field is 2,000 characters (a login name may be more)
+UPLOADS = re.compile(r"/workorders/\d+/photos")  # bounded by their route (UPLOAD_MAX)
+
+
+class BodyLimit:
+    """ASGI: a request body over FORM_MAX is 413 before it is read. Starlette keeps an
+    url-encoded form whole in memory: a gigabyte's login form, before any account, was read in
+    full. Without a Content-Length the bytes are counted and the request cut off there."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        from starlette.exceptions import HTTPException
+        from starlette.responses import Response
+
+        if scope["type"] != "http" or UPLOADS.fullmatch(scope["path"]):
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > FORM_MAX):
+            return await Response("request body too large", 413)(scope, receive, send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > FORM_MAX:  # the route's exception handling answers 413
+                raise HTTPException(413, "request body too large")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class Auth:
@@ -512,6 +547,7 @@ def create_console(url: str, *, zone: str = "Asia/Shanghai", stale_minutes: int 
         writers.close()
 
     middleware = [
+        Middleware(BodyLimit),
         Middleware(
             SessionMiddleware,
             secret_key=secret,

@@ -22,5 +22,5 @@ def test_leaks_reach_the_robot(tmp_path):
     assert {"alarms", "notify_p50_ms", "notify_p99_ms", "lost"} <= out.keys()
     assert out["alarms"] == 2 and out["lost"] == 0 and out["duplicates"] == 0, said
     assert out["received"] == 2 and out["incidents"] == 2
-    assert out["outbox"] == {"pending": 0, "sent": 2, "failed": 0}
+    assert out["outbox"] == {"pending": 0, "sent": 2, "failed": 0, "untold": 0}
     assert out["notify_p99_ms"] is not None and out["notify_p99_ms"] > 0

@@ -133,7 +133,7 @@ def test_the_scheduled_report_arrives_with_both_files(db_url, tmp_path):
     assert len(keys) == 4
     with Smtp() as (box, port), Running(db_url, cfg(port)):
         wait(lambda: len(box.got) == 4)
-    assert outbox.counts(s) == {"pending": 0, "sent": 4, "failed": 0}
+    assert outbox.counts(s) == {"pending": 0, "sent": 4, "failed": 0, "untold": 0}
     row = s.rows("SELECT * FROM weekly_reports WHERE district = ?", (A,))[0]
     s.close()
     (mail,) = [m for _, m in box.got if "徐汇区" in m["Subject"]]

@@ -345,3 +345,34 @@ def test_a_photos_exif_is_kept_as_sent_but_its_time_is_never_believed(console):
     assert "2001" not in alice.get("/workorders/%d" % wo).text
     unit = alice.get("/units/site-0000").text
     assert "真实泄漏" in unit and 'href="/workorders/%d"' % wo in unit
+
+
+def test_a_photo_directory_that_cannot_be_written_is_said_not_a_500(console):
+    # the disk full or the directory gone bad (here: a file where the directory should be):
+    # the inspector on site got "Internal Server Error" and no idea whether the photo was kept
+    user, db, photo_dir = console
+    photo_dir.write_bytes(b"not a directory")
+    alice = user("alice")
+    wo = dispatched(alice)
+    assert alice.post("/workorders/%d/arrive" % wo, data={"csrf": alice.token}).status_code == 200
+    r = alice.post("/workorders/%d/photos" % wo, data={"csrf": alice.token},
+                   files=[("photo", ("x.jpg", jpeg(), "image/jpeg"))])  # fmt: skip
+    assert r.status_code == 200 and "照片未能保存" in r.text
+    assert q(db, "SELECT count(*) AS n FROM work_order_photos") == [{"n": 0}]
+
+
+@pytest.mark.parametrize("path", ["/login", "/triage", "/workorders/1/arrive"])
+def test_a_form_post_of_megabytes_is_refused_before_it_is_read(console, path):
+    # Starlette keeps an url-encoded form whole in memory: a 40 MB "reason" (or a login
+    # form, before any account) was read in full, as many at once as a client cared to send
+    user, db, _ = console
+    alice = user("alice")
+    body = b"csrf=" + alice.token.encode() + b"&reason=" + b"x" * (40 << 20)
+    r = alice.post(path, content=body,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 413
+    chunks = iter([b"csrf=x&reason=", *[b"y" * (1 << 20)] * 8])  # no Content-Length: counted
+    r = alice.post(path, content=chunks,
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    assert r.status_code == 413
+    assert q(db, "SELECT count(*) AS n FROM alarm_triage") == [{"n": 0}]

@@ -263,3 +263,39 @@ def test_a_work_order_keeps_at_most_a_dozen_photos(store):
     with pytest.raises(ValueError, match="at most 12 photos"):
         workorders.add_photos(store, t["work_order"], many, "张三", now())
     assert photos.of_order(store, t["work_order"]) == []
+
+
+def test_pixels_that_happen_to_spell_markup_are_a_photo():
+    # the markup scan read the compressed pixels too, which are as good as random: "<svg" turns
+    # up in about one 6 MB phone photo in a hundred, refused as "holds markup or script". Here
+    # a PNG stored uncompressed whose first pixels are the bytes "<svg" and "<html"
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))  # fmt: skip
+
+    rows = (b"\0" + b"<svg<html" + bytes(23)) * 4  # filter 0, then 32 grey pixels a row
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 4, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 0)) + chunk(b"IEND", b""))  # fmt: skip
+    assert b"<svg" in data
+    assert photos.check(data).mime == "image/png"
+    # markup outside the pixels still is refused: a text chunk, or a page after the image
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "<script>alert(1)</script>")
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, "PNG", pnginfo=info)
+    for bad in (buf.getvalue(), data + b"<html><script>x</script>"):
+        with pytest.raises(photos.PhotoError, match="markup"):
+            photos.check(bad)
+
+
+def test_a_jpeg_comment_with_markup_is_still_refused():
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG", comment=b"<svg onload=alert(1)>")
+    with pytest.raises(photos.PhotoError, match="markup"):
+        photos.check(buf.getvalue())
+    assert photos.check(jpeg()).mime == "image/jpeg"

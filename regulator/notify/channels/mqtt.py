@@ -6,6 +6,7 @@ again after a failure. The topic is the configured one plus "/<site>".
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import urllib.parse
@@ -22,6 +23,7 @@ class Republish(Adapter):
         self.port = u.port or (8883 if self.tls else 1883)
         self.username, self._password = spec.options.get("username"), spec.secrets.get("password")
         self._client = None
+        self._lock: asyncio.Lock | None = None  # made in the deliverer's loop, not here
 
     async def _connect(self):
         import aiomqtt
@@ -39,10 +41,13 @@ class Republish(Adapter):
         payload = json.dumps(msg.body["payload"], ensure_ascii=False, sort_keys=True,
                              separators=(",", ":"))  # fmt: skip
         topic = "%s/%s" % (self.topic, msg.site or "-")
+        self._lock = self._lock or asyncio.Lock()
         try:
-            if self._client is None:
-                self._client = await self._connect()
-            await self._client.publish(topic, payload, qos=1)
+            async with self._lock:  # sends at once: one connection, not one each, left open
+                if self._client is None:
+                    self._client = await self._connect()
+                client = self._client
+            await client.publish(topic, payload, qos=1)
         except (aiomqtt.MqttError, OSError) as e:
             await self.close()
             raise Failed("mqtt: %s" % str(e)[:200]) from None

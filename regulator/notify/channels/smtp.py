@@ -48,6 +48,12 @@ class Smtp(Adapter):
         return m
 
     def _send(self, msg: Outgoing) -> str:
+        try:
+            mail = self._message(msg)
+        except ValueError as e:  # a header the mail library refuses: no retry will mend it
+            raise Failed(
+                "smtp: the message cannot be built: %s" % str(e)[:200], retry=False
+            ) from None
         ctx = ssl.create_default_context()
         try:
             if self.security == "ssl":
@@ -60,7 +66,7 @@ class Smtp(Adapter):
                     s.starttls(context=ctx)
                 if self.username:
                     s.login(self.username, self._password or "")
-                refused = s.send_message(self._message(msg))
+                refused = s.send_message(mail)
         except smtplib.SMTPRecipientsRefused as e:
             raise Failed("smtp refused the recipient: %s" % str(e)[:200], retry=False) from None
         except (smtplib.SMTPException, OSError) as e:
