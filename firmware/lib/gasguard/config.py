@@ -98,14 +98,16 @@ def _ident(d, key, default=None, required=False):
 class Config:
     """Validated configuration. Percent set points become tenths of %LEL."""
 
-    def __init__(self, d, key=None, raw=None):
+    def __init__(self, d, key=None, raw=None, digest=None):
         if not isinstance(d, dict):
             _fail("config", "must be a JSON object")
             d = {}
-        self.raw = d
-        self.digest = hashlib.sha256(raw or json.dumps(d).encode()).digest()[:8]
+        self.digest = digest or hashlib.sha256(raw or json.dumps(d).encode()).digest()[:8]
         d = dict(d)
-        d.pop("install", None)  # the installer's record: config check and commissioning read it
+        # the installer's record (equipment, geometry: config check and commissioning read it):
+        # never kept on the board, where it would hold a kilobyte or two of heap for ever
+        d.pop("install", None)
+        self.raw = d
         self.device_id = _ident(d, "device_id", None, True)
         self.site = _ident(d, "site", "site")
         gases = {"ng": ("methane",), "lpg": ("propane", "butane", "lpg")}
@@ -389,6 +391,17 @@ def load(path, key_path=None):
     if max(n, len(raw)) > _MAX_BYTES:
         raise ConfigError("config", "%d bytes: the board reads at most %d" % (n, _MAX_BYTES))
     d = decode(raw)
+    # the file's bytes and the install block (the installer's record, a kilobyte or two the
+    # board ignores) go before validation makes what the board keeps: on a 110 KB heap their
+    # holes between kept objects left no room to load the link and the loop (a config with a
+    # full install block failed to boot)
+    digest = hashlib.sha256(raw).digest()[:8]  # the file's own bytes, as the host tools say
+    raw = None
+    if isinstance(d, dict):
+        d.pop("install", None)
+    import gc
+
+    gc.collect()
     key = None
     if key_path is not None:
         try:
@@ -401,4 +414,4 @@ def load(path, key_path=None):
             key = None
         except ValueError:
             raise ConfigError("key", "key file is not hexadecimal (at most 256 bytes)") from None
-    return Config(d, key, raw).plain()
+    return Config(d, key, digest=digest).plain()
