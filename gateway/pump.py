@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gasguard.protocol import cloudevents
 
@@ -121,39 +121,28 @@ class Pump:
         return len(rows)
 
     def send_states(self, room: int) -> None:
-        pub = self.pub
-        states = pub.pending_states
-        sent = 0
-        for dev in list(states):
-            if sent >= room:
-                break
-            topic = cloudevents.topic_state(pub.site, dev)
-            if self.spells and self.refusals.held(topic):
-                continue  # refused: tried again when its backoff is over
-            payload = states.pop(dev)
-            row = Row(
-                id=STATE_ROW_ID, ce_id="", device=dev, topic=topic, payload=payload,
-                created=0.0, priority=ROUTINE,
-            )  # fmt: skip
-            self.send(topic, payload, True, row)
-            sent += 1
-        if sent:
-            self.conn.flush()
+        """Devices' retained states, each device's newest."""
+        self._send_retained(self.pub.pending_states, cloudevents.topic_state, room,
+                            lambda payload: (STATE_ROW_ID, "", payload))  # fmt: skip
 
     def send_records(self, room: int) -> None:
         """Commissioning records, retained on their device's topic: each device's newest."""
-        pub = self.pub
-        records = pub.pending_records
+        self._send_retained(self.pub.pending_records, cloudevents.topic_commissioning, room,
+                            lambda held: (RECORD_ROW_ID, str(held[0]), held[1]))  # fmt: skip
+
+    def _send_retained(self, pending: dict, topic_of: Any, room: int, row_of: Any) -> None:
+        """Up to `room` of a per-device map of retained messages, each taken off the map as it
+        goes; a topic the broker refused is left for when its backoff is over."""
         sent = 0
-        for dev in list(records):
+        for dev in list(pending):
             if sent >= room:
                 break
-            topic = cloudevents.topic_commissioning(pub.site, dev)
+            topic = topic_of(self.pub.site, dev)
             if self.spells and self.refusals.held(topic):
-                continue  # refused: tried again when its backoff is over
-            rid, payload = records.pop(dev)
+                continue
+            row_id, ce_id, payload = row_of(pending.pop(dev))
             row = Row(
-                id=RECORD_ROW_ID, ce_id=str(rid), device=dev, topic=topic, payload=payload,
+                id=row_id, ce_id=ce_id, device=dev, topic=topic, payload=payload,
                 created=0.0, priority=ROUTINE,
             )  # fmt: skip
             self.send(topic, payload, True, row)
