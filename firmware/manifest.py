@@ -38,7 +38,7 @@ FIRMWARE = (
 )
 
 # the device subset of protocol/, lib/gasguard/protocol/ on the board, as bytecode. Host-only
-# modules stay off the board: messages.py, cloudevents.py, record.py, schemas/.
+# modules stay off the board: messages.py, cloudevents.py, record.py, strictjson.py, schemas/.
 PROTOCOL = (
     "__init__.py",
     "auth.py",

@@ -15,11 +15,11 @@ after it), and that the record is for this gateway's site and one of its devices
 from __future__ import annotations
 
 import datetime
-import json
 import time
 from typing import Any, NamedTuple
 
 from gasguard.protocol import record as rec
+from gasguard.protocol import strictjson
 
 from . import schemas
 
@@ -46,55 +46,20 @@ class Checked(NamedTuple):
     key_id: str
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # two readers could take different values: refuse the doubt
-        raise Refused("JSON: a key appears twice in one object")
-    return obj
-
-
-def _constant(name: str) -> Any:
-    raise Refused("JSON: %s is not JSON" % name)
-
-
-def _depth(raw: bytes) -> int:
-    depth = deepest = 0
-    in_str = esc = False
-    for b in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif b == 0x5C:
-                esc = True
-            elif b == 0x22:
-                in_str = False
-        elif b == 0x22:
-            in_str = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > MAX_DEPTH:
-                break
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
 def decode(raw: bytes) -> Any:
     if len(raw) > MAX_FILE:
         raise Refused("%d bytes: more than a record holds (%d)" % (len(raw), MAX_FILE))
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    if _depth(raw) > MAX_DEPTH:
+    if strictjson.nesting_depth(raw, MAX_DEPTH) > MAX_DEPTH:
         raise Refused("JSON: nested deeper than %d" % MAX_DEPTH)
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=_pairs,
-                          parse_constant=_constant)  # fmt: skip
+        return strictjson.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise Refused("not UTF-8 text") from None
-    except ValueError as e:  # JSONDecodeError, and Refused from the hooks
-        if isinstance(e, Refused):
-            raise
+    except strictjson.StrictJsonError as e:
+        raise Refused("JSON: %s" % e) from None
+    except ValueError as e:  # JSONDecodeError
         raise Refused("not JSON: %s" % str(e)[:120]) from None
 
 

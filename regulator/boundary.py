@@ -9,7 +9,6 @@ topic, never by the payload's own `dataschema` (a list there must not pick, or b
 from __future__ import annotations
 
 import datetime
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 import fastjsonschema
 
 from gasguard.gateway import schemas
-from gasguard.protocol import cloudevents
+from gasguard.protocol import cloudevents, strictjson
 
 MAX_BYTES = 32 * 1024  # the largest payload the gateway makes (a dead letter's 1 KiB body as hex,
 # a state with 8 detectors) is under 4 KiB: the cap leaves room and bounds the parser's work
@@ -103,53 +102,16 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     raise Refused("topic: not a GasGuard stream topic")
 
 
-def nesting_depth(raw: bytes, limit: int) -> int:
-    """The deepest [ / { nesting in JSON text, counted without parsing (strings skipped), stopping
-    as soon as it passes limit: json.loads recurses, so a deep document must never reach it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for b in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif b == 0x5C:  # backslash
-                escaped = True
-            elif b == 0x22:
-                in_string = False
-        elif b == 0x22:
-            in_string = True
-        elif b in (0x5B, 0x7B):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif b in (0x5D, 0x7D):
-            depth -= 1
-    return deepest
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):  # two readers could take different values: refuse the doubt
-        raise Refused("json: a key appears twice in one object")
-    return obj
-
-
-def _no_constant(name: str) -> Any:
-    raise Refused("json: %s is not JSON" % name)
-
-
 def decode(raw: bytes, max_bytes: int = MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     if len(raw) > max_bytes:
         raise Refused("size: %d bytes, more than %d" % (len(raw), max_bytes))
     # fewer brackets than the cap cannot nest past it (counted in C): most messages stop here
     opened = raw.count(b"[") + raw.count(b"{")
-    if opened > max_depth and nesting_depth(raw, max_depth) > max_depth:
+    if opened > max_depth and strictjson.nesting_depth(raw, max_depth) > max_depth:
         raise Refused("json: nested deeper than %d" % max_depth)
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        return strictjson.loads(text)
     except UnicodeDecodeError:
         raise Refused("json: not UTF-8") from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gasguard.protocol import cloudevents
+from gasguard.protocol import cloudevents, strictjson
 from gasguard.regulator import boundary
 
 from .conftest import board_event
@@ -47,7 +47,7 @@ def test_deeply_nested_json_is_refused_without_recursion():
 
 
 def test_nesting_inside_strings_does_not_count():
-    assert boundary.nesting_depth(b'{"a": "[[[[[[[[[[[[[[[[[[[[\\"[[["}', 8) == 1
+    assert strictjson.nesting_depth(b'{"a": "[[[[[[[[[[[[[[[[[[[[\\"[[["}', 8) == 1
 
 
 def test_dataschema_list_is_refused_by_the_topics_schema():
