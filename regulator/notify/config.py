@@ -10,7 +10,6 @@ at the first alarm.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import re
 import tomllib
@@ -18,6 +17,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gasguard.gateway.config import is_loopback
 
 from ..registry import LEVELS
 
@@ -158,15 +159,6 @@ def duration(text: Any) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: Any, schemes: tuple[str, ...] = ("https", "http")) -> str:
     """A URL we will send to: https (http and mqtt:// only to loopback, for tests and a local
     relay); no credentials in it (they would be logged with it)."""
@@ -177,7 +169,7 @@ def check_url(url: Any, schemes: tuple[str, ...] = ("https", "http")) -> str:
         raise ValueError("%r: want %s://HOST/..." % (url[:80], schemes[0]))
     if u.username or u.password:
         raise ValueError("credentials in the URL: name an environment variable instead")
-    if u.scheme in ("http", "mqtt") and not _loopback(u.hostname):
+    if u.scheme in ("http", "mqtt") and not is_loopback(u.hostname):
         raise ValueError("plaintext %s:// to %s: only to loopback" % (u.scheme, u.hostname))
     return url
 
@@ -230,7 +222,7 @@ def _channel(name: str, spec: Any) -> Channel:
             raise ValueError("%s: a one-line string" % k)
     if opts.get("security", "ssl") not in ("ssl", "starttls", "none"):
         raise ValueError("security: ssl, starttls or none")
-    if kind == "smtp" and opts.get("security") == "none" and not _loopback(opts["host"]):
+    if kind == "smtp" and opts.get("security") == "none" and not is_loopback(opts["host"]):
         raise ValueError('security = "none" only to a loopback relay')
     port = opts.get("port", 465)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
