@@ -87,3 +87,13 @@ def json_reply(body: bytes) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise Failed("a 2xx whose JSON is not an object")
     return v
+
+
+def robot_ok(raw: bytes, robot: str) -> str:
+    """A chat robot's answer: HTTP 200 with {"errcode": 0} (WeCom, DingTalk); anything else is
+    a failure retried (their 200s carry errors: a bad signature, a rate limit)."""
+    reply = json_reply(raw)
+    if reply.get("errcode") != 0:
+        raise Failed("%s errcode %s: %s" % (robot, reply.get("errcode"),
+                                             str(reply.get("errmsg"))[:100]))  # fmt: skip
+    return "%s ok" % robot

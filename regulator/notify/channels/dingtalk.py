@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import messages
 from ..config import Channel
-from .base import MESSAGE_ID_HEADER, Adapter, Failed, Outgoing, json_reply, post
+from .base import MESSAGE_ID_HEADER, Adapter, Outgoing, post, robot_ok
 
 
 def sign(secret: str, timestamp_ms: int) -> str:
@@ -46,8 +46,4 @@ class DingTalk(Adapter):
             "text": messages.markdown_of(msg.body)}}  # fmt: skip
         _, raw = await post(self.http, url, timeout=self.timeout, json_body=body,
                             headers={MESSAGE_ID_HEADER: msg.message_id})  # fmt: skip
-        reply = json_reply(raw)
-        if reply.get("errcode") != 0:
-            raise Failed("dingtalk errcode %s: %s" % (reply.get("errcode"),
-                                                      str(reply.get("errmsg"))[:100]))  # fmt: skip
-        return "dingtalk ok"
+        return robot_ok(raw, "dingtalk")

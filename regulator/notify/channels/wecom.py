@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import messages
 from ..config import Channel
-from .base import MESSAGE_ID_HEADER, Adapter, Failed, Outgoing, json_reply, post
+from .base import MESSAGE_ID_HEADER, Adapter, Outgoing, post, robot_ok
 
 MAX_CONTENT = 4096
 
@@ -35,8 +35,4 @@ class WeCom(Adapter):
         _, raw = await post(self.http, self._url, timeout=self.timeout,
                             json_body={"msgtype": "markdown", "markdown": {"content": content}},
                             headers={MESSAGE_ID_HEADER: msg.message_id})  # fmt: skip
-        reply = json_reply(raw)
-        if reply.get("errcode") != 0:
-            raise Failed("wecom errcode %s: %s" % (reply.get("errcode"),
-                                                   str(reply.get("errmsg"))[:100]))  # fmt: skip
-        return "wecom ok"
+        return robot_ok(raw, "wecom")
