@@ -8,14 +8,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from starlette.testclient import TestClient
 
 from gasguard.regulator.notify import config
 from gasguard.regulator.notify.hooks import console_hooks
-from gasguard.regulator.web.app import create_console
 
-from .test_web_workorders import EV0, arrived_with_photo, dispatched, q, triage_form
-from .web_fixture import build_console_db, csrf_in, log_in
+from .test_web_workorders import (
+    EV0,
+    arrived_with_photo,
+    dispatched,
+    logged_in_users,
+    q,
+    triage_form,
+)
 
 NOTIFY = """
 base_url = "https://console.example.gov.cn"
@@ -33,22 +37,9 @@ def console(db_url, tmp_path, monkeypatch):
     monkeypatch.setenv("T_FWD_SECRET", "fwdsecret")
     (tmp_path / "notify.toml").write_text(NOTIFY)
     on_confirmed, on_closed = console_hooks(config.load(tmp_path / "notify.toml"))
-    build_console_db(db_url)
-    app = create_console(db_url, photo_dir=tmp_path / "photos", on_confirmed=on_confirmed,
-                         on_closed=on_closed)  # fmt: skip
-    made = []
-
-    def user(name: str) -> TestClient:
-        c = TestClient(app)
-        c.__enter__()
-        made.append(c)
-        assert log_in(c, name).status_code == 303
-        c.token = csrf_in(c.get("/alarms").text)
-        return c
-
-    yield user, db_url
-    for c in made:
-        c.__exit__(None, None, None)
+    with logged_in_users(db_url, tmp_path, on_confirmed=on_confirmed,
+                         on_closed=on_closed) as user:  # fmt: skip
+        yield user, db_url
 
 
 def forwarded(db: str) -> list[dict]:

@@ -6,6 +6,7 @@ message (in Chinese), the ledger unchanged, the photo's headers."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -28,10 +29,12 @@ def jpeg(size=(64, 48)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def console(db_url, tmp_path):
+@contextlib.contextmanager
+def logged_in_users(db_url, tmp_path, **console_kw):
+    """user(name): a client of one console over the sample city, logged in as name, with its
+    CSRF token; every client closed at the end."""
     build_console_db(db_url)
-    app = create_console(db_url, photo_dir=tmp_path / "photos")
+    app = create_console(db_url, photo_dir=tmp_path / "photos", **console_kw)
     made = []
 
     def user(name: str) -> TestClient:
@@ -42,9 +45,17 @@ def console(db_url, tmp_path):
         c.token = csrf_in(c.get("/alarms").text)
         return c
 
-    yield user, db_url, tmp_path / "photos"
-    for c in made:
-        c.__exit__(None, None, None)
+    try:
+        yield user
+    finally:
+        for c in made:
+            c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def console(db_url, tmp_path):
+    with logged_in_users(db_url, tmp_path) as user:
+        yield user, db_url, tmp_path / "photos"
 
 
 def q(db: str, sql: str, params=()) -> list[dict]:
